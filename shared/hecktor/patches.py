@@ -1,0 +1,122 @@
+"""Task 1 training crops: the region a training case is cached on, and positive/negative patch sampling.
+
+The cached region is built by the same resampling code as inference (:mod:`hecktor.preprocessing`), so a training
+patch and an inference window see identically prepared voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.transforms import RandCropByPosNegLabel
+
+from hecktor.errors import InputError
+from hecktor.geometry import Grid, resample_to_grid
+from hecktor.localization import Localization, localize_head_and_neck
+from hecktor.plan import Plan
+from hecktor.preprocessing import check_case, network_input, task1_region_grid
+
+
+@dataclass
+class TrainingRegion:
+    """A preprocessed training case: image (2, z, y, x) float32, label (z, y, x) uint8, and their grid."""
+
+    image: np.ndarray
+    label: np.ndarray
+    grid: Grid
+    localization: Localization
+
+
+def mask_physical_bounds(label: sitk.Image) -> tuple[np.ndarray, np.ndarray] | None:
+    """Axis-aligned physical bounding box (voxel edges) of the non-zero voxels of ``label``, or None if empty."""
+    nonzero = np.argwhere(sitk.GetArrayViewFromImage(label) > 0)
+    if nonzero.size == 0:
+        return None
+    low_zyx, high_zyx = nonzero.min(axis=0), nonzero.max(axis=0)
+    box = Grid(
+        tuple(int(v) for v in (high_zyx - low_zyx + 1)[::-1]),
+        tuple(label.GetSpacing()),
+        tuple(label.TransformIndexToPhysicalPoint([int(v) for v in low_zyx[::-1]])),
+        tuple(label.GetDirection()),
+    )
+    return box.physical_bounds()
+
+
+def training_region_grid(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, plan: Plan,
+                         around: str = "region") -> tuple[Grid, Localization]:
+    """The grid a training case is cached on, at ``plan.spacing_mm_xyz``.
+
+    Args:
+        around: ``"region"``: the Task 1 inference region, widened to hold the whole mask plus
+            ``plan.training_margin_mm`` (the network then also sees the brain and other negatives it will meet at
+            inference); ``"mask"``: only the mask's bounding box plus the margin (smaller caches).
+    Either way the grid is at least one patch large along every axis, so patches never need padding.
+    """
+    if around not in ("region", "mask"):
+        raise ValueError(f"around must be 'region' or 'mask', got {around!r}")
+    localization = localize_head_and_neck(pet, plan, reference=ct)
+    bounds = mask_physical_bounds(label)
+    if around == "region" or bounds is None:
+        low, high = task1_region_grid(localization, plan).physical_bounds()
+    else:
+        low, high = bounds[0], bounds[1]
+    if bounds is not None:
+        low = np.minimum(low, bounds[0] - plan.training_margin_mm)
+        high = np.maximum(high, bounds[1] + plan.training_margin_mm)
+    spacing = np.asarray(plan.spacing_mm_xyz, dtype=float)
+    minimum_extent = np.asarray(plan.patch_size_zyx[::-1], dtype=float) * spacing
+    extent = np.maximum(high - low, minimum_extent)
+    return Grid.centered((low + high) / 2.0, extent, spacing_xyz=spacing), localization
+
+
+def preprocess_training_case(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, plan: Plan,
+                             around: str = "region") -> TrainingRegion:
+    """Network input and label of one training case on its training region (see :func:`training_region_grid`)."""
+    ct, pet, _ = check_case(ct, pet, plan)
+    labels = sitk.GetArrayViewFromImage(label)
+    if labels.size and labels.max() > 2:
+        raise InputError(f"label map holds value {int(labels.max())}; expected 0 (background), 1 (GTVp), 2 (GTVn)")
+    grid, localization = training_region_grid(ct, pet, label, plan, around)
+    image = network_input(ct, pet, grid, plan)
+    target = sitk.GetArrayFromImage(resample_to_grid(label, grid, plan.label_interpolation, 0, sitk.sitkUInt8))
+    return TrainingRegion(image, target, grid, localization)
+
+
+def sample_patches(
+    image: np.ndarray | torch.Tensor,
+    label: np.ndarray | torch.Tensor,
+    patch_size_zyx: tuple[int, int, int],
+    num_samples: int,
+    positive_fraction: float,
+    seed: int | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random patches centred on tumour (label > 0) voxels with probability ``positive_fraction``, else on any
+    voxel; centres are shifted so patches stay inside the volume. Wraps MONAI's ``RandCropByPosNegLabel``.
+
+    Args:
+        image: (C, z, y, x) array.
+        label: (z, y, x) integer array.
+    Returns:
+        ``num_samples`` pairs of (C, *patch) image and (1, *patch) label tensors.
+    """
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(f"positive_fraction must lie in [0, 1], got {positive_fraction}")
+    image = torch.as_tensor(image)
+    label = torch.as_tensor(label)[None]
+    if any(s < p for s, p in zip(image.shape[1:], patch_size_zyx)):
+        raise ValueError(f"volume {tuple(image.shape[1:])} is smaller than the patch {tuple(patch_size_zyx)}")
+    cropper = RandCropByPosNegLabel(
+        spatial_size=patch_size_zyx,
+        pos=positive_fraction,
+        neg=1.0 - positive_fraction,
+        num_samples=num_samples,
+        allow_smaller=False,
+    )
+    cropper.set_random_state(seed=seed)
+    # MONAI falls back to any voxel when the label has no foreground (and vice versa).
+    image_patches = cropper(image, label=label, randomize=True)
+    label_patches = cropper(label, label=label, randomize=False)
+    return [(torch.as_tensor(i), torch.as_tensor(l)) for i, l in zip(image_patches, label_patches)]

@@ -1,0 +1,150 @@
+"""Reading inputs, rejecting bad ones with one clear line, and writing outputs atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import head_phantom
+from hecktor import io
+from hecktor.errors import InputError
+
+
+def _write(image, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def _gc_folder(tmp_path, ehr={"Age": 60, "Gender": 1}):
+    ct, pet, _, _ = head_phantom()
+    return io.write_gc_input(ct, pet, tmp_path / "input", ehr=ehr, seed=3), ct, pet
+
+
+def test_gc_input_round_trip_keeps_geometry_and_values(tmp_path):
+    folder, ct, pet = _gc_folder(tmp_path)
+    case = io.read_gc_input(folder)
+    assert case.ehr == {"Age": 60, "Gender": 1}
+    assert case.ct_path.parent.name == "ct" and len(case.ct_path.stem) == 36  # a UUID
+    for read, original in ((case.ct, ct), (case.pet, pet)):
+        assert read.GetSize() == original.GetSize() and read.GetOrigin() == original.GetOrigin()
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(original))
+    # reproducible names from the seed
+    again = io.write_gc_input(ct, pet, tmp_path / "again", seed=3)
+    assert sorted(p.name for p in (again / "images" / "ct").iterdir()) == [case.ct_path.name]
+
+
+def test_missing_ehr_is_a_warning_not_an_error(tmp_path):
+    folder, _, _ = _gc_folder(tmp_path, ehr=None)
+    case = io.read_gc_input(folder)
+    assert case.ehr is None and "absent" in case.warnings[0]
+    with pytest.raises(InputError, match="clinical record not found"):
+        io.read_gc_input(folder, require_ehr=True)
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda f: [p.unlink() for p in (f / "images" / "ct").iterdir()], r"no image .* in .*images/ct"),
+        (lambda f: __import__("shutil").rmtree(f / "images" / "pet"), r"input folder not found: .*images/pet"),
+        (lambda f: (f / "images" / "ct" / "second.nii.gz").write_bytes(
+            next((f / "images" / "ct").iterdir()).read_bytes()), r"exactly one image in .*ct, found 2"),
+        (lambda f: [p.write_bytes(b"not an image") for p in (f / "images" / "pet").iterdir()], r"cannot read PET"),
+        (lambda f: (f / "ehr.json").write_text("{Age: 5"), r"ehr.json is not valid JSON"),
+        (lambda f: (f / "ehr.json").write_text("[1, 2]"), r"must hold a JSON object, got list"),
+    ],
+)
+def test_bad_input_folders_give_one_line_errors(tmp_path, breakage, message):
+    folder, _, _ = _gc_folder(tmp_path)
+    breakage(folder)
+    with pytest.raises(InputError, match=message) as error:
+        io.read_gc_input(folder)
+    assert "\n" not in str(error.value)
+
+
+def test_2d_and_flat_images_are_refused(tmp_path):
+    flat = sitk.Image([1, 1, 1], sitk.sitkFloat32)
+    with pytest.raises(InputError, match=r"not a 3-D volume \(size 1x1x1\)"):
+        io.read_image(_write(flat, tmp_path / "flat.mha"), "CT")
+    plane = sitk.Image([16, 16], sitk.sitkInt16)
+    with pytest.raises(InputError, match=r"not a 3-D volume \(size 16x16\)"):
+        io.read_image(_write(plane, tmp_path / "plane.mha"), "CT")
+
+
+def test_write_mask_is_compressed_uint8_and_leaves_no_temporary(tmp_path):
+    ct, _, label, _ = head_phantom()
+    target = tmp_path / "out" / io.MASK_OUTPUT
+    io.write_mask(sitk.Cast(label, sitk.sitkFloat32), target)
+    written = sitk.ReadImage(str(target))
+    assert written.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(label))
+    assert os.listdir(target.parent) == ["output.mha"]
+    assert target.stat().st_size < label.GetNumberOfPixels() // 4  # compressed
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", crash)
+    ct, _, label, _ = head_phantom()
+    with pytest.raises(RuntimeError):
+        io.write_mask(label, tmp_path / "output.mha")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_rfs_is_one_bare_number(tmp_path):
+    path = io.write_rfs(np.float32(-0.396), tmp_path / "rfs.json")
+    assert json.loads(path.read_text()) == pytest.approx(-0.396, abs=1e-6)
+    assert not path.read_text().startswith("{")
+    with pytest.raises(ValueError, match="non-finite"):
+        io.write_rfs(float("nan"), tmp_path / "nan.json")
+    assert not (tmp_path / "nan.json").exists()
+
+
+def _training_root(tmp_path, survival="120.5,1"):
+    ct, pet, label, _ = head_phantom()
+    for task in (1, 2):
+        folder = tmp_path / io.TASK_FOLDERS[task]
+        for pid in ("CHUM-001", "MDA-002"):
+            _write(ct, folder / pid / f"{pid}__CT.nii.gz")
+            _write(pet, folder / pid / f"{pid}__PT.nii.gz")
+            if task == 1:
+                _write(label, folder / pid / f"{pid}.nii.gz")
+    header = "PatientID,CenterID,Age,Gender,Tobacco Consumption,Alcohol Consumption,Performance Status,Treatment,M-stage,HPV Status"
+    rows = ["CHUM-001,1,56,1,,0,1,1,M0,1", "MDA-002,5,,0,1,,0,0,Mx,"]
+    (tmp_path / "Task 1" / io.TASK_CSVS[1]).write_text("\n".join([header] + rows) + "\n")
+    (tmp_path / "Task 2" / io.TASK_CSVS[2]).write_text(
+        "\n".join([header + ",RFS,Relapse"] + [r + "," + survival for r in rows]) + "\n")
+    return tmp_path
+
+
+def test_training_layout_is_read(tmp_path):
+    root = _training_root(tmp_path)
+    cases = io.list_training_cases(root, 1)
+    assert [c.patient_id for c in cases] == ["CHUM-001", "MDA-002"]
+    ct, pet, label = cases[0].read()
+    assert label is not None and label.GetSize() == ct.GetSize()
+    rows = io.read_training_table(root, 2)
+    assert rows[1]["Age"] is None and rows[1]["M-stage"] == "Mx"
+    assert rows[0]["RFS"] == 120.5 and rows[0]["Relapse"] == 1
+    assert io.ehr_from_row(rows[0]) == {"CenterID": 1, "Age": 56, "Gender": 1, "Tobacco Consumption": None,
+                                        "Alcohol Consumption": 0, "Performance Status": 1, "Treatment": 1,
+                                        "M-stage": "M0"}
+    out = io.training_case_to_gc_input(io.list_training_cases(root, 2)[0], rows[0], tmp_path / "gc")
+    assert io.read_gc_input(out).ehr["Age"] == 56
+
+
+def test_bad_training_tables(tmp_path):
+    root = _training_root(tmp_path, survival="abc,1")
+    with pytest.raises(InputError, match="RFS must be a number"):
+        io.read_training_table(root, 2)
+    (root / "Task 1" / "CHUM-001" / "CHUM-001.nii.gz").unlink()
+    with pytest.raises(InputError, match="case CHUM-001: label file missing"):
+        io.list_training_cases(root, 1)
+    with pytest.raises(InputError, match="HECKTOR folder not found"):
+        io.list_training_cases(tmp_path / "nowhere", 1)

@@ -1,0 +1,51 @@
+"""Training regions and positive/negative patch sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import head_phantom
+from hecktor.patches import mask_physical_bounds, preprocess_training_case, sample_patches
+from hecktor.plan import Plan
+
+PLAN = Plan(spacing_mm_xyz=(2.0, 2.0, 2.0), task1_region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
+            patch_size_zyx=(32, 32, 32))
+
+
+def test_mask_bounds_are_physical():
+    _, _, label, truth = head_phantom(direction_ct="flipped_z")
+    low, high = mask_physical_bounds(label)
+    np.testing.assert_allclose((low + high) / 2, truth["tumour"], atol=6.0)
+    assert np.all(high - low > 25) and np.all(high - low < 45)  # a 30 mm sphere on a 5-6 mm grid
+
+
+@pytest.mark.parametrize("around", ["region", "mask"])
+def test_training_region_holds_the_whole_mask(around):
+    ct, pet, label, _ = head_phantom(direction_ct="oblique")
+    case = preprocess_training_case(ct, pet, label, PLAN, around=around)
+    assert case.image.shape[1:] == case.label.shape == case.grid.shape_zyx
+    assert all(s >= p for s, p in zip(case.label.shape, PLAN.patch_size_zyx))
+    # the 15 mm-radius sphere is 14.1 ml; nearest-neighbour resampling at 2 mm keeps it within a few percent
+    volume_ml = case.label.astype(bool).sum() * 8 / 1000
+    assert volume_ml == pytest.approx(4 / 3 * np.pi * 15**3 / 1000, rel=0.1)
+    if around == "mask":
+        assert case.label.shape == (32, 32, 32)
+
+
+def test_sample_patches_positive_and_negative():
+    image = np.random.default_rng(0).normal(size=(2, 40, 50, 60)).astype(np.float32)
+    label = np.zeros((40, 50, 60), np.uint8)
+    label[30:34, 40:44, 50:54] = 1
+    image[0] = label  # image and label patches must come from the same place
+    patches = sample_patches(image, label, (16, 16, 16), num_samples=20, positive_fraction=1.0, seed=1)
+    assert len(patches) == 20
+    assert all(img.shape == (2, 16, 16, 16) and lab.shape == (1, 16, 16, 16) for img, lab in patches)
+    assert all(lab.sum() > 0 for _, lab in patches)
+    assert all(np.array_equal(img[0], lab[0]) for img, lab in patches)
+    negatives = sample_patches(image, label, (16, 16, 16), num_samples=50, positive_fraction=0.0, seed=1)
+    assert sum(int(lab.sum() > 0) for _, lab in negatives) < 10
+    again = sample_patches(image, label, (16, 16, 16), num_samples=20, positive_fraction=1.0, seed=1)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(patches, again))
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        sample_patches(image, label, (64, 16, 16), 1, 0.5)
