@@ -83,3 +83,8 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data folder {REAL_DATA} is absent")
     return REAL_DATA
+
+# The training scripts live in training/ (not an installed package); tests import them from there.
+import sys  # noqa: E402
+
+sys.path.insert(0, str(REPO / "training"))

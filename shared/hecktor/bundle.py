@@ -1,0 +1,151 @@
+"""Exported model bundles: one folder per task, verified before anything in it is used.
+
+Layout::
+
+    bundle/
+      manifest.json   {"format": "hecktor-bundle", "version": 1, "task": 1|2, "plan_digest": ..., "files": {name: sha256}}
+      plan.json       the preprocessing Plan the models were trained with
+      model.json      task-specific description (network name and config, fold names, ensemble weights, ...)
+      ...             weights (state dicts, loaded with ``weights_only=True``) and other JSON artefacts
+
+:func:`load_bundle` refuses a bundle whose manifest is missing, whose files are missing, extra or changed (SHA-256),
+or whose ``plan.json`` is not the plan recorded in the manifest, with one line saying which file and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+import hecktor
+from hecktor.errors import BundleError, InputError
+from hecktor.plan import Plan
+
+FORMAT = "hecktor-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+PLAN = "plan.json"
+MODEL = "model.json"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its folder, task, plan and ``model.json`` content."""
+
+    path: Path
+    task: int
+    plan: Plan
+    model: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        """Path of a file listed in the manifest."""
+        if name not in self.manifest["files"]:
+            raise BundleError(f"{self.path} lists no file {name!r}; re-export the bundle")
+        return self.path / name
+
+    def load_state_dict(self, name: str, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """A state dict saved with ``torch.save``, loaded safely (``weights_only=True``)."""
+        return torch.load(self.file(name), map_location=map_location, weights_only=True)
+
+    def load_json(self, name: str) -> Any:
+        return json.loads(self.file(name).read_text())
+
+
+def write_bundle(
+    out_dir: str | Path,
+    task: int,
+    plan: Plan,
+    model: Mapping[str, Any],
+    state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    json_files: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle atomically: built in a temporary sibling folder, then moved into place (replacing an old one).
+
+    Args:
+        task: 1 (segmentation) or 2 (prognosis).
+        model: the content of ``model.json``.
+        state_dicts: ``{file name: state dict}`` saved with ``torch.save``.
+        json_files: ``{file name: JSON-serialisable object}``, e.g. a fitted clinical encoder.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        plan.save(staging / PLAN)
+        (staging / MODEL).write_text(json.dumps(dict(model), indent=2, sort_keys=True) + "\n")
+        for name, state in (state_dicts or {}).items():
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, staging / name)
+        for name, content in (json_files or {}).items():
+            (staging / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        files = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "task": int(task),
+            "hecktor_version": hecktor.__version__,
+            "plan_digest": plan.digest(),
+            "files": files,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+def load_bundle(path: str | Path, task: int) -> Bundle:
+    """Verify and open a bundle for ``task``; any inconsistency is a :class:`BundleError`."""
+    path = Path(path)
+    fix = "re-export it with the training scripts (see README)"
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"no model bundle at {path} ({MANIFEST} missing); {fix}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{manifest_path} is not valid JSON ({error}); {fix}") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise BundleError(f"{manifest_path} is not a {FORMAT} v{VERSION} manifest; {fix}")
+    if manifest.get("task") != task:
+        raise BundleError(f"{path} is a Task {manifest.get('task')} bundle, but Task {task} was asked for")
+    listed = manifest.get("files", {})
+    for name, expected in listed.items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle file missing: {file}; {fix}")
+        if sha256_of(file) != expected:
+            raise BundleError(f"bundle file changed since export (SHA-256 mismatch): {file}; {fix}")
+    extra = sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in listed)
+    if extra:
+        raise BundleError(f"{path} holds file(s) not in its manifest: {', '.join(extra)}; {fix}")
+    for required in (PLAN, MODEL):
+        if required not in listed:
+            raise BundleError(f"{path} has no {required}; {fix}")
+    try:
+        plan = Plan.load(path / PLAN)
+    except InputError as error:
+        raise BundleError(f"{path / PLAN}: {error}; {fix}") from None
+    if plan.digest() != manifest.get("plan_digest"):
+        raise BundleError(f"{path / PLAN} is not the plan the models were trained with (digest mismatch); {fix}")
+    model = json.loads((path / MODEL).read_text())
+    return Bundle(path=path, task=task, plan=plan, model=model, manifest=manifest)

@@ -1,0 +1,54 @@
+"""Bundle export and verification."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hecktor.bundle import load_bundle, write_bundle
+from hecktor.errors import BundleError
+from hecktor.plan import Plan
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    layer = torch.nn.Linear(3, 2)
+    return write_bundle(tmp_path / "bundle", task=1, plan=Plan(), model={"network": "unet", "folds": ["fold_0.pt"]},
+                        state_dicts={"fold_0.pt": layer.state_dict()}, json_files={"extra.json": {"a": 1}})
+
+
+def test_round_trip(bundle_dir):
+    bundle = load_bundle(bundle_dir, task=1)
+    assert bundle.plan == Plan() and bundle.model["network"] == "unet"
+    state = bundle.load_state_dict("fold_0.pt")
+    assert set(state) == {"weight", "bias"} and state["weight"].shape == (2, 3)
+    assert bundle.load_json("extra.json") == {"a": 1}
+    assert sorted(bundle.manifest["files"]) == ["extra.json", "fold_0.pt", "model.json", "plan.json"]
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda d: (d / "fold_0.pt").write_bytes(b"x" + (d / "fold_0.pt").read_bytes()), "SHA-256 mismatch"),
+        (lambda d: (d / "fold_0.pt").unlink(), "bundle file missing"),
+        (lambda d: (d / "fold_9.pt").write_bytes(b""), "not in its manifest: fold_9.pt"),
+        (lambda d: (d / "manifest.json").unlink(), "manifest.json missing"),
+        (lambda d: (d / "plan.json").write_text(Plan(spacing_mm_xyz=(2.0, 2.0, 2.0)).to_json()), "SHA-256"),
+    ],
+)
+def test_tampered_bundle_is_refused(bundle_dir, tamper, message):
+    tamper(bundle_dir)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_dir, task=1)
+
+
+def test_plan_digest_and_task_are_checked(bundle_dir):
+    with pytest.raises(BundleError, match="Task 1 bundle, but Task 2"):
+        load_bundle(bundle_dir, task=2)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["plan_digest"] = "0" * 16
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not the plan the models were trained with"):
+        load_bundle(bundle_dir, task=1)
