@@ -88,3 +88,8 @@ def real_data() -> Path:
 import sys  # noqa: E402
 
 sys.path.insert(0, str(REPO / "training"))
+
+# Tiny tensors run fastest on one thread; a 2-thread pool stalls on them when the machine is busy (CI has 2 cores).
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
