@@ -95,17 +95,23 @@ def check_case(ct: sitk.Image, pet: sitk.Image | None, plan: Plan) -> tuple[sitk
 
 
 def normalize_ct(hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
-    """Clip HU to ``window_hu`` and scale linearly to [0, 1] (float32)."""
+    """Clip HU to ``window_hu`` and scale linearly to [0, 1] (float32, a new array)."""
     low, high = window_hu
-    return ((np.clip(hu, low, high) - low) / (high - low)).astype(np.float32)
+    out = np.clip(hu, low, high).astype(np.float32, copy=False)  # clip already made a copy
+    out -= np.float32(low)
+    out *= np.float32(1.0 / (high - low))
+    return out
 
 
 def normalize_pet(suv: np.ndarray) -> np.ndarray:
-    """Z-score the SUV values over the region (float32). A constant region maps to zeros."""
-    suv = suv.astype(np.float32, copy=False)
-    std = float(suv.std())
-    centred = suv - np.float32(suv.mean())
-    return centred / np.float32(std) if std > 1e-6 else centred
+    """Z-score the SUV values over the region (float32, a new array). A constant region maps to zeros."""
+    out = np.array(suv, dtype=np.float32, copy=True)
+    # torch's std_mean is one multi-threaded pass; numpy's std makes two passes and a temporary of the same size.
+    std, mean = torch.std_mean(torch.from_numpy(out), correction=0)
+    out -= np.float32(mean)
+    if float(std) > 1e-6:
+        out /= np.float32(std)
+    return out
 
 
 def resample_pair(ct: sitk.Image, pet: sitk.Image, grid: Grid, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
