@@ -52,3 +52,7 @@ def test_plan_digest_and_task_are_checked(bundle_dir):
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="not the plan the models were trained with"):
         load_bundle(bundle_dir, task=1)
+
+
+def test_bundle_folder_is_readable_by_others(bundle_dir):
+    assert bundle_dir.stat().st_mode & 0o777 == 0o755

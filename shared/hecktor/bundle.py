@@ -104,6 +104,7 @@ def write_bundle(
             "files": files,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        staging.chmod(0o755)  # mkdtemp makes it 0700; the containers read it as a non-root user
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
