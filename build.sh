@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Build the two HECKTOR 2025 Grand-Challenge images from this repository and, on request, save each as the
+# gzipped image archive that the platform's upload page accepts.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ENGINE="${ENGINE:-docker}"
+TASK1_IMAGE="${TASK1_IMAGE:-hecktor-task1:latest}"
+TASK2_IMAGE="${TASK2_IMAGE:-hecktor-task2:latest}"
+# Platform limits (HECKTOR2025_INTERFACE.md): image at most 10 GB, saved .tar.gz at most 2 GB.
+IMAGE_LIMIT_BYTES=$((10 * 1000 * 1000 * 1000))
+ARCHIVE_LIMIT_BYTES=$((2 * 1000 * 1000 * 1000))
+
+usage() {
+    cat <<EOF
+Usage: ./build.sh [options]
+
+Build the Grand-Challenge images (build context: the repository root).
+  Task 1 -> \$TASK1_IMAGE (default hecktor-task1:latest), from task1_container/Dockerfile
+  Task 2 -> \$TASK2_IMAGE (default hecktor-task2:latest), from task2_container/Dockerfile
+Each needs its exported model bundle first:
+  python training/export_segmentation.py RUN_DIR   -> task1_container/resources/bundle
+  python training/export_prognosis.py RUN_DIR      -> task2_container/resources/bundle
+
+Options:
+  --task 1|2            build only this task's image (default: both)
+  --no-mamba            Task 1 without the mamba-ssm CUDA kernels (build arg WITH_MAMBA=0; the pure-PyTorch
+                        selective scan runs instead, slower on a GPU, no CUDA compiler needed)
+  --base-image IMAGE    build arg BASE_IMAGE (default in the Dockerfiles: the organisers' PyTorch CUDA image)
+  --build-arg KEY=VALUE extra build argument, passed on as is (repeatable)
+  --save                also write hecktor-task1.tar.gz / hecktor-task2.tar.gz ('ENGINE save | gzip')
+  --save-dir DIR        where --save writes (default: the repository root)
+  -h, --help            this text
+
+Environment:
+  ENGINE        container engine, docker (default) or podman (same commands)
+  TASK1_IMAGE   Task 1 image name:tag (default hecktor-task1:latest)
+  TASK2_IMAGE   Task 2 image name:tag (default hecktor-task2:latest)
+  ENGINE_BUILD_ARGS  extra arguments for '\$ENGINE build' (word-split), e.g. ulimits or a build-time volume
+EOF
+}
+
+die() {
+    echo "build.sh: error: $*" >&2
+    exit 1
+}
+
+tasks=(1 2)
+with_mamba=1
+save=0
+save_dir="$REPO"
+extra_args=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --task)
+            [[ $# -ge 2 ]] || die "--task needs a value (1 or 2)"
+            [[ "$2" == 1 || "$2" == 2 ]] || die "--task must be 1 or 2, got '$2'"
+            tasks=("$2")
+            shift 2
+            ;;
+        --no-mamba) with_mamba=0; shift ;;
+        --base-image)
+            [[ $# -ge 2 ]] || die "--base-image needs an image name"
+            extra_args+=(--build-arg "BASE_IMAGE=$2")
+            shift 2
+            ;;
+        --build-arg)
+            [[ $# -ge 2 && "$2" == *=* ]] || die "--build-arg needs KEY=VALUE"
+            extra_args+=(--build-arg "$2")
+            shift 2
+            ;;
+        --save) save=1; shift ;;
+        --save-dir)
+            [[ $# -ge 2 ]] || die "--save-dir needs a folder"
+            save_dir="$2"
+            shift 2
+            ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see ./build.sh --help)" ;;
+    esac
+done
+
+image_of() { if [[ "$1" == 1 ]]; then echo "$TASK1_IMAGE"; else echo "$TASK2_IMAGE"; fi; }
+export_command_of() {
+    if [[ "$1" == 1 ]]; then
+        echo "python training/export_segmentation.py RUN_DIR"
+    else
+        echo "python training/export_prognosis.py RUN_DIR"
+    fi
+}
+
+# Everything the images need is checked before the first (long) build starts.
+for task in "${tasks[@]}"; do
+    bundle="task${task}_container/resources/bundle"
+    [[ -f "$REPO/$bundle/manifest.json" ]] \
+        || die "no Task $task model bundle ($bundle/manifest.json is missing); export one first: $(export_command_of "$task")"
+    [[ -f "$REPO/task${task}_container/inference.py" ]] || die "task${task}_container/inference.py is missing"
+done
+command -v "$ENGINE" >/dev/null 2>&1 || die "container engine '$ENGINE' not found; install Docker or set ENGINE=podman"
+if [[ "$save" == 1 ]]; then
+    mkdir -p "$save_dir" || die "cannot create --save-dir $save_dir"
+fi
+
+engine_name="$(basename "$ENGINE")"
+# Docker needs BuildKit for RUN --mount (the default builder since Docker 23; older versions need the variable).
+export DOCKER_BUILDKIT=1
+
+human_size() { awk -v b="$1" 'BEGIN { printf "%.2f GB", b / 1e9 }'; }
+
+for task in "${tasks[@]}"; do
+    image="$(image_of "$task")"
+    # shellcheck disable=SC2206  # ENGINE_BUILD_ARGS is a list of arguments on purpose
+    args=(build ${ENGINE_BUILD_ARGS:-} -f "$REPO/task${task}_container/Dockerfile" -t "$image")
+    if [[ "$task" == 1 ]]; then
+        args+=(--build-arg "WITH_MAMBA=$with_mamba")
+    fi
+    # "${extra_args[@]+...}" expands to nothing when the array is empty (bash < 4.4 treats that as unset under -u).
+    args+=(${extra_args[@]+"${extra_args[@]}"} "$REPO")
+    echo "==> Task $task: $ENGINE ${args[*]}"
+    start=$SECONDS
+    "$ENGINE" "${args[@]}" || die "building $image failed (see the $engine_name output above)"
+    size="$("$ENGINE" image inspect -f '{{.Size}}' "$image")" || die "cannot inspect the image $image just built"
+    echo "==> built $image in $((SECONDS - start)) s, $(human_size "$size")"
+    if [[ "$size" =~ ^[0-9]+$ ]] && ((size > IMAGE_LIMIT_BYTES)); then
+        echo "build.sh: warning: $image is $(human_size "$size"), over the platform's 10 GB image limit" >&2
+    fi
+
+    if [[ "$save" == 1 ]]; then
+        archive="$save_dir/hecktor-task${task}.tar.gz"
+        partial="$archive.partial"
+        save_args=(save)
+        # podman's default archive format is already docker-archive; saying so keeps the result loadable by both.
+        [[ "$engine_name" == podman ]] && save_args+=(--format docker-archive)
+        echo "==> saving $image to $archive"
+        # Written under another name and renamed, so an interrupted save never leaves a truncated archive behind.
+        trap 'rm -f "$partial"' EXIT
+        "$ENGINE" "${save_args[@]}" "$image" | gzip -c > "$partial" || die "saving $image failed"
+        mv -f "$partial" "$archive"
+        trap - EXIT
+        bytes="$(wc -c < "$archive" | tr -d ' ')"
+        echo "==> wrote $archive ($(human_size "$bytes"))"
+        if ((bytes > ARCHIVE_LIMIT_BYTES)); then
+            echo "build.sh: warning: $archive is $(human_size "$bytes"), over the platform's 2 GB upload limit" >&2
+        fi
+    fi
+done

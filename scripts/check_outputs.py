@@ -1,0 +1,193 @@
+"""Check one container run's outputs against the HECKTOR 2025 output contract (HECKTOR2025_INTERFACE.md).
+
+Task 1: ``OUTPUT/images/tumor-lymph-node-segmentation/output.mha`` exists, is a compressed 3-D UInt8 image with
+labels in {0, 1, 2}, and lies on the input CT's grid (same size, spacing, origin and direction; also checked against
+``expected.json`` of ``make_test_inputs.py`` when given). Task 2: ``OUTPUT/rfs.json`` holds one finite bare JSON
+number. For both: nothing else was left in the output folder (a stray file there is usually the temporary file of
+a write that did not finish).
+
+Exit status 0 when every check passes; otherwise 1, with one line per failed check on stderr.
+
+Example::
+
+    python scripts/check_outputs.py --task 1 --input IN/case-000-identity --output OUT/case-000-identity \\
+        --expected IN/expected.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+MASK_PATH = Path("images/tumor-lymph-node-segmentation/output.mha")
+RFS_PATH = Path("rfs.json")
+ALLOWED_LABELS = {0, 1, 2}
+IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii", ".nii.gz")
+# Geometry is compared with tolerances far below a voxel: both images go through the same MetaIO text round trip,
+# so a correct mask matches to the last digit; the margin only absorbs harmless float noise.
+SPACING_ORIGIN_ATOL_MM = 1e-4
+DIRECTION_ATOL = 1e-6
+
+
+def _input_ct_path(input_dir: Path) -> Path:
+    folder = input_dir / "images" / "ct"
+    images = sorted(p for p in folder.glob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    if len(images) != 1:
+        raise FileNotFoundError(f"expected one CT image in {folder}, found {len(images)}")
+    return images[0]
+
+
+def _unexpected_files(output_dir: Path, expected: Path) -> list[str]:
+    return sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file() and p != expected)
+
+
+def _mha_is_compressed(path: Path) -> bool:
+    """Whether a MetaImage header says ``CompressedData = True`` (the header is text, before ElementDataFile)."""
+    with path.open("rb") as handle:
+        for raw in handle:
+            key, _, value = raw.decode("latin-1").partition("=")
+            if key.strip() == "CompressedData":
+                return value.strip().lower() == "true"
+            if key.strip() == "ElementDataFile":
+                break
+    return False
+
+
+def compare_geometry(image: sitk.Image, reference: dict[str, Any], what: str) -> list[str]:
+    """Differences between ``image``'s grid and ``reference`` (lists ``size``, ``spacing``, ``origin``,
+    ``direction`` as in ``make_test_inputs.image_geometry``), one line each."""
+    problems = []
+    if list(image.GetSize()) != list(reference["size"]):
+        problems.append(f"mask size {list(image.GetSize())} differs from the {what}'s {list(reference['size'])}")
+    tolerances = {"spacing": SPACING_ORIGIN_ATOL_MM, "origin": SPACING_ORIGIN_ATOL_MM, "direction": DIRECTION_ATOL}
+    for key, atol in tolerances.items():
+        actual = np.asarray(getattr(image, f"Get{key.capitalize()}")(), dtype=float)
+        wanted = np.asarray(reference[key], dtype=float)
+        if actual.shape != wanted.shape or not np.allclose(actual, wanted, rtol=0.0, atol=atol):
+            problems.append(
+                f"mask {key} {np.round(actual, 6).tolist()} differs from the {what}'s {np.round(wanted, 6).tolist()}"
+            )
+    return problems
+
+
+def _geometry(image: sitk.Image) -> dict[str, Any]:
+    return {
+        "size": list(image.GetSize()),
+        "spacing": list(image.GetSpacing()),
+        "origin": list(image.GetOrigin()),
+        "direction": list(image.GetDirection()),
+    }
+
+
+def check_task1(input_dir: str | Path, output_dir: str | Path, expected_ct: dict[str, Any] | None = None) -> list[str]:
+    """Problems with a Task 1 output folder (empty list: all checks passed).
+
+    Args:
+        input_dir: the case's input folder (``images/ct/<uuid>.mha`` is the reference grid).
+        output_dir: the folder mounted at ``/output``.
+        expected_ct: the CT geometry recorded when the input was made (``expected.json``), checked as well.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    mask_path = output_dir / MASK_PATH
+    if not mask_path.is_file():
+        return [f"mask missing: {mask_path}"]
+    problems = []
+    extra = _unexpected_files(output_dir, mask_path)
+    if extra:
+        problems.append(f"unexpected file(s) in {output_dir}: {', '.join(extra[:5])}")
+    try:
+        mask = sitk.ReadImage(str(mask_path))
+    except RuntimeError as error:
+        return problems + [f"mask unreadable: {mask_path}: {str(error).strip().splitlines()[-1][:200]}"]
+    if not _mha_is_compressed(mask_path):
+        problems.append(f"mask is not compressed (CompressedData = True expected): {mask_path}")
+    if mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
+        return problems + [f"mask is not a 3-D scalar image (dimension {mask.GetDimension()}, "
+                           f"{mask.GetNumberOfComponentsPerPixel()} components): {mask_path}"]
+    if mask.GetPixelID() != sitk.sitkUInt8:
+        problems.append(f"mask pixel type is {mask.GetPixelIDTypeAsString()}, expected 8-bit unsigned integer (UInt8)")
+    labels = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(mask))}
+    if not labels <= ALLOWED_LABELS:
+        problems.append(f"mask labels {sorted(labels)} are not within {{0, 1, 2}}")
+    try:
+        ct = sitk.ReadImage(str(_input_ct_path(input_dir)))
+    except (FileNotFoundError, RuntimeError) as error:
+        return problems + [f"cannot read the input CT to compare grids: {error}"]
+    problems += compare_geometry(mask, _geometry(ct), "input CT")
+    if expected_ct is not None:
+        problems += compare_geometry(mask, expected_ct, "expected CT (expected.json)")
+    return problems
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def check_task2(output_dir: str | Path) -> list[str]:
+    """Problems with a Task 2 output folder (empty list: all checks passed)."""
+    output_dir = Path(output_dir)
+    rfs_path = output_dir / RFS_PATH
+    if not rfs_path.is_file():
+        return [f"risk file missing: {rfs_path}"]
+    problems = []
+    extra = _unexpected_files(output_dir, rfs_path)
+    if extra:
+        problems.append(f"unexpected file(s) in {output_dir}: {', '.join(extra[:5])}")
+    text = rfs_path.read_text(encoding="utf-8", errors="replace")
+    try:
+        # Python's json accepts NaN and Infinity, which are not JSON: refuse them at parse time.
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        return problems + [f"{rfs_path} is not valid JSON holding a finite number ({error}): {text[:80]!r}"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append(f"{rfs_path} must hold one bare number, got a JSON {type(value).__name__}: {text[:80]!r}")
+    elif not math.isfinite(float(value)):
+        problems.append(f"{rfs_path} holds a non-finite number: {text[:80]!r}")
+    return problems
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Check a container run's outputs against the HECKTOR 2025 contract.")
+    parser.add_argument("--task", required=True, type=int, choices=(1, 2))
+    parser.add_argument("--input", required=True, type=Path, help="the case's input folder (mounted at /input)")
+    parser.add_argument("--output", required=True, type=Path, help="the case's output folder (mounted at /output)")
+    parser.add_argument("--expected", type=Path, help="expected.json written by scripts/make_test_inputs.py")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    case = args.input.name
+    if args.task == 1:
+        expected_ct = None
+        if args.expected is not None:
+            cases = json.loads(args.expected.read_text())["cases"]
+            if case not in cases:
+                print(f"check_outputs.py: error: {args.expected} has no case {case!r}", file=sys.stderr)
+                return 1
+            expected_ct = cases[case]["ct"]
+        problems = check_task1(args.input, args.output, expected_ct)
+    else:
+        problems = check_task2(args.output)
+    for problem in problems:
+        print(f"FAIL {case}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    if args.task == 1:
+        mask = sitk.GetArrayViewFromImage(sitk.ReadImage(str(args.output / MASK_PATH)))
+        counts = ", ".join(f"label {k}: {int((mask == k).sum())}" for k in (1, 2))
+        print(f"ok {case}: mask on the CT grid {list(mask.shape[::-1])}, UInt8, {counts} voxels")
+    else:
+        print(f"ok {case}: rfs.json = {json.loads((args.output / RFS_PATH).read_text())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

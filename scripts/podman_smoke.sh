@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Smoke test of the container packaging with Podman, on a machine that cannot pull base images (no registry but
+# PyPI and Debian): build the Dockerfiles through build.sh from a locally bootstrapped Debian base image with the
+# CPU PyTorch wheel, then run them through test_container.sh with the platform's restrictions.
+#
+# Not part of the test suite: it needs root, installs Debian packages and takes minutes. What it proves is that the
+# Dockerfiles, .dockerignore, build.sh and test_container.sh work with a real engine; it does not exercise the CUDA
+# base image or the mamba-ssm builder stage (those need Docker Hub and nvcc).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SMOKE_DIR="${SMOKE_DIR:-/tmp/hecktor-smoke}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+TASK2_MODE="${TASK2_MODE:-fusion}"   # mode of the tiny Task 2 model trained when the repository has no bundle
+BASE_IMAGE="localhost/hecktor-base:bookworm"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
+# runc here refuses containers whose default rlimits exceed what the host allows; these values work.
+ULIMITS="--ulimit nofile=1024:20000 --ulimit nproc=1024:1024"
+
+usage() {
+    cat <<EOF
+Usage: sudo scripts/podman_smoke.sh [--task 1|2]... [--cases N]
+
+  --task 1|2   which container(s) to build and run (repeatable; default: 2). Task 1 is built with --no-mamba.
+  --cases N    synthetic cases per task for test_container.sh (default 2)
+
+Steps (each skipped when its result is already there, under \$SMOKE_DIR, default /tmp/hecktor-smoke):
+  1. apt-get install podman debootstrap runc (if missing)
+  2. debootstrap a minimal Debian bookworm with python3 + a venv at /opt/venv; import it as $BASE_IMAGE
+  3. fetch the CPU torch==\$TORCH_VERSION wheel with the host's pip (default $TORCH_VERSION) for the build
+  4. copy the build context (the files .dockerignore admits, plus build.sh) to \$SMOKE_DIR/context; where the
+     repository has no exported bundle, train a tiny one on a synthetic cohort (untrained-quality, packaging only)
+     (Task 2: TASK2_MODE, default fusion)
+  5. ENGINE=podman build.sh on that copy; then ENGINE=podman test_container.sh, or, where a container's
+     inference.py does not exist yet, only the library import under the platform's run restrictions
+EOF
+}
+
+die() {
+    echo "podman_smoke.sh: error: $*" >&2
+    exit 1
+}
+
+tasks=()
+cases=2
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --task)
+            [[ $# -ge 2 && ("$2" == 1 || "$2" == 2) ]] || die "--task must be 1 or 2"
+            tasks+=("$2"); shift 2 ;;
+        --cases)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--cases needs a positive whole number"
+            cases="$2"; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+[[ ${#tasks[@]} -gt 0 ]] || tasks=(2)
+[[ "$(id -u)" == 0 ]] || die "run as root (podman here is rootful; debootstrap and apt-get need root)"
+"$PYTHON" -c "import hecktor" 2>/dev/null || die "$PYTHON cannot import hecktor; run 'make setup' or set PYTHON"
+
+step() { echo; echo "=== $* ($(date +%T))"; }
+mkdir -p "$SMOKE_DIR"
+
+step "1. tools"
+if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null || ! command -v runc >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap runc >/dev/null
+fi
+podman --version
+
+step "2. base image $BASE_IMAGE"
+rootfs="$SMOKE_DIR/rootfs"
+if ! podman image exists "$BASE_IMAGE"; then
+    if [[ ! -x "$rootfs/opt/venv/bin/python" ]]; then
+        rm -rf "$rootfs"
+        debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+            bookworm "$rootfs" http://deb.debian.org/debian >"$SMOKE_DIR/debootstrap.log" 2>&1 \
+            || die "debootstrap failed (see $SMOKE_DIR/debootstrap.log)"
+        # Debian's python refuses pip installs into the system (PEP 668); the pytorch images' conda python does
+        # not. A venv first on PATH makes 'python -m pip install' in the Dockerfiles behave the same on both.
+        chroot "$rootfs" python3 -m venv /opt/venv
+    fi
+    # Builds reach PyPI through this host's network, which may re-sign TLS with its own CA: give the image the
+    # host's CA bundle and point pip and Python at it.
+    cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+    tar -C "$rootfs" -c . | podman import \
+        --change "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" \
+        --change "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
+        - "$BASE_IMAGE" >/dev/null
+fi
+# shellcheck disable=SC2086
+podman run --rm $ULIMITS "$BASE_IMAGE" python -c "import sys; print('base image python', sys.version.split()[0])"
+
+step "3. torch==$TORCH_VERSION CPU wheel"
+wheels="$SMOKE_DIR/wheels"
+mkdir -p "$wheels"
+"$PYTHON" -m pip download --quiet --no-deps "torch==$TORCH_VERSION" -d "$wheels"
+ls "$wheels"
+
+step "4. build context"
+context="$SMOKE_DIR/context"
+rm -rf "$context"
+mkdir -p "$context"
+cp "$REPO/.dockerignore" "$REPO/build.sh" "$context/"
+cp -r "$REPO/shared" "$context/shared"
+placeholder_tasks=()
+for task in "${tasks[@]}"; do
+    mkdir -p "$context/task${task}_container/resources"
+    cp "$REPO/task${task}_container/Dockerfile" "$context/task${task}_container/"
+    if [[ -f "$REPO/task${task}_container/inference.py" ]]; then
+        cp "$REPO/task${task}_container/inference.py" "$context/task${task}_container/"
+    else
+        # The Dockerfile COPYs inference.py; until the real one exists, an entry point that refuses to run stands
+        # in, and step 5 checks only the image (build, imports, user, restrictions), not inference.
+        placeholder_tasks+=("$task")
+        printf '%s\n' "import sys" "import hecktor" \
+            "sys.exit('podman_smoke.sh placeholder: task${task}_container/inference.py does not exist yet')" \
+            > "$context/task${task}_container/inference.py"
+    fi
+    bundle="$REPO/task${task}_container/resources/bundle"
+    if [[ -f "$bundle/manifest.json" ]]; then
+        cp -r "$bundle" "$context/task${task}_container/resources/bundle"
+        echo "Task $task: the repository's bundle"
+        continue
+    fi
+    cohort="$SMOKE_DIR/cohort"
+    if [[ ! -f "$cohort/cohort.json" ]]; then
+        "$PYTHON" -m hecktor.synthetic --out "$cohort" --cases 24 --seed 0 --size small --overwrite >/dev/null
+    fi
+    run="$SMOKE_DIR/run-task$task"
+    rm -rf "$run"
+    echo "Task $task: no exported bundle in the repository; training a tiny one (packaging only)"
+    if [[ "$task" == 1 ]]; then
+        "$PYTHON" "$REPO/training/train_segmentation.py" --data-root "$cohort" --run-dir "$run" \
+            --config "$REPO/training/configs/tiny.json" --fold 0 --epochs 1 --device cpu --no-progress \
+            >"$SMOKE_DIR/train-task1.log" 2>&1 || die "tiny Task 1 training failed (see $SMOKE_DIR/train-task1.log)"
+        "$PYTHON" "$REPO/training/export_segmentation.py" "$run" --checkpoint last \
+            --out "$context/task1_container/resources/bundle"
+    else
+        "$PYTHON" "$REPO/training/train_prognosis.py" --mode "$TASK2_MODE" --data "$cohort" --out "$run" --folds 2 \
+            --epochs 1 --network tiny --device cpu --no-progress \
+            >"$SMOKE_DIR/train-task2.log" 2>&1 || die "tiny Task 2 training failed (see $SMOKE_DIR/train-task2.log)"
+        "$PYTHON" "$REPO/training/export_prognosis.py" "$run" --out "$context/task2_container/resources/bundle"
+    fi
+done
+
+step "5a. build.sh with podman"
+build_flags=(--no-mamba --base-image "$BASE_IMAGE" --build-arg "TORCH_REQUIREMENT=torch==$TORCH_VERSION"
+    --build-arg "PIP_EXTRA_ARGS=--find-links /wheels")
+for task in "${tasks[@]}"; do
+    start=$SECONDS
+    ENGINE=podman TASK1_IMAGE=hecktor-smoke-task1:latest TASK2_IMAGE=hecktor-smoke-task2:latest \
+        ENGINE_BUILD_ARGS="$ULIMITS --volume $wheels:/wheels:ro" \
+        "$context/build.sh" --task "$task" "${build_flags[@]}"
+    echo "Task $task image built in $((SECONDS - start)) s"
+done
+podman images --filter reference='hecktor-smoke-*'
+
+step "5b. run"
+for task in "${tasks[@]}"; do
+    image="hecktor-smoke-task$task:latest"
+    if [[ " ${placeholder_tasks[*]-} " == *" $task "* ]]; then
+        echo "Task $task: inference.py does not exist yet; checking the image under the platform's restrictions only"
+        work="$(mktemp -d "$SMOKE_DIR/run.XXXXXX")"
+        mkdir -p "$work/input" "$work/output"
+        chmod 777 "$work/output"
+        podman volume create "hecktor-smoke-tmp-$$" >/dev/null
+        # shellcheck disable=SC2086
+        podman run --rm --network none --read-only --memory 16g --memory-swap 16g $ULIMITS \
+            --user "$(podman image inspect -f '{{.Config.User}}' "$image")" \
+            --volume "$work/input:/input:ro" --volume "$work/output:/output" --volume "hecktor-smoke-tmp-$$:/tmp" \
+            --entrypoint python "$image" -c "
+import os, socket, sys, tempfile
+import torch, SimpleITK, monai, hecktor, hecktor.io, hecktor.segment, hecktor.prognosis
+print('imports ok: torch', torch.__version__, 'monai', monai.__version__, 'hecktor', hecktor.__version__)
+print('uid', os.getuid(), 'cwd', os.getcwd(), 'files', sorted(os.listdir('.')), 'bundle', sorted(os.listdir('resources/bundle'))[:3])
+for path in ('/output/probe', tempfile.gettempdir() + '/probe'):
+    open(path, 'w').close(); os.remove(path)
+print('writable: /output and', tempfile.gettempdir())
+for path in ('/input/probe', '/opt/app/probe', '/home/user/probe'):
+    try:
+        open(path, 'w').close(); sys.exit('writable but must not be: ' + path)
+    except OSError as error:
+        print('read-only as required:', path, '(' + error.strerror + ')')
+try:
+    socket.create_connection(('pypi.org', 443), timeout=5); sys.exit('network reachable')
+except OSError as error:
+    print('no network as required:', error)
+"
+        podman volume rm -f "hecktor-smoke-tmp-$$" >/dev/null
+        rm -rf "$work"
+    else
+        ENGINE=podman TASK1_IMAGE=hecktor-smoke-task1:latest TASK2_IMAGE=hecktor-smoke-task2:latest \
+            ENGINE_RUN_ARGS="$ULIMITS" PYTHON="$PYTHON" "$REPO/test_container.sh" --task "$task" --cases "$cases"
+    fi
+done
+step "done"

@@ -1,0 +1,486 @@
+"""Packaging: build.sh, test_container.sh, the output checker, the test-input maker and the Dockerfiles.
+
+No container engine is needed: build.sh and test_container.sh run against a fake engine (a script that records its
+arguments and, for ``run``, plays the container by calling the task's inference.py on the mounted folders), in a
+scratch copy of the repository so that the real tree's bundles and inference.py files do not matter.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import DIRECTIONS
+from hecktor.io import write_gc_input, write_mask, write_rfs
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ("build.sh", "test_container.sh", "scripts/podman_smoke.sh")
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_outputs = _load_script("check_outputs")
+make_test_inputs = _load_script("make_test_inputs")
+
+
+# ------------------------------------------------------------------------------------------------ shell scripts
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse_and_are_executable(script):
+    path = REPO / script
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert path.stat().st_mode & stat.S_IXUSR, f"{script} is not executable"
+    assert "set -euo pipefail" in path.read_text()
+
+
+@pytest.mark.parametrize("script", ["build.sh", "test_container.sh"])
+def test_help_exits_zero(script):
+    result = subprocess.run([str(REPO / script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.startswith("Usage:")
+    assert "ENGINE" in result.stdout
+
+
+# A stand-in for docker/podman: appends its arguments as one JSON line to $FAKE_ENGINE_LOG. "run" plays the
+# container: it calls the task's inference.py on the host folders mounted at /input and /output.
+FAKE_ENGINE = """#!{python}
+import json, os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_ENGINE_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[0] == "build" and os.environ.get("FAKE_BUILD_FAIL"):
+    sys.exit(1)
+if args[:2] == ["image", "inspect"]:
+    if "-f" in args:
+        fmt = args[args.index("-f") + 1]
+        print(os.environ.get("FAKE_USER", "user") if "User" in fmt else "123456789")
+    sys.exit(0)
+if args[0] == "save":
+    sys.stdout.buffer.write(b"image archive of " + args[-1].encode())
+if args[0] == "run":
+    mounts = dict(reversed(v.split(":", 2)[:2]) for k, v in zip(args, args[1:]) if k == "--volume")
+    task = "1" if "task1" in args[-1] else "2"
+    script = os.path.join(os.environ["FAKE_REPO"], f"task{{task}}_container", "inference.py")
+    sys.exit(subprocess.call([sys.executable, script, "--input", mounts["/input"], "--output", mounts["/output"]]))
+"""
+
+# A stand-in for the containers' inference.py: a mask of one label-1 box on the CT grid, or risk 0.25. FAKE_DEFECT
+# makes it write a wrong output, so the scripts' failure path is exercised.
+FAKE_INFERENCE = """import argparse, json, os, sys
+from pathlib import Path
+import numpy as np, SimpleITK as sitk
+from hecktor.io import read_gc_input, write_mask, write_rfs
+parser = argparse.ArgumentParser()
+parser.add_argument("--input"); parser.add_argument("--output")
+args = parser.parse_args()
+defect = os.environ.get("FAKE_DEFECT", "")
+case = read_gc_input(args.input)
+out = Path(args.output)
+if {task} == 1:
+    array = np.zeros(sitk.GetArrayViewFromImage(case.ct).shape, np.uint8)
+    array[2:5, 2:5, 2:5] = 3 if defect == "label3" else 1
+    mask = sitk.GetImageFromArray(array)
+    mask.CopyInformation(case.ct)
+    write_mask(mask, out / "images/tumor-lymph-node-segmentation/output.mha")
+elif defect == "object":
+    (out / "rfs.json").write_text(json.dumps({{"risk": 0.25}}))
+else:
+    write_rfs(0.25, out / "rfs.json")
+"""
+
+
+def _scratch_repo(tmp_path: Path, bundles=(1, 2), inference=(1, 2)) -> Path:
+    """A copy of the packaging files, with fake bundles and inference.py where asked."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("build.sh", "test_container.sh", ".dockerignore"):
+        shutil.copy2(REPO / name, repo / name)
+    for name in ("make_test_inputs.py", "check_outputs.py"):
+        shutil.copy2(REPO / "scripts" / name, repo / "scripts" / name)
+    for task in (1, 2):
+        folder = repo / f"task{task}_container"
+        folder.mkdir()
+        shutil.copy2(REPO / folder.name / "Dockerfile", folder / "Dockerfile")
+        if task in bundles:
+            (folder / "resources" / "bundle").mkdir(parents=True)
+            (folder / "resources" / "bundle" / "manifest.json").write_text("{}")
+        if task in inference:
+            (folder / "inference.py").write_text(FAKE_INFERENCE.format(task=task))
+    return repo
+
+
+def _engine_env(tmp_path: Path, repo: Path, **extra: str) -> dict[str, str]:
+    engine = tmp_path / "fake-docker"
+    engine.write_text(FAKE_ENGINE.format(python=sys.executable))
+    engine.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("TASK1_IMAGE", "TASK2_IMAGE", "ENGINE_BUILD_ARGS",
+                                                          "ENGINE_RUN_ARGS", "FAKE_DEFECT")}
+    env.update(ENGINE=str(engine), FAKE_ENGINE_LOG=str(tmp_path / "engine.log"), FAKE_REPO=str(repo),
+               PYTHON=sys.executable, **extra)
+    return env
+
+
+def _engine_calls(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "engine.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.parametrize("task, exporter", [(1, "export_segmentation.py"), (2, "export_prognosis.py")])
+def test_build_fails_with_one_clear_line_when_a_bundle_is_missing(tmp_path, task, exporter):
+    repo = _scratch_repo(tmp_path, bundles=[t for t in (1, 2) if t != task])
+    result = subprocess.run([str(repo / "build.sh")], capture_output=True, text=True, env=_engine_env(tmp_path, repo))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"task{task}_container/resources/bundle/manifest.json" in lines[0]
+    assert f"python training/{exporter} RUN_DIR" in lines[0]
+    assert _engine_calls(tmp_path) == []  # nothing was built before the check
+
+
+def test_build_passes_context_dockerfile_tags_and_mamba_switch(tmp_path):
+    repo = _scratch_repo(tmp_path)
+    env = _engine_env(tmp_path, repo)
+    result = subprocess.run([str(repo / "build.sh"), "--no-mamba"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    builds = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
+    assert builds == [
+        ["build", "-f", f"{repo}/task1_container/Dockerfile", "-t", "hecktor-task1:latest",
+         "--build-arg", "WITH_MAMBA=0", str(repo)],
+        ["build", "-f", f"{repo}/task2_container/Dockerfile", "-t", "hecktor-task2:latest", str(repo)],
+    ]
+
+    (tmp_path / "engine.log").unlink()
+    env.update(TASK1_IMAGE="registry.example/seg:v3")
+    result = subprocess.run([str(repo / "build.sh"), "--task", "1", "--base-image", "my/base:1",
+                             "--build-arg", "MAX_JOBS=2"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    builds = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
+    assert builds == [["build", "-f", f"{repo}/task1_container/Dockerfile", "-t", "registry.example/seg:v3",
+                       "--build-arg", "WITH_MAMBA=1", "--build-arg", "BASE_IMAGE=my/base:1",
+                       "--build-arg", "MAX_JOBS=2", str(repo)]]
+
+
+def test_build_save_writes_gzipped_archives_and_reports_failures(tmp_path):
+    repo = _scratch_repo(tmp_path)
+    env = _engine_env(tmp_path, repo)
+    out = tmp_path / "archives"
+    result = subprocess.run([str(repo / "build.sh"), "--save", "--save-dir", str(out)], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["hecktor-task1.tar.gz", "hecktor-task2.tar.gz"]
+    assert gzip.decompress((out / "hecktor-task2.tar.gz").read_bytes()) == b"image archive of hecktor-task2:latest"
+    assert ["save", "hecktor-task1:latest"] in _engine_calls(tmp_path)
+
+    env.update(FAKE_BUILD_FAIL="1")
+    result = subprocess.run([str(repo / "build.sh"), "--task", "2"], capture_output=True, text=True, env=env)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == \
+        "build.sh: error: building hecktor-task2:latest failed (see the fake-docker output above)"
+
+    result = subprocess.run([str(repo / "build.sh"), "--task", "3"], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "--task must be 1 or 2" in result.stderr
+
+
+def test_test_container_runs_like_the_platform_and_checks_outputs(tmp_path):
+    repo = _scratch_repo(tmp_path)
+    env = _engine_env(tmp_path, repo)
+    result = subprocess.run([str(repo / "test_container.sh"), "--cases", "1",
+                             "--work", str(tmp_path / "work")], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all checks passed" in result.stdout
+    runs = [c for c in _engine_calls(tmp_path) if c[0] == "run"]
+    assert [r[-1] for r in runs] == ["hecktor-task1:latest", "hecktor-task2:latest"]
+    run = runs[0]
+    for flag, value in (("--network", "none"), ("--memory", "16g"), ("--memory-swap", "16g"), ("--user", "user")):
+        assert run[run.index(flag) + 1] == value
+    assert "--read-only" in run and "--rm" in run
+    volumes = [run[i + 1] for i, a in enumerate(run) if a == "--volume"]
+    assert any(v.endswith(":/input:ro") for v in volumes)
+    assert any(v.endswith(":/output") and not v.endswith(":ro") for v in volumes)
+    tmp_volume = next(v for v in volumes if v.endswith(":/tmp"))
+    assert not tmp_volume.startswith("/")  # a named volume of its own, not a host folder
+    assert ["volume", "rm", "-f", tmp_volume.split(":")[0]] in _engine_calls(tmp_path)
+
+
+def test_test_container_fails_on_a_bad_output_or_a_root_image(tmp_path):
+    repo = _scratch_repo(tmp_path)
+    result = subprocess.run([str(repo / "test_container.sh"), "--task", "2", "--cases", "1",
+                             "--work", str(tmp_path / "work")], capture_output=True,
+                            text=True, env=_engine_env(tmp_path, repo, FAKE_DEFECT="object"), timeout=120)
+    assert result.returncode != 0
+    assert "must hold one bare number" in result.stderr
+    assert "FAILED: task 2 case-000-identity: output check failed" in result.stderr
+
+    result = subprocess.run([str(repo / "test_container.sh"), "--task", "2", "--work", str(tmp_path / "work")],
+                            capture_output=True, text=True, env=_engine_env(tmp_path, repo, FAKE_USER="root"),
+                            timeout=120)
+    assert result.returncode != 0
+    assert "runs as root" in result.stderr
+
+
+def test_test_container_without_engine_runs_inference_py_directly(tmp_path):
+    repo = _scratch_repo(tmp_path)
+    env = _engine_env(tmp_path, repo, FAKE_DEFECT="label3")
+    result = subprocess.run([str(repo / "test_container.sh"), "--no-engine", "--task", "1", "--cases", "1",
+                             "--work", str(tmp_path / "work")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "mask labels [0, 3] are not within {0, 1, 2}" in result.stderr
+    assert _engine_calls(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------- output checker
+
+
+def _ct(direction="oblique") -> sitk.Image:
+    ct = sitk.Image([9, 8, 7], sitk.sitkInt16)
+    ct.SetSpacing([0.98, 0.98, 3.0])
+    ct.SetOrigin([-40.5, 12.25, -300.0])
+    ct.SetDirection(DIRECTIONS[direction])
+    return ct
+
+
+def _pet() -> sitk.Image:
+    pet = sitk.Image([5, 5, 5], sitk.sitkFloat32)
+    pet.SetSpacing([4.0, 4.0, 4.0])
+    return pet
+
+
+def _mask_like(ct: sitk.Image, labels=(1, 2)) -> sitk.Image:
+    array = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint8)
+    array[1, 1, 1], array[3, 4, 5] = labels
+    mask = sitk.GetImageFromArray(array)
+    mask.CopyInformation(ct)
+    return mask
+
+
+@pytest.fixture
+def task1_case(tmp_path):
+    ct = _ct()
+    input_dir = write_gc_input(ct, _pet(), tmp_path / "input", ehr={"Age": 60}, seed=1)
+    output_dir = tmp_path / "output"
+    write_mask(_mask_like(ct), output_dir / check_outputs.MASK_PATH)
+    return input_dir, output_dir, ct
+
+
+def _rewrite_mask(output_dir, image, compress=True):
+    sitk.WriteImage(image, str(output_dir / check_outputs.MASK_PATH), compress)
+
+
+def test_checker_accepts_a_correct_mask(task1_case):
+    input_dir, output_dir, ct = task1_case
+    expected = make_test_inputs.image_geometry(ct)
+    assert check_outputs.check_task1(input_dir, output_dir, expected) == []
+    assert check_outputs.main(["--task", "1", "--input", str(input_dir), "--output", str(output_dir)]) == 0
+
+
+def _shifted(ct):
+    mask = _mask_like(ct)
+    mask.SetOrigin([o + d for o, d in zip(ct.GetOrigin(), (0.5, 0.0, 0.0))])
+    return mask
+
+
+def _flipped(ct):
+    mask = _mask_like(ct)
+    d = np.asarray(ct.GetDirection()).reshape(3, 3)
+    d[:, 0] *= -1  # the x axis reversed: a left-right mirrored mask
+    mask.SetDirection(d.ravel().tolist())
+    return mask
+
+
+def _resized(ct):
+    mask = sitk.Image([9, 8, 6], sitk.sitkUInt8)  # one slice short; spacing, origin and direction right
+    mask.SetSpacing(ct.GetSpacing())
+    mask.SetOrigin(ct.GetOrigin())
+    mask.SetDirection(ct.GetDirection())
+    return mask
+
+
+@pytest.mark.parametrize(
+    "defect, message",
+    [
+        (lambda ct: sitk.Cast(_mask_like(ct), sitk.sitkUInt16), "pixel type is 16-bit unsigned integer"),
+        (lambda ct: sitk.Cast(_mask_like(ct), sitk.sitkFloat32), "pixel type is 32-bit float"),
+        (lambda ct: _mask_like(ct, labels=(1, 3)), "mask labels [0, 1, 3] are not within {0, 1, 2}"),
+        (_shifted, "mask origin"),
+        (_flipped, "mask direction"),
+        (_resized, "mask size [9, 8, 6] differs"),
+    ],
+    ids=["uint16", "float", "label3", "shifted-origin", "flipped-direction", "size"],
+)
+def test_checker_rejects_each_mask_defect(task1_case, defect, message):
+    input_dir, output_dir, ct = task1_case
+    _rewrite_mask(output_dir, defect(ct))
+    problems = check_outputs.check_task1(input_dir, output_dir)
+    assert len(problems) == 1 and message in problems[0], problems
+    assert check_outputs.main(["--task", "1", "--input", str(input_dir), "--output", str(output_dir)]) == 1
+
+
+def test_checker_rejects_missing_uncompressed_stray_and_off_expected_outputs(task1_case, tmp_path):
+    input_dir, output_dir, ct = task1_case
+    stray = output_dir / "images" / "tumor-lymph-node-segmentation" / ".output.abc123.mha"
+    stray.write_bytes(b"partial")
+    assert check_outputs.check_task1(input_dir, output_dir) == [
+        f"unexpected file(s) in {output_dir}: images/tumor-lymph-node-segmentation/.output.abc123.mha"]
+    stray.unlink()
+
+    _rewrite_mask(output_dir, _mask_like(ct), compress=False)
+    assert check_outputs.check_task1(input_dir, output_dir) == [
+        f"mask is not compressed (CompressedData = True expected): {output_dir / check_outputs.MASK_PATH}"]
+
+    # The CT in the input folder and the mask agree, but not with the grid recorded when the input was made.
+    _rewrite_mask(output_dir, _mask_like(ct))
+    other = make_test_inputs.image_geometry(_ct("flipped_z"))
+    problems = check_outputs.check_task1(input_dir, output_dir, other)
+    assert problems and all("expected CT (expected.json)" in p for p in problems)
+
+    (output_dir / check_outputs.MASK_PATH).unlink()
+    assert check_outputs.check_task1(input_dir, output_dir) == [f"mask missing: {output_dir / check_outputs.MASK_PATH}"]
+
+
+def test_checker_task2_accepts_a_bare_number(tmp_path):
+    write_rfs(-0.396, tmp_path / "rfs.json")
+    assert check_outputs.check_task2(tmp_path) == []
+    (tmp_path / "rfs.json").write_text("3")
+    assert check_outputs.check_task2(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"PatientID": "x", "Prediction": 0.3}', "must hold one bare number, got a JSON dict"),
+        ("NaN", "is not valid JSON holding a finite number (NaN is not a finite number)"),
+        ("-Infinity", "is not valid JSON holding a finite number"),
+        ("[0.3]", "got a JSON list"),
+        ('"0.3"', "got a JSON str"),
+        ("true", "got a JSON bool"),
+        ("1e999", "holds a non-finite number"),
+        ("", "is not valid JSON"),
+    ],
+)
+def test_checker_task2_rejects_each_defect(tmp_path, text, message):
+    (tmp_path / "rfs.json").write_text(text)
+    problems = check_outputs.check_task2(tmp_path)
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_checker_task2_rejects_missing_file_and_cli_exit_code(tmp_path, capsys):
+    assert check_outputs.check_task2(tmp_path) == [f"risk file missing: {tmp_path / 'rfs.json'}"]
+    assert check_outputs.main(["--task", "2", "--input", str(tmp_path), "--output", str(tmp_path)]) == 1
+    assert f"FAIL {tmp_path.name}: risk file missing" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- test-input maker
+
+
+def test_make_test_inputs_lays_out_platform_folders_with_an_independent_geometry_record(tmp_path):
+    expected = make_test_inputs.make_test_inputs(tmp_path / "in", task=1, cases=3, seed=5)
+    assert list(expected["cases"]) == ["case-000-identity", "case-001-flip", "case-002-oblique"]
+    uuid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.mha$")
+    for name, record in expected["cases"].items():
+        folder = tmp_path / "in" / name
+        for modality in ("ct", "pet"):
+            files = list((folder / "images" / modality).iterdir())
+            assert len(files) == 1 and uuid.match(files[0].name), files
+        ehr = json.loads((folder / "ehr.json").read_text())
+        assert "CenterID" not in ehr and "HPV Status" not in ehr  # Task 1's record, as on the platform
+        ct = sitk.ReadImage(str(next((folder / "images" / "ct").iterdir())))
+        assert make_test_inputs.image_geometry(ct) == record["ct"]
+    directions = {n: np.asarray(r["ct"]["direction"]).reshape(3, 3) for n, r in expected["cases"].items()}
+    assert np.array_equal(directions["case-000-identity"], np.eye(3))
+    assert np.allclose(np.abs(directions["case-001-flip"]), np.eye(3)) and np.trace(directions["case-001-flip"]) < 3
+    assert np.abs(directions["case-002-oblique"] - np.diag(np.diag(directions["case-002-oblique"]))).max() > 0.01
+    assert json.loads((tmp_path / "in" / "expected.json").read_text()) == expected
+
+
+def test_make_test_inputs_refuses_a_used_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "keep.txt").write_text("x")
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "make_test_inputs.py"), "--task", "2", "--out",
+                             str(tmp_path / "in")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"make_test_inputs.py: error: {tmp_path / 'in'} is not empty; choose a new folder"
+
+
+# --------------------------------------------------------------------------------------------------- Dockerfiles
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs of a Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    pairs = []
+    for line in text.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+@pytest.mark.parametrize("task", [1, 2])
+def test_dockerfile_follows_the_platform_template(task):
+    instructions = _instructions(REPO / f"task{task}_container" / "Dockerfile")
+    keywords = [k for k, _ in instructions]
+    assert set(keywords) <= {"ARG", "FROM", "ENV", "RUN", "COPY", "WORKDIR", "USER", "ENTRYPOINT"}
+    assert ("ARG", "BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime") in instructions
+    assert instructions[-1] == ("ENTRYPOINT", '["python", "inference.py"]')
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM"):]
+    assert ("FROM", "${BASE_IMAGE}") in final
+    users = [v for k, v in final if k == "USER"]
+    assert users == ["user"]
+    assert ("WORKDIR", "/opt/app") in final
+    # COPY sources and targets without the --chmod/--chown options.
+    copies = [" ".join(w for w in v.split() if not w.startswith("--")) for k, v in final if k == "COPY"]
+    assert f"task{task}_container/inference.py /opt/app/inference.py" in copies
+    assert f"task{task}_container/resources/bundle /opt/app/resources/bundle" in copies
+    # The exported bundle folder is 0700: the non-root user can read it only through COPY --chmod.
+    assert all(v.startswith("--chmod=0755 ") for k, v in final if k == "COPY" and "/opt/app/" in v)
+    env = " ".join(v for k, v in final if k == "ENV")
+    for setting in ("PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp", "TMPDIR=/tmp"):
+        assert setting in env
+    # The image's torch is pinned before anything else is installed, so pip can never swap the CUDA build.
+    runs = [v for k, v in final if k == "RUN"]
+    pin = next(i for i, r in enumerate(runs) if "/etc/hecktor-constraints.txt" in r)
+    assert all("-c /etc/hecktor-constraints.txt" in r for r in runs[pin + 1:] if "pip install" in r)
+    # Every COPY source is let through by .dockerignore (the context is the repository root).
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    for copy in copies:
+        source = copy.split()[0]
+        assert any(source == a or source.startswith(a + "/") or a.startswith(source + "/") for a in allowed), source
+
+
+def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out():
+    instructions = _instructions(REPO / "task1_container" / "Dockerfile")
+    assert ("ARG", "WITH_MAMBA=1") in instructions[:3]
+    assert ("ARG", "BUILDER_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel") in instructions
+    assert ("FROM", "${BUILDER_IMAGE} AS mamba-1") in instructions
+    assert ("FROM", "${BASE_IMAGE} AS mamba-0") in instructions
+    assert ("FROM", "mamba-${WITH_MAMBA} AS mamba-wheels") in instructions
+    builder = instructions[instructions.index(("FROM", "${BUILDER_IMAGE} AS mamba-1")):]
+    builder = builder[:next(i for i, (k, _) in enumerate(builder[1:], 1) if k == "FROM")]
+    assert ("ARG", 'TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0"') in builder
+    env = " ".join(v for k, v in builder if k == "ENV")
+    assert "MAMBA_FORCE_BUILD=TRUE" in env and "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}" in env
+    assert any("--no-build-isolation" in v and "mamba-ssm==" in v for k, v in builder if k == "RUN")
+    task2 = (REPO / "task2_container" / "Dockerfile").read_text()
+    assert "mamba" not in task2.lower()
