@@ -35,16 +35,10 @@ from typing import Any
 import numpy as np
 
 from hecktor.errors import BundleError, InputError
+from hecktor.io import CLINICAL_COLUMNS
 
-DEFAULT_FEATURES: tuple[str, ...] = (
-    "Age",
-    "Gender",
-    "Tobacco Consumption",
-    "Alcohol Consumption",
-    "Performance Status",
-    "Treatment",
-    "M-stage",
-)
+# The seven seed features: every column of the HECKTOR 2025 table except the centre and HPV status.
+DEFAULT_FEATURES: tuple[str, ...] = tuple(c for c in CLINICAL_COLUMNS if c not in ("CenterID", "HPV Status"))
 """The encoded clinical fields. ``HPV Status`` is in the training table but not in the test ``ehr.json``, so a
 model that uses it must opt in (and will see ``Unknown`` at test time)."""
 

@@ -44,24 +44,14 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hecktor.errors import HecktorError, InputError
+from hecktor.io import CLINICAL_COLUMNS, TASK_CSVS
 
 SIZES = ("small", "realistic")
 ORIENTATIONS = ("identity", "flip", "oblique")
 GENERATOR_VERSION = 1
 
-CLINICAL_COLUMNS = (
-    "CenterID",
-    "Age",
-    "Gender",
-    "Tobacco Consumption",
-    "Alcohol Consumption",
-    "Performance Status",
-    "Treatment",
-    "M-stage",
-    "HPV Status",
-)
-TASK1_CSV = "HECKTOR_2025_Training_Task_1.csv"
-TASK2_CSV = "HECKTOR_2025_Training_Task_2.csv"
+TASK1_CSV = TASK_CSVS[1]
+TASK2_CSV = TASK_CSVS[2]
 TRUE_RISK_CSV = "true_risk.csv"
 COHORT_JSON = "cohort.json"
 _OUTPUT_NAMES = ("Task 1", "Task 2", TRUE_RISK_CSV, COHORT_JSON)
