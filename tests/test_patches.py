@@ -49,3 +49,16 @@ def test_sample_patches_positive_and_negative():
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(patches, again))
     with pytest.raises(ValueError, match="smaller than the patch"):
         sample_patches(image, label, (64, 16, 16), 1, 0.5)
+
+
+def test_precomputed_indices_give_the_same_patches():
+    image = np.random.default_rng(1).normal(size=(2, 30, 30, 30)).astype(np.float32)
+    label = np.zeros((30, 30, 30), np.uint8)
+    label[5:9, 20:25, 10:14] = 2
+    from hecktor.patches import sampling_indices
+
+    foreground, background = sampling_indices(label)
+    assert len(foreground) == 4 * 5 * 4 and len(background) == 30**3 - 80
+    plain = sample_patches(image, label, (8, 8, 8), 6, 0.5, seed=3)
+    cached = sample_patches(image, label, (8, 8, 8), 6, 0.5, seed=3, indices=(foreground, background))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(plain, cached))

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.transforms import RandCropByPosNegLabel
+from monai.transforms.utils import map_binary_to_indices
 
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid
@@ -85,6 +86,14 @@ def preprocess_training_case(ct: sitk.Image, pet: sitk.Image, label: sitk.Image,
     return TrainingRegion(image, target, grid, localization)
 
 
+def sampling_indices(label: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the tumour (label > 0) and background voxels of ``label`` (z, y, x), for
+    :func:`sample_patches`. Finding them scans the whole region, so callers drawing many patches compute them once
+    per case."""
+    foreground, background = map_binary_to_indices(torch.as_tensor(label)[None] > 0, None, 0)
+    return np.asarray(foreground), np.asarray(background)
+
+
 def sample_patches(
     image: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
@@ -92,6 +101,7 @@ def sample_patches(
     num_samples: int,
     positive_fraction: float,
     seed: int | None = None,
+    indices: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Random patches centred on tumour (label > 0) voxels with probability ``positive_fraction``, else on any
     voxel; centres are shifted so patches stay inside the volume. Wraps MONAI's ``RandCropByPosNegLabel``.
@@ -99,6 +109,7 @@ def sample_patches(
     Args:
         image: (C, z, y, x) array.
         label: (z, y, x) integer array.
+        indices: the case's :func:`sampling_indices`, if already known (saves a scan of the region per call).
     Returns:
         ``num_samples`` pairs of (C, *patch) image and (1, *patch) label tensors.
     """
@@ -117,6 +128,9 @@ def sample_patches(
     )
     cropper.set_random_state(seed=seed)
     # MONAI falls back to any voxel when the label has no foreground (and vice versa).
-    image_patches = cropper(image, label=label, randomize=True)
+    # Always hand MONAI the indices: left to itself it takes the bitwise NOT of an integer label as "background",
+    # which for a uint8 label is every voxel.
+    foreground, background = indices if indices is not None else sampling_indices(label[0])
+    image_patches = cropper(image, label=label, fg_indices=foreground, bg_indices=background, randomize=True)
     label_patches = cropper(label, label=label, randomize=False)
     return [(torch.as_tensor(i), torch.as_tensor(l)) for i, l in zip(image_patches, label_patches)]

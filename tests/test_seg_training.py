@@ -1,0 +1,265 @@
+"""Task 1 training (training/seg_trainer.py): cache, folds, loss going down, resume, export, DDP with 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import REPO
+from hecktor.errors import InputError
+from hecktor.io import list_training_cases
+from hecktor.patches import preprocess_training_case
+from hecktor.plan import Plan
+from hecktor.segment import Segmenter
+from hecktor.survival import load_folds
+from hecktor.synthetic import generate_cohort
+import seg_trainer
+from seg_trainer import (
+    SegmentationTrainer,
+    TrainingConfig,
+    export_bundle,
+    load_config_file,
+    network_from_checkpoint,
+    split_folds,
+)
+
+CONFIGS = REPO / "training" / "configs"
+TINY = load_config_file(CONFIGS / "tiny.json")
+TINY_PLAN = Plan.from_dict(TINY["plan"])
+FAST_UNET = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cohort")
+    generate_cohort(root, cases=6, seed=11, size="small")
+    return root
+
+
+def tiny_config(cohort: Path, run_dir: Path, **changes) -> TrainingConfig:
+    values = {**TINY, "data_root": str(cohort), "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache")}
+    values.update(changes)
+    return TrainingConfig.from_dict(values)
+
+
+@pytest.fixture(scope="module")
+def trained_run(cohort, tmp_path_factory):
+    """The tiny config (HecMamba) trained on fold 0 for a few epochs, without augmentation."""
+    run_dir = tmp_path_factory.mktemp("runs") / "hecmamba"
+    trainer = SegmentationTrainer(tiny_config(cohort, run_dir, augmentation=False))
+    trainer.prepare()
+    summary = trainer.train_fold(0)
+    return run_dir, summary, trainer
+
+
+def test_training_reduces_the_loss_and_records_the_run(trained_run):
+    run_dir, summary, trainer = trained_run
+    losses = summary["epoch_losses"]
+    assert len(losses) == TINY["epochs"]
+    assert losses[-1] < 0.9 * losses[0], losses
+    rows = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == list(range(1, TINY["epochs"] + 1))
+    assert all(0.0 <= r["val_dice_mean"] <= 1.0 for r in rows if "val_dice_mean" in r)
+    assert {"train_loss", "lr", "seconds_per_iteration", "val_dice_GTVp", "val_dsc_agg_GTVn"} <= set(rows[-1])
+    for name in ("metrics.csv", "metrics.png", "checkpoint_best.pt", "checkpoint_last.pt"):
+        assert (run_dir / "fold_0" / name).is_file(), name
+    assert Plan.load(run_dir / "plan.json") == TINY_PLAN
+    last = torch.load(run_dir / "fold_0" / "checkpoint_last.pt", weights_only=True)
+    assert last["epoch"] == TINY["epochs"] and last["network"] == TINY["network"]
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best"} <= set(last)
+    assert last["scheduler"]["last_epoch"] == TINY["epochs"] * TINY["iterations_per_epoch"]
+    # warm-up then cosine: the last learning rate is the floor of the schedule
+    assert rows[-1]["lr"] == pytest.approx(TINY["lr"] * TINY["min_lr_ratio"], rel=1e-6)
+
+
+def test_cache_is_reused_and_keyed_by_the_plan(cohort, tmp_path):
+    first = SegmentationTrainer(tiny_config(cohort, tmp_path / "a"))
+    first.prepare()
+    assert first.cache_stats == {"built": 6, "reused": 0}
+    entry = first.cache.dir / f"{first.patient_ids[0]}_image.npy"
+    written = entry.stat().st_mtime_ns
+
+    second = SegmentationTrainer(tiny_config(cohort, tmp_path / "b"))
+    second.prepare()
+    assert second.cache_stats == {"built": 0, "reused": 6}
+    assert second.cache.dir == first.cache.dir and entry.stat().st_mtime_ns == written
+
+    # The cached region is what preprocess_training_case gives (image stored as float16).
+    case = list_training_cases(cohort, 1)[0]
+    region = preprocess_training_case(*case.read(), TINY_PLAN)
+    cached = second.cache.load(case.patient_id)
+    np.testing.assert_array_equal(cached.label, region.label)
+    np.testing.assert_allclose(np.asarray(cached.image, np.float32), region.image, atol=4e-3, rtol=1e-3)
+    assert cached.grid == region.grid
+
+    other_plan = TINY_PLAN.replace(spacing_mm_xyz=(5.0, 5.0, 5.0))
+    third = SegmentationTrainer(tiny_config(cohort, tmp_path / "c", plan=other_plan.to_dict()))
+    third.prepare()
+    assert third.cache.dir != first.cache.dir and other_plan.digest() in third.cache.dir.name
+    assert third.cache_stats == {"built": 6, "reused": 0}
+
+    # A changed source file invalidates its entry only.
+    os.utime(case.ct_path, ns=(written, written + 10**9))
+    fourth = SegmentationTrainer(tiny_config(cohort, tmp_path / "d"))
+    fourth.prepare()
+    assert fourth.cache_stats == {"built": 1, "reused": 5}
+
+
+def test_fold_split_is_deterministic(cohort, tmp_path):
+    ids = sorted(f"P{k:03d}" for k in range(23))
+    folds = split_folds(ids, 5, seed=3)
+    again = split_folds(ids, 5, seed=3)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    assert sorted(np.concatenate([val for _, val in folds]).tolist()) == list(range(23))
+    assert all(np.intersect1d(train, val).size == 0 and len(train) + len(val) == 23 for train, val in folds)
+    assert sorted(len(val) for _, val in folds) == [4, 4, 5, 5, 5]
+    other = split_folds(ids, 5, seed=4)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, other))
+    with pytest.raises(InputError, match="cannot make 5 folds"):
+        split_folds(ids[:4], 5, seed=0)
+
+    trainer = SegmentationTrainer(tiny_config(cohort, tmp_path / "run", n_folds=3))
+    trainer.prepare()
+    saved = load_folds(tmp_path / "run" / "folds.json", case_ids=trainer.patient_ids)
+    expected = split_folds(trainer.patient_ids, 3, seed=trainer.config.seed)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(saved, expected))
+    train_ids, val_ids = trainer.fold_cases(1)
+    assert sorted(train_ids + val_ids) == trainer.patient_ids and not set(train_ids) & set(val_ids)
+
+
+def test_resume_continues_from_the_saved_epoch(cohort, tmp_path, monkeypatch):
+    fast = {"network": "unet", "network_config": FAST_UNET, "iterations_per_epoch": 2, "epochs": 3}
+    straight = SegmentationTrainer(tiny_config(cohort, tmp_path / "straight", **fast))
+    straight.prepare()
+    straight.train_fold(0)
+
+    # Kill the second run right after epoch 2 has been checkpointed and logged.
+    log = seg_trainer.RunLog.log
+
+    def log_then_crash(self, row):
+        log(self, row)
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(seg_trainer.RunLog, "log", log_then_crash)
+    first = SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast))
+    first.prepare()
+    with pytest.raises(KeyboardInterrupt):
+        first.train_fold(0)
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="pass --resume"):
+        SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast)).prepare()
+    # another fold may start in the same run folder
+    SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", folds=[1], **fast)).prepare()
+    resumed = SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast), resume=True)
+    resumed.prepare()
+    summary = resumed.train_fold(0)
+    assert len(summary["epoch_losses"]) == 1  # only epoch 3 ran
+
+    rows = json.loads((tmp_path / "resumed" / "fold_0" / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    expected = json.loads((tmp_path / "straight" / "fold_0" / "metrics.json").read_text())
+    # Same patches, same optimizer and schedule state: the resumed run is the uninterrupted run.
+    assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in expected], rel=1e-5)
+    assert [r["lr"] for r in rows] == pytest.approx([r["lr"] for r in expected], rel=1e-9)
+    a = torch.load(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "fold_0" / "checkpoint_last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for name, value in b["model"].items():
+        torch.testing.assert_close(a["model"][name], value, rtol=1e-5, atol=1e-6)
+
+    again = SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast), resume=True)
+    again.prepare()
+    assert again.train_fold(0)["skipped"] is True
+    with pytest.raises(InputError, match="other network"):
+        SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", network="segresnet", network_config={}),
+                            resume=True).prepare()
+
+
+def test_export_gives_a_bundle_that_predicts_like_the_checkpoint(trained_run, cohort, tmp_path):
+    run_dir, summary, trainer = trained_run
+    out, folds = export_bundle(run_dir, tmp_path / "bundle")
+    assert folds == [0]
+    model = json.loads((out / "model.json").read_text())
+    assert model["network"] == TINY["network"] and model["folds"] == ["fold_0.pt"]
+    assert model["network_config"] == trainer.network_config
+    assert model["trained"]["fold_indices"] == [0]
+    assert model["trained"]["per_fold"][0]["epoch"] == summary["best"]["epoch"]
+    # weights only: the state dict of the network, no optimizer state
+    best = torch.load(run_dir / "fold_0" / "checkpoint_best.pt", weights_only=True)
+    exported = torch.load(out / "fold_0.pt", weights_only=True)
+    assert exported.keys() == best["model"].keys()
+    assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
+
+    network, _ = network_from_checkpoint(run_dir / "fold_0" / "checkpoint_best.pt")
+    in_memory = Segmenter([network], TINY_PLAN, device="cpu")
+    loaded = Segmenter.from_bundle(out, device="cpu")
+    case = list_training_cases(cohort, 1)[-1]
+    ct, pet, _ = case.read()
+    a, b = loaded.predict(ct, pet, tta=False), in_memory.predict(ct, pet, tta=False)
+    assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    assert a.GetSize() == ct.GetSize() and a.GetOrigin() == ct.GetOrigin() and a.GetDirection() == ct.GetDirection()
+
+    with pytest.raises(InputError, match="fold\\(s\\) \\[3\\]"):
+        export_bundle(run_dir, tmp_path / "other", folds=[0, 3])
+
+
+def test_shipped_configs_are_valid(cohort, tmp_path):
+    for path in sorted(CONFIGS.glob("*.json")):
+        config = tiny_config(cohort, tmp_path / path.stem, **load_config_file(path))
+        trainer = SegmentationTrainer(config)
+        network = trainer_network(trainer)
+        patch = torch.zeros(1, 2, *config.plan.patch_size_zyx)
+        with torch.no_grad():
+            assert network(patch).shape == (1, 3, *config.plan.patch_size_zyx), path.name
+
+
+def trainer_network(trainer: SegmentationTrainer):
+    from seg_trainer import build_segmentation_network
+
+    return build_segmentation_network(trainer.config.network, trainer.network_config).eval()
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    import export_segmentation
+    import train_segmentation
+
+    for main in (train_segmentation.main, export_segmentation.main):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--help"])
+        assert exit_info.value.code == 0
+    assert "--network-config" in capsys.readouterr().out
+    assert export_segmentation.main([str(tmp_path)]) == 2
+    assert "not a training run" in capsys.readouterr().err
+
+
+def test_ddp_with_two_cpu_processes(cohort, tmp_path):
+    run_dir = tmp_path / "ddp"
+    plan = tmp_path / "plan.json"
+    TINY_PLAN.save(plan)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(REPO / "training" / "train_segmentation.py"),
+        "--data-root", str(cohort), "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
+        "--plan", str(plan), "--network", "unet", "--network-config", json.dumps(FAST_UNET), "--fold", "0",
+        "--epochs", "1", "--iterations-per-epoch", "2", "--batch-size", "1", "--workers", "0", "--device", "cpu",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
+    assert len(rows) == 1 and rows[0]["processes"] == 2
+    assert 0.0 <= rows[0]["val_dice_mean"] <= 1.0
+    assert (run_dir / "fold_0" / "checkpoint_best.pt").is_file()
+    # both ranks preprocessed half of the cases into the shared cache
+    assert len(list((tmp_path / "cache").glob("task1-*/*.json"))) == 6 + 1  # + plan.json
+    assert result.stdout.count("fold 0: best epoch") == 1  # only rank 0 reports

@@ -1,0 +1,874 @@
+"""Task 1 training: cached preprocessing, cross-validation folds, patch training, validation, checkpoints, export.
+
+A run directory looks like::
+
+    RUN_DIR/
+      config.json        the resolved TrainingConfig (plan and full network config included)
+      plan.json          the preprocessing Plan (copied into the exported bundle)
+      folds.json         the cross-validation split (hecktor.survival.save_folds format, with case ids)
+      fold_K/
+        checkpoint_best.pt, checkpoint_last.pt   model + optimizer + scheduler + scaler + epoch + RNG state
+        metrics.csv, metrics.json, metrics.png   one row per epoch (training/run_log.py)
+
+Each case is preprocessed once by :func:`hecktor.patches.preprocess_training_case` (the same resampling code as
+inference) and cached as ``.npy`` files under ``CACHE_DIR/task1-<plan digest>-<around>/``; another plan gets
+another cache. Training draws patches from the cached regions (positive/negative ratio, then MONAI augmentation);
+validation runs the inference code path (:func:`hecktor.segment.sliding_window_probabilities`) on whole cached
+regions.
+
+Every patch is drawn from a random stream keyed by (seed, epoch, rank, index), so runs are reproducible whatever
+the number of data-loader workers, and a resumed run draws exactly the patches an uninterrupted one would have.
+
+Multi-GPU / multi-process: launch the CLI with ``torchrun --nproc_per_node N``; every rank draws its own patches,
+gradients are averaged by DistributedDataParallel (``nccl`` on CUDA, ``gloo`` on CPU), validation cases are shared
+out between the ranks, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+import hecktor
+from hecktor.errors import InputError
+from hecktor.geometry import Grid
+from hecktor.io import TrainingCase, list_training_cases
+from hecktor.metrics import dice
+from hecktor.patches import preprocess_training_case, sample_patches, sampling_indices
+from hecktor.plan import Plan
+from hecktor.segment import IN_CHANNELS, N_CLASSES, autocast_context, resolve_device, sliding_window_probabilities
+from hecktor.survival import load_folds, save_folds
+from run_log import RunLog
+
+LOSSES = ("dicece", "dice")
+CHECKPOINTS = ("best", "last")
+FOREGROUND = {"GTVp": 1, "GTVn": 2}
+CACHE_VERSION = 1
+CONFIG_JSON, PLAN_JSON, FOLDS_JSON = "config.json", "plan.json", "folds.json"
+
+
+# ---------------------------------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a Task 1 training run depends on. Saved as ``config.json`` in the run directory.
+
+    Args:
+        data_root: folder holding ``Task 1/`` in the HECKTOR layout.
+        run_dir: where folds, checkpoints and metrics go.
+        plan: the preprocessing plan (patch size, spacing, windows, ...).
+        network: ``hecmamba``, ``unet``, ``vnet``, ``unetr`` or ``segresnet``.
+        network_config: overrides of the network's defaults (``hecktor.networks.network_config_defaults``).
+        folds: fold indices to train (``None``: all ``n_folds``).
+        n_folds: cross-validation folds of the split.
+        epochs, iterations_per_epoch, batch_size: the training length; one iteration is one batch per rank.
+        lr, weight_decay: AdamW.
+        warmup_fraction: share of all iterations spent warming the learning rate up linearly from 0; a cosine
+            decay to ``min_lr_ratio * lr`` follows.
+        loss: ``dicece`` (MONAI DiceCELoss) or ``dice`` (MONAI DiceLoss).
+        augmentation: MONAI spatial and intensity augmentation of training patches.
+        positive_fraction: share of patches centred on a tumour voxel (GTVp or GTVn).
+        val_every: validate every this many epochs (and after the last one).
+        val_overlap: sliding-window overlap of validation.
+        sw_batch_size: windows per forward pass in validation.
+        around: training region of a case, ``region`` (inference region widened to the mask) or ``mask``.
+        cache_dir: preprocessing cache (default: ``<run_dir>/../cache``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun the local rank picks the GPU).
+        workers: data-loader worker processes per rank.
+        seed: seeds the split, the weights' initialisation and every patch.
+        amp: fp16 autocast with gradient scaling, on CUDA only.
+        grad_clip: gradient-norm clipping (0 switches it off).
+        progress: tqdm progress bars (rank 0 only).
+    """
+
+    data_root: str
+    run_dir: str
+    plan: Plan = field(default_factory=Plan)
+    network: str = "hecmamba"
+    network_config: dict[str, Any] = field(default_factory=dict)
+    folds: list[int] | None = None
+    n_folds: int = 5
+    epochs: int = 100
+    iterations_per_epoch: int = 250
+    batch_size: int = 2
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.01
+    loss: str = "dicece"
+    augmentation: bool = True
+    positive_fraction: float = 0.67
+    val_every: int = 5
+    val_overlap: float = 0.5
+    sw_batch_size: int = 2
+    around: str = "region"
+    cache_dir: str | None = None
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    amp: bool = True
+    grad_clip: float = 12.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.plan, dict):
+            self.plan = Plan.from_dict(self.plan)
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.around not in ("region", "mask"):
+            raise InputError(f"around must be 'region' or 'mask', got {self.around!r}")
+        if self.n_folds < 2:
+            raise InputError(f"n_folds must be at least 2, got {self.n_folds}")
+        if self.folds is not None:
+            self.folds = [int(k) for k in self.folds]
+            bad = [k for k in self.folds if not 0 <= k < self.n_folds]
+            if bad or not self.folds:
+                raise InputError(f"fold(s) {bad or '[]'} out of range 0..{self.n_folds - 1}")
+        for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every", "sw_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise InputError(f"workers must be >= 0, got {self.workers}")
+        if not 0.0 <= self.positive_fraction <= 1.0:
+            raise InputError(f"positive_fraction must lie in [0, 1], got {self.positive_fraction}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise InputError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.val_overlap < 1.0:
+            raise InputError(f"val_overlap must lie in [0, 1), got {self.val_overlap}")
+
+    @property
+    def fold_list(self) -> list[int]:
+        return list(range(self.n_folds)) if self.folds is None else list(self.folds)
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.run_dir).resolve().parent / "cache"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["plan"] = self.plan.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON training config: any :class:`TrainingConfig` fields; ``plan`` may be an object (missing fields take
+    the Plan defaults) or the path of a plan JSON, relative to the config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training config not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object")
+    data = {key: value for key, value in data.items() if not key.startswith("_")}  # "_comment" keys
+    if isinstance(data.get("plan"), str):
+        data["plan"] = Plan.load(path.parent / data["plan"]).to_dict()
+    return data
+
+
+def resolve_network_config(name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The network's full config: its defaults updated by ``overrides`` (unknown keys are refused)."""
+    from hecktor.networks import network_config_defaults
+
+    try:
+        defaults = dict(network_config_defaults(name))
+    except (KeyError, ValueError) as error:
+        raise InputError(f"unknown network {name!r}: {error}") from None
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise InputError(f"network {name!r} has no setting(s) {unknown}; settings: {sorted(defaults)}")
+    defaults.update(overrides)
+    # JSON has no tuples; store lists so that a config read back from JSON compares equal.
+    return json.loads(json.dumps(defaults))
+
+
+def build_segmentation_network(name: str, config: dict[str, Any]) -> nn.Module:
+    from hecktor.networks import build_network
+
+    return build_network(name, config)
+
+
+# --------------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_distributed(device_name: str) -> tuple[DistributedContext, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment, and pick this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank if world_size > 1 else 0)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(rank, world_size, local_rank), device
+
+
+# ----------------------------------------------------------------------------------------------------------- cache
+
+
+@dataclass
+class CachedRegion:
+    """A cached training region: image (2, z, y, x) float16 (memory-mapped), label (z, y, x) uint8, grid."""
+
+    image: np.ndarray
+    label: np.ndarray
+    grid: Grid
+
+
+def _fingerprint(case: TrainingCase) -> list[list[int]]:
+    """Size and modification time of the case's files: a changed source file invalidates its cache entry."""
+    paths = [case.ct_path, case.pet_path] + ([case.label_path] if case.label_path is not None else [])
+    return [[os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+
+
+class RegionCache:
+    """Preprocessed training regions on disk, one folder per (plan digest, ``around``).
+
+    Per case: ``<PID>_image.npy`` (float16: half the disk and page cache of float32, and the normalised CT/PET
+    values lose nothing that matters at fp16's 3 significant digits), ``<PID>_label.npy`` (uint8) and ``<PID>.json``
+    (grid, source fingerprint), written last so that its presence marks a complete entry.
+    """
+
+    def __init__(self, root: str | Path, plan: Plan, around: str = "region") -> None:
+        self.plan = plan
+        self.around = around
+        self.dir = Path(root) / f"task1-{plan.digest()}-{around}"
+
+    def _paths(self, pid: str) -> tuple[Path, Path, Path]:
+        return self.dir / f"{pid}_image.npy", self.dir / f"{pid}_label.npy", self.dir / f"{pid}.json"
+
+    def is_current(self, case: TrainingCase) -> bool:
+        image_path, label_path, meta_path = self._paths(case.patient_id)
+        if not (meta_path.is_file() and image_path.is_file() and label_path.is_file()):
+            return False
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            return False
+        return meta.get("version") == CACHE_VERSION and meta.get("source") == _fingerprint(case)
+
+    def build(self, case: TrainingCase) -> None:
+        """Preprocess one case and write its entry atomically (temporary names, then renames)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ct, pet, label = case.read()
+        region = preprocess_training_case(ct, pet, label, self.plan, around=self.around)
+        image_path, label_path, meta_path = self._paths(case.patient_id)
+        meta = {
+            "version": CACHE_VERSION,
+            "patient_id": case.patient_id,
+            "plan_digest": self.plan.digest(),
+            "around": self.around,
+            "source": _fingerprint(case),
+            "grid": dataclasses.asdict(region.grid),
+            "localization_found": bool(region.localization.found),
+            "label_voxels": [int(np.count_nonzero(region.label == v)) for v in range(N_CLASSES)],
+        }
+        arrays = ((image_path, region.image.astype(np.float16)), (label_path, region.label.astype(np.uint8)))
+        for path, content in arrays:
+            handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=self.dir)
+            with os.fdopen(handle, "wb") as stream:
+                np.save(stream, content)
+            os.replace(tmp, path)
+        handle, tmp = tempfile.mkstemp(prefix=f".{meta_path.stem}.", suffix=".json", dir=self.dir)
+        with os.fdopen(handle, "w") as stream:
+            json.dump(meta, stream, indent=1)
+        os.replace(tmp, meta_path)
+
+    def prepare(self, cases: Sequence[TrainingCase], context: DistributedContext = DistributedContext(),
+                progress: bool = False) -> dict[str, int]:
+        """Make sure every case has a current entry. Under torchrun the ranks share the work, then wait for each
+        other. Returns how many entries were built and reused (by this rank)."""
+        if context.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            plan_path = self.dir / PLAN_JSON
+            if not plan_path.is_file():
+                self.plan.save(plan_path)
+        context.barrier()
+        mine = list(cases)[context.rank::context.world_size]
+        todo = [case for case in mine if not self.is_current(case)]
+        for case in tqdm(todo, desc="preprocessing", unit="case", disable=not (progress and context.is_main)):
+            self.build(case)
+        context.barrier()
+        return {"built": len(todo), "reused": len(mine) - len(todo)}
+
+    def load(self, pid: str) -> CachedRegion:
+        image_path, label_path, meta_path = self._paths(pid)
+        if not meta_path.is_file():
+            raise InputError(f"case {pid} is not in the preprocessing cache {self.dir}; run the trainer's preparation")
+        meta = json.loads(meta_path.read_text())
+        grid = Grid(**{k: tuple(v) for k, v in meta["grid"].items()})
+        # Copy-on-write memory map: patches read only the pages they need, and torch gets a writable array.
+        return CachedRegion(np.load(image_path, mmap_mode="c"), np.load(label_path), grid)
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+
+
+def build_augmentation():
+    """MONAI augmentation of a ``{"image": (2, *patch), "label": (1, *patch)}`` training sample.
+
+    Spatial (image and label together): mirroring along each axis (p 0.5 each), rotation up to 15 degrees about
+    every axis (p 0.2), scaling 0.85-1.25 (p 0.2). Intensity (image only): scaling by up to 10 % (p 0.15), shift by
+    up to 0.1 (p 0.15), gamma 0.7-1.5 (p 0.15), Gaussian noise sigma 0.05 (p 0.15). The probabilities follow
+    nnU-Net's defaults; rotation and scaling pad with edge values, as a patch has no outside.
+    """
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotated,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandZoomd,
+    )
+
+    keys = ("image", "label")
+    angle = math.radians(15.0)
+    return Compose([
+        RandRotated(keys, range_x=angle, range_y=angle, range_z=angle, prob=0.2, mode=("bilinear", "nearest"),
+                    padding_mode="border"),
+        RandZoomd(keys, prob=0.2, min_zoom=0.85, max_zoom=1.25, mode=("trilinear", "nearest"), padding_mode="edge"),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandFlipd(keys, prob=0.5, spatial_axis=2),
+        RandScaleIntensityd("image", factors=0.1, prob=0.15),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.15),
+        RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.15),
+        RandGaussianNoised("image", std=0.05, prob=0.15),
+    ])
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor: MONAI's MetaTensor bookkeeping is not needed past augmentation and slows collation."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
+
+
+class PatchDataset(Dataset):
+    """Training patches from cached regions. Item ``i`` is one patch whose case, position and augmentation are
+    drawn from the stream ``(seed, rank, i)``; the sampler passes indices that include the epoch.
+
+    Args:
+        cache: the region cache.
+        patient_ids: the cases to draw from (a fold's training set).
+        patch_size_zyx: patch shape.
+        positive_fraction: share of patches centred on a tumour voxel.
+        augmentation: a MONAI dictionary transform, or None.
+        seed, rank: the stream's key.
+    """
+
+    def __init__(self, cache: RegionCache, patient_ids: Sequence[str], patch_size_zyx: Sequence[int],
+                 positive_fraction: float, augmentation=None, seed: int = 0, rank: int = 0) -> None:
+        if not patient_ids:
+            raise InputError("no training cases in this fold")
+        self.cache = cache
+        self.patient_ids = list(patient_ids)
+        self.patch_size_zyx = tuple(int(s) for s in patch_size_zyx)
+        self.positive_fraction = positive_fraction
+        self.augmentation = augmentation
+        self.seed, self.rank = int(seed), int(rank)
+        self._regions: dict[str, CachedRegion] = {}
+        self._indices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return 2**62  # indices come from EpochSampler
+
+    def _region(self, pid: str) -> CachedRegion:
+        if pid not in self._regions:
+            self._regions[pid] = self.cache.load(pid)
+            # Tumour/background voxel lists are found once per case, not once per patch (a 1 mm region has ~10M voxels).
+            self._indices[pid] = sampling_indices(self._regions[pid].label)
+        return self._regions[pid]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seeds = np.random.SeedSequence([self.seed, self.rank, int(index)]).generate_state(3)
+        pid = self.patient_ids[int(seeds[0]) % len(self.patient_ids)]
+        region = self._region(pid)
+        (image, label), = sample_patches(region.image, region.label, self.patch_size_zyx, 1, self.positive_fraction,
+                                         seed=int(seeds[1]), indices=self._indices[pid])
+        image, label = _plain(image).float(), _plain(label).float()
+        if self.augmentation is not None:
+            self.augmentation.set_random_state(seed=int(seeds[2]))
+            sample = self.augmentation({"image": image, "label": label})
+            image, label = _plain(sample["image"]), _plain(sample["label"])
+        return image.float().contiguous(), label.round().long().contiguous()
+
+
+class EpochSampler(Sampler[int]):
+    """Indices ``epoch * length ... (epoch + 1) * length - 1``: every epoch gets fresh, reproducible patches."""
+
+    def __init__(self, length: int) -> None:
+        self.length = int(length)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
+
+
+def split_folds(patient_ids: Sequence[str], n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A seeded K-fold split over the sorted patient ids (Task 1 has no event to stratify on)."""
+    from sklearn.model_selection import KFold
+
+    ids = sorted(patient_ids)
+    if list(patient_ids) != ids:
+        raise ValueError("patient ids must be sorted")
+    if len(ids) < n_folds:
+        raise InputError(f"{len(ids)} cases cannot make {n_folds} folds; use fewer folds (--n-folds)")
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    splits = splitter.split(np.zeros(len(ids)))
+    return [(np.sort(tr).astype(np.int64), np.sort(va).astype(np.int64)) for tr, va in splits]
+
+
+# ----------------------------------------------------------------------------------------------------- optimisation
+
+
+def make_loss(name: str) -> nn.Module:
+    """MONAI DiceCELoss or DiceLoss on logits and integer labels (B, 1, ...). Batch Dice (``batch=True``) sums the
+    overlap over the batch, so a patch without GTVn does not turn that class's Dice into a 0/0 term (nnU-Net)."""
+    from monai.losses import DiceCELoss, DiceLoss
+
+    if name == "dicece":
+        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    if name == "dice":
+        return DiceLoss(to_onehot_y=True, softmax=True, batch=True)
+    raise InputError(f"loss must be one of {LOSSES}, got {name!r}")
+
+
+def warmup_cosine(total_iterations: int, warmup_fraction: float, min_lr_ratio: float):
+    """Learning-rate factor per iteration: linear warm-up from 0, then a cosine decay to ``min_lr_ratio``."""
+    warmup = int(round(warmup_fraction * total_iterations))
+
+    def factor(iteration: int) -> float:
+        if iteration < warmup:
+            return (iteration + 1) / warmup
+        progress = min(1.0, (iteration - warmup) / max(1, total_iterations - warmup))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt", dir=path.parent)
+    os.close(handle)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by the trainer (tensors, numbers, strings and containers only: ``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def network_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a checkpoint with its weights, in eval mode, and the checkpoint itself."""
+    checkpoint = load_checkpoint(path)
+    network = build_segmentation_network(checkpoint["network"], checkpoint["network_config"])
+    network.load_state_dict(checkpoint["model"])
+    return network.eval(), checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------------- trainer
+
+
+class SegmentationTrainer:
+    """Trains Task 1 networks fold by fold (see the module docstring for the run directory's layout).
+
+    Args:
+        config: the run's settings.
+        resume: continue from each fold's last checkpoint (a fold without one starts afresh; a finished fold is
+            skipped). Without it, a fold folder that already holds checkpoints is an error.
+    """
+
+    def __init__(self, config: TrainingConfig, resume: bool = False) -> None:
+        self.config = config
+        self.resume = resume
+        self.run_dir = Path(config.run_dir)
+        self.context, self.device = init_distributed(config.device)
+        self.use_amp = bool(config.amp and self.device.type == "cuda")
+        self.network_config = resolve_network_config(config.network, config.network_config)
+        self.cache = RegionCache(config.cache_root, config.plan, config.around)
+        self.cases = list_training_cases(config.data_root, task=1)
+        self.patient_ids = [case.patient_id for case in self.cases]
+        self.cache_stats: dict[str, int] = {}
+        self.folds: list[tuple[np.ndarray, np.ndarray]] = []
+
+    # -------------------------------------------------------------------------------------------- run set-up
+
+    def _run_record(self) -> dict[str, Any]:
+        record = self.config.to_dict()
+        record["network_config"] = self.network_config
+        return json.loads(json.dumps(record))  # as it reads back from config.json (lists, not tuples)
+
+    def _check_run_dir(self) -> None:
+        """A run folder keeps what its checkpoints depend on (plan, network, split); folds are trained into it one
+        command at a time if need be, but a fold that holds checkpoints is only continued with ``resume``."""
+        config_path = self.run_dir / CONFIG_JSON
+        if not config_path.is_file():
+            return
+        previous = json.loads(config_path.read_text())
+        current = self._run_record()
+        fixed = ("plan", "network", "network_config", "n_folds", "seed", "around", "loss")
+        changed = [key for key in fixed if previous.get(key) != current.get(key)]
+        if changed:
+            raise InputError(f"{config_path} was written with other {', '.join(changed)}; use a new --run-dir")
+        if not self.resume:
+            started = [f"fold_{k}" for k in self.config.fold_list
+                       if (self.run_dir / f"fold_{k}" / "checkpoint_last.pt").is_file()]
+            if started:
+                raise InputError(f"{self.run_dir} already holds checkpoints ({', '.join(started)}); "
+                                 "pass --resume to continue, or use a new --run-dir")
+
+    def prepare(self) -> None:
+        """Check the run folder, write the run record, cache every case, and fix the fold split."""
+        if self.context.is_main:
+            self._check_run_dir()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_JSON).write_text(json.dumps(self._run_record(), indent=2) + "\n")
+            self.config.plan.save(self.run_dir / PLAN_JSON)
+        self.context.barrier()
+        self.cache_stats = self.cache.prepare(self.cases, self.context, progress=self.config.progress)
+        folds_path = self.run_dir / FOLDS_JSON
+        if self.context.is_main and not folds_path.is_file():
+            save_folds(split_folds(self.patient_ids, self.config.n_folds, self.config.seed), folds_path,
+                       case_ids=self.patient_ids)
+        self.context.barrier()
+        self.folds = load_folds(folds_path, case_ids=self.patient_ids)
+        if len(self.folds) != self.config.n_folds:
+            raise InputError(f"{folds_path} holds {len(self.folds)} folds, the config asks for {self.config.n_folds}; "
+                             "use a new --run-dir")
+
+    def fold_cases(self, fold: int) -> tuple[list[str], list[str]]:
+        train, val = self.folds[fold]
+        return [self.patient_ids[i] for i in train], [self.patient_ids[i] for i in val]
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def _make_loader(self, patient_ids: list[str]) -> tuple[DataLoader, EpochSampler]:
+        config = self.config
+        dataset = PatchDataset(
+            self.cache, patient_ids, config.plan.patch_size_zyx, config.positive_fraction,
+            build_augmentation() if config.augmentation else None, seed=config.seed, rank=self.context.rank,
+        )
+        sampler = EpochSampler(config.iterations_per_epoch * config.batch_size)
+        loader = DataLoader(
+            dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=config.workers > 0, drop_last=True,
+        )
+        return loader, sampler
+
+    def _all_reduce(self, values: list[float]) -> list[float]:
+        if not self.context.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def validate(self, network: nn.Module, patient_ids: Sequence[str]) -> dict[str, float]:
+        """Dice per label on whole cached regions (sliding window as at inference, no TTA), shared across ranks.
+
+        Returns per label the mean Dice over the cases where it is defined and the aggregated Dice (DSCagg), and
+        ``val_dice_mean``, the mean of the labels' mean Dice (the model-selection metric).
+        """
+        network.eval()
+        # Per label: sum of defined Dice, number of defined cases, true positives, |GT| + |pred|. Raw sums rather than
+        # hecktor.metrics.aggregated_dice because every rank scores its own cases and the sums are all-reduced.
+        sums = [0.0] * (4 * len(FOREGROUND))
+        for pid in list(patient_ids)[self.context.rank::self.context.world_size]:
+            region = self.cache.load(pid)
+            image = torch.from_numpy(np.asarray(region.image, dtype=np.float32))[None].to(self.device)
+            probabilities = sliding_window_probabilities(
+                [network], image, self.config.plan.patch_size_zyx, overlap=self.config.val_overlap,
+                sw_batch_size=self.config.sw_batch_size, amp=self.use_amp,
+            )
+            prediction = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
+            for k, value in enumerate(FOREGROUND.values()):
+                score = dice(prediction, region.label, value)
+                if not math.isnan(score):
+                    sums[4 * k] += score
+                    sums[4 * k + 1] += 1
+                p, g = prediction == value, region.label == value
+                sums[4 * k + 2] += float(np.count_nonzero(p & g))
+                sums[4 * k + 3] += float(np.count_nonzero(p) + np.count_nonzero(g))
+        sums = self._all_reduce(sums)
+        metrics: dict[str, float] = {}
+        means = []
+        for k, name in enumerate(FOREGROUND):
+            mean = sums[4 * k] / sums[4 * k + 1] if sums[4 * k + 1] else float("nan")
+            metrics[f"val_dice_{name}"] = mean
+            metrics[f"val_dsc_agg_{name}"] = 2 * sums[4 * k + 2] / sums[4 * k + 3] if sums[4 * k + 3] else float("nan")
+            if not math.isnan(mean):
+                means.append(mean)
+        metrics["val_dice_mean"] = float(np.mean(means)) if means else 0.0
+        return metrics
+
+    def _checkpoint(self, network: nn.Module, optimizer, scheduler, scaler, epoch: int, best: dict[str, Any],
+                    fold: int) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": "hecktor-task1-checkpoint",
+            "hecktor_version": hecktor.__version__,
+            "fold": fold,
+            "epoch": epoch,
+            "model": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            "best": dict(best),
+            "network": self.config.network,
+            "network_config": self.network_config,
+            "plan": self.config.plan.to_dict(),
+            "plan_digest": self.config.plan.digest(),
+        }
+
+    def train_fold(self, fold: int) -> dict[str, Any]:
+        """Train one fold to ``config.epochs``; returns its summary (best epoch and metrics, timings)."""
+        config = self.config
+        if not self.folds:
+            self.prepare()
+        train_ids, val_ids = self.fold_cases(fold)
+        fold_dir = self.run_dir / f"fold_{fold}"
+        last_path, best_path = fold_dir / "checkpoint_last.pt", fold_dir / "checkpoint_best.pt"
+
+        torch.manual_seed(config.seed)  # identical initial weights on every rank and in every run
+        network = build_segmentation_network(config.network, self.network_config).to(self.device)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        total_iterations = config.epochs * config.iterations_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(total_iterations, config.warmup_fraction, config.min_lr_ratio))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        loss_function = make_loss(config.loss)
+        start_epoch, best = 0, {"val_dice_mean": -1.0, "epoch": 0}
+
+        if self.resume and last_path.is_file():
+            checkpoint = load_checkpoint(last_path, map_location=self.device)
+            if checkpoint["plan_digest"] != config.plan.digest() or checkpoint["network"] != config.network:
+                raise InputError(f"{last_path} was trained with another plan or network; use a new --run-dir")
+            network.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            scaler.load_state_dict(checkpoint["scaler"])
+            start_epoch, best = int(checkpoint["epoch"]), dict(checkpoint["best"])
+            if self.context.is_main:
+                torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+                if "cuda" in checkpoint["rng"] and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(checkpoint["rng"]["cuda"].cpu(), self.device)
+            else:
+                torch.manual_seed(config.seed + 1000 * self.context.rank + start_epoch)
+        else:
+            torch.manual_seed(config.seed + 1000 * self.context.rank)
+        if start_epoch >= config.epochs:
+            return {"fold": fold, "epochs": start_epoch, "best": best, "skipped": True}
+
+        model: nn.Module = network
+        if self.context.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        loader, sampler = self._make_loader(train_ids)
+        log = RunLog(fold_dir) if self.context.is_main else None
+        epoch_losses: list[float] = []
+        summary: dict[str, Any] = {"fold": fold, "train_cases": len(train_ids), "val_cases": len(val_ids)}
+
+        for epoch in range(start_epoch, config.epochs):
+            sampler.epoch = epoch
+            network.train()
+            started = time.perf_counter()
+            loss_sum, steps = 0.0, 0
+            bar = tqdm(loader, desc=f"fold {fold} epoch {epoch + 1}/{config.epochs}", unit="it", leave=False,
+                       disable=not (config.progress and self.context.is_main))
+            for images, labels in bar:
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast_context(self.device, self.use_amp):
+                    logits = model(images)
+                    loss = loss_function(logits.float(), labels)
+                scaler.scale(loss).backward()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_sum += float(loss.detach())
+                steps += 1
+                bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
+            train_seconds = time.perf_counter() - started
+            loss_sum, steps_total = self._all_reduce([loss_sum, float(steps)])
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / steps_total,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_seconds": train_seconds,
+                "seconds_per_iteration": train_seconds / max(steps, 1),
+                "processes": self.context.world_size,
+            }
+            epoch_losses.append(row["train_loss"])
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+                val_started = time.perf_counter()
+                row.update(self.validate(network, val_ids))
+                row["val_seconds"] = time.perf_counter() - val_started
+                if row["val_dice_mean"] > best["val_dice_mean"]:
+                    best = {"epoch": epoch + 1, **{k: v for k, v in row.items() if k.startswith("val_")}}
+                    if self.context.is_main:
+                        fold_dir.mkdir(parents=True, exist_ok=True)
+                        _atomic_save(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold),
+                                     best_path)
+            if self.context.is_main:
+                _atomic_save(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold), last_path)
+                log.log(row)
+                if config.progress:
+                    shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
+                    tqdm.write(f"fold {fold} epoch {epoch + 1}: {shown}")
+            self.context.barrier()
+
+        summary.update({"epochs": config.epochs, "best": best, "epoch_losses": epoch_losses, "skipped": False})
+        return summary
+
+    def run(self) -> list[dict[str, Any]]:
+        """Prepare the data, then train every selected fold in turn."""
+        self.prepare()
+        return [self.train_fold(fold) for fold in self.config.fold_list]
+
+    def close(self) -> None:
+        if self.context.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(config: TrainingConfig, resume: bool = False) -> list[dict[str, Any]]:
+    """Train the folds of ``config`` (the CLI's one call)."""
+    trainer = SegmentationTrainer(config, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+# ----------------------------------------------------------------------------------------------------------- export
+
+
+def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
+                  folds: Sequence[int] | None = None) -> tuple[Path, list[int]]:
+    """Write the Task 1 bundle of a run: every fold's weights (model only, no optimizer), the plan and model.json.
+
+    Args:
+        run_dir: a training run directory.
+        out_dir: the bundle folder (replaced atomically).
+        checkpoint: ``best`` or ``last``.
+        folds: the folds to export (default: every ``fold_K`` folder holding that checkpoint).
+
+    Returns:
+        the bundle path and the exported fold indices.
+    """
+    from hecktor.bundle import write_bundle
+
+    run_dir = Path(run_dir)
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    plan_path = run_dir / PLAN_JSON
+    if not plan_path.is_file():
+        raise InputError(f"{run_dir} is not a training run ({PLAN_JSON} missing); pass the folder given as --run-dir")
+    plan = Plan.load(plan_path)
+    run_config = json.loads((run_dir / CONFIG_JSON).read_text()) if (run_dir / CONFIG_JSON).is_file() else {}
+    available = sorted(int(p.parent.name.split("_")[1]) for p in run_dir.glob(f"fold_*/checkpoint_{checkpoint}.pt"))
+    chosen = available if folds is None else sorted(int(k) for k in folds)
+    missing = [k for k in chosen if k not in available]
+    if not chosen or missing:
+        raise InputError(f"no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'} in {run_dir}; train them first")
+
+    state_dicts, per_fold, network, network_config = {}, [], None, None
+    for fold in chosen:
+        path = run_dir / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
+        state = load_checkpoint(path)
+        if state.get("plan_digest") != plan.digest():
+            raise InputError(f"{path} was trained with another plan than {plan_path}; retrain or fix the run")
+        if network is None:
+            network, network_config = state["network"], state["network_config"]
+        elif (state["network"], state["network_config"]) != (network, network_config):
+            raise InputError(f"{path} holds another network than fold {chosen[0]}; export folds of one run only")
+        # Load into the network once: a bundle must never hold weights that its own loader would refuse.
+        build_segmentation_network(network, network_config).load_state_dict(state["model"])
+        state_dicts[f"fold_{fold}.pt"] = state["model"]
+        per_fold.append({"fold": fold, "epoch": int(state["epoch"]), "best": state["best"]})
+
+    model = {
+        "network": network,
+        "network_config": network_config,
+        "in_channels": IN_CHANNELS,
+        "n_classes": N_CLASSES,
+        "labels": dict(hecktor.LABELS),
+        "folds": list(state_dicts),
+        "trained": {
+            "checkpoint": checkpoint,
+            "fold_indices": chosen,
+            "n_folds_in_split": run_config.get("n_folds"),
+            "epochs": run_config.get("epochs"),
+            "iterations_per_epoch": run_config.get("iterations_per_epoch"),
+            "batch_size": run_config.get("batch_size"),
+            "loss": run_config.get("loss"),
+            "augmentation": run_config.get("augmentation"),
+            "seed": run_config.get("seed"),
+            "per_fold": per_fold,
+            "hecktor_version": hecktor.__version__,
+        },
+    }
+    out = write_bundle(out_dir, task=1, plan=plan, model=model, state_dicts=state_dicts)
+    return out, chosen
