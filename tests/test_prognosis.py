@@ -1,0 +1,205 @@
+"""Task 2 inference (hecktor.prognosis.RiskPredictor) on hand-built tiny ensembles: the arithmetic of the weighted
+fold ensemble, bundle round trips in every mode, refusal of inconsistent bundles, and tolerance of odd ehr.json."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import head_phantom
+from hecktor.bundle import sha256_of
+from hecktor.clinical import ClinicalEncoder
+from hecktor.errors import BundleError
+from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
+from hecktor.plan import Plan
+from hecktor.preprocessing import preprocess_task2
+from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.survival import LinearCoxModel, ensemble_weights
+
+PLAN = Plan(task2_input_shape_zyx=(24, 24, 24))
+ROWS = [
+    {"Age": str(45 + 3 * i), "Gender": str(i % 2), "Tobacco Consumption": ["0", "1", None][i % 3],
+     "Alcohol Consumption": str((i // 2) % 2), "Performance Status": str(i % 3), "Treatment": str((i // 3) % 2),
+     "M-stage": "M1" if i == 5 else "M0"}
+    for i in range(16)
+]
+EHR = {"CenterID": 5, "Age": 56, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1,
+       "Performance Status": 0, "Treatment": 0, "M-stage": "M0"}
+CINDICES = (0.72, 0.55, 0.64)
+# Narrow fused features keep the Cox fits of the fixtures fast; the code paths are those of the 128-d default.
+NETWORK = {**TINY_BACKBONE, "clinical_dim": 8, "fused_dim": 16}
+
+
+def build_predictor(mode: str, seed: int = 0) -> RiskPredictor:
+    """Three folds with random networks, encoders fitted on different rows, Cox models fitted on random features."""
+    rng = np.random.default_rng(seed)
+    folds = []
+    for k, cindex in enumerate(CINDICES):
+        encoder = ClinicalEncoder().fit(ROWS[k:k + 12]) if mode != "imaging" else None
+        network = None
+        if mode != "clinical":
+            torch.manual_seed(seed * 10 + k)
+            network = FusedFeatureExtractor(encoder.n_features if encoder else 0, mode=mode, **NETWORK).eval()
+        n_features = network.feature_dim if network is not None else encoder.n_features
+        X = rng.normal(size=(40, n_features))
+        time = rng.uniform(100, 2000, size=40)
+        event = rng.random(40) < 0.5
+        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(X, time, event)
+        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
+    return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"})
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    ct, pet, _, _ = head_phantom()
+    return ct, pet
+
+
+@pytest.fixture(scope="module")
+def fusion_predictor():
+    return build_predictor("fusion")
+
+
+@pytest.fixture
+def fusion_bundle(fusion_predictor, tmp_path):
+    return fusion_predictor.to_bundle(tmp_path / "bundle")
+
+
+def test_predict_is_the_weighted_average_of_standardised_fold_risks(fusion_predictor, phantom):
+    ct, pet = phantom
+    risk = fusion_predictor.predict(ct, pet, EHR)
+    # Independent computation: the shared preprocessing, then each fold by hand.
+    image = torch.from_numpy(preprocess_task2(ct, pet, PLAN).image)[None]
+    fold_risks = []
+    with torch.no_grad():
+        for fold in fusion_predictor.folds:
+            clinical = torch.from_numpy(fold.encoder.transform([EHR]))
+            features = fold.network.extract_features(image, clinical).numpy().astype(np.float64)
+            raw = ((features - fold.survival.feature_mean_) / fold.survival.feature_scale_) @ fold.survival.coef_
+            raw = raw - fold.survival.offset_
+            fold_risks.append(float((raw[0] - fold.survival.risk_mean_) / fold.survival.risk_std_))
+    margins = np.maximum(np.asarray(CINDICES) - 0.5, 1e-3)
+    assert risk == pytest.approx(float(np.dot(margins / margins.sum(), fold_risks)), abs=1e-9)
+    assert fusion_predictor.last_fold_risks == pytest.approx(fold_risks, abs=1e-9)
+    timings = fusion_predictor.last_timings
+    assert timings["folds"] == [0, 1, 2]
+    assert timings["total_s"] >= timings["preprocess_s"] + timings["network_s"] > 0
+
+
+def test_fold_selection_renormalises_weights(fusion_predictor, phantom):
+    ct, pet = phantom
+    fusion_predictor.predict(ct, pet, EHR)
+    every = np.asarray(fusion_predictor.last_fold_risks)
+    assert fusion_predictor.predict(ct, pet, EHR, folds=[1]) == pytest.approx(every[1], abs=1e-12)
+    w = fusion_predictor.weights[[0, 2]]
+    assert fusion_predictor.predict(ct, pet, EHR, folds=[2, 0]) == pytest.approx(
+        (w[0] * every[0] + w[1] * every[2]) / w.sum(), abs=1e-12)
+    assert fusion_predictor.folds_by_weight == [0, 2, 1]  # C-index 0.72, 0.64, 0.55
+    for bad in ([], [3], [0, 0]):
+        with pytest.raises(ValueError):
+            fusion_predictor.predict(ct, pet, EHR, folds=bad)
+
+
+@pytest.mark.parametrize("mode", ["fusion", "imaging", "clinical"])
+def test_bundle_round_trip_gives_identical_risk(mode, phantom, tmp_path):
+    ct, pet = phantom
+    predictor = build_predictor(mode, seed=1)
+    loaded = RiskPredictor.from_bundle(predictor.to_bundle(tmp_path / mode), device="cpu")
+    assert loaded.mode == mode and loaded.info == {"note": "test"}
+    assert np.array_equal(loaded.weights, predictor.weights)
+    files = sorted(p.name for p in (tmp_path / mode).iterdir())
+    assert ("fold_0_network.pt" in files) == (mode != "clinical")
+    assert ("fold_0_encoder.json" in files) == (mode != "imaging")
+    for ehr in (EHR, None, {"Age": 80, "M-stage": "M1"}):
+        assert loaded.predict(ct, pet, ehr) == pytest.approx(predictor.predict(ct, pet, ehr), abs=1e-6)
+    if mode == "clinical":
+        assert loaded.predict(None, None, EHR) == pytest.approx(predictor.predict(ct, pet, EHR), abs=1e-12)
+        assert loaded.last_timings["preprocess_s"] < 0.01  # no image is touched
+    if mode == "imaging":  # the record is ignored
+        assert loaded.predict(ct, pet, EHR) == loaded.predict(ct, pet, {"Age": 99, "M-stage": "M1"})
+
+
+def test_odd_ehr_gives_finite_risk_and_unknowns_agree(phantom):
+    ct, pet = phantom
+    predictor = build_predictor("clinical")
+    all_unknown = predictor.predict(ct, pet, None)
+    assert predictor.predict(ct, pet, {}) == all_unknown
+    assert predictor.predict(ct, pet, {name: None for name in EHR}) == all_unknown
+    # Unparsable age = missing age; unseen category = unknown; strings in numeric spelling = numbers.
+    assert predictor.predict(ct, pet, {**EHR, "Age": "abc"}) == predictor.predict(ct, pet, {k: v for k, v in EHR.items()
+                                                                                          if k != "Age"})
+    assert predictor.predict(ct, pet, {**EHR, "M-stage": "M9"}) == predictor.predict(ct, pet, {**EHR, "M-stage": None})
+    assert predictor.predict(ct, pet, {**EHR, "Age": "56", "Gender": "1"}) == predictor.predict(ct, pet, EHR)
+    odd = [{"Age": 56}, {"Gender": "male", "Age": None}, {**EHR, "HPV Status": 1, "extra": [1, 2], "Notes": "x"},
+           {"Age": float("nan"), "Performance Status": 7, "M-stage": ""}]
+    for ehr in odd:
+        assert math.isfinite(predictor.predict(ct, pet, ehr))
+    assert predictor.predict(ct, pet, {**EHR, "extra": {"a": 1}}) == predictor.predict(ct, pet, EHR)
+    fusion = build_predictor("fusion")
+    assert all(math.isfinite(fusion.predict(ct, pet, ehr)) for ehr in [None, *odd])
+
+
+def _rewrite(bundle, name, edit):
+    """Edit a bundle file and re-sign the manifest, as a careless hand edit would: only our own checks remain."""
+    path = bundle / name
+    if name.endswith(".json"):
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    else:
+        edit(path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][name] = sha256_of(path)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _swap_weights(path):
+    state = torch.load(path, weights_only=True)
+    state = {k: (v[:1] if k == "risk_head.weight" else v) for k, v in state.items()}
+    state["fusion.0.weight"] = torch.zeros(3, 3)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize(
+    "name, edit, message",
+    [
+        ("model.json", lambda m: m["ensemble"].update(weights=[0.5, 0.5, 0.5]), "summing to 1"),
+        ("model.json", lambda m: m["ensemble"].update(weights=[0.5, 0.5]), "need 3 non-negative"),
+        ("model.json", lambda m: m.update(mode="imaging"), "network's mode 'fusion' is not the model's 'imaging'"),
+        ("model.json", lambda m: m["folds"][1].update(encoder=None), "fold 1 must list encoder"),
+        ("model.json", lambda m: m.update(format_version=99), "not a hecktor-task2-risk v1"),
+        ("model.json", lambda m: m["network"]["config"].update(fused_dim=8), "does not fit the network"),
+        ("fold_2_survival.json", lambda s: s.update(coef=s["coef"][:-1], feature_mean=s["feature_mean"][:-1],
+                                                    feature_scale=s["feature_scale"][:-1]), "expects 15 features"),
+        ("fold_0_encoder.json", lambda e: e.update(format="pickle"), "not a saved ClinicalEncoder"),
+        ("fold_1_network.pt", _swap_weights, "does not fit the network"),
+    ],
+)
+def test_inconsistent_bundle_is_refused(fusion_bundle, name, edit, message):
+    _rewrite(fusion_bundle, name, edit)
+    with pytest.raises(BundleError, match=message):
+        RiskPredictor.from_bundle(fusion_bundle, device="cpu")
+
+
+def test_tampered_bundle_is_refused(fusion_bundle):
+    survival = fusion_bundle / "fold_0_survival.json"
+    record = json.loads(survival.read_text())
+    record["coef"][0] += 1.0
+    survival.write_text(json.dumps(record))
+    with pytest.raises(BundleError, match="SHA-256 mismatch"):
+        RiskPredictor.from_bundle(fusion_bundle, device="cpu")
+    (fusion_bundle / "fold_0_survival.json").unlink()
+    with pytest.raises(BundleError, match="bundle file missing"):
+        RiskPredictor.from_bundle(fusion_bundle, device="cpu")
+
+
+def test_constructor_checks_folds_against_mode():
+    fold = build_predictor("clinical").folds[0]
+    with pytest.raises(ValueError, match="does not fit mode 'fusion'"):
+        RiskPredictor([fold], [1.0], PLAN, "fusion", device="cpu")
+    with pytest.raises(ValueError, match="sum to 1"):
+        RiskPredictor([fold, fold], [0.7, 0.7], PLAN, "clinical", device="cpu")

@@ -1,0 +1,173 @@
+"""Cross-validated Task 2 training (training/prognosis_trainer.py, train_prognosis.py, export_prognosis.py) on a
+small synthetic cohort with a known risk, and the clinical baseline on the real HN1 table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from export_prognosis import export_run
+from hecktor.errors import InputError
+from hecktor.io import ehr_from_row, list_training_cases
+from hecktor.metrics import concordance_index
+from hecktor.networks.fused import TINY_BACKBONE
+from hecktor.plan import Plan
+from hecktor.prognosis import RiskPredictor
+from hecktor.survival import ensemble_weights, make_folds
+from hecktor.synthetic import generate_cohort
+from prognosis_trainer import TrainingConfig, cross_validate, ensemble_risk_of, load_csv_cohort, load_hecktor_cohort
+from train_prognosis import main
+
+N_CASES = 60
+PLAN = Plan(task2_input_shape_zyx=(32, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort") / "hecktor"
+    generate_cohort(out, cases=N_CASES, seed=0, size="small")
+    return out
+
+
+@pytest.fixture(scope="module")
+def fusion_run(cohort_dir, tmp_path_factory):
+    """A short fusion training: tiny backbone, 32^3 inputs, 10 epochs, 5 folds (a few seconds on 2 idle cores)."""
+    cache = tmp_path_factory.mktemp("cache")
+    run_dir = tmp_path_factory.mktemp("runs") / "fusion"
+    cohort = load_hecktor_cohort(cohort_dir, PLAN, cache_dir=cache, progress=False)
+    config = TrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=10, learning_rate=3e-3,
+                            early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu")
+    result = cross_validate(cohort, config, run_dir, progress=False)
+    return result, run_dir, cache
+
+
+def _read_metrics(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    folds = metrics["cindex_folds"]
+    assert len(folds) == 5 and all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in folds)
+    assert metrics["cindex_mean"] == pytest.approx(np.mean(folds), abs=1e-12)
+    return metrics
+
+
+def test_cli_clinical_mode_on_synthetic_cohort(cohort_dir, tmp_path, capsys):
+    out = tmp_path / "clinical"
+    assert main(["--mode", "clinical", "--data", str(cohort_dir), "--folds", "5", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "fold 4: C-index" in printed and "mean out-of-fold C-index" in printed
+    metrics = _read_metrics(out)
+    assert metrics["mode"] == "clinical" and metrics["n_patients"] == N_CASES
+    assert math.isfinite(metrics["cindex_pooled_oof"])
+    assert metrics["ensemble_weights"] == pytest.approx(ensemble_weights(metrics["cindex_folds"]).tolist())
+    oof = (out / "oof.csv").read_text().splitlines()
+    assert oof[0] == "PatientID,fold,RFS,Relapse,oof_risk" and len(oof) == N_CASES + 1
+
+
+def test_cli_clinical_mode_on_real_hn1_table(real_data, tmp_path, capsys):
+    csv_path = real_data / "clinical" / "tcia_hn1_hecktor2025_columns.csv"
+    if not csv_path.is_file():
+        pytest.skip(f"{csv_path} is absent")
+    out = tmp_path / "hn1"
+    assert main(["--mode", "clinical", "--csv", str(csv_path), "--folds", "5", "--out", str(out), "--no-progress"]) == 0
+    metrics = _read_metrics(out)
+    assert metrics["n_patients"] == 137 and metrics["n_events"] == 39
+    # A ridge Cox model on the seven seed features reaches about 0.56 on HN1; ours must at least beat chance.
+    assert 0.5 < metrics["cindex_mean"] < 0.7
+    predictor = RiskPredictor.from_bundle(out / "model", device="cpu")
+    assert predictor.mode == "clinical" and math.isfinite(predictor.predict(None, None, {"Age": 60, "Gender": 1}))
+
+
+def test_cli_refuses_bad_requests(cohort_dir, tmp_path, capsys):
+    table = cohort_dir / "Task 2" / "HECKTOR_2025_Training_Task_2.csv"
+    assert main(["--mode", "fusion", "--csv", str(table), "--out", str(tmp_path / "a"), "--no-progress"]) == 1
+    assert "--csv gives no images" in capsys.readouterr().err
+    assert main(["--mode", "clinical", "--csv", str(table), "--out", str(tmp_path / "b"), "--no-progress",
+                 "--survival", '{"kind": "coxph", "l1_ratio": 0.5}']) == 1
+    assert "unknown parameters" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--mode", "clinical", "--out", str(tmp_path / "c")])  # neither --data nor --csv
+    capsys.readouterr()
+    run = ["--mode", "clinical", "--csv", str(table), "--out", str(tmp_path / "d"), "--no-progress"]
+    assert main(run) == 0
+    assert main(run) == 1 and "already holds a training run" in capsys.readouterr().err
+    assert main(run + ["--overwrite"]) == 0
+
+
+def test_fold_split_is_deterministic_and_reusable(cohort_dir, tmp_path):
+    cohort = load_csv_cohort(cohort_dir / "Task 2" / "HECKTOR_2025_Training_Task_2.csv")
+    first = make_folds(cohort.event, 5, seed=0, groups=cohort.centres)
+    again = make_folds(cohort.event, 5, seed=0, groups=cohort.centres)
+    other = make_folds(cohort.event, 5, seed=1, groups=cohort.centres)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other))
+    assert np.array_equal(np.sort(np.concatenate([v for _, v in first])), np.arange(N_CASES))
+    events_per_fold = [int(cohort.event[v].sum()) for _, v in first]
+    assert max(events_per_fold) - min(events_per_fold) <= 1
+
+    config = TrainingConfig(mode="clinical", n_folds=5, seed=0)
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    result_a = cross_validate(cohort, config, run_a, progress=False)
+    assert all(np.array_equal(f.val_idx, v) for f, (_, v) in zip(result_a.folds, first))
+    # A second mode reuses the first run's split through --folds-file; everything then matches exactly.
+    assert main(["--mode", "clinical", "--data", str(cohort_dir), "--out", str(run_b), "--no-progress",
+                 "--folds-file", str(run_a / "folds.json")]) == 0
+    assert json.loads((run_b / "folds.json").read_text()) == json.loads((run_a / "folds.json").read_text())
+    assert _read_metrics(run_b)["cindex_folds"] == result_a.cindex_folds
+
+
+def test_short_fusion_training_beats_chance(fusion_run):
+    """On this 60-case cohort (oracle C-index 0.76 over all patients) this setting gave, over training seeds 0-5,
+    mean OOF C-indices of 0.64-0.74 and pooled OOF C-indices of 0.58-0.71 (seed 0: 0.64 and 0.62)."""
+    result, run_dir, _ = fusion_run
+    metrics = _read_metrics(run_dir)
+    assert metrics["cindex_mean"] > 0.6
+    assert metrics["cindex_pooled_oof"] > 0.55
+    assert metrics["ensemble_weights"] == pytest.approx(ensemble_weights(result.cindex_folds).tolist())
+    assert metrics["best_epochs"] == [10] * 5
+    for k in range(5):
+        log = json.loads((run_dir / f"fold_{k}" / "training_log.json").read_text())
+        assert [row["epoch"] for row in log] == list(range(1, 11)) and all(math.isfinite(r["train_loss"]) for r in log)
+    # The per-fold C-index is the C-index of the OOF risks written to oof.csv.
+    fold = result.folds[0]
+    assert fold.cindex == pytest.approx(
+        concordance_index(result.cohort.time[fold.val_idx], result.cohort.event[fold.val_idx], fold.oof_risk))
+
+
+def test_cache_is_reused_and_keyed_by_plan(cohort_dir, fusion_run):
+    result, _, cache = fusion_run
+    folder = cache / f"task2_{PLAN.digest()}"
+    assert len(list(folder.glob("*.npy"))) == N_CASES
+    again = load_hecktor_cohort(cohort_dir, PLAN, cache_dir=cache, progress=False)
+    assert np.array_equal(again.images, result.cohort.images)
+    assert again.images.shape == (N_CASES, 2, 32, 32, 32)
+
+
+def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, tmp_path):
+    result, run_dir, _ = fusion_run
+    predictor = export_run(run_dir, tmp_path / "bundle")
+    in_memory = result.predictor(device="cpu")
+    assert predictor.mode == "fusion" and np.array_equal(predictor.weights, in_memory.weights)
+    cases = {c.patient_id: c for c in list_training_cases(cohort_dir, 2)}
+    fold = result.folds[2]
+    picked = list(fold.val_idx[:3])
+    batched = ensemble_risk_of(result, picked)
+    for position, i in enumerate(picked):
+        pid = result.cohort.patient_ids[i]
+        ct, pet, _ = cases[pid].read()
+        # The container sees ehr.json (numbers, no HPV), training saw CSV strings: both must encode alike.
+        ehr = ehr_from_row(result.cohort.rows[i])
+        risk = predictor.predict(ct, pet, ehr)
+        assert risk == pytest.approx(in_memory.predict(ct, pet, ehr), abs=1e-6)
+        # The training path (cached tensors, batched forward passes) agrees up to float32 batch-size effects.
+        assert risk == pytest.approx(batched[position], abs=1e-4)
+        # One fold alone reproduces that fold's out-of-fold risk, the number its C-index was computed from.
+        assert predictor.predict(ct, pet, ehr, folds=[2]) == pytest.approx(fold.oof_risk[position], abs=1e-4)
+    assert set(predictor.last_timings) >= {"preprocess_s", "clinical_s", "network_s", "survival_s", "total_s"}
+
+
+def test_export_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(InputError, match="not a finished Task 2 run"):
+        export_run(tmp_path, tmp_path / "bundle")

@@ -1,0 +1,608 @@
+"""Cross-validated training of the Task 2 risk model (library behind ``train_prognosis.py``).
+
+Per fold ``k`` of a split stratified by event and centre (:func:`hecktor.survival.make_folds`):
+
+1. the :class:`~hecktor.clinical.ClinicalEncoder` is fitted on the fold's training rows only;
+2. (fusion / imaging) a :class:`~hecktor.networks.fused.FusedFeatureExtractor` is trained on the fold's training
+   patients with the Cox partial likelihood on event-balanced batches; a stratified part of them is held out to pick
+   the epoch with the best held-out C-index (early stopping);
+3. the 128-d fused features (clinical mode: the encoded record itself) of the fold's training patients fit a
+   :class:`~hecktor.survival.LinearCoxModel` (penalised Cox, scikit-survival), which also records the mean and
+   standard deviation of its risk on those patients;
+4. the fold's validation patients get their out-of-fold (OOF) risk, standardised with that training-set scaling, and
+   the fold's C-index.
+
+The ensemble weights come from the per-fold OOF C-indices (:func:`hecktor.survival.ensemble_weights`). The result is
+a :class:`~hecktor.prognosis.RiskPredictor`, the same class the container loads from the exported bundle.
+
+Images are preprocessed once per case with :func:`hecktor.preprocessing.preprocess_task2` (the container's exact
+path) and cached as ``.npy`` under a folder keyed by :meth:`Plan.digest`, so changing any preprocessing number
+invalidates the cache and re-running a mode or a seed costs no preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hecktor.clinical import DEFAULT_FEATURES, DEFAULT_NUMERIC, ClinicalEncoder
+from hecktor.errors import InputError
+from hecktor.io import list_training_cases, read_clinical_csv, read_training_table
+from hecktor.metrics import concordance_index
+from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor
+from hecktor.plan import Plan
+from hecktor.preprocessing import preprocess_task2
+from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.segment import resolve_device
+from hecktor.survival import (
+    EventBalancedBatchSampler,
+    LinearCoxModel,
+    cox_partial_likelihood_loss,
+    ensemble_risk,
+    ensemble_weights,
+    make_folds,
+    save_folds,
+)
+from run_log import RunLog
+
+DEFAULT_CACHE = Path(os.environ.get("HECKTOR_CACHE", Path.home() / ".cache" / "hecktor"))
+NETWORK_PRESETS: dict[str, dict[str, Any]] = {"resnet18": dict(RESNET18_BACKBONE), "tiny": dict(TINY_BACKBONE)}
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+@dataclass
+class TrainingConfig:
+    """Everything that decides a cross-validation run (written to ``RUN_DIR/config.json``).
+
+    Args:
+        mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
+        n_folds: cross-validation folds.
+        seed: seeds the fold split, the network initialisation, batches and augmentation.
+        epochs: training epochs of each fold's network.
+        batch_size: patients per batch (each batch holds at least ``min_events`` relapses).
+        min_events: relapses guaranteed in every batch (the Cox loss needs events).
+        learning_rate: AdamW learning rate (cosine-annealed to 0 over ``epochs``).
+        weight_decay: AdamW weight decay.
+        ties: tie handling of the Cox loss (``"breslow"`` or ``"efron"``).
+        early_stopping_fraction: share of a fold's training patients held out (stratified by event) to choose the
+            epoch with the best held-out C-index; 0 keeps the last epoch.
+        augment: random left-right mirroring of the training images (the head and neck is near-symmetric, and a
+            tumour's side carries no prognosis).
+        network: ``FusedFeatureExtractor`` arguments (``n_clinical`` and ``mode`` are set by the trainer); the
+            default is the full ResNet-18 backbone.
+        survival: :class:`~hecktor.survival.LinearCoxModel` config of the per-fold survival model.
+        clinical_features: encoded record fields (default: the seven seed features).
+        numeric_features: which of them are numeric (default: ``Age`` when present).
+        ensemble_rule: see :func:`hecktor.survival.ensemble_weights`.
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        feature_batch_size: patients per forward pass when extracting features.
+    """
+
+    mode: str = "fusion"
+    n_folds: int = 5
+    seed: int = 0
+    epochs: int = 60
+    batch_size: int = 16
+    min_events: int = 2
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    ties: str = "breslow"
+    early_stopping_fraction: float = 0.2
+    augment: bool = True
+    network: dict[str, Any] = field(default_factory=lambda: dict(RESNET18_BACKBONE))
+    # A strong ridge: 128 fused features against a few dozen events per fold. On synthetic cohorts alpha 100 gave
+    # higher and steadier out-of-fold C-indices than 10; on the real HN1 table (clinical mode) both give ~0.56.
+    survival: dict[str, Any] = field(default_factory=lambda: {"kind": "coxph", "alpha": 100.0})
+    clinical_features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
+    numeric_features: list[str] | None = None
+    ensemble_rule: str = "cindex_margin"
+    device: str | None = None
+    feature_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.n_folds < 2:
+            raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise InputError(f"epochs must be >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
+        if not 0.0 <= self.early_stopping_fraction < 0.5:
+            raise InputError(f"early_stopping_fraction must lie in [0, 0.5), got {self.early_stopping_fraction}")
+        forbidden = {"n_clinical", "mode"} & set(self.network)
+        if forbidden:
+            raise InputError(f"network config must not set {sorted(forbidden)}: the trainer sets them")
+        self.clinical_features = list(self.clinical_features)
+        if self.numeric_features is None:
+            self.numeric_features = [name for name in DEFAULT_NUMERIC if name in self.clinical_features]
+        LinearCoxModel(self.survival)  # fail now, not after an hour of training, on a bad survival config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def new_encoder(self) -> ClinicalEncoder:
+        return ClinicalEncoder(features=self.clinical_features, numeric=self.numeric_features or ())
+
+
+# ---------------------------------------------------------------------------------------------------------- cohorts
+@dataclass
+class Cohort:
+    """Patients of a training run: clinical rows, survival, centres and (for the image modes) the network inputs.
+
+    Attributes:
+        patient_ids: in a fixed order (the order of ``folds.json``).
+        rows: clinical records (strings as read from the CSV; the encoder normalises them).
+        time: RFS in days.
+        event: 1 = relapse observed.
+        centres: CenterID per patient (``None`` where unknown), used to stratify the folds.
+        images: ``(n, 2, z, y, x)`` float32 network inputs, or ``None`` (clinical mode).
+        plan: the plan that made ``images``.
+        source: where the data came from (for the run record).
+    """
+
+    patient_ids: list[str]
+    rows: list[dict[str, Any]]
+    time: np.ndarray
+    event: np.ndarray
+    centres: list[Any]
+    images: np.ndarray | None = None
+    plan: Plan | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.event.sum())
+
+
+def _cohort_from_rows(rows: Sequence[Mapping[str, Any]], source: str) -> Cohort:
+    # Sorted by PatientID, like read_training_table: a CSV and a Task 2 folder of the same patients give the same
+    # order, so a folds.json of one fits the other.
+    rows = sorted((dict(row) for row in rows), key=lambda row: str(row["PatientID"]))
+    if not rows:
+        raise InputError(f"{source} holds no patients")
+    duplicates = sorted(pid for pid, n in Counter(str(r["PatientID"]) for r in rows).items() if n > 1)
+    if duplicates:
+        raise InputError(f"{source} lists patient(s) {', '.join(duplicates[:5])} more than once")
+    return Cohort(
+        patient_ids=[str(row["PatientID"]) for row in rows],
+        rows=rows,
+        time=np.asarray([float(row["RFS"]) for row in rows], dtype=np.float64),
+        event=np.asarray([int(row["Relapse"]) for row in rows], dtype=np.int64),
+        centres=[row.get("CenterID") for row in rows],
+        source=source,
+    )
+
+
+def load_csv_cohort(path: str | Path) -> Cohort:
+    """A clinical-only cohort from a CSV with the HECKTOR 2025 columns (``PatientID``, clinical fields, ``RFS``,
+    ``Relapse``)."""
+    return _cohort_from_rows(read_clinical_csv(path, require_survival=True), str(path))
+
+
+def _source_stamp(*paths: Path) -> list[list[Any]]:
+    """Size and modification time of the source files: a cached tensor is reused only while they are unchanged."""
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+
+
+def load_hecktor_cohort(
+    root: str | Path,
+    plan: Plan | None = None,
+    *,
+    with_images: bool = True,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Cohort:
+    """A cohort from a HECKTOR Task 2 folder (``<root>/Task 2/<PID>/...`` and its CSV).
+
+    With ``with_images`` every case is preprocessed by :func:`hecktor.preprocessing.preprocess_task2` once and cached
+    as ``<cache_dir>/task2_<plan digest>/<PID>.npy`` (float32, (2, z, y, x)); a cached tensor is reused while the
+    case's CT and PET files keep their size and modification time.
+
+    Args:
+        root: the HECKTOR folder (or its ``Task 2`` folder).
+        plan: preprocessing plan (default ``Plan()``: 96^3).
+        with_images: preprocess the images (fusion and imaging modes).
+        cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
+        progress: tqdm bar over the cases.
+    """
+    plan = plan or Plan()
+    cohort = _cohort_from_rows(read_training_table(root, 2), str(root))
+    cohort.plan = plan
+    if not with_images:
+        return cohort
+    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
+    folder = Path(cache_dir or DEFAULT_CACHE) / f"task2_{plan.digest()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = np.empty((len(cohort), 2, *plan.task2_input_shape_zyx), dtype=np.float32)
+    for i, pid in enumerate(tqdm(cohort.patient_ids, desc="preprocessing", unit="case", disable=not progress)):
+        case = cases[pid]
+        stamp = _source_stamp(case.ct_path, case.pet_path)
+        tensor_path, stamp_path = folder / f"{pid}.npy", folder / f"{pid}.json"
+        if tensor_path.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+            images[i] = np.load(tensor_path)
+            continue
+        ct, pet, _ = case.read()
+        region = preprocess_task2(ct, pet, plan)
+        images[i] = region.image
+        # Write to a temporary name and rename, so an interrupted run never leaves a truncated tensor behind.
+        partial = folder / f".{pid}.{os.getpid()}.npy"
+        np.save(partial, region.image)
+        os.replace(partial, tensor_path)
+        stamp_path.write_text(json.dumps(stamp))
+    cohort.images = images
+    return cohort
+
+
+# ---------------------------------------------------------------------------------------------------------- results
+@dataclass
+class FoldResult:
+    """One fold's fitted parts and scores."""
+
+    index: int
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    model: FoldModel
+    cindex: float
+    oof_risk: np.ndarray
+    head_cindex: float | None = None
+    best_epoch: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class CrossValidationResult:
+    """All folds of a run, the ensemble weights and the run's metrics."""
+
+    config: TrainingConfig
+    cohort: Cohort
+    plan: Plan
+    folds: list[FoldResult]
+    weights: np.ndarray
+    seconds: float
+
+    @property
+    def cindex_folds(self) -> list[float]:
+        return [f.cindex for f in self.folds]
+
+    @property
+    def cindex_mean(self) -> float:
+        return float(np.mean(self.cindex_folds))
+
+    def oof_risk(self) -> np.ndarray:
+        """Every patient's standardised risk from the fold that did not train on it."""
+        risk = np.full(len(self.cohort), np.nan)
+        for fold in self.folds:
+            risk[fold.val_idx] = fold.oof_risk
+        return risk
+
+    def metrics(self) -> dict[str, Any]:
+        oof = self.oof_risk()
+        heads = [f.head_cindex for f in self.folds]
+        return {
+            "cindex_mean": self.cindex_mean,
+            "cindex_folds": self.cindex_folds,
+            "cindex_std": float(np.std(self.cindex_folds)),
+            # All OOF risks pooled: possible because each fold's risk is standardised on its own training set.
+            "cindex_pooled_oof": _safe_cindex(self.cohort.time, self.cohort.event, oof),
+            "network_head_cindex_folds": heads if any(h is not None for h in heads) else None,
+            "best_epochs": [f.best_epoch for f in self.folds],
+            "ensemble_rule": self.config.ensemble_rule,
+            "ensemble_weights": [float(w) for w in self.weights],
+            "mode": self.config.mode,
+            "n_patients": len(self.cohort),
+            "n_events": self.cohort.n_events,
+            "fold_seconds": [round(f.seconds, 2) for f in self.folds],
+            "train_seconds": round(self.seconds, 2),
+        }
+
+    def predictor(self, device: str | torch.device | None = None) -> RiskPredictor:
+        """The weighted fold ensemble as the container will run it."""
+        return RiskPredictor(
+            [f.model for f in self.folds], self.weights, self.plan, self.config.mode,
+            ensemble_rule=self.config.ensemble_rule, device=device,
+            info=_json_safe({"metrics": self.metrics(), "config": self.config.to_dict(), "source": self.cohort.source}),
+        )
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write the run: ``metrics.json``, ``config.json``, ``folds.json``, ``oof.csv`` and the fold models as a
+        bundle in ``RUN_DIR/model`` (what ``export_prognosis.py`` copies)."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps(_json_safe(self.metrics()), indent=2) + "\n")
+        (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_folds([(f.train_idx, f.val_idx) for f in self.folds], run_dir / "folds.json", self.cohort.patient_ids)
+        fold_of = np.empty(len(self.cohort), dtype=np.int64)
+        for fold in self.folds:
+            fold_of[fold.val_idx] = fold.index
+        oof = self.oof_risk()
+        lines = ["PatientID,fold,RFS,Relapse,oof_risk"] + [
+            f"{pid},{fold_of[i]},{self.cohort.time[i]:g},{self.cohort.event[i]},{oof[i]:.6f}"
+            for i, pid in enumerate(self.cohort.patient_ids)
+        ]
+        (run_dir / "oof.csv").write_text("\n".join(lines) + "\n")
+        self.predictor(device="cpu").to_bundle(run_dir / "model")
+        return run_dir
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an undefined C-index) as JSON null: ``json.dumps`` would write the non-standard ``NaN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _safe_cindex(time_: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """C-index, or NaN when there is no comparable pair (e.g. a tiny held-out set without events)."""
+    try:
+        return concordance_index(time_, event, risk)
+    except InputError:
+        return math.nan
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+def _split_for_early_stopping(
+    event: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions (into the fold's training set) to train on and to hold out; ``None`` when no hold-out is made.
+
+    The hold-out is stratified by event and needs at least two events (otherwise its C-index is undefined)."""
+    n = len(event)
+    n_out = int(round(fraction * n))
+    n_events_out = int(round(fraction * event.sum()))
+    if fraction <= 0 or n_out < 4 or n_events_out < 2 or event.sum() - n_events_out < 2:
+        return np.arange(n), None
+    rng = np.random.default_rng(seed)
+    events, censored = np.flatnonzero(event), np.flatnonzero(event == 0)
+    held = np.concatenate([rng.choice(events, n_events_out, replace=False),
+                           rng.choice(censored, min(len(censored), n_out - n_events_out), replace=False)])
+    held = np.sort(held)
+    return np.setdiff1d(np.arange(n), held), held
+
+
+class _Batches:
+    """Tensors of a set of patients: images and encoded records, moved to the device batch by batch."""
+
+    def __init__(self, images: np.ndarray | None, clinical: np.ndarray | None, device: torch.device):
+        self.images, self.clinical, self.device = images, clinical, device
+
+    def get(self, idx: np.ndarray, flip: np.ndarray | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        image = None
+        if self.images is not None:
+            image = torch.from_numpy(self.images[idx]).to(self.device)
+            if flip is not None and flip.any():
+                # Mirror x (the last axis: patient left-right) for the selected samples only.
+                mask = torch.from_numpy(flip).to(self.device)
+                image = torch.where(mask[:, None, None, None, None], torch.flip(image, dims=(-1,)), image)
+        clinical = torch.from_numpy(self.clinical[idx]).to(self.device) if self.clinical is not None else None
+        return image, clinical
+
+
+@torch.inference_mode()
+def _forward_all(network: FusedFeatureExtractor, data: _Batches, idx: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fused features ``(n, 128)`` and head risks ``(n,)`` of the patients ``idx`` (eval mode)."""
+    network.eval()
+    features, risks = [], []
+    for start in range(0, len(idx), batch):
+        image, clinical = data.get(idx[start:start + batch])
+        f = network.extract_features(image, clinical)
+        features.append(f.float().cpu().numpy())
+        risks.append(network.risk_head(f).squeeze(1).float().cpu().numpy())
+    return np.concatenate(features), np.concatenate(risks)
+
+
+def train_network(
+    config: TrainingConfig,
+    data: _Batches,
+    n_clinical: int,
+    train_idx: np.ndarray,
+    time_: np.ndarray,
+    event: np.ndarray,
+    seed: int,
+    log: RunLog | None = None,
+    progress: bool = True,
+    description: str = "fold",
+) -> tuple[FusedFeatureExtractor, int | None]:
+    """Train one fold's feature extractor with the Cox partial likelihood.
+
+    Args:
+        data: tensors of the whole cohort (indexed by ``train_idx``).
+        train_idx: the fold's training patients (indices into the cohort).
+        time_, event: survival of the whole cohort.
+        seed: seeds initialisation, hold-out, batches and augmentation.
+
+    Returns:
+        the network (best held-out epoch, or the last one without a hold-out) in eval mode, and that epoch.
+    """
+    device = data.device
+    torch.manual_seed(seed)
+    network = FusedFeatureExtractor(n_clinical=n_clinical, mode=config.mode, **config.network).to(device)
+    inner, held = _split_for_early_stopping(event[train_idx], config.early_stopping_fraction, seed)
+    fit_idx = train_idx[inner]
+    held_idx = train_idx[held] if held is not None else None
+    sampler = EventBalancedBatchSampler(event[fit_idx], config.batch_size, config.min_events, seed=seed)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    rng = np.random.default_rng(seed + 1)
+    time_t = torch.as_tensor(time_, dtype=torch.float32)
+    event_t = torch.as_tensor(event, dtype=torch.float32)
+    best_score, best_epoch, best_state = -math.inf, None, None
+    bar = tqdm(range(1, config.epochs + 1), desc=description, unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        started = time.perf_counter()
+        network.train()
+        losses = []
+        for positions in sampler:
+            idx = fit_idx[np.asarray(positions)]
+            flip = rng.random(len(idx)) < 0.5 if config.augment else None
+            image, clinical = data.get(idx, flip)
+            risk = network(image, clinical)
+            loss = cox_partial_likelihood_loss(risk, time_t[idx].to(device), event_t[idx].to(device), ties=config.ties)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                               "lr": optimizer.param_groups[0]["lr"]}
+        scheduler.step()
+        if held_idx is not None:
+            _, held_risk = _forward_all(network, data, held_idx, config.feature_batch_size)
+            score = _safe_cindex(time_[held_idx], event[held_idx], held_risk)
+            with torch.no_grad():
+                row["heldout_loss"] = float(cox_partial_likelihood_loss(
+                    torch.from_numpy(held_risk), time_t[held_idx], event_t[held_idx], ties=config.ties))
+            row["heldout_cindex"] = score
+            # ">" keeps the earliest of equally good epochs; NaN (no comparable pair) never wins.
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        row["seconds"] = time.perf_counter() - started
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", **({"c": f"{row['heldout_cindex']:.3f}"} if held_idx is not None else {}))
+        if log is not None:
+            log.log(row)
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    else:
+        best_epoch = config.epochs if held_idx is None else None
+    return network.eval(), best_epoch
+
+
+def run_fold(
+    config: TrainingConfig,
+    cohort: Cohort,
+    index: int,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    device: torch.device,
+    log_dir: Path | None = None,
+    progress: bool = True,
+) -> FoldResult:
+    """Fit one fold (encoder, network, Cox model) and score it on its validation patients."""
+    started = time.perf_counter()
+    encoder = None
+    clinical = None
+    if config.mode != "imaging":
+        encoder = config.new_encoder().fit([cohort.rows[i] for i in train_idx])
+        clinical = encoder.transform(cohort.rows)
+    network = None
+    head_cindex = None
+    best_epoch = None
+    if config.mode == "clinical":
+        features = clinical.astype(np.float64)
+    else:
+        if cohort.images is None:
+            raise InputError(f"mode {config.mode!r} needs images; load the cohort with with_images=True")
+        data = _Batches(cohort.images, clinical, device)
+        log = RunLog(log_dir, name="training_log") if log_dir is not None else None
+        network, best_epoch = train_network(
+            config, data, encoder.n_features if encoder is not None else 0, train_idx, cohort.time, cohort.event,
+            seed=config.seed * 1000 + index, log=log, progress=progress, description=f"fold {index}",
+        )
+        everyone = np.concatenate([train_idx, val_idx])
+        extracted, head = _forward_all(network, data, everyone, config.feature_batch_size)
+        features = np.empty((len(cohort), extracted.shape[1]), dtype=np.float64)
+        features[everyone] = extracted
+        head_risk = np.empty(len(cohort))
+        head_risk[everyone] = head
+        head_cindex = _safe_cindex(cohort.time[val_idx], cohort.event[val_idx], head_risk[val_idx])
+        network.cpu()
+    survival = LinearCoxModel(config.survival).fit(features[train_idx], cohort.time[train_idx], cohort.event[train_idx])
+    oof = survival.standardized_risk(features[val_idx])
+    cindex = concordance_index(cohort.time[val_idx], cohort.event[val_idx], oof)
+    model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex)
+    return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
+                      time.perf_counter() - started)
+
+
+def cross_validate(
+    cohort: Cohort,
+    config: TrainingConfig,
+    run_dir: str | Path | None = None,
+    *,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    progress: bool = True,
+    on_fold: Callable[[FoldResult], None] | None = None,
+    overwrite: bool = False,
+) -> CrossValidationResult:
+    """Train and score every fold, then weight the ensemble by the folds' OOF C-indices.
+
+    Args:
+        cohort: patients (with images for the fusion and imaging modes).
+        config: the run's settings.
+        run_dir: where per-fold training logs go (``fold_<k>/training_log.*``) and, at the end, the run
+            (:meth:`CrossValidationResult.save`); ``None`` keeps everything in memory.
+        folds: a given split (default :func:`hecktor.survival.make_folds` with the config's seed, by event and
+            centre).
+        on_fold: called after each fold (e.g. to print its C-index).
+        overwrite: replace an earlier run in ``run_dir`` (otherwise that is an error: its training logs would mix
+            with this run's).
+    """
+    started = time.perf_counter()
+    if run_dir is not None:
+        prepare_run_dir(Path(run_dir), overwrite)
+    if folds is None:
+        folds = make_folds(cohort.event, config.n_folds, seed=config.seed, groups=cohort.centres)
+    device = resolve_device(config.device)
+    results = []
+    for k, (train_idx, val_idx) in enumerate(tqdm(folds, desc=f"{config.mode} folds", unit="fold",
+                                                  disable=not progress)):
+        log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
+        result = run_fold(config, cohort, k, np.asarray(train_idx), np.asarray(val_idx), device, log_dir, progress)
+        results.append(result)
+        if on_fold is not None:
+            on_fold(result)
+    weights = ensemble_weights([r.cindex for r in results], rule=config.ensemble_rule)
+    plan = cohort.plan or Plan()
+    outcome = CrossValidationResult(config, cohort, plan, results, weights, time.perf_counter() - started)
+    if run_dir is not None:
+        outcome.save(run_dir)
+    return outcome
+
+
+def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) a folder that already holds a run."""
+    run_dir = Path(run_dir)
+    earlier = [p for p in (run_dir / "metrics.json", run_dir / "model", *run_dir.glob("fold_*")) if p.exists()]
+    if not earlier:
+        return
+    if not overwrite:
+        raise InputError(f"{run_dir} already holds a training run; choose another --out or pass --overwrite")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def ensemble_risk_of(result: CrossValidationResult, idx: Sequence[int], device: str | None = "cpu") -> np.ndarray:
+    """The in-memory ensemble's risk of cohort patients ``idx``, computed the training way (batched feature
+    extraction over the cached tensors, every fold, weighted average of standardised risks)."""
+    idx = np.asarray(idx)
+    torch_device = resolve_device(device)
+    risks = []
+    for fold in result.folds:
+        model = fold.model
+        clinical = model.encoder.transform([result.cohort.rows[i] for i in idx]) if model.encoder is not None else None
+        if model.network is None:
+            features = clinical
+        else:
+            data = _Batches(result.cohort.images[idx], clinical, torch_device)
+            model.network.to(torch_device)
+            features, _ = _forward_all(model.network, data, np.arange(len(idx)), result.config.feature_batch_size)
+        risks.append(model.survival.standardized_risk(features))
+    return ensemble_risk(np.stack(risks), result.weights)
