@@ -13,6 +13,10 @@ Usage::
     python benchmarks/bench_scan.py             # the target size (mambapy needs about 8 GB and ~15 s per run)
     python benchmarks/bench_scan.py --quick     # length 16,384
     python benchmarks/bench_scan.py --backward  # also time the backward pass (ours)
+
+On a machine shared with other busy processes, OpenMP's spin-waiting inflates multi-threaded times (ours far more
+than mambapy's: thousands of small parallel regions against a few dozen large ones); ``OMP_WAIT_POLICY=PASSIVE``
+in the environment avoids that, for both implementations.
 """
 
 from __future__ import annotations
@@ -170,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     passes = "forward + backward (hecktor) / forward (mambapy)" if args.backward else "forward"
     threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"\nselective scan, {passes}: batch {args.batch}, L {args.length:,}, dim {args.dim}, N {args.state}, "
-          f"float32, {threads}; torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}")
+          f"float32, {threads}; torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, "
+          f"OMP_WAIT_POLICY {wait_policy}")
     if load > os.cpu_count():
-        print("  warning: other processes are busy on this machine; wall times are inflated (compare CPU seconds).")
+        print("  warning: other processes are busy on this machine; wall times are inflated (compare CPU seconds"
+              + (", or run with OMP_WAIT_POLICY=PASSIVE)." if wait_policy == "default" else ")."))
     header = f"{'implementation':<16}{'best s':>9}{'median s':>10}{'CPU s':>8}{'peak MiB':>10}"
     print(header)
     print("-" * len(header))

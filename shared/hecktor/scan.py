@@ -42,9 +42,15 @@ the states saved at segment starts, as the CUDA kernel does) and runs the adjoin
 only the inputs and one (batch, dim, N) state per segment, so training memory is O(batch x dim x length) like the
 rest of the network, not O(batch x dim x N x length).
 
-Measured with ``benchmarks/bench_scan.py`` (forward, batch 1, L 262,144, dim 96, N 16, float32) on 2 shared AMD EPYC
-cores: 1 thread 2.45 s and 218 MiB peak against mambapy's parallel scan 21.4 s and 8.5 GB (outputs agree to 1e-7).
-The backward pass costs about 3x the forward.
+Measured with ``benchmarks/bench_scan.py`` (forward, batch 1, L 262,144, dim 96, N 16, float32) on 2 AMD EPYC cores
+shared with other jobs: 2 threads 1.7 s and 207 MiB peak against mambapy's parallel scan 7.4 s and 8.5 GB (load 2,
+OMP_WAIT_POLICY=PASSIVE); 1 thread 2.5 s against 21.4 s (load 6.6). Outputs agree to 1e-7. The backward pass costs
+about 3x the forward.
+
+Shared machines: each loop step is an OpenMP parallel region (thousands per call). When other processes keep the
+cores busy, OpenMP's default spin-waiting at those barriers burns the CPU the other thread needs: measured at load
+3.5 on 2 cores, 2 threads took 7 s with the default policy and 1.9 s with ``OMP_WAIT_POLICY=PASSIVE`` (set it in the
+environment before Python starts; a library cannot change it once the OpenMP runtime is loaded).
 """
 
 from __future__ import annotations
@@ -325,33 +331,32 @@ def _fill_outer(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> N
     out[:, n:].zero_()
 
 
-# Rows copied together when moving between the (batch, channels, L) inputs and the (batch, n, channels) segment
-# layout. Copying all rows at once reads them at a stride of L floats; when L is a power of two (262,144 for a 64**3
-# feature map) every row maps to the same cache set and the copy runs about 4x slower than in blocks of 8 rows.
-_TRANSPOSE_ROWS = 8
-
-
-def _transpose_block(t: torch.Tensor) -> int:
-    # GPUs have no such cache-set problem, and each block costs a kernel launch there.
-    return t.shape[1] if t.device.type == "cuda" else _TRANSPOSE_ROWS
+# Moving between the (batch, channels, L) inputs and the (batch, n, channels) segment layout. A direct transposing
+# copy of a (batch, channels, L)-contiguous tensor reads its rows at a stride of L floats; when L is a power of two
+# (262,144 for a 64**3 feature map) all rows map to the same cache sets and the copy runs 3x slower. So rows are first
+# copied (sequentially) into a staging buffer whose row stride is not a power of two, and transposed from there.
+_STAGING_PAD = 16
 
 
 def _seq_last(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """(batch, C, L)[..., start:stop] as a contiguous (batch, stop - start, C) block."""
     src = t[:, :, start:stop]
-    out = t.new_empty(t.shape[0], stop - start, t.shape[1])
-    block = _transpose_block(t)
-    for row in range(0, t.shape[1], block):
-        out[:, :, row : row + block] = src[:, row : row + block].transpose(1, 2)
-    return out
+    if src.stride(-1) != 1 or t.device.type == "cuda":  # already channels-last in memory, or no cache sets to fear
+        return src.transpose(1, 2).contiguous()
+    stage = t.new_empty(t.shape[0], t.shape[1], stop - start + _STAGING_PAD)[:, :, : stop - start]
+    stage.copy_(src)
+    return stage.transpose(1, 2).contiguous()
 
 
 def _store_seq_last(dst: torch.Tensor, start: int, src: torch.Tensor) -> None:
     """dst[:, :, start:start + n] = src.transpose(1, 2) for src (batch, n, C) and dst (batch, C, L)."""
     view = dst[:, :, start : start + src.shape[1]]
-    block = _transpose_block(dst)
-    for row in range(0, dst.shape[1], block):
-        view[:, row : row + block] = src[:, :, row : row + block].transpose(1, 2)
+    if view.stride(-1) != 1 or dst.device.type == "cuda":
+        view.copy_(src.transpose(1, 2))
+        return
+    stage = src.new_empty(src.shape[0], src.shape[2], src.shape[1] + _STAGING_PAD)[:, :, : src.shape[1]]
+    stage.copy_(src.transpose(1, 2))
+    view.copy_(stage)
 
 
 class _Segment:

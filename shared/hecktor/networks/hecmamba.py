@@ -14,10 +14,11 @@ scanned forwards, backwards, and in *inter-slice* order (all D slices at one in-
 position: the sequence of a (D, H*W) -> (H*W, D) transpose). Each direction has its own complete Mamba mixer
 (``MambaMixer``) and the three outputs are summed. The mixer is written here in PyTorch and calls
 ``hecktor.scan.selective_scan``, so the model is the same with the mamba_ssm CUDA kernel and with the pure-PyTorch
-scan (SegMamba's own code falls back to a single-direction scan when its fused kernels are missing).
+scan (SegMamba's own Mamba block scans one direction only on its non-fused path, ``use_fast_path=False``).
 
 Inputs of any spatial size are accepted: they are zero-padded at the far end of each axis to a multiple of the total
-stride (2 ** number of stages) and the output is cropped back.
+stride (2 ** number of stages) and the output is cropped back. In training mode the deepest stage must still hold more
+than one voxel (instance normalisation), e.g. at least 32 voxels along one axis with four stages.
 """
 
 from __future__ import annotations
