@@ -13,7 +13,7 @@ import torch
 from conftest import head_phantom
 from hecktor.bundle import sha256_of
 from hecktor.clinical import ClinicalEncoder
-from hecktor.errors import BundleError
+from hecktor.errors import BundleError, InputError
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import Plan
 from hecktor.preprocessing import preprocess_task2
@@ -141,6 +141,8 @@ def test_odd_ehr_gives_finite_risk_and_unknowns_agree(phantom):
     assert predictor.predict(ct, pet, {**EHR, "extra": {"a": 1}}) == predictor.predict(ct, pet, EHR)
     fusion = build_predictor("fusion")
     assert all(math.isfinite(fusion.predict(ct, pet, ehr)) for ehr in [None, *odd])
+    with pytest.raises(InputError, match="must hold a JSON object, got list"):
+        predictor.predict(ct, pet, [EHR])
 
 
 def _rewrite(bundle, name, edit):

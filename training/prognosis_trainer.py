@@ -397,7 +397,9 @@ class _Batches:
 
 
 @torch.inference_mode()
-def _forward_all(network: FusedFeatureExtractor, data: _Batches, idx: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _forward_all(
+    network: FusedFeatureExtractor, data: _Batches, idx: np.ndarray, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Fused features ``(n, 128)`` and head risks ``(n,)`` of the patients ``idx`` (eval mode)."""
     network.eval()
     features, risks = [], []
@@ -475,7 +477,10 @@ def train_network(
                 best_score, best_epoch = score, epoch
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         row["seconds"] = time.perf_counter() - started
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", **({"c": f"{row['heldout_cindex']:.3f}"} if held_idx is not None else {}))
+        shown = {"loss": f"{row['train_loss']:.3f}"}
+        if held_idx is not None:
+            shown["heldout_c"] = f"{row['heldout_cindex']:.3f}"
+        bar.set_postfix(shown)
         if log is not None:
             log.log(row)
     if best_state is not None:

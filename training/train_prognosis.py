@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network", choices=sorted(NETWORK_PRESETS), default="resnet18",
                         help="backbone preset (tiny: a few thousand parameters, for tests and smoke runs)")
     parser.add_argument("--network-config", type=_json_argument, default={},
-                        help="extra FusedFeatureExtractor arguments as JSON (inline or file), e.g. '{\"dropout\": 0.1}'")
+                        help="extra FusedFeatureExtractor arguments as JSON (inline or file), "
+                             "e.g. '{\"dropout\": 0.1}'")
     parser.add_argument("--survival", type=_json_argument, default=defaults.survival,
                         help="per-fold survival model as JSON, e.g. '{\"kind\": \"coxnet\", \"alpha\": 0.05, "
                              "\"l1_ratio\": 0.5}'")

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 import torch
 
 from hecktor.bundle import Bundle, load_bundle, write_bundle
-from hecktor.clinical import ClinicalEncoder
+from hecktor.clinical import ClinicalEncoder, normalize_ehr
 from hecktor.errors import BundleError
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import Plan
@@ -84,7 +84,8 @@ class RiskPredictor:
         weights: ensemble weight of each fold (non-negative, summing to 1).
         plan: the preprocessing plan of the training run.
         mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
-        ensemble_rule: how ``weights`` were derived (recorded in the bundle; see :func:`hecktor.survival.ensemble_weights`).
+        ensemble_rule: how ``weights`` were derived (recorded in the bundle; see
+            :func:`hecktor.survival.ensemble_weights`).
         device: where the networks run; ``None`` picks CUDA when available.
         info: free-form training record copied into ``model.json`` on export (metrics, config).
 
@@ -170,7 +171,8 @@ class RiskPredictor:
             if tensor.ndim != 4 or tensor.shape[0] != 2:
                 raise ValueError(f"image must have shape (2, z, y, x), got {tuple(tensor.shape)}")
             tensor = tensor.to(self.device, torch.float32)[None]
-        record = dict(ehr) if ehr is not None else {}
+        # A non-object ehr.json (a list, a number) is an InputError; None (no ehr.json) means "all unknown".
+        record = normalize_ehr(dict(ehr) if isinstance(ehr, Mapping) else ehr) if ehr is not None else {}
         risks = []
         for k in folds:
             fold = self.folds[k]
@@ -190,7 +192,11 @@ class RiskPredictor:
         return np.asarray(risks, dtype=np.float64), timings
 
     def predict_preprocessed(
-        self, image: np.ndarray | torch.Tensor | None, ehr: Mapping[str, Any] | None, *, folds: Sequence[int] | None = None
+        self,
+        image: np.ndarray | torch.Tensor | None,
+        ehr: Mapping[str, Any] | None,
+        *,
+        folds: Sequence[int] | None = None,
     ) -> float:
         """Ensemble risk of a case already preprocessed by :func:`~hecktor.preprocessing.preprocess_task2`
         (``image`` (2, z, y, x); ignored in clinical mode)."""
@@ -212,7 +218,7 @@ class RiskPredictor:
             ct: CT in HU, any grid (unused, and may be ``None``, in clinical mode).
             pet: PET in SUV, its own grid (likewise).
             ehr: the clinical record (``ehr.json``). ``None``, missing keys, nulls and unseen values all encode as
-                the fitted encoder's ``Unknown``; extra keys are ignored.
+                the fitted encoder's ``Unknown``; extra keys are ignored; a non-object is an :class:`InputError`.
             folds: indices of the folds to use (default: all); their weights are renormalised.
         """
         start = time.perf_counter()
@@ -274,7 +280,8 @@ class RiskPredictor:
             names = fold_file_names(k)
             if fold.network is not None:
                 if fold.network.config != record["network"]["config"]:
-                    raise ValueError(f"fold {k}'s network config differs from fold 0's; one bundle holds one architecture")
+                    raise ValueError(f"fold {k}'s network config differs from fold 0's; a bundle holds one "
+                                     "architecture")
                 state_dicts[names["network"]] = fold.network.state_dict()
             if fold.encoder is not None:
                 json_files[names["encoder"]] = fold.encoder.to_dict()
