@@ -1,0 +1,300 @@
+"""The containers' time guard (hecktor.budget): what it drops and when, that the prediction from what ran is exact,
+the degenerate-input fallbacks, and the process clock. Time is a fake clock advanced by the networks' forward
+calls, so the decisions are deterministic."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from conftest import head_phantom
+from hecktor.budget import (
+    DEFAULT_SAFETY,
+    PLATFORM_LIMIT_S,
+    TimeBudget,
+    blank_mask,
+    blank_task2_image,
+    predict_risk_within_budget,
+    process_start_time,
+    segment_within_budget,
+)
+from hecktor.clinical import ClinicalEncoder
+from hecktor.errors import InputError
+from hecktor.geometry import Grid
+from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
+from hecktor.plan import Plan
+from hecktor.preprocessing import network_input, preprocess_task1, probabilities_to_ct_grid
+from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.segment import Segmenter, sliding_window_probabilities
+from hecktor.survival import LinearCoxModel, ensemble_weights
+
+IMPORTED_AT = time.time()
+# A 120 mm cube at 4 mm is 30^3 voxels: one 32^3 window, so one forward call per network pass.
+PLAN = Plan(spacing_mm_xyz=(4.0, 4.0, 4.0), task1_region_mm_xyz=(120.0, 120.0, 120.0), brain_min_volume_ml=50.0,
+            patch_size_zyx=(32, 32, 32), task2_input_shape_zyx=(24, 24, 24))
+EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
+CINDICES = (0.72, 0.55, 0.64)  # ensemble weights 0.54, 0.12, 0.34 (margin rule): heaviest first is 0, 2, 1
+
+
+class FakeClock:
+    def __init__(self, now: float = 10_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedNetwork(nn.Module):
+    """A random 3x3x3 convolution whose every forward call costs ``costs[i]`` (default ``default``) fake seconds."""
+
+    def __init__(self, seed: int, clock: FakeClock, schedule: dict) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv3d(2, 3, kernel_size=3, padding=1)
+        self.clock, self.schedule = clock, schedule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        costs = self.schedule.setdefault("costs", [])
+        self.clock.now += costs.pop(0) if costs else self.schedule["default"]
+        self.schedule["calls"] = self.schedule.get("calls", 0) + 1
+        return self.conv(x)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    ct, pet, _, _ = head_phantom(direction_ct="flipped_xy")
+    return ct, pet
+
+
+def make_segmenter(seconds_per_pass: float = 1.0, costs=()) -> tuple[Segmenter, FakeClock, dict]:
+    clock, schedule = FakeClock(), {"default": seconds_per_pass, "costs": list(costs)}
+    networks = [TimedNetwork(seed, clock, schedule).eval() for seed in range(3)]
+    return Segmenter(networks, PLAN, device="cpu"), clock, schedule
+
+
+def masks_equal(a: sitk.Image, b: sitk.Image) -> bool:
+    return np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+def test_time_budget_defaults_and_validation():
+    budget = TimeBudget(PLATFORM_LIMIT_S[1], start_time=0.0, clock=lambda: 100.0)
+    assert budget.budget_s == pytest.approx(DEFAULT_SAFETY * 600.0) and budget.elapsed() == 100.0
+    assert budget.fits(260.0) and not budget.fits(260.5)
+    assert TimeBudget(900.0, budget_s=0.5).budget_s == 0.5
+    with pytest.raises(InputError, match="time budget"):
+        TimeBudget(600.0, budget_s=700.0)
+    with pytest.raises(InputError, match="safety"):
+        TimeBudget(600.0, safety=0.0)
+
+
+@pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps (procps) for an independent clock")
+def test_process_start_time_matches_the_kernel_and_precedes_this_module():
+    start = process_start_time()
+    assert start <= IMPORTED_AT
+    # ps reports whole seconds since the process started.
+    etimes = int(subprocess.run(["ps", "-o", "etimes=", "-p", str(os.getpid())], capture_output=True, text=True,
+                                check=True).stdout)
+    assert abs((time.time() - start) - etimes) < 1.5
+
+
+def test_generous_budget_runs_everything_and_equals_segmenter_predict(phantom):
+    ct, pet = phantom
+    segmenter, clock, schedule = make_segmenter(seconds_per_pass=1.0)
+    mask, report = segment_within_budget(segmenter, ct, pet, start_time=clock.now, clock=clock)
+    assert schedule["calls"] == 12 and report.passes == 12
+    assert report.folds == [0, 1, 2] and report.tta is True and report.dropped == []
+    assert report.timings["elapsed_s"] == pytest.approx(12.0)
+    assert masks_equal(mask, segmenter.predict(ct, pet))  # bit-identical to the unguarded path
+
+
+def expected_probabilities(segmenter: Segmenter, ct: sitk.Image, pet: sitk.Image, passes: dict):
+    """Probabilities from the given passes ({fold: [mirror dims]}), each fold's passes averaged, then the folds
+    averaged, computed independently with hecktor.segment.sliding_window_probabilities; and the region."""
+    region = preprocess_task1(ct, pet, PLAN)
+    image = torch.from_numpy(region.image)[None]
+    means = []
+    for k, flips in passes.items():
+        probabilities = []
+        for dims in flips:
+            p = sliding_window_probabilities([segmenter.networks[k]], torch.flip(image, dims) if dims else image,
+                                             PLAN.patch_size_zyx)
+            probabilities.append(torch.flip(p[None], dims)[0] if dims else p)
+        means.append(sum(probabilities[1:], probabilities[0]).numpy() / len(flips))
+    return sum(means[1:], means[0]) / len(means), region
+
+
+def expected_mask(segmenter: Segmenter, ct: sitk.Image, pet: sitk.Image, passes: dict) -> sitk.Image:
+    probabilities, region = expected_probabilities(segmenter, ct, pet, passes)
+    return probabilities_to_ct_grid(probabilities, region.grid, ct)
+
+
+def test_tta_is_dropped_before_folds(phantom, caplog):
+    ct, pet = phantom
+    segmenter, clock, _ = make_segmenter(seconds_per_pass=10.0)
+    # After two passes (20 s): 10 more (100 s) do not fit in 45 s, the unmirrored passes of folds 1 and 2 (20 s) do.
+    with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
+        mask, report = segment_within_budget(segmenter, ct, pet, budget_s=45.0, start_time=clock.now, clock=clock)
+    assert report.folds == [0, 1, 2] and report.tta is False and report.passes == 4
+    assert report.dropped == ["test-time augmentation"]
+    assert ("time budget: dropped test-time augmentation: 20.0 s used, 10 pass(es) of ~10.0 s left, budget 45.0 s"
+            in caplog.text)
+    assert masks_equal(mask, expected_mask(segmenter, ct, pet, {0: [(), (2,)], 1: [()], 2: [()]}))
+
+
+def test_then_the_last_folds_are_dropped(phantom, caplog):
+    ct, pet = phantom
+    segmenter, clock, _ = make_segmenter(seconds_per_pass=10.0)
+    with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
+        mask, report = segment_within_budget(segmenter, ct, pet, budget_s=35.0, start_time=clock.now, clock=clock)
+    assert report.folds == [0, 1] and report.passes == 3
+    assert report.dropped == ["test-time augmentation", "fold(s) [2]"]
+    assert "time budget: dropped fold(s) [2]: 20.0 s used" in caplog.text
+    assert masks_equal(mask, expected_mask(segmenter, ct, pet, {0: [(), (2,)], 1: [()]}))
+
+
+def test_a_slow_first_pass_is_taken_for_warm_up(phantom):
+    ct, pet = phantom
+    # The first pass takes 30 s (warm-up), the others 1 s: 11 more passes at 30 s would not fit in 100 s, but one
+    # more does, and the warm passes show that all of them fit.
+    segmenter, clock, _ = make_segmenter(seconds_per_pass=1.0, costs=[30.0])
+    mask, report = segment_within_budget(segmenter, ct, pet, budget_s=100.0, start_time=clock.now, clock=clock)
+    assert report.dropped == [] and report.passes == 12 and report.tta is True
+    assert report.timings["elapsed_s"] == pytest.approx(41.0)
+    assert masks_equal(mask, segmenter.predict(ct, pet))
+    # When not even a second pass fits, everything but the first fold's first pass goes at once.
+    segmenter, clock, _ = make_segmenter(seconds_per_pass=30.0)
+    mask, report = segment_within_budget(segmenter, ct, pet, budget_s=50.0, start_time=clock.now, clock=clock)
+    assert report.folds == [0] and report.passes == 1
+    assert report.dropped == ["test-time augmentation", "fold(s) [1, 2]"]
+    assert masks_equal(mask, segmenter.predict(ct, pet, folds=[0], tta=False))
+
+
+def test_over_budget_after_preprocessing_keeps_one_fold_without_tta(phantom, caplog):
+    ct, pet = phantom
+    segmenter, clock, _ = make_segmenter()
+    with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
+        mask, report = segment_within_budget(segmenter, ct, pet, start_time=clock.now - 1000.0, clock=clock)
+    assert report.folds == [0] and report.passes == 1 and report.tta is False
+    assert report.dropped == ["test-time augmentation", "fold(s) [1, 2]"]
+    assert "used by the end of preprocessing" in caplog.text
+    assert masks_equal(mask, segmenter.predict(ct, pet, folds=[0], tta=False))
+    assert mask.GetSize() == ct.GetSize() and mask.GetDirection() == ct.GetDirection()
+
+
+def test_tta_dropped_midway_weighs_folds_equally(phantom):
+    ct, pet = phantom
+    # Passes of fold 0: identity (1 s), mirror z (1 s), mirror y (50 s: the machine slowed down). Then 9 passes of
+    # ~50 s do not fit in 200 s, the identity passes of folds 1 and 2 do.
+    segmenter, clock, _ = make_segmenter(seconds_per_pass=1.0, costs=[1.0, 1.0, 50.0])
+    mask, report = segment_within_budget(segmenter, ct, pet, budget_s=200.0, start_time=clock.now, clock=clock)
+    assert report.folds == [0, 1, 2] and report.passes == 5 and report.tta is False
+    assert report.dropped == ["test-time augmentation"]
+    passes = {0: [(), (2,), (3,)], 1: [()], 2: [()]}
+    assert masks_equal(mask, expected_mask(segmenter, ct, pet, passes))
+    # ... which is not what averaging the five passes alike gives
+    blended, region = expected_probabilities(segmenter, ct, pet, passes)
+    fold0 = expected_probabilities(segmenter, ct, pet, {0: passes[0]})[0]
+    others = [segmenter.predict_probabilities(region.image, folds=[k], tta=False) for k in (1, 2)]
+    assert np.abs((3 * fold0 + others[0] + others[1]) / 5 - blended).max() > 1e-3
+
+
+def test_placeholders_give_an_all_background_mask_on_the_ct_grid(phantom):
+    ct, pet = phantom
+    segmenter, clock, schedule = make_segmenter()
+    flat = sitk.Image([1, 1], sitk.sitkFloat32)
+    flat.SetOrigin((3.5, -2.0))
+    flat.SetSpacing((0.7, 0.9))
+    mask, report = segment_within_budget(segmenter, flat, pet, start_time=clock.now, clock=clock)
+    assert report.placeholder and mask.GetDimension() == 2
+    assert (mask.GetSize(), mask.GetOrigin(), mask.GetSpacing()) == ((1, 1), (3.5, -2.0), (0.7, 0.9))
+    flat_pet = sitk.Image([1, 1, 1], sitk.sitkFloat32)
+    mask, report = segment_within_budget(segmenter, ct, flat_pet, start_time=clock.now, clock=clock)
+    assert report.placeholder and masks_equal(mask, blank_mask(ct)) and mask.GetDirection() == ct.GetDirection()
+    assert "calls" not in schedule  # no network ran
+    with pytest.raises(ValueError, match="distinct indices"):
+        segment_within_budget(segmenter, ct, pet, folds=[0, 3], start_time=clock.now, clock=clock)
+
+
+# ---------------------------------------------------------------------------------------------------------- Task 2
+
+
+@pytest.fixture(scope="module")
+def predictor() -> RiskPredictor:
+    rng = np.random.default_rng(0)
+    rows = [{"Age": 45 + 2 * i, "Gender": i % 2, "Tobacco Consumption": i % 3 % 2, "Performance Status": i % 3,
+             "Treatment": (i // 2) % 2, "M-stage": "M1" if i == 4 else "M0"} for i in range(14)]
+    folds = []
+    for k, cindex in enumerate(CINDICES):
+        encoder = ClinicalEncoder().fit(rows[k:k + 11])
+        torch.manual_seed(k)
+        network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **TINY_BACKBONE).eval()
+        features = rng.normal(size=(40, network.feature_dim))
+        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
+                                                                       rng.random(40) < 0.5)
+        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
+    return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, "fusion", device="cpu")
+
+
+def timed(predictor: RiskPredictor, monkeypatch, seconds_per_fold: float) -> tuple[FakeClock, list]:
+    clock, calls = FakeClock(), []
+    original = predictor.fold_risks
+
+    def fold_risks(image, ehr, folds):
+        clock.now += seconds_per_fold * len(folds)
+        calls.append(list(folds))
+        return original(image, ehr, folds)
+
+    monkeypatch.setattr(predictor, "fold_risks", fold_risks)
+    return clock, calls
+
+
+def test_risk_with_generous_budget_equals_predict(predictor, phantom, monkeypatch):
+    ct, pet = phantom
+    clock, calls = timed(predictor, monkeypatch, 1.0)
+    risk, report = predict_risk_within_budget(predictor, ct, pet, EHR, start_time=clock.now, clock=clock)
+    assert predictor.folds_by_weight == [0, 2, 1] and calls == [[0], [2], [1]]
+    assert report.folds == [0, 1, 2] and report.dropped == [] and report.tta is False
+    assert risk == predictor.predict(ct, pet, EHR)  # bit-identical
+
+
+def test_lightest_folds_are_dropped_first(predictor, phantom, monkeypatch, caplog):
+    ct, pet = phantom
+    clock, calls = timed(predictor, monkeypatch, 10.0)
+    with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
+        risk, report = predict_risk_within_budget(predictor, ct, pet, EHR, budget_s=25.0, start_time=clock.now,
+                                                  clock=clock)
+    assert calls == [[0], [2]] and report.folds == [0, 2] and report.dropped == ["fold(s) [1]"]
+    # (after the first fold one more still fitted, so the second ran before the projection dropped the third)
+    assert "time budget: dropped fold(s) [1]: 20.0 s used, 1 fold(s) of ~10.0 s left" in caplog.text
+    assert risk == predictor.predict(ct, pet, EHR, folds=[0, 2])
+    assert risk != predictor.predict(ct, pet, EHR)
+
+    clock, calls = timed(predictor, monkeypatch, 1.0)
+    risk, report = predict_risk_within_budget(predictor, ct, pet, EHR, start_time=clock.now - 1e4, clock=clock)
+    assert calls == [[0]] and report.folds == [0] and report.dropped == ["fold(s) [2, 1]"]
+    assert risk == predictor.predict(ct, pet, EHR, folds=[0])
+
+
+def test_placeholder_images_predict_from_the_record_with_a_blank_image(predictor, phantom):
+    ct, _ = phantom
+    flat = sitk.Image([1, 1], sitk.sitkFloat32)
+    risk, report = predict_risk_within_budget(predictor, flat, flat, EHR)
+    assert report.placeholder and math.isfinite(risk)
+    blank = blank_task2_image(PLAN)
+    # The blank image is what preprocessing makes of a box outside every field of view.
+    far_away = Grid.centered((0.0, 0.0, 5000.0), PLAN.task2_box_mm_xyz, size_xyz=PLAN.task2_input_shape_zyx[::-1])
+    np.testing.assert_array_equal(blank, network_input(ct, ct, far_away, PLAN))
+    assert blank.shape == (2, 24, 24, 24)
+    assert risk == predictor.predict_preprocessed(blank, EHR)
+    other_record = predict_risk_within_budget(predictor, flat, flat, {**EHR, "M-stage": "M1", "Age": 80})[0]
+    assert other_record != risk  # the clinical record still moves the risk

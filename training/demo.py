@@ -1,0 +1,341 @@
+"""The one-command demo (``make demo``): synthetic cohort -> HecMamba and fusion training -> the containers' bundles ->
+both ``inference.py`` on held-out cases laid out as Grand-Challenge input folders -> scores -> report.
+
+Everything is CPU-sized so that it runs in minutes on two cores; the numbers show that the pipeline works end to end,
+not what the method scores (see the report's notes). Example::
+
+    python training/demo.py                      # -> demo_output/report.md
+    python training/demo.py --out /tmp/demo --train-cases 24 --held-out 6 --epochs 4
+
+Stages (each a function, so they can be run alone from Python):
+
+1. :func:`make_cohorts`: ``--train-cases`` synthetic training cases in the HECKTOR layout, and ``--held-out`` other
+   patients (another seed) as Grand-Challenge input folders for each task, with their labels and survival.
+2. :func:`train_segmentation`: the small HecMamba of ``training/configs/demo.json`` (1.4 M parameters, 48^3 patches
+   at 4 mm), folds 0 and 1 of its 5-fold split trained side by side (one process and one thread each), for
+   ``--epochs`` epochs (10 by default, a third of demo.json's 30, to fit 15 minutes); exported to
+   ``task1_container/resources/bundle``.
+3. :func:`train_prognosis`: the fusion model (tiny backbone, 48^3 input), 5 folds; exported to
+   ``task2_container/resources/bundle``.
+4. :func:`run_containers`: ``inference.py`` of each task once per held-out case, each a fresh process on the CPU as
+   the container would run it (two at a time, one thread each); wall time, CPU time and peak memory of each.
+5. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``) and the held-out C-index.
+6. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # seg_trainer, prognosis_trainer, demo_report
+
+import SimpleITK as sitk  # noqa: E402
+
+from hecktor.errors import HecktorError, InputError  # noqa: E402
+from hecktor.io import MASK_OUTPUT, RFS_OUTPUT, write_gc_input  # noqa: E402
+from hecktor.metrics import concordance_index, evaluate_segmentation, summarize_segmentation  # noqa: E402
+from hecktor.plan import Plan  # noqa: E402
+from hecktor.synthetic import generate_cohort, make_case, oracle_c_index  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "training" / "configs"
+BUNDLES = {1: REPO / "task1_container" / "resources" / "bundle", 2: REPO / "task2_container" / "resources" / "bundle"}
+HELD_OUT_SEED_OFFSET = 1000  # held-out patients come from another seed: no patient is shared with training
+TASK2_PLAN = Plan(task2_input_shape_zyx=(48, 48, 48))
+DEMO_CLINICAL_FEATURES = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "Performance Status",
+                          "Treatment")
+
+
+class Stopwatch:
+    """Wall and CPU seconds (this process and its children) of each named stage."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self.started = time.perf_counter()
+
+    @staticmethod
+    def _cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    def run(self, name: str, function, *args, **kwargs):
+        wall, cpu = time.perf_counter(), self._cpu()
+        print(f"[demo] {name} ...", flush=True)
+        result = function(*args, **kwargs)
+        self.stages[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": self._cpu() - cpu}
+        print(f"[demo] {name}: {self.stages[name]['wall_s']:.0f} s wall, {self.stages[name]['cpu_s']:.0f} s CPU",
+              flush=True)
+        return result
+
+    def total(self) -> dict[str, float]:
+        return {"wall_s": time.perf_counter() - self.started, "cpu_s": self._cpu()}
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int) -> dict[str, Any]:
+    """The training cohort (HECKTOR layout) and the held-out cases (input folders per task, labels, survival)."""
+    summary = generate_cohort(out / "data", cases=train_cases, seed=seed, size="small", overwrite=True)
+    cases = []
+    for index in range(held_out):
+        case = make_case(seed + HELD_OUT_SEED_OFFSET, "small", case_index=index)
+        pid = f"HELDOUT-{index:03d}"
+        for task in (1, 2):
+            write_gc_input(case.ct, case.pet, out / "held_out" / f"task{task}" / pid, case.ehr(task=task), seed=index)
+        (out / "held_out" / "labels").mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(case.label, str(out / "held_out" / "labels" / f"{pid}.nii.gz"), True)
+        cases.append({"patient_id": pid, "rfs_days": case.rfs_days, "relapse": case.relapse,
+                      "true_log_hazard": case.true_log_hazard, "ct_orientation": case.ct_orientation,
+                      "n_nodes": int(case.features["n_nodes"])})
+    with (out / "held_out" / "survival.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(cases[0]))
+        writer.writeheader()
+        writer.writerows(cases)
+    return {"train_cases": train_cases, "train_event_fraction": summary.event_fraction,
+            "train_oracle_cindex": summary.oracle_c_index, "held_out": cases}
+
+
+# ----------------------------------------------------------------------------------------------------- training
+
+
+def segmentation_config(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
+    """``training/configs/demo.json`` (plan, network, learning rate, iterations per epoch), with ``epochs`` epochs,
+    folds 0 and 1 of its 5-fold split, on the CPU without loader workers."""
+    from seg_trainer import load_config_file
+
+    config = load_config_file(CONFIGS / "demo.json")
+    config.update({"data_root": str(data), "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache"),
+                   "folds": [0, 1], "epochs": epochs, "val_every": min(config.get("val_every", 5), epochs),
+                   "workers": 0, "device": "cpu", "progress": False})
+    return config
+
+
+def _train_fold(config: dict[str, Any], fold: int) -> dict[str, Any]:
+    """One fold in a process of its own, on one thread (runs in a spawned child: the parent prepared the run)."""
+    import torch
+    from hecktor.survival import load_folds
+    from seg_trainer import FOLDS_JSON, SegmentationTrainer, TrainingConfig
+
+    torch.set_num_threads(1)
+    trainer = SegmentationTrainer(TrainingConfig.from_dict({**config, "folds": [fold]}))
+    try:
+        # The split, the cache and the run record were written by the parent's prepare(); writing them again from two
+        # processes at once would race.
+        trainer.folds = load_folds(Path(config["run_dir"]) / FOLDS_JSON, case_ids=trainer.patient_ids)
+        return trainer.train_fold(fold)
+    finally:
+        trainer.close()
+
+
+def train_segmentation(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
+    """Folds 0 and 1 trained side by side (one process and one thread each: two cores), then exported."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from seg_trainer import SegmentationTrainer, TrainingConfig, export_bundle
+
+    config = segmentation_config(data, run_dir, epochs)
+    trainer = SegmentationTrainer(TrainingConfig.from_dict(config))
+    try:
+        trainer.prepare()  # run record, preprocessing cache and split, once
+    finally:
+        trainer.close()
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        summaries = list(pool.map(_train_fold, [config, config], config["folds"]))
+    _, folds = export_bundle(run_dir, BUNDLES[1], checkpoint="best")
+    return {"folds": folds, "network": config["network"], "network_config": trainer.network_config,
+            "plan": trainer.config.plan.to_dict(), "epochs": epochs,
+            "iterations_per_epoch": config["iterations_per_epoch"], "batch_size": config["batch_size"],
+            "best": [s["best"] for s in summaries]}
+
+
+def train_prognosis(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
+    from export_prognosis import export_run
+    from hecktor.networks.fused import TINY_BACKBONE
+    from prognosis_trainer import TrainingConfig, cross_validate, load_hecktor_cohort
+
+    cohort = load_hecktor_cohort(data, TASK2_PLAN, cache_dir=run_dir.parent / "cache", progress=False)
+    # Every field is encoded as a number (one column each) and M-stage is left out: each fold fits its own encoder,
+    # and a categorical field gets one column per level that fold's training rows happen to hold, so with rare levels
+    # (M1 in 3 % of patients, performance status 4) folds end up with networks of different input widths, which one
+    # bundle cannot hold (RiskPredictor.to_bundle refuses them).
+    config = TrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=epochs, learning_rate=3e-3,
+                            early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu",
+                            clinical_features=list(DEMO_CLINICAL_FEATURES),
+                            numeric_features=list(DEMO_CLINICAL_FEATURES))
+    result = cross_validate(cohort, config, run_dir, progress=False, overwrite=True)
+    export_run(run_dir, BUNDLES[2])
+    metrics = result.metrics()
+    return {"cindex_oof_mean": metrics["cindex_mean"], "cindex_oof_pooled": metrics["cindex_pooled_oof"],
+            "ensemble_weights": metrics["ensemble_weights"], "epochs": epochs, "n_folds": config.n_folds,
+            "input_shape_zyx": list(TASK2_PLAN.task2_input_shape_zyx),
+            "clinical_features": list(DEMO_CLINICAL_FEATURES)}
+
+
+# --------------------------------------------------------------------------------------------------- inference
+
+
+# A child's ru_maxrss starts from its parent's resident size at fork (Linux carries the high-water mark across exec),
+# so a container launched straight from this process, which holds the training data, would seem to need at least as
+# much memory. A small launcher process in between runs the command and reports the command's own usage.
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+status = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as handle:
+    json.dump({"status": status, "wall_s": time.perf_counter() - started,
+               "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0}, handle)
+"""
+
+
+def measure(command: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``command`` (output to ``log_path``) through the launcher: its exit status, wall time, CPU time and peak
+    resident memory, its own and its children's."""
+    usage_path = log_path.with_suffix(".usage.json")
+    with log_path.open("w") as log:
+        subprocess.run([sys.executable, "-c", _LAUNCHER, str(usage_path), *command], stdout=log,
+                       stderr=subprocess.STDOUT, check=True, env=env)
+    return {**json.loads(usage_path.read_text()), "log": str(log_path)}
+
+
+def run_inference(task: int, input_dir: Path, output_dir: Path, log_path: Path) -> dict[str, Any]:
+    """One ``inference.py`` run as a subprocess on the CPU, on one thread (see :func:`measure`)."""
+    command = [sys.executable, str(REPO / f"task{task}_container" / "inference.py"), "--input", str(input_dir),
+               "--output", str(output_dir), "--device", "cpu"]
+    # One thread: with two, torch's thread pool spends most of its time waiting whenever anything else runs on the
+    # machine (measured here: 4.2 s instead of 1.5 s per sliding-window pass). The container itself keeps torch's
+    # default, which is what a GPU run uses.
+    return measure(command, log_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict[int, dict[str, dict[str, Any]]]:
+    """Both tasks' ``inference.py`` once per held-out case, ``jobs`` processes at a time (one thread each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(task: int, pid: str) -> dict[str, Any]:
+        output_dir = out / "outputs" / f"task{task}" / pid
+        shutil.rmtree(output_dir, ignore_errors=True)
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        record = run_inference(task, out / "held_out" / f"task{task}" / pid, output_dir,
+                               out / "outputs" / f"task{task}" / f"{pid}.log")
+        print(f"[demo]   task {task} {pid}: {record['wall_s']:.1f} s, {record['peak_rss_mb']:.0f} MB", flush=True)
+        return record
+
+    runs: dict[int, dict[str, dict[str, Any]]] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait on the subprocesses
+        for task in (1, 2):
+            records = list(pool.map(lambda pid: one(task, pid), patient_ids))
+            runs[task] = dict(zip(patient_ids, records))
+    failed = [(task, pid, r) for task, records in runs.items() for pid, r in records.items() if r["status"] != 0]
+    if failed:
+        task, pid, record = failed[0]
+        raise InputError(f"task {task} inference.py failed on {pid} (exit {record['status']}); see {record['log']}")
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------------ scoring
+
+
+def score(out: Path, cohorts: dict[str, Any]) -> dict[str, Any]:
+    per_case = []
+    for case in cohorts["held_out"]:
+        pid = case["patient_id"]
+        prediction = sitk.ReadImage(str(out / "outputs" / "task1" / pid / MASK_OUTPUT))
+        truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{pid}.nii.gz"))
+        per_case.append(evaluate_segmentation(prediction, truth, case_id=pid))
+        case["risk"] = json.loads((out / "outputs" / "task2" / pid / RFS_OUTPUT).read_text())
+    held_out = cohorts["held_out"]
+    times = [c["rfs_days"] for c in held_out]
+    events = [c["relapse"] for c in held_out]
+    cindex = concordance_index(times, events, [c["risk"] for c in held_out]) if any(events) else float("nan")
+    return {"segmentation": summarize_segmentation(per_case), "per_case": per_case, "cindex": cindex,
+            "oracle_cindex": oracle_c_index(events, times, [c["true_log_hazard"] for c in held_out])}
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+
+
+def run_demo(out: Path, train_cases: int, held_out: int, seed: int, seg_epochs: int, prognosis_epochs: int,
+             jobs: int = 2) -> Path:
+    import demo_report
+    import torch
+
+    # The demo's networks are tiny: one thread per process is several times faster than a pool of two, whose threads
+    # mostly wait on each other (and stall outright when the machine is busy). The containers keep torch's default.
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("runs", "held_out", "outputs"):  # this demo's own folders only: a re-run starts clean
+        shutil.rmtree(out / name, ignore_errors=True)
+    watch = Stopwatch()
+    cohorts = watch.run("synthetic cohorts", make_cohorts, out, train_cases, held_out, seed)
+    segmentation = watch.run("Task 1 training (HecMamba, 2 folds side by side) and export", train_segmentation,
+                             out / "data", out / "runs" / "segmentation", seg_epochs)
+    prognosis = watch.run("Task 2 training (fusion) and export", train_prognosis, out / "data",
+                          out / "runs" / "prognosis", prognosis_epochs)
+    patient_ids = [c["patient_id"] for c in cohorts["held_out"]]
+    runs = watch.run("both inference.py on the held-out cases", run_containers, out, patient_ids, jobs)
+    scores = watch.run("scoring", score, out, cohorts)
+    results = {"cohorts": cohorts, "segmentation_training": segmentation, "prognosis_training": prognosis,
+               "runs": runs, "scores": scores, "stages": watch.stages, "seed": seed, "jobs": jobs}
+    report = watch.run("report", demo_report.write_report, out, results)
+    results["total"] = watch.total()
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    demo_report.append_total(report, results["total"])
+    return report
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity (an undefined score, an empty-mask HD95) as null: standard JSON has neither."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="output folder")
+    parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
+    parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through both containers")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="Task 1 epochs per fold (of demo.json's 20 iterations; demo.json itself says 30)")
+    parser.add_argument("--prognosis-epochs", type=int, default=30, help="Task 2 epochs per fold")
+    parser.add_argument("--jobs", type=int, default=2, help="inference.py processes at a time (one thread each)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.train_cases < 10 or args.held_out < 2:
+        print("error: --train-cases must be at least 10 and --held-out at least 2", file=sys.stderr)
+        return 2
+    try:
+        report = run_demo(args.out, args.train_cases, args.held_out, args.seed, args.epochs, args.prognosis_epochs,
+                          max(1, args.jobs))
+    except HecktorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"[demo] report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
