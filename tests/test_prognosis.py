@@ -205,3 +205,20 @@ def test_constructor_checks_folds_against_mode():
         RiskPredictor([fold], [1.0], PLAN, "fusion", device="cpu")
     with pytest.raises(ValueError, match="sum to 1"):
         RiskPredictor([fold, fold], [0.7, 0.7], PLAN, "clinical", device="cpu")
+
+
+def test_folds_whose_encoders_differ_in_width_export_and_reload(phantom, tmp_path):
+    """A rare level (M1) seen by some folds' training rows only gives those folds a wider clinical input."""
+    ct, pet = phantom
+    rng = np.random.default_rng(3)
+    folds = []
+    for rows in (ROWS[0:12], ROWS[6:16]):  # only the first holds the M1 patient (row 5)
+        encoder = ClinicalEncoder().fit(rows)
+        network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **NETWORK).eval()
+        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(
+            rng.normal(size=(40, network.feature_dim)), rng.uniform(100, 2000, 40), rng.random(40) < 0.5)
+        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6))
+    assert folds[0].encoder.n_features == folds[1].encoder.n_features + 1
+    predictor = RiskPredictor(folds, [0.5, 0.5], PLAN, "fusion", device="cpu")
+    loaded = RiskPredictor.from_bundle(predictor.to_bundle(tmp_path / "bundle"), device="cpu")
+    assert loaded.predict(ct, pet, EHR) == pytest.approx(predictor.predict(ct, pet, EHR), abs=1e-6)

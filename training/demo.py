@@ -167,10 +167,9 @@ def train_prognosis(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     from prognosis_trainer import TrainingConfig, cross_validate, load_hecktor_cohort
 
     cohort = load_hecktor_cohort(data, TASK2_PLAN, cache_dir=run_dir.parent / "cache", progress=False)
-    # Every field is encoded as a number (one column each) and M-stage is left out: each fold fits its own encoder,
-    # and a categorical field gets one column per level that fold's training rows happen to hold, so with rare levels
-    # (M1 in 3 % of patients, performance status 4) folds end up with networks of different input widths, which one
-    # bundle cannot hold (RiskPredictor.to_bundle refuses them).
+    # Every field is encoded as a number (one column each) and M-stage is left out. This was chosen while a bundle
+    # could not hold folds whose encoders differ in width (a rare level such as M1 seen by some folds only); bundles
+    # now record the width per fold, and the choice is kept so the demo's reported numbers stay reproducible.
     config = TrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=epochs, learning_rate=3e-3,
                             early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu",
                             clinical_features=list(DEMO_CLINICAL_FEATURES),

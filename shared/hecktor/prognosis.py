@@ -260,6 +260,9 @@ class RiskPredictor:
                 "encoder": names["encoder"] if fold.encoder is not None else None,
                 "survival": names["survival"],
                 "cindex": None if fold.cindex is None else float(fold.cindex),
+                # Each fold's encoder is fitted on its own training rows, so a rare level (M1, PS 4) can give one
+                # fold more clinical columns than another: the network's input width is recorded per fold.
+                "n_clinical": None if fold.network is None else int(fold.network.config["n_clinical"]),
             })
         return {
             "format": MODEL_FORMAT,
@@ -279,9 +282,9 @@ class RiskPredictor:
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
             if fold.network is not None:
-                if fold.network.config != record["network"]["config"]:
-                    raise ValueError(f"fold {k}'s network config differs from fold 0's; a bundle holds one "
-                                     "architecture")
+                if _without_width(fold.network.config) != _without_width(record["network"]["config"]):
+                    raise ValueError(f"fold {k}'s network config differs from fold 0's beyond the clinical input "
+                                     "width; a bundle holds one architecture")
                 state_dicts[names["network"]] = fold.network.state_dict()
             if fold.encoder is not None:
                 json_files[names["encoder"]] = fold.encoder.to_dict()
@@ -304,7 +307,10 @@ class RiskPredictor:
             survival = LinearCoxModel.from_dict(bundle.load_json(record["survival"]))
             network = None
             if record["network"] is not None:
-                network = _load_network(bundle, record["network"], network_config)
+                config = dict(network_config)
+                if record.get("n_clinical") is not None:
+                    config["n_clinical"] = int(record["n_clinical"])
+                network = _load_network(bundle, record["network"], config)
             n_inputs = network.feature_dim if network is not None else encoder.n_features
             if survival.coef_.shape[0] != n_inputs:
                 raise BundleError(f"{bundle.file(record['survival'])} expects {survival.coef_.shape[0]} features but "
@@ -315,6 +321,10 @@ class RiskPredictor:
             folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=record.get("cindex")))
         return cls(folds, weights, bundle.plan, mode, ensemble_rule=rule, device=device,
                    info=bundle.model.get("training", {}))
+
+
+def _without_width(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key != "n_clinical"}
 
 
 def _load_network(bundle: Bundle, name: str, config: dict[str, Any]) -> FusedFeatureExtractor:
