@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         return 1
     if args.task == 1:
-        mask = sitk.GetArrayViewFromImage(sitk.ReadImage(str(args.output / MASK_PATH)))
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(args.output / MASK_PATH)))
         counts = ", ".join(f"label {k}: {int((mask == k).sum())}" for k in (1, 2))
         print(f"ok {case}: mask on the CT grid {list(mask.shape[::-1])}, UInt8, {counts} voxels")
     else:

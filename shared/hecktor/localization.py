@@ -65,7 +65,8 @@ def localize_head_and_neck(pet: sitk.Image | None, plan: Plan, reference: sitk.I
     search_low = np.array([low[0], low[1], max(low[2], high[2] - plan.brain_search_mm)])
     center = (search_low + high) / 2.0
     coarse_grid = Grid.centered(center, high - search_low, spacing_xyz=(spacing,) * 3)
-    coarse = sitk.GetArrayViewFromImage(resample_to_grid(pet, coarse_grid, "linear", 0.0))
+    # A copy, not a view: a view of the temporary resampled image would outlive it (freed memory).
+    coarse = sitk.GetArrayFromImage(resample_to_grid(pet, coarse_grid, "linear", 0.0))
     mask = coarse > plan.brain_suv_threshold
     components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if count == 0:
