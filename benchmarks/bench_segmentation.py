@@ -1,0 +1,133 @@
+"""Benchmark: seed Table 1 and Table 2 analogues on a held-out synthetic set.
+
+Table 1 compares HecMamba with the MONAI baselines (U-Net, V-Net, UNETR); Table 2 ablates HecMamba (augmentation
+off, Dice loss instead of Dice+CE). Every configuration trains fold 0 of the same 5-fold split of the same synthetic
+training cohort with the same plan and budget (``training/configs/demo.json``'s plan: 4 mm, 48³ patches, unless
+``--config`` says otherwise), is exported, and segments the same held-out cases through
+``hecktor.segment.Segmenter`` (the containers' path); the cases are scored with ``hecktor.metrics``.
+
+Usage::
+
+    python benchmarks/bench_segmentation.py --work /tmp/segbench --epochs 30 --iterations 20
+    python benchmarks/bench_segmentation.py --quick          # a smoke run: a minute per configuration
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import SimpleITK as sitk
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "training"))
+
+from hecktor.io import list_training_cases  # noqa: E402
+from hecktor.metrics import evaluate_segmentation, summarize_segmentation  # noqa: E402
+from hecktor.segment import Segmenter  # noqa: E402
+from hecktor.synthetic import generate_cohort  # noqa: E402
+from seg_trainer import TrainingConfig, export_bundle, load_config_file, train  # noqa: E402
+
+# (row name, table, overrides of the base config). HecMamba keeps the base config's network settings; the baselines
+# use their registry defaults.
+CONFIGURATIONS = [
+    ("HecMamba (Dice+CE, augmentation)", 1, {}),
+    ("U-Net (MONAI)", 1, {"network": "unet", "network_config": {}}),
+    ("V-Net (MONAI)", 1, {"network": "vnet", "network_config": {}}),
+    ("UNETR (MONAI)", 1, {"network": "unetr", "network_config": {}}),
+    ("HecMamba, no augmentation", 2, {"augmentation": False}),
+    ("HecMamba, Dice loss only", 2, {"loss": "dice"}),
+]
+
+
+def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_out: list, tta: bool) -> dict:
+    run_dir = work / "runs" / name.split(" (")[0].replace(",", "").replace(" ", "_").lower()
+    config = {**base, **overrides, "run_dir": str(run_dir)}
+    if overrides.get("network") == "unetr":
+        config["network_config"] = {"img_size": list(config["plan"]["patch_size_zyx"])}
+    start = time.perf_counter()
+    train(TrainingConfig.from_dict(config))
+    trained = time.perf_counter()
+    bundle, _ = export_bundle(run_dir, run_dir / "bundle")
+    segmenter = Segmenter.from_bundle(bundle, device="cpu")
+    per_case = []
+    for case in held_out:
+        ct, pet, label = case.read()
+        mask = segmenter.predict(ct, pet, tta=tta)
+        per_case.append(evaluate_segmentation(mask, label, case_id=case.patient_id))
+    summary = summarize_segmentation(per_case)
+    parameters = sum(p.numel() for p in segmenter.networks[0].parameters())
+    return {"name": name, "train_s": trained - start, "infer_s": time.perf_counter() - trained,
+            "parameters": parameters, "summary": summary}
+
+
+def markdown(rows: list[dict], table: int) -> str:
+    lines = [f"### Table {table} analogue", "",
+             "| model | GTVp Dice | GTVp HD95 (mm) | GTVp surface Dice | GTVn DSCagg | GTVn F1agg | parameters | training (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        p, n = row["summary"]["GTVp"], row["summary"]["GTVn"]
+        lines.append(f"| {row['name']} | {p['dice_mean']:.3f} | {p['hd95_mean']:.1f} | {p['surface_dice_mean']:.3f} | "
+                     f"{n['dsc_agg']:.3f} | {n['f1_agg']:.3f} | {row['parameters'] / 1e6:.2f} M | {row['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_segmentation"), help="working folder")
+    parser.add_argument("--config", type=Path, default=REPO / "training" / "configs" / "demo.json",
+                        help="base training config (plan, HecMamba size, learning rate)")
+    parser.add_argument("--train-cases", type=int, default=40)
+    parser.add_argument("--held-out", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=20, help="iterations per epoch")
+    parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at inference")
+    parser.add_argument("--only", nargs="*", help="row names (prefixes) to run; default all")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 training cases, 2 held out, 1 epoch of 2 iterations")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_cases, args.held_out, args.epochs, args.iterations = 8, 2, 1, 2
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+
+    train_dir, test_dir = args.work / "train", args.work / "held_out"
+    if not (train_dir / "cohort.json").is_file():
+        generate_cohort(train_dir, args.train_cases, seed=0, size="small")
+    if not (test_dir / "cohort.json").is_file():
+        generate_cohort(test_dir, args.held_out, seed=1000, size="small")
+    held_out = list_training_cases(test_dir, 1)
+
+    base = load_config_file(args.config)
+    base.update({"data_root": str(train_dir), "cache_dir": str(args.work / "cache"), "folds": [0],
+                 "epochs": args.epochs, "iterations_per_epoch": args.iterations,
+                 "val_every": max(1, min(5, args.epochs)), "workers": 0, "device": "cpu", "progress": False})
+    base["plan"] = base.get("plan") or {}
+    rows = []
+    for name, table, overrides in CONFIGURATIONS:
+        if args.only and not any(name.lower().startswith(o.lower()) for o in args.only):
+            continue
+        print(f"training {name} ...", flush=True)
+        row = run_configuration(name, overrides, base, args.work, held_out, args.tta)
+        row["table"] = table
+        rows.append(row)
+        print(f"  GTVp Dice {row['summary']['GTVp']['dice_mean']:.3f}, GTVn DSCagg "
+              f"{row['summary']['GTVn']['dsc_agg']:.3f}, {row['train_s']:.0f} s", flush=True)
+
+    budget = (f"Budget: fold 0 of a 5-fold split of {args.train_cases} synthetic small cases, {args.epochs} epochs × "
+              f"{args.iterations} iterations, plan and HecMamba size from {args.config.name}, CPU, {args.threads} "
+              f"threads; {args.held_out} held-out cases (another seed); TTA {'on' if args.tta else 'off'}.")
+    report = "\n\n".join([budget] + [markdown([r for r in rows if r["table"] == t], t)
+                                     for t in (1, 2) if any(r["table"] == t for r in rows)])
+    print("\n" + report)
+    (args.work / "bench_segmentation.md").write_text(report + "\n")
+    (args.work / "bench_segmentation.json").write_text(json.dumps(rows, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
