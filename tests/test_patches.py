@@ -57,8 +57,26 @@ def test_precomputed_indices_give_the_same_patches():
     label[5:9, 20:25, 10:14] = 2
     from hecktor.patches import sampling_indices
 
-    foreground, background = sampling_indices(label)
-    assert len(foreground) == 4 * 5 * 4 and len(background) == 30**3 - 80
+    background, gtvp, gtvn = sampling_indices(label)
+    assert (len(background), len(gtvp), len(gtvn)) == (30**3 - 80, 0, 4 * 5 * 4)
     plain = sample_patches(image, label, (8, 8, 8), 6, 0.5, seed=3)
-    cached = sample_patches(image, label, (8, 8, 8), 6, 0.5, seed=3, indices=(foreground, background))
+    cached = sample_patches(image, label, (8, 8, 8), 6, 0.5, seed=3, indices=(background, gtvp, gtvn))
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(plain, cached))
+
+
+def test_positive_patches_share_out_the_foreground_labels_equally():
+    """A large GTVp and a small GTVn far apart: a class-blind draw would centre 99 % of positives on the GTVp."""
+    from hecktor.patches import class_ratios, sampling_indices
+
+    label = np.zeros((20, 60, 60), np.uint8)
+    label[5:15, 5:25, 5:25] = 1  # 4,000 voxels
+    label[9:11, 50:52, 50:52] = 2  # 8 voxels
+    image = label[None].astype(np.float32)
+    patches = sample_patches(image, label, (8, 8, 8), num_samples=400, positive_fraction=1.0, seed=0)
+    with_node = sum(int((lab == 2).any()) for _, lab in patches)
+    assert 160 <= with_node <= 240  # expected 200 of 400
+    assert all(((lab == 1) | (lab == 2)).any() for _, lab in patches)
+    assert class_ratios(sampling_indices(label), 0.6) == pytest.approx([0.4, 0.3, 0.3])
+    no_nodes = np.where(label == 2, 0, label)
+    assert class_ratios(sampling_indices(no_nodes), 0.6) == pytest.approx([0.4, 0.6, 0.0])
+    assert class_ratios(sampling_indices(np.zeros_like(label)), 0.6) == pytest.approx([1.0, 0.0, 0.0])

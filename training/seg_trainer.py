@@ -12,9 +12,9 @@ A run directory looks like::
 
 Each case is preprocessed once by :func:`hecktor.patches.preprocess_training_case` (the same resampling code as
 inference) and cached as ``.npy`` files under ``CACHE_DIR/task1-<plan digest>-<around>/``; another plan gets
-another cache. Training draws patches from the cached regions (positive/negative ratio, then MONAI augmentation);
-validation runs the inference code path (:func:`hecktor.segment.sliding_window_probabilities`) on whole cached
-regions.
+another cache. Training draws patches from the cached regions (positive/negative ratio, positives centred on GTVp
+and GTVn equally often, then MONAI augmentation); validation runs the inference code path
+(:func:`hecktor.segment.sliding_window_probabilities`) on whole cached regions.
 
 Every patch is drawn from a random stream keyed by (seed, epoch, rank, index), so runs are reproducible whatever
 the number of data-loader workers, and a resumed run draws exactly the patches an uninterrupted one would have.
@@ -83,7 +83,7 @@ class TrainingConfig:
             decay to ``min_lr_ratio * lr`` follows.
         loss: ``dicece`` (MONAI DiceCELoss) or ``dice`` (MONAI DiceLoss).
         augmentation: MONAI spatial and intensity augmentation of training patches.
-        positive_fraction: share of patches centred on a tumour voxel (GTVp or GTVn).
+        positive_fraction: share of patches centred on a tumour voxel; GTVp and GTVn are picked equally often.
         val_every: validate every this many epochs (and after the last one).
         val_overlap: sliding-window overlap of validation.
         sw_batch_size: windows per forward pass in validation.
@@ -402,7 +402,7 @@ class PatchDataset(Dataset):
         cache: the region cache.
         patient_ids: the cases to draw from (a fold's training set).
         patch_size_zyx: patch shape.
-        positive_fraction: share of patches centred on a tumour voxel.
+        positive_fraction: share of patches centred on a tumour voxel (GTVp and GTVn equally often).
         augmentation: a MONAI dictionary transform, or None.
         seed, rank: the stream's key.
     """
@@ -418,7 +418,7 @@ class PatchDataset(Dataset):
         self.augmentation = augmentation
         self.seed, self.rank = int(seed), int(rank)
         self._regions: dict[str, CachedRegion] = {}
-        self._indices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._indices: dict[str, tuple[np.ndarray, ...]] = {}
 
     def __len__(self) -> int:
         return 2**62  # indices come from EpochSampler

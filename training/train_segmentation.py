@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--loss", choices=["dicece", "dice"])
     parser.add_argument("--no-augmentation", dest="augmentation", action="store_false")
-    parser.add_argument("--positive-fraction", type=float, help="share of patches centred on tumour")
+    parser.add_argument("--positive-fraction", type=float, help="share of patches centred on tumour (GTVp and GTVn equally often)")
     parser.add_argument("--val-every", type=int, help="validate every N epochs")
     parser.add_argument("--val-overlap", type=float)
     parser.add_argument("--around", choices=["region", "mask"], help="cached training region")

@@ -1,4 +1,4 @@
-"""Task 1 training crops: the region a training case is cached on, and positive/negative patch sampling.
+"""Task 1 training crops: the region a training case is cached on, and class-balanced positive/negative sampling.
 
 The cached region is built by the same resampling code as inference (:mod:`hecktor.preprocessing`), so a training
 patch and an inference window see identically prepared voxels.
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.transforms import RandCropByPosNegLabel
-from monai.transforms.utils import map_binary_to_indices
+from monai.transforms import RandCropByLabelClasses
+from monai.transforms.utils import map_classes_to_indices
 
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid
@@ -86,12 +86,22 @@ def preprocess_training_case(ct: sitk.Image, pet: sitk.Image, label: sitk.Image,
     return TrainingRegion(image, target, grid, localization)
 
 
-def sampling_indices(label: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of the tumour (label > 0) and background voxels of ``label`` (z, y, x), for
-    :func:`sample_patches`. Finding them scans the whole region, so callers drawing many patches compute them once
-    per case."""
-    foreground, background = map_binary_to_indices(torch.as_tensor(label)[None] > 0, None, 0)
-    return np.asarray(foreground), np.asarray(background)
+N_LABELS = 3  # 0 background, 1 GTVp, 2 GTVn
+
+
+def sampling_indices(label: np.ndarray | torch.Tensor, n_labels: int = N_LABELS) -> tuple[np.ndarray, ...]:
+    """Flat indices of the voxels of each label value ``0 .. n_labels - 1`` of ``label`` (z, y, x), background
+    first, for :func:`sample_patches`. Finding them scans the whole region, so callers drawing many patches compute
+    them once per case."""
+    return tuple(np.asarray(i) for i in map_classes_to_indices(torch.as_tensor(label)[None], n_labels))
+
+
+def class_ratios(indices: tuple[np.ndarray, ...], positive_fraction: float) -> list[float]:
+    """Probabilities of centring a patch on each label: ``1 - positive_fraction`` on background, the rest shared
+    equally by the foreground labels the case has (none where it has none)."""
+    present = [c for c in range(1, len(indices)) if len(indices[c])]
+    share = positive_fraction if present and len(indices[0]) else float(bool(present))
+    return [1.0 - share] + [share / len(present) if len(indices[c]) else 0.0 for c in range(1, len(indices))]
 
 
 def sample_patches(
@@ -101,14 +111,18 @@ def sample_patches(
     num_samples: int,
     positive_fraction: float,
     seed: int | None = None,
-    indices: tuple[np.ndarray, np.ndarray] | None = None,
+    indices: tuple[np.ndarray, ...] | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random patches centred on tumour (label > 0) voxels with probability ``positive_fraction``, else on any
-    voxel; centres are shifted so patches stay inside the volume. Wraps MONAI's ``RandCropByPosNegLabel``.
+    """Random patches centred on a foreground voxel with probability ``positive_fraction``, else on a background
+    voxel; centres are shifted so patches stay inside the volume. Wraps MONAI's ``RandCropByLabelClasses``.
+
+    A positive patch first picks one of the foreground labels present in the case with equal probability, then a
+    voxel of it (nnU-Net's foreground oversampling): drawing from all foreground voxels at once would centre almost
+    every patch on the primary tumour, which has several times the voxels of the lymph nodes.
 
     Args:
         image: (C, z, y, x) array.
-        label: (z, y, x) integer array.
+        label: (z, y, x) integer array (0 background, 1 GTVp, 2 GTVn).
         indices: the case's :func:`sampling_indices`, if already known (saves a scan of the region per call).
     Returns:
         ``num_samples`` pairs of (C, *patch) image and (1, *patch) label tensors.
@@ -119,18 +133,16 @@ def sample_patches(
     label = torch.as_tensor(label)[None]
     if any(s < p for s, p in zip(image.shape[1:], patch_size_zyx)):
         raise ValueError(f"volume {tuple(image.shape[1:])} is smaller than the patch {tuple(patch_size_zyx)}")
-    cropper = RandCropByPosNegLabel(
+    indices = indices if indices is not None else sampling_indices(label[0])
+    cropper = RandCropByLabelClasses(
         spatial_size=patch_size_zyx,
-        pos=positive_fraction,
-        neg=1.0 - positive_fraction,
+        ratios=class_ratios(indices, positive_fraction),
+        num_classes=len(indices),
         num_samples=num_samples,
         allow_smaller=False,
+        warn=False,
     )
     cropper.set_random_state(seed=seed)
-    # MONAI falls back to any voxel when the label has no foreground (and vice versa).
-    # Always hand MONAI the indices: left to itself it takes the bitwise NOT of an integer label as "background",
-    # which for a uint8 label is every voxel.
-    foreground, background = indices if indices is not None else sampling_indices(label[0])
-    image_patches = cropper(image, label=label, fg_indices=foreground, bg_indices=background, randomize=True)
-    label_patches = cropper(label, label=label, randomize=False)
+    image_patches = cropper(image, label=label, indices=list(indices), randomize=True)
+    label_patches = cropper(label, randomize=False)
     return [(torch.as_tensor(i), torch.as_tensor(l)) for i, l in zip(image_patches, label_patches)]
