@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo bench-preprocessing bench-scan clean
+.PHONY: setup test test-all demo bench-preprocessing bench-scan bench-segmentation bench-gpu clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,16 @@ bench-preprocessing: setup
 bench-scan: setup
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/bench_scan.py
+
+## Seed Tables 1-2 analogues on held-out synthetic cases: six configurations, two one-thread jobs side by side
+## (about 55 minutes on 2 cores). The numbers in README.md come from this exact command.
+bench-segmentation: setup
+	$(BIN)/python benchmarks/bench_segmentation.py --work runs/bench_segmentation --patch 32 --epochs 40 \
+		--iterations 25 --jobs 2 --threads 1
+
+## On a CUDA machine: full HecMamba training step and 5-fold TTA inference of a realistic case.
+bench-gpu: setup
+	$(BIN)/python benchmarks/bench_gpu_segmentation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

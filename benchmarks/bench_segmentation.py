@@ -3,7 +3,7 @@
 Table 1 compares HecMamba with the MONAI baselines (U-Net, V-Net, UNETR); Table 2 ablates HecMamba (augmentation
 off, Dice loss instead of Dice+CE). Every configuration trains fold 0 of the same 5-fold split of the same synthetic
 training cohort with the same plan and budget (``training/configs/demo.json``'s plan: 4 mm, 48³ patches, unless
-``--config`` says otherwise), is exported, and segments the same held-out cases through
+``--config`` or ``--patch`` says otherwise), is exported, and segments the same held-out cases through
 ``hecktor.segment.Segmenter`` (the containers' path); the cases are scored with ``hecktor.metrics``.
 
 HecMamba keeps the base config's (CPU-sized) network; U-Net and V-Net use the registry defaults; UNETR is shrunk
@@ -13,7 +13,7 @@ two one-thread workers finish sooner than one two-thread run (two torch threads 
 
 Usage::
 
-    python benchmarks/bench_segmentation.py --work /tmp/segbench --epochs 40 --iterations 20 --jobs 2
+    python benchmarks/bench_segmentation.py --work /tmp/segbench --patch 32 --epochs 40 --iterations 25 --jobs 2
     python benchmarks/bench_segmentation.py --quick          # a smoke run: a minute per configuration
 """
 
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="base training config (plan, HecMamba size, learning rate)")
     parser.add_argument("--train-cases", type=int, default=40)
     parser.add_argument("--held-out", type=int, default=12)
+    parser.add_argument("--patch", type=int, help="cubic patch size in voxels (default: the config's plan)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=20, help="iterations per epoch")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at inference")
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                  "epochs": args.epochs, "iterations_per_epoch": args.iterations,
                  "val_every": max(1, min(5, args.epochs)), "workers": 0, "device": "cpu", "progress": False})
     base["plan"] = base.get("plan") or {}
+    if args.patch:
+        base["plan"]["patch_size_zyx"] = [args.patch] * 3
     # Preprocess once here, so that the workers share a finished cache instead of building it side by side.
     prepared = TrainingConfig.from_dict({**base, "run_dir": str(args.work / "runs" / "prepare")})
     RegionCache(prepared.cache_root, prepared.plan, prepared.around).prepare(list_training_cases(train_dir, 1))
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda row: row["order"])
 
     budget = (f"Budget: fold 0 of a 5-fold split of {args.train_cases} synthetic small cases, {args.epochs} epochs × "
-              f"{args.iterations} iterations of batch 2, plan and HecMamba size from {args.config.name}, CPU, "
+              f"{args.iterations} iterations of batch 2, plan and HecMamba size from {args.config.name} "
+              f"(patches {base['plan'].get('patch_size_zyx')} voxels at {base['plan'].get('spacing_mm_xyz')} mm), CPU, "
               f"{args.jobs} job(s) of {args.threads} thread(s) side by side, "
               f"{(time.perf_counter() - start) / 60:.0f} min in all; {args.held_out} held-out cases (another seed); "
               f"TTA {'on' if args.tta else 'off'}.")
