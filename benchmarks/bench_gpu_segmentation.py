@@ -30,7 +30,7 @@ import time
 import torch
 
 from hecktor.networks import build_network
-from hecktor.plan import Plan
+from hecktor.plan import RegionPlan
 from hecktor.segment import autocast_context
 from hecktor.synthetic import make_case
 
@@ -85,7 +85,7 @@ def time_training(backend: str, config: dict, patch: int, batch: int, steps: int
             "step_s": seconds[len(seconds) // 2], "peak": _peak_mib(device), "loss": loss.item()}
 
 
-def time_inference(config: dict, plan: Plan, folds: int, size: str, device: torch.device) -> dict:
+def time_inference(config: dict, plan: RegionPlan, folds: int, size: str, device: torch.device) -> dict:
     from hecktor.segment import Segmenter
 
     case = make_case(7, size)
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         device, config, patch, size = torch.device("cpu"), SMOKE_NETWORK, 32, "small"
-        plan = Plan(spacing_mm_xyz=(4.0, 4.0, 4.0), patch_size_zyx=(32, 32, 32))
+        plan = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), patch_size_zyx=(32, 32, 32))
     elif torch.cuda.is_available():
-        device, config, patch, size, plan = torch.device("cuda"), {}, 128, "realistic", Plan()
+        device, config, patch, size, plan = torch.device("cuda"), {}, 128, "realistic", RegionPlan()
     else:
         parser.error("no CUDA device: this benchmark measures the GPU (use --smoke to test the script on the CPU)")
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}; torch {torch.__version__}")

@@ -30,29 +30,31 @@ import torch
 from hecktor.geometry import Grid, resample_to_grid
 from hecktor.io import read_image, write_gc_input, find_single_image
 from hecktor.localization import localize_head_and_neck
-from hecktor.plan import Plan
+from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import (
     check_case,
     network_input,
     normalize_ct,
     normalize_pet,
-    task1_region_grid,
-    task2_box_grid,
+    region_grid,
+    box_grid,
 )
 
 
-def ours(ct_path: Path, pet_path: Path, plan: Plan) -> dict[str, np.ndarray]:
+def ours(ct_path: Path, pet_path: Path, plans: tuple[RegionPlan, BoxPlan]) -> dict[str, np.ndarray]:
     """The library's path for both tasks (localisation is shared, as it would be if one process served both)."""
-    ct, pet, _ = check_case(read_image(ct_path, "CT"), read_image(pet_path, "PET"), plan)
-    localization = localize_head_and_neck(pet, plan, reference=ct)
+    region_plan, box_plan = plans
+    ct, pet, _ = check_case(read_image(ct_path, "CT"), read_image(pet_path, "PET"), region_plan)
+    localization = localize_head_and_neck(pet, region_plan, reference=ct)
     return {
-        "task1": network_input(ct, pet, task1_region_grid(localization, plan), plan),
-        "task2": network_input(ct, pet, task2_box_grid(localization, plan), plan),
+        "task1": network_input(ct, pet, region_grid(localization, region_plan), region_plan),
+        "task2": network_input(ct, pet, box_grid(localization, box_plan), box_plan),
     }
 
 
-def template(ct_path: Path, pet_path: Path, plan: Plan) -> dict[str, np.ndarray]:
+def template(ct_path: Path, pet_path: Path, plans: tuple[RegionPlan, BoxPlan]) -> dict[str, np.ndarray]:
     """Whole-overlap B-spline resampling to 1 mm, then cropping (the organisers' template approach)."""
+    plan, box_plan = plans
     ct = sitk.ReadImage(str(ct_path), sitk.sitkFloat32)
     pet = sitk.ReadImage(str(pet_path), sitk.sitkFloat32)
     ct_low, ct_high = Grid.from_image(ct).physical_bounds()
@@ -64,7 +66,7 @@ def template(ct_path: Path, pet_path: Path, plan: Plan) -> dict[str, np.ndarray]
     # Same anchor as ours, so both produce the same regions; only the resampling strategy differs.
     localization = localize_head_and_neck(pet, plan, reference=ct)
     out = {}
-    for task, grid in (("task1", task1_region_grid(localization, plan)), ("task2", task2_box_grid(localization, plan))):
+    for task, grid in (("task1", region_grid(localization, plan)), ("task2", box_grid(localization, box_plan))):
         box_low, box_high = grid.physical_bounds()
         start = np.clip(np.round(box_low - low).astype(int), 0, None)
         stop = np.minimum(np.round(box_high - low).astype(int), np.asarray(overlap.size_xyz))
@@ -73,7 +75,7 @@ def template(ct_path: Path, pet_path: Path, plan: Plan) -> dict[str, np.ndarray]
         pet_crop = sitk.GetArrayViewFromImage(pet_1mm)[crop]
         image = np.stack([normalize_ct(ct_crop, plan.ct_window_hu), normalize_pet(pet_crop)])
         if task == "task2":
-            image = torch.nn.functional.interpolate(torch.from_numpy(image)[None], size=plan.task2_input_shape_zyx,
+            image = torch.nn.functional.interpolate(torch.from_numpy(image)[None], size=box_plan.input_shape_zyx,
                                                     mode="trilinear", align_corners=False)[0].numpy()
         out[task] = image
     return out
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     torch.set_num_threads(args.threads)
-    plan = Plan()
+    plan = (RegionPlan(), BoxPlan())
     with tempfile.TemporaryDirectory() as tmp:
         if args.case_dir:
             pid = args.case_dir.name

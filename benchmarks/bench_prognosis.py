@@ -44,7 +44,7 @@ from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder  # noqa: E402
 from hecktor.io import find_single_image, read_image, write_gc_input  # noqa: E402
 from hecktor.metrics import concordance_index  # noqa: E402
 from hecktor.networks.fused import FusedFeatureExtractor  # noqa: E402
-from hecktor.plan import Plan  # noqa: E402
+from hecktor.plan import BoxPlan  # noqa: E402
 from hecktor.prognosis import FoldModel, RiskPredictor  # noqa: E402
 from hecktor.survival import LinearCoxModel, ensemble_weights, make_folds  # noqa: E402
 from prognosis_trainer import (  # noqa: E402
@@ -72,7 +72,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         generate_cohort(cohort_dir, cases=args.cases, seed=args.cohort_seed, size="small", overwrite=True,
                         progress=True)
     description = json.loads((cohort_dir / "cohort.json").read_text())
-    plan = Plan(task2_input_shape_zyx=(args.input_size,) * 3)
+    plan = BoxPlan(input_shape_zyx=(args.input_size,) * 3)
     started = time.perf_counter()
     cohort = load_hecktor_cohort(cohort_dir, plan, cache_dir=args.work / "cache", progress=True)
     preprocessing_s = time.perf_counter() - started
@@ -162,7 +162,7 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
         survival = LinearCoxModel({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, network.feature_dim)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k))
-    return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), Plan(), "fusion", device="cpu")
+    return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), BoxPlan(), "fusion", device="cpu")
 
 
 def part_c(args: argparse.Namespace) -> list[str]:

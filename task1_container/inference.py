@@ -32,7 +32,8 @@ from pathlib import Path
 from hecktor.budget import (DEFAULT_SAFETY, PLATFORM_LIMIT_S, console_logging, process_start_time, read_case,
                             segment_within_budget)
 from hecktor.errors import HecktorError
-from hecktor.io import MASK_OUTPUT, write_mask
+from hecktor.io import write_mask
+from hecktor.tasks import get_task
 from hecktor.segment import Segmenter
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "resources" / "bundle"
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None, *, start_time: float | None = None) -> i
                                                  overlap=args.overlap)
             for line in case.warnings + report.warnings:
                 logger.warning("%s", line)
-            path = write_mask(mask, args.output / MASK_OUTPUT)
+            path = write_mask(mask, args.output / get_task(1).output)
         except HecktorError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -34,7 +34,8 @@ from pathlib import Path
 from hecktor.budget import (DEFAULT_SAFETY, PLATFORM_LIMIT_S, console_logging, predict_risk_within_budget,
                             process_start_time, read_case)
 from hecktor.errors import HecktorError
-from hecktor.io import RFS_OUTPUT, write_rfs
+from hecktor.io import write_json_number
+from hecktor.tasks import get_task
 from hecktor.prognosis import RiskPredictor
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "resources" / "bundle"
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None, *, start_time: float | None = None) -> i
                                                       budget_s=args.time_budget, start_time=start_time)
             for line in case.warnings + report.warnings:
                 logger.warning("%s", line)
-            path = write_rfs(risk, args.output / RFS_OUTPUT)
+            path = write_json_number(risk, args.output / get_task(2).output)
         except HecktorError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

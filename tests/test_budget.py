@@ -32,16 +32,17 @@ from hecktor.clinical import ClinicalEncoder
 from hecktor.errors import InputError
 from hecktor.geometry import Grid
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
-from hecktor.plan import Plan
-from hecktor.preprocessing import network_input, preprocess_task1, probabilities_to_ct_grid
+from hecktor.plan import BoxPlan, RegionPlan
+from hecktor.preprocessing import network_input, preprocess_region, probabilities_to_ct_grid
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import Segmenter, sliding_window_probabilities
 from hecktor.survival import LinearCoxModel, ensemble_weights
 
 IMPORTED_AT = time.time()
 # A 120 mm cube at 4 mm is 30^3 voxels: one 32^3 window, so one forward call per network pass.
-PLAN = Plan(spacing_mm_xyz=(4.0, 4.0, 4.0), task1_region_mm_xyz=(120.0, 120.0, 120.0), brain_min_volume_ml=50.0,
-            patch_size_zyx=(32, 32, 32), task2_input_shape_zyx=(24, 24, 24))
+PLAN = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 120.0), brain_min_volume_ml=50.0,
+                  patch_size_zyx=(32, 32, 32))
+BOX_PLAN = BoxPlan(brain_min_volume_ml=50.0, input_shape_zyx=(24, 24, 24))
 EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
 CINDICES = (0.72, 0.55, 0.64)  # ensemble weights 0.54, 0.12, 0.34 (margin rule): heaviest first is 0, 2, 1
 
@@ -120,7 +121,7 @@ def test_generous_budget_runs_everything_and_equals_segmenter_predict(phantom):
 def expected_probabilities(segmenter: Segmenter, ct: sitk.Image, pet: sitk.Image, passes: dict):
     """Probabilities from the given passes ({fold: [mirror dims]}), each fold's passes averaged, then the folds
     averaged, computed independently with hecktor.segment.sliding_window_probabilities; and the region."""
-    region = preprocess_task1(ct, pet, PLAN)
+    region = preprocess_region(ct, pet, PLAN)
     image = torch.from_numpy(region.image)[None]
     means = []
     for k, flips in passes.items():
@@ -242,7 +243,7 @@ def predictor() -> RiskPredictor:
         survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
                                                                        rng.random(40) < 0.5)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
-    return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, "fusion", device="cpu")
+    return RiskPredictor(folds, ensemble_weights(CINDICES), BOX_PLAN, "fusion", device="cpu")
 
 
 def timed(predictor: RiskPredictor, monkeypatch, seconds_per_fold: float) -> tuple[FakeClock, list]:
@@ -290,10 +291,10 @@ def test_placeholder_images_predict_from_the_record_with_a_blank_image(predictor
     flat = sitk.Image([1, 1], sitk.sitkFloat32)
     risk, report = predict_risk_within_budget(predictor, flat, flat, EHR)
     assert report.placeholder and math.isfinite(risk)
-    blank = blank_task2_image(PLAN)
+    blank = blank_task2_image(BOX_PLAN)
     # The blank image is what preprocessing makes of a box outside every field of view.
-    far_away = Grid.centered((0.0, 0.0, 5000.0), PLAN.task2_box_mm_xyz, size_xyz=PLAN.task2_input_shape_zyx[::-1])
-    np.testing.assert_array_equal(blank, network_input(ct, ct, far_away, PLAN))
+    far_away = Grid.centered((0.0, 0.0, 5000.0), BOX_PLAN.box_mm_xyz, size_xyz=BOX_PLAN.input_shape_zyx[::-1])
+    np.testing.assert_array_equal(blank, network_input(ct, ct, far_away, BOX_PLAN))
     assert blank.shape == (2, 24, 24, 24)
     assert risk == predictor.predict_preprocessed(blank, EHR)
     other_record = predict_risk_within_budget(predictor, flat, flat, {**EHR, "M-stage": "M1", "Age": 80})[0]

@@ -9,19 +9,19 @@ import torch
 
 from hecktor.bundle import load_bundle, write_bundle
 from hecktor.errors import BundleError
-from hecktor.plan import Plan
+from hecktor.plan import RegionPlan
 
 
 @pytest.fixture
 def bundle_dir(tmp_path):
     layer = torch.nn.Linear(3, 2)
-    return write_bundle(tmp_path / "bundle", task=1, plan=Plan(), model={"network": "unet", "folds": ["fold_0.pt"]},
+    return write_bundle(tmp_path / "bundle", task=1, plan=RegionPlan(), model={"network": "unet", "folds": ["fold_0.pt"]},
                         state_dicts={"fold_0.pt": layer.state_dict()}, json_files={"extra.json": {"a": 1}})
 
 
 def test_round_trip(bundle_dir):
     bundle = load_bundle(bundle_dir, task=1)
-    assert bundle.plan == Plan() and bundle.model["network"] == "unet"
+    assert bundle.plan == RegionPlan() and bundle.model["network"] == "unet"
     state = bundle.load_state_dict("fold_0.pt")
     assert set(state) == {"weight", "bias"} and state["weight"].shape == (2, 3)
     assert bundle.load_json("extra.json") == {"a": 1}
@@ -35,7 +35,7 @@ def test_round_trip(bundle_dir):
         (lambda d: (d / "fold_0.pt").unlink(), "bundle file missing"),
         (lambda d: (d / "fold_9.pt").write_bytes(b""), "not in its manifest: fold_9.pt"),
         (lambda d: (d / "manifest.json").unlink(), "manifest.json missing"),
-        (lambda d: (d / "plan.json").write_text(Plan(spacing_mm_xyz=(2.0, 2.0, 2.0)).to_json()), "SHA-256"),
+        (lambda d: (d / "plan.json").write_text(RegionPlan(spacing_mm_xyz=(2.0, 2.0, 2.0)).to_json()), "SHA-256"),
     ],
 )
 def test_tampered_bundle_is_refused(bundle_dir, tamper, message):

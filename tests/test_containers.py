@@ -24,18 +24,21 @@ import torch
 from conftest import REPO, blank_image, head_phantom, paint
 from hecktor.bundle import write_bundle
 from hecktor.clinical import ClinicalEncoder
-from hecktor.io import MASK_OUTPUT, RFS_OUTPUT, write_gc_input
+from hecktor.io import write_gc_input
+from hecktor.tasks import get_task
+
+MASK_OUTPUT, RFS_OUTPUT = get_task(1).output, get_task(2).output
 from hecktor.networks import build_network
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
-from hecktor.plan import Plan
+from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import Segmenter
 from hecktor.survival import LinearCoxModel, ensemble_weights
 from hecktor.synthetic import make_case
 
-PLAN1 = Plan(spacing_mm_xyz=(4.0, 4.0, 4.0), task1_region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
+PLAN1 = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
              patch_size_zyx=(32, 32, 32))
-PLAN2 = Plan(task2_input_shape_zyx=(24, 24, 24), brain_min_volume_ml=50.0)
+PLAN2 = BoxPlan(input_shape_zyx=(24, 24, 24), brain_min_volume_ml=50.0)
 TINY_UNET = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 EHR = {"CenterID": 5, "Age": 56, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1,
        "Performance Status": 0, "Treatment": 0, "M-stage": "M0"}

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from conftest import head_phantom
 from hecktor import io
+from hecktor.tasks import get_task
 from hecktor.errors import InputError
 
 
@@ -27,7 +28,7 @@ def _gc_folder(tmp_path, ehr={"Age": 60, "Gender": 1}):
 
 def test_gc_input_round_trip_keeps_geometry_and_values(tmp_path):
     folder, ct, pet = _gc_folder(tmp_path)
-    case = io.read_gc_input(folder)
+    case = io.read_case(folder)
     assert case.ehr == {"Age": 60, "Gender": 1}
     assert case.ct_path.parent.name == "ct" and len(case.ct_path.stem) == 36  # a UUID
     for read, original in ((case.ct, ct), (case.pet, pet)):
@@ -40,10 +41,9 @@ def test_gc_input_round_trip_keeps_geometry_and_values(tmp_path):
 
 def test_missing_ehr_is_a_warning_not_an_error(tmp_path):
     folder, _, _ = _gc_folder(tmp_path, ehr=None)
-    case = io.read_gc_input(folder)
+    case = io.read_case(folder)
     assert case.ehr is None and "absent" in case.warnings[0]
-    with pytest.raises(InputError, match="clinical record not found"):
-        io.read_gc_input(folder, require_ehr=True)
+    assert io.read_case(folder, with_ehr=False).warnings == []
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_bad_input_folders_give_one_line_errors(tmp_path, breakage, message):
     folder, _, _ = _gc_folder(tmp_path)
     breakage(folder)
     with pytest.raises(InputError, match=message) as error:
-        io.read_gc_input(folder)
+        io.read_case(folder)
     assert "\n" not in str(error.value)
 
 
@@ -77,7 +77,7 @@ def test_2d_and_flat_images_are_refused(tmp_path):
 
 def test_write_mask_is_compressed_uint8_and_leaves_no_temporary(tmp_path):
     ct, _, label, _ = head_phantom()
-    target = tmp_path / "out" / io.MASK_OUTPUT
+    target = tmp_path / "out" / get_task(1).output
     io.write_mask(sitk.Cast(label, sitk.sitkFloat32), target)
     written = sitk.ReadImage(str(target))
     assert written.GetPixelID() == sitk.sitkUInt8
@@ -97,19 +97,19 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_write_rfs_is_one_bare_number(tmp_path):
-    path = io.write_rfs(np.float32(-0.396), tmp_path / "rfs.json")
+def test_write_json_number_is_one_bare_number(tmp_path):
+    path = io.write_json_number(np.float32(-0.396), tmp_path / "rfs.json")
     assert json.loads(path.read_text()) == pytest.approx(-0.396, abs=1e-6)
     assert not path.read_text().startswith("{")
     with pytest.raises(ValueError, match="non-finite"):
-        io.write_rfs(float("nan"), tmp_path / "nan.json")
+        io.write_json_number(float("nan"), tmp_path / "nan.json")
     assert not (tmp_path / "nan.json").exists()
 
 
 def _training_root(tmp_path, survival="120.5,1"):
     ct, pet, label, _ = head_phantom()
     for task in (1, 2):
-        folder = tmp_path / io.TASK_FOLDERS[task]
+        folder = tmp_path / get_task(task).training_folder
         for pid in ("CHUM-001", "MDA-002"):
             _write(ct, folder / pid / f"{pid}__CT.nii.gz")
             _write(pet, folder / pid / f"{pid}__PT.nii.gz")
@@ -117,8 +117,8 @@ def _training_root(tmp_path, survival="120.5,1"):
                 _write(label, folder / pid / f"{pid}.nii.gz")
     header = "PatientID,CenterID,Age,Gender,Tobacco Consumption,Alcohol Consumption,Performance Status,Treatment,M-stage,HPV Status"
     rows = ["CHUM-001,1,56,1,,0,1,1,M0,1", "MDA-002,5,,0,1,,0,0,Mx,"]
-    (tmp_path / "Task 1" / io.TASK_CSVS[1]).write_text("\n".join([header] + rows) + "\n")
-    (tmp_path / "Task 2" / io.TASK_CSVS[2]).write_text(
+    (tmp_path / "Task 1" / get_task(1).training_csv).write_text("\n".join([header] + rows) + "\n")
+    (tmp_path / "Task 2" / get_task(2).training_csv).write_text(
         "\n".join([header + ",RFS,Relapse"] + [r + "," + survival for r in rows]) + "\n")
     return tmp_path
 
@@ -136,7 +136,7 @@ def test_training_layout_is_read(tmp_path):
                                         "Alcohol Consumption": 0, "Performance Status": 1, "Treatment": 1,
                                         "M-stage": "M0"}
     out = io.training_case_to_gc_input(io.list_training_cases(root, 2)[0], rows[0], tmp_path / "gc")
-    assert io.read_gc_input(out).ehr["Age"] == 56
+    assert io.read_case(out).ehr["Age"] == 56
 
 
 def test_bad_training_tables(tmp_path):

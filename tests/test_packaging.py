@@ -23,7 +23,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import DIRECTIONS
-from hecktor.io import write_gc_input, write_mask, write_rfs
+from hecktor.io import write_gc_input, write_mask, write_json_number
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("build.sh", "test_container.sh", "scripts/podman_smoke.sh")
@@ -88,12 +88,12 @@ if args[0] == "run":
 FAKE_INFERENCE = """import argparse, json, os, sys
 from pathlib import Path
 import numpy as np, SimpleITK as sitk
-from hecktor.io import read_gc_input, write_mask, write_rfs
+from hecktor.io import read_case, write_mask, write_json_number
 parser = argparse.ArgumentParser()
 parser.add_argument("--input"); parser.add_argument("--output")
 args = parser.parse_args()
 defect = os.environ.get("FAKE_DEFECT", "")
-case = read_gc_input(args.input)
+case = read_case(args.input)
 out = Path(args.output)
 if {task} == 1:
     array = np.zeros(sitk.GetArrayViewFromImage(case.ct).shape, np.uint8)
@@ -104,7 +104,7 @@ if {task} == 1:
 elif defect == "object":
     (out / "rfs.json").write_text(json.dumps({{"risk": 0.25}}))
 else:
-    write_rfs(0.25, out / "rfs.json")
+    write_json_number(0.25, out / "rfs.json")
 """
 
 
@@ -359,7 +359,7 @@ def test_checker_rejects_missing_uncompressed_stray_and_off_expected_outputs(tas
 
 
 def test_checker_task2_accepts_a_bare_number(tmp_path):
-    write_rfs(-0.396, tmp_path / "rfs.json")
+    write_json_number(-0.396, tmp_path / "rfs.json")
     assert check_outputs.check_task2(tmp_path) == []
     (tmp_path / "rfs.json").write_text("3")
     assert check_outputs.check_task2(tmp_path) == []

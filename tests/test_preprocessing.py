@@ -12,14 +12,14 @@ from conftest import DIRECTIONS, blank_image, head_phantom, paint
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid, subgrid_covering
 from hecktor.localization import localize_head_and_neck
-from hecktor.plan import Plan
+from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import (
     check_case,
     labels_to_ct_grid,
     normalize_ct,
     normalize_pet,
-    preprocess_task1,
-    preprocess_task2,
+    preprocess_region,
+    preprocess_box,
     probabilities_to_ct_grid,
 )
 
@@ -28,19 +28,20 @@ def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-SMALL_PLAN = Plan(spacing_mm_xyz=(2.0, 2.0, 2.0), task1_region_mm_xyz=(120.0, 120.0, 160.0),
-                  brain_min_volume_ml=50.0, task2_input_shape_zyx=(24, 24, 24))
+SMALL_PLAN = RegionPlan(spacing_mm_xyz=(2.0, 2.0, 2.0), region_mm_xyz=(120.0, 120.0, 160.0),
+                        brain_min_volume_ml=50.0)
+SMALL_BOX_PLAN = BoxPlan(brain_min_volume_ml=50.0, input_shape_zyx=(24, 24, 24))
 
 
 def test_plan_json_round_trip_and_digest():
     plan = SMALL_PLAN.replace(ct_window_hu=(-200.0, 300.0))
-    again = Plan.from_json(plan.to_json())
+    again = RegionPlan.from_json(plan.to_json())
     assert again == plan
-    assert again.digest() == plan.digest() != Plan().digest()
-    with pytest.raises(InputError, match="unknown Plan field"):
-        Plan.from_dict({**plan.to_dict(), "spacing": 1})
+    assert again.digest() == plan.digest() != RegionPlan().digest()
+    with pytest.raises(InputError, match="unknown RegionPlan field"):
+        RegionPlan.from_dict({**plan.to_dict(), "spacing": 1})
     with pytest.raises(InputError, match="ct_window_hu"):
-        Plan(ct_window_hu=(10.0, -10.0))
+        RegionPlan(ct_window_hu=(10.0, -10.0))
 
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
@@ -117,7 +118,7 @@ def test_localisation_falls_back_without_brain(caplog):
 
 def test_task1_region_holds_tumour_and_is_normalised():
     ct, pet, label, truth = head_phantom(direction_ct="oblique", direction_pet="flipped_xy")
-    region = preprocess_task1(ct, pet, SMALL_PLAN)
+    region = preprocess_region(ct, pet, SMALL_PLAN)
     assert region.image.shape == (2,) + region.grid.shape_zyx == (2, 80, 60, 60)
     assert region.image.dtype == np.float32
     assert 0.0 <= region.image[0].min() and region.image[0].max() <= 1.0
@@ -128,7 +129,7 @@ def test_task1_region_holds_tumour_and_is_normalised():
 
 def test_task2_box_shape_and_padding_outside_field_of_view():
     ct, pet, _, _ = head_phantom()
-    region = preprocess_task2(ct, pet, SMALL_PLAN)
+    region = preprocess_box(ct, pet, SMALL_BOX_PLAN)
     assert region.image.shape == (2, 24, 24, 24)
     # the 200 mm box is wider than the 240 mm CT only along z (310 mm > 240 mm): the padded CT reads 0 (-1000 HU)
     assert region.image[0, 0].max() == 0.0 and region.image[0, -1].max() == 0.0
@@ -179,11 +180,11 @@ def test_real_pet_resampled_onto_ct_keeps_suv_range(real_data):
 def test_real_abdominal_ct_and_sarcoma_fall_back_with_warning(real_data, caplog):
     ct = sitk.ReadImage(str(real_data / "ct" / "abdomen_ct_small.nii.gz"))
     with caplog.at_level(logging.WARNING):
-        found = localize_head_and_neck(None, Plan(), reference=ct)
+        found = localize_head_and_neck(None, RegionPlan(), reference=ct)
     assert not found.found and "no PET" in found.reason
     case = real_data / "petct" / "STS_003"
     ct = sitk.ReadImage(str(case / "STS_003__CT.nii.gz"))
     pet = sitk.ReadImage(str(case / "STS_003__PT.nii.gz"))
-    region = preprocess_task2(ct, pet, Plan())
+    region = preprocess_box(ct, pet, BoxPlan())
     assert not region.localization.found
     assert region.image.shape == (2, 96, 96, 96) and np.isfinite(region.image).all()

@@ -15,12 +15,12 @@ from hecktor.bundle import sha256_of
 from hecktor.clinical import ClinicalEncoder
 from hecktor.errors import BundleError, InputError
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
-from hecktor.plan import Plan
-from hecktor.preprocessing import preprocess_task2
+from hecktor.plan import BoxPlan
+from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.survival import LinearCoxModel, ensemble_weights
 
-PLAN = Plan(task2_input_shape_zyx=(24, 24, 24))
+PLAN = BoxPlan(input_shape_zyx=(24, 24, 24))
 ROWS = [
     {"Age": str(45 + 3 * i), "Gender": str(i % 2), "Tobacco Consumption": ["0", "1", None][i % 3],
      "Alcohol Consumption": str((i // 2) % 2), "Performance Status": str(i % 3), "Treatment": str((i // 3) % 2),
@@ -73,7 +73,7 @@ def test_predict_is_the_weighted_average_of_standardised_fold_risks(fusion_predi
     ct, pet = phantom
     risk = fusion_predictor.predict(ct, pet, EHR)
     # Independent computation: the shared preprocessing, then each fold by hand.
-    image = torch.from_numpy(preprocess_task2(ct, pet, PLAN).image)[None]
+    image = torch.from_numpy(preprocess_box(ct, pet, PLAN).image)[None]
     fold_risks = []
     with torch.no_grad():
         for fold in fusion_predictor.folds:

@@ -14,7 +14,7 @@ from hecktor.errors import InputError
 from hecktor.io import ehr_from_row, list_training_cases
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import TINY_BACKBONE
-from hecktor.plan import Plan
+from hecktor.plan import BoxPlan
 from hecktor.prognosis import RiskPredictor
 from hecktor.survival import ensemble_weights, make_folds
 from hecktor.synthetic import generate_cohort
@@ -22,7 +22,7 @@ from prognosis_trainer import TrainingConfig, cross_validate, ensemble_risk_of, 
 from train_prognosis import main
 
 N_CASES = 60
-PLAN = Plan(task2_input_shape_zyx=(32, 32, 32))
+PLAN = BoxPlan(input_shape_zyx=(32, 32, 32))
 
 
 @pytest.fixture(scope="module")

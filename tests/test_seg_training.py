@@ -17,7 +17,7 @@ from conftest import REPO
 from hecktor.errors import InputError
 from hecktor.io import list_training_cases
 from hecktor.patches import preprocess_training_case
-from hecktor.plan import Plan
+from hecktor.plan import RegionPlan
 from hecktor.segment import Segmenter
 from hecktor.survival import load_folds
 from hecktor.synthetic import generate_cohort
@@ -33,7 +33,7 @@ from seg_trainer import (
 
 CONFIGS = REPO / "training" / "configs"
 TINY = load_config_file(CONFIGS / "tiny.json")
-TINY_PLAN = Plan.from_dict(TINY["plan"])
+TINY_PLAN = RegionPlan.from_dict(TINY["plan"])
 FAST_UNET = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
 
@@ -71,7 +71,7 @@ def test_training_reduces_the_loss_and_records_the_run(trained_run):
     assert {"train_loss", "lr", "seconds_per_iteration", "val_dice_GTVp", "val_dsc_agg_GTVn"} <= set(rows[-1])
     for name in ("metrics.csv", "metrics.png", "checkpoint_best.pt", "checkpoint_last.pt"):
         assert (run_dir / "fold_0" / name).is_file(), name
-    assert Plan.load(run_dir / "plan.json") == TINY_PLAN
+    assert RegionPlan.load(run_dir / "plan.json") == TINY_PLAN
     last = torch.load(run_dir / "fold_0" / "checkpoint_last.pt", weights_only=True)
     assert last["epoch"] == TINY["epochs"] and last["network"] == TINY["network"]
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "best"} <= set(last)

@@ -14,12 +14,12 @@ from conftest import head_phantom, physical_coordinates
 from hecktor.bundle import write_bundle
 from hecktor.errors import BundleError
 from hecktor.networks import build_network
-from hecktor.plan import Plan
-from hecktor.preprocessing import preprocess_task1
+from hecktor.plan import BoxPlan, RegionPlan
+from hecktor.preprocessing import preprocess_region
 from hecktor.segment import TTA_FLIPS, Segmenter, sliding_window_probabilities
 
 # 4 mm voxels: the region is 30 x 30 x 40 voxels, smaller than the window along x and y (MONAI pads and crops back).
-PLAN = Plan(spacing_mm_xyz=(4.0, 4.0, 4.0), task1_region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
+PLAN = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
             patch_size_zyx=(32, 32, 32))
 TINY_UNET = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
@@ -68,7 +68,7 @@ def test_mask_lies_on_the_ct_grid_and_in_the_right_place(direction):
 
 def test_folds_and_flips_are_averaged_softmax():
     ct, pet, _, _ = head_phantom()
-    region = preprocess_task1(ct, pet, PLAN)
+    region = preprocess_region(ct, pet, PLAN)
     networks = [random_conv(1), random_conv(2)]
     segmenter = Segmenter(networks, PLAN, device="cpu")
     both = segmenter.predict_probabilities(region.image, tta=False)
@@ -114,7 +114,7 @@ def test_bundle_round_trip_gives_identical_predictions(tmp_path):
     a = loaded.predict(ct, pet, tta=True, overlap=0.25)
     b = in_memory.predict(ct, pet, tta=True, overlap=0.25)
     assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
-    region = preprocess_task1(ct, pet, PLAN)
+    region = preprocess_region(ct, pet, PLAN)
     np.testing.assert_array_equal(loaded.predict_probabilities(region.image),
                                   in_memory.predict_probabilities(region.image))
 
@@ -141,7 +141,7 @@ def test_tampered_or_inconsistent_bundles_are_refused(tmp_path):
     with pytest.raises(BundleError, match="lists no fold weight files"):
         Segmenter.from_bundle(path)
 
-    path = write_bundle(tmp_path / "d", task=2, plan=PLAN, model={"network": "unet"})
+    path = write_bundle(tmp_path / "d", task=2, plan=BoxPlan(), model={"network": "unet"})
     with pytest.raises(BundleError, match="Task 2 bundle, but Task 1"):
         Segmenter.from_bundle(path)
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())

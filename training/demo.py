@@ -43,16 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # seg_trainer, prognos
 import SimpleITK as sitk  # noqa: E402
 
 from hecktor.errors import HecktorError, InputError  # noqa: E402
-from hecktor.io import MASK_OUTPUT, RFS_OUTPUT, write_gc_input  # noqa: E402
+from hecktor.io import write_gc_input  # noqa: E402
+from hecktor.tasks import get_task  # noqa: E402
 from hecktor.metrics import concordance_index, evaluate_segmentation, summarize_segmentation  # noqa: E402
-from hecktor.plan import Plan  # noqa: E402
+from hecktor.plan import BoxPlan  # noqa: E402
 from hecktor.synthetic import generate_cohort, make_case, oracle_c_index  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
 BUNDLES = {1: REPO / "task1_container" / "resources" / "bundle", 2: REPO / "task2_container" / "resources" / "bundle"}
 HELD_OUT_SEED_OFFSET = 1000  # held-out patients come from another seed: no patient is shared with training
-TASK2_PLAN = Plan(task2_input_shape_zyx=(48, 48, 48))
+TASK2_PLAN = BoxPlan(input_shape_zyx=(48, 48, 48))
 DEMO_CLINICAL_FEATURES = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "Performance Status",
                           "Treatment")
 
@@ -179,7 +180,7 @@ def train_prognosis(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     metrics = result.metrics()
     return {"cindex_oof_mean": metrics["cindex_mean"], "cindex_oof_pooled": metrics["cindex_pooled_oof"],
             "ensemble_weights": metrics["ensemble_weights"], "epochs": epochs, "n_folds": config.n_folds,
-            "input_shape_zyx": list(TASK2_PLAN.task2_input_shape_zyx),
+            "input_shape_zyx": list(TASK2_PLAN.input_shape_zyx),
             "clinical_features": list(DEMO_CLINICAL_FEATURES)}
 
 
@@ -252,10 +253,10 @@ def score(out: Path, cohorts: dict[str, Any]) -> dict[str, Any]:
     per_case = []
     for case in cohorts["held_out"]:
         pid = case["patient_id"]
-        prediction = sitk.ReadImage(str(out / "outputs" / "task1" / pid / MASK_OUTPUT))
+        prediction = sitk.ReadImage(str(out / "outputs" / "task1" / pid / get_task(1).output))
         truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{pid}.nii.gz"))
         per_case.append(evaluate_segmentation(prediction, truth, case_id=pid))
-        case["risk"] = json.loads((out / "outputs" / "task2" / pid / RFS_OUTPUT).read_text())
+        case["risk"] = json.loads((out / "outputs" / "task2" / pid / get_task(2).output).read_text())
     held_out = cohorts["held_out"]
     times = [c["rfs_days"] for c in held_out]
     events = [c["relapse"] for c in held_out]

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from hecktor.io import MASK_OUTPUT  # noqa: E402
+from hecktor.tasks import get_task  # noqa: E402
 
 CT_WINDOW_HU = (-250.0, 350.0)  # soft tissue, for display only
 CONTOURS = {"ground truth": {1: "#2ca02c", 2: "#17becf"}, "prediction": {1: "#d62728", 2: "#e377c2"}}
@@ -153,7 +153,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         ct = sitk.ReadImage(str(next((folder / "ct").iterdir())))
         pet = sitk.ReadImage(str(next((folder / "pet").iterdir())))
         truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{pid}.nii.gz"))
-        prediction = sitk.ReadImage(str(out / "outputs" / "task1" / pid / MASK_OUTPUT))
+        prediction = sitk.ReadImage(str(out / "outputs" / "task1" / pid / get_task(1).output))
         dice = per_case[pid]["GTVp"]["dice"]
         overlays.append(save_overlay(ct, pet, truth, prediction, figures / f"overlay_{pid}.png",
                                      f"{pid}: GTVp Dice {_f(dice, 2)}, CT grid {case['ct_orientation']}"))

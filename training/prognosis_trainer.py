@@ -15,8 +15,8 @@ Per fold ``k`` of a split stratified by event and centre (:func:`hecktor.surviva
 The ensemble weights come from the per-fold OOF C-indices (:func:`hecktor.survival.ensemble_weights`). The result is
 a :class:`~hecktor.prognosis.RiskPredictor`, the same class the container loads from the exported bundle.
 
-Images are preprocessed once per case with :func:`hecktor.preprocessing.preprocess_task2` (the container's exact
-path) and cached as ``.npy`` under a folder keyed by :meth:`Plan.digest`, so changing any preprocessing number
+Images are preprocessed once per case with :func:`hecktor.preprocessing.preprocess_box` (the container's exact
+path) and cached as ``.npy`` under a folder keyed by :meth:`BoxPlan.digest`, so changing any preprocessing number
 invalidates the cache and re-running a mode or a seed costs no preprocessing.
 """
 
@@ -43,8 +43,8 @@ from hecktor.errors import InputError
 from hecktor.io import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor
-from hecktor.plan import Plan
-from hecktor.preprocessing import preprocess_task2
+from hecktor.plan import BoxPlan
+from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import resolve_device
 from hecktor.survival import (
@@ -158,7 +158,7 @@ class Cohort:
     event: np.ndarray
     centres: list[Any]
     images: np.ndarray | None = None
-    plan: Plan | None = None
+    plan: BoxPlan | None = None
     source: str = ""
 
     def __len__(self) -> int:
@@ -201,7 +201,7 @@ def _source_stamp(*paths: Path) -> list[list[Any]]:
 
 def load_hecktor_cohort(
     root: str | Path,
-    plan: Plan | None = None,
+    plan: BoxPlan | None = None,
     *,
     with_images: bool = True,
     cache_dir: str | Path | None = None,
@@ -209,18 +209,18 @@ def load_hecktor_cohort(
 ) -> Cohort:
     """A cohort from a HECKTOR Task 2 folder (``<root>/Task 2/<PID>/...`` and its CSV).
 
-    With ``with_images`` every case is preprocessed by :func:`hecktor.preprocessing.preprocess_task2` once and cached
+    With ``with_images`` every case is preprocessed by :func:`hecktor.preprocessing.preprocess_box` once and cached
     as ``<cache_dir>/task2_<plan digest>/<PID>.npy`` (float32, (2, z, y, x)); a cached tensor is reused while the
     case's CT and PET files keep their size and modification time.
 
     Args:
         root: the HECKTOR folder (or its ``Task 2`` folder).
-        plan: preprocessing plan (default ``Plan()``: 96^3).
+        plan: preprocessing plan (default ``BoxPlan()``: 96^3).
         with_images: preprocess the images (fusion and imaging modes).
         cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
         progress: tqdm bar over the cases.
     """
-    plan = plan or Plan()
+    plan = plan or BoxPlan()
     cohort = _cohort_from_rows(read_training_table(root, 2), str(root))
     cohort.plan = plan
     if not with_images:
@@ -228,7 +228,7 @@ def load_hecktor_cohort(
     cases = {case.patient_id: case for case in list_training_cases(root, 2)}
     folder = Path(cache_dir or DEFAULT_CACHE) / f"task2_{plan.digest()}"
     folder.mkdir(parents=True, exist_ok=True)
-    images = np.empty((len(cohort), 2, *plan.task2_input_shape_zyx), dtype=np.float32)
+    images = np.empty((len(cohort), 2, *plan.input_shape_zyx), dtype=np.float32)
     for i, pid in enumerate(tqdm(cohort.patient_ids, desc="preprocessing", unit="case", disable=not progress)):
         case = cases[pid]
         stamp = _source_stamp(case.ct_path, case.pet_path)
@@ -237,7 +237,7 @@ def load_hecktor_cohort(
             images[i] = np.load(tensor_path)
             continue
         ct, pet, _ = case.read()
-        region = preprocess_task2(ct, pet, plan)
+        region = preprocess_box(ct, pet, plan)
         images[i] = region.image
         # Write to a temporary name and rename, so an interrupted run never leaves a truncated tensor behind.
         partial = folder / f".{pid}.{os.getpid()}.npy"
@@ -270,7 +270,7 @@ class CrossValidationResult:
 
     config: TrainingConfig
     cohort: Cohort
-    plan: Plan
+    plan: BoxPlan
     folds: list[FoldResult]
     weights: np.ndarray
     seconds: float
@@ -575,7 +575,7 @@ def cross_validate(
         if on_fold is not None:
             on_fold(result)
     weights = ensemble_weights([r.cindex for r in results], rule=config.ensemble_rule)
-    plan = cohort.plan or Plan()
+    plan = cohort.plan or BoxPlan()
     outcome = CrossValidationResult(config, cohort, plan, results, weights, time.perf_counter() - started)
     if run_dir is not None:
         outcome.save(run_dir)

@@ -4,7 +4,7 @@ A run directory looks like::
 
     RUN_DIR/
       config.json        the resolved TrainingConfig (plan and full network config included)
-      plan.json          the preprocessing Plan (copied into the exported bundle)
+      plan.json          the preprocessing RegionPlan (copied into the exported bundle)
       folds.json         the cross-validation split (hecktor.survival.save_folds format, with case ids)
       fold_K/
         checkpoint_best.pt, checkpoint_last.pt   model + optimizer + scheduler + scaler + epoch + RNG state
@@ -50,7 +50,7 @@ from hecktor.geometry import Grid
 from hecktor.io import TrainingCase, list_training_cases
 from hecktor.metrics import dice
 from hecktor.patches import preprocess_training_case, sample_patches, sampling_indices
-from hecktor.plan import Plan
+from hecktor.plan import RegionPlan
 from hecktor.segment import IN_CHANNELS, N_CLASSES, autocast_context, resolve_device, sliding_window_probabilities
 from hecktor.survival import load_folds, save_folds
 from run_log import RunLog
@@ -99,7 +99,7 @@ class TrainingConfig:
 
     data_root: str
     run_dir: str
-    plan: Plan = field(default_factory=Plan)
+    plan: RegionPlan = field(default_factory=RegionPlan)
     network: str = "hecmamba"
     network_config: dict[str, Any] = field(default_factory=dict)
     folds: list[int] | None = None
@@ -128,7 +128,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.plan, dict):
-            self.plan = Plan.from_dict(self.plan)
+            self.plan = RegionPlan.from_dict(self.plan)
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.around not in ("region", "mask"):
@@ -176,7 +176,7 @@ class TrainingConfig:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON training config: any :class:`TrainingConfig` fields; ``plan`` may be an object (missing fields take
-    the Plan defaults) or the path of a plan JSON, relative to the config file."""
+    the RegionPlan defaults) or the path of a plan JSON, relative to the config file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"training config not found: {path}")
@@ -188,7 +188,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} must hold a JSON object")
     data = {key: value for key, value in data.items() if not key.startswith("_")}  # "_comment" keys
     if isinstance(data.get("plan"), str):
-        data["plan"] = Plan.load(path.parent / data["plan"]).to_dict()
+        data["plan"] = RegionPlan.load(path.parent / data["plan"]).to_dict()
     return data
 
 
@@ -279,7 +279,7 @@ class RegionCache:
     (grid, source fingerprint), written last so that its presence marks a complete entry.
     """
 
-    def __init__(self, root: str | Path, plan: Plan, around: str = "region") -> None:
+    def __init__(self, root: str | Path, plan: RegionPlan, around: str = "region") -> None:
         self.plan = plan
         self.around = around
         self.dir = Path(root) / f"task1-{plan.digest()}-{around}"
@@ -826,7 +826,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     plan_path = run_dir / PLAN_JSON
     if not plan_path.is_file():
         raise InputError(f"{run_dir} is not a training run ({PLAN_JSON} missing); pass the folder given as --run-dir")
-    plan = Plan.load(plan_path)
+    plan = RegionPlan.load(plan_path)
     run_config = json.loads((run_dir / CONFIG_JSON).read_text()) if (run_dir / CONFIG_JSON).is_file() else {}
     available = sorted(int(p.parent.name.split("_")[1]) for p in run_dir.glob(f"fold_*/checkpoint_{checkpoint}.pt"))
     chosen = available if folds is None else sorted(int(k) for k in folds)

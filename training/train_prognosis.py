@@ -23,7 +23,7 @@ import torch
 
 from hecktor.errors import HecktorError, InputError
 from hecktor.networks.fused import MODES
-from hecktor.plan import Plan
+from hecktor.plan import BoxPlan
 from hecktor.survival import load_folds
 from prognosis_trainer import (
     DEFAULT_CACHE,
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--numeric-features", default=None,
                         help="comma-separated numeric fields among --features (default: Age when present)")
     parser.add_argument("--ensemble-rule", choices=("cindex_margin", "uniform"), default=defaults.ensemble_rule)
-    parser.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's Plan(), 96^3)")
+    parser.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's BoxPlan(), 96^3)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help="cache of preprocessed tensors (keyed by the plan's digest); env HECKTOR_CACHE")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> CrossValidationResult:
             raise InputError(f"--csv gives no images; mode {config.mode!r} needs --data with a 'Task 2' folder")
         cohort = load_csv_cohort(args.csv)
     else:
-        plan = Plan.load(args.plan) if args.plan is not None else Plan()
+        plan = BoxPlan.load(args.plan) if args.plan is not None else BoxPlan()
         cohort = load_hecktor_cohort(args.data, plan, with_images=config.mode != "clinical", cache_dir=args.cache,
                                      progress=progress)
     folds = load_folds(args.folds_file, cohort.patient_ids) if args.folds_file is not None else None

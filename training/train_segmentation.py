@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_log / seg_trainer live next to this script
 
 from hecktor.errors import HecktorError, InputError  # noqa: E402
-from hecktor.plan import Plan  # noqa: E402
+from hecktor.plan import RegionPlan  # noqa: E402
 from seg_trainer import TrainingConfig, load_config_file, train  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="folder holding 'Task 1/' (HECKTOR layout)")
     parser.add_argument("--run-dir", help="output folder of the run (checkpoints, metrics, folds.json)")
     parser.add_argument("--config", help="JSON training config (see training/configs/)")
-    parser.add_argument("--plan", help="preprocessing plan JSON (default: the config's plan, else Plan())")
+    parser.add_argument("--plan", help="preprocessing plan JSON (default: the config's plan, else RegionPlan())")
     parser.add_argument("--network", choices=["hecmamba", "unet", "vnet", "unetr", "segresnet"])
     parser.add_argument("--network-config", type=_json_object, help="JSON object (or file) overriding network sizes")
     parser.add_argument("--fold", type=_fold, dest="folds", help="fold index, comma-separated indices, or 'all'")
@@ -85,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         values.pop("network_config", None)  # the config file's sizes belong to its own network
     values.update(flags)
     if "plan" in args:
-        values["plan"] = Plan.load(args.plan).to_dict()
+        values["plan"] = RegionPlan.load(args.plan).to_dict()
     for required in ("data_root", "run_dir"):
         if required not in values:
             raise InputError(f"--{required.replace('_', '-')} is required (or set {required!r} in the config)")

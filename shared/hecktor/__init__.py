@@ -12,4 +12,4 @@ Conventions used everywhere in the package:
 
 __version__ = "0.1.0"
 
-LABELS = {"background": 0, "GTVp": 1, "GTVn": 2}
+from hecktor.labels import LABELS  # noqa: E402,F401  (declared once, in hecktor.labels)

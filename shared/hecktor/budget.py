@@ -45,9 +45,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
-from hecktor.io import CaseInput, find_single_image, read_ehr, read_image
-from hecktor.plan import Plan
-from hecktor.preprocessing import (normalize_ct, normalize_pet, preprocess_task1, preprocess_task2,
+from hecktor.io import CaseInput, is_placeholder
+from hecktor.io import read_case as _read_case
+from hecktor.plan import BoxPlan
+from hecktor.preprocessing import (normalize_ct, normalize_pet, preprocess_region, preprocess_box,
                                    probabilities_to_ct_grid)
 
 if TYPE_CHECKING:  # the containers import this module before torch-heavy ones; keep the import graph light
@@ -56,7 +57,7 @@ if TYPE_CHECKING:  # the containers import this module before torch-heavy ones; 
 
 logger = logging.getLogger(__name__)
 
-PLATFORM_LIMIT_S = {1: 600.0, 2: 900.0}
+PLATFORM_LIMIT_S = {1: 600.0, 2: 900.0}  # TODO registry
 """Grand Challenge's wall-clock limit per case (seconds), start-up and model loading included."""
 
 DEFAULT_SAFETY = 0.6
@@ -175,57 +176,11 @@ def _drop(report: BudgetReport, what: str, why: str) -> None:
 # ----------------------------------------------------------------------------------------------- reading inputs
 
 
-def is_placeholder(image: sitk.Image) -> bool:
-    """A flat stand-in rather than a scan: a 2-D image, or a 3-D one with a size of 1 along some axis."""
-    return image.GetDimension() == 2 or (image.GetDimension() == 3 and min(image.GetSize()) < 2)
-
-
-def _read_image_or_placeholder(path: Path, what: str) -> tuple[sitk.Image, bool]:
-    try:
-        return read_image(path, what), False
-    except InputError as refused:
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError:
-            raise refused from None
-        if image.GetNumberOfComponentsPerPixel() != 1 or not is_placeholder(image):
-            raise refused from None
-        return image, True
-
-
 def read_case(input_dir: str | Path, task: int) -> CaseInput:
-    """Read a Grand-Challenge input folder for ``task`` (1 or 2).
+    """Read a Grand-Challenge input folder for ``task`` (see :func:`hecktor.io.read_case`)."""
+    from hecktor.tasks import get_task
 
-    As :func:`hecktor.io.read_gc_input` (and built from the same functions), with two differences:
-
-    * a flat placeholder image (see :func:`is_placeholder`) is read as it is and a warning recorded, where
-      ``read_gc_input`` refuses it: the platform's sanity check sends such images and must get a valid output;
-    * Task 1 does not read ``ehr.json`` (segmentation does not use it, so a malformed one must not fail a case).
-      For Task 2 a missing ``ehr.json`` means every clinical value is unknown; a malformed one is an InputError.
-    """
-    input_dir = Path(input_dir)
-    if task not in (1, 2):
-        raise ValueError(f"task must be 1 or 2, got {task}")
-    if not input_dir.is_dir():
-        raise InputError(f"input folder not found: {input_dir}")
-    ct_path = find_single_image(input_dir / "images" / "ct")
-    pet_path = find_single_image(input_dir / "images" / "pet")
-    warnings: list[str] = []
-    images = []
-    for path, what in ((ct_path, "CT"), (pet_path, "PET")):
-        image, flat = _read_image_or_placeholder(path, what)
-        if flat:
-            size = "x".join(str(s) for s in image.GetSize())
-            warnings.append(f"{what} {path.name} is a flat placeholder (size {size}), not a scan")
-        images.append(image)
-    ehr = None
-    if task == 2:
-        ehr_path = input_dir / "ehr.json"
-        if ehr_path.exists():
-            ehr = read_ehr(ehr_path)
-        else:
-            warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
-    return CaseInput(ct=images[0], pet=images[1], ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings)
+    return _read_case(input_dir, with_ehr=get_task(task).uses_ehr)
 
 
 # ------------------------------------------------------------------------------------------------------- Task 1
@@ -301,7 +256,7 @@ def segment_within_budget(
         return blank_mask(ct), report
 
     started = clock()
-    region = preprocess_task1(ct, pet, segmenter.plan)
+    region = preprocess_region(ct, pet, segmenter.plan)
     report.warnings.extend(region.warnings)
     report.timings["preprocess_s"] = preprocess_s = clock() - started
     post_s = POSTPROCESS_FACTOR * preprocess_s
@@ -376,10 +331,10 @@ def _fold_order(folds: Sequence[int] | None, n_folds: int) -> list[int]:
 # ------------------------------------------------------------------------------------------------------- Task 2
 
 
-def blank_task2_image(plan: Plan) -> np.ndarray:
+def blank_task2_image(plan: BoxPlan) -> np.ndarray:
     """The network input (2, z, y, x) of a region outside every field of view: CT at ``plan.ct_pad_hu`` and PET at
     ``plan.pet_pad_suv``, normalised as preprocessing normalises them."""
-    shape = tuple(plan.task2_input_shape_zyx)
+    shape = tuple(plan.input_shape_zyx)
     ct = normalize_ct(np.full(shape, plan.ct_pad_hu, dtype=np.float32), plan.ct_window_hu)
     pet = normalize_pet(np.full(shape, plan.pet_pad_suv, dtype=np.float32))
     return np.stack([ct, pet])
@@ -429,7 +384,7 @@ def predict_risk_within_budget(
                                    "image")
             image = blank_task2_image(predictor.plan)
         else:
-            region = preprocess_task2(ct, pet, predictor.plan)
+            region = preprocess_box(ct, pet, predictor.plan)
             report.warnings.extend(region.warnings)
             image = region.image
     report.timings["preprocess_s"] = clock() - started

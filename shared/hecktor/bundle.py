@@ -3,13 +3,15 @@
 Layout::
 
     bundle/
-      manifest.json   {"format": "hecktor-bundle", "version": 1, "task": 1|2, "plan_digest": ..., "files": {name: sha256}}
-      plan.json       the preprocessing Plan the models were trained with
+      manifest.json   {"format": "hecktor-bundle", "version": 1, "task": N, "plan_digest": ..., "files": {name: sha256}}
+      plan.json       the task's preprocessing plan (hecktor.plan) the models were trained with
       model.json      task-specific description (network name and config, fold names, ensemble weights, ...)
       ...             weights (state dicts, loaded with ``weights_only=True``) and other JSON artefacts
 
 :func:`load_bundle` refuses a bundle whose manifest is missing, whose files are missing, extra or changed (SHA-256),
-or whose ``plan.json`` is not the plan recorded in the manifest, with one line saying which file and what to do.
+or whose ``plan.json`` is not the plan recorded in the manifest, with one line saying which file and what to do. The plan
+digest is computed on ``plan.json`` as stored, never on a plan re-derived with today's defaults, so a bundle keeps
+loading after the plan class gains a field with a default.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import torch
 
 import hecktor
 from hecktor.errors import BundleError, InputError
-from hecktor.plan import Plan
+from hecktor.plan import Plan, plan_digest
+from hecktor.tasks import get_task
 
 FORMAT = "hecktor-bundle"
 VERSION = 1
@@ -79,12 +82,15 @@ def write_bundle(
     """Write a bundle atomically: built in a temporary sibling folder, then moved into place (replacing an old one).
 
     Args:
-        task: 1 (segmentation) or 2 (prognosis).
+        task: the task number (see :mod:`hecktor.tasks`); ``plan`` must be that task's kind of plan.
         model: the content of ``model.json``.
         state_dicts: ``{file name: state dict}`` saved with ``torch.save``.
         json_files: ``{file name: JSON-serialisable object}``, e.g. a fitted clinical encoder.
     """
     out_dir = Path(out_dir)
+    spec = get_task(task)
+    if not isinstance(plan, spec.plan_class):
+        raise ValueError(f"Task {spec.number} bundles hold a {spec.plan_class.__name__}, got {type(plan).__name__}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -98,7 +104,7 @@ def write_bundle(
         manifest = {
             "format": FORMAT,
             "version": VERSION,
-            "task": int(task),
+            "task": spec.number,
             "hecktor_version": hecktor.__version__,
             "plan_digest": plan.digest(),
             "files": files,
@@ -117,6 +123,7 @@ def write_bundle(
 def load_bundle(path: str | Path, task: int) -> Bundle:
     """Verify and open a bundle for ``task``; any inconsistency is a :class:`BundleError`."""
     path = Path(path)
+    task = get_task(task).number
     fix = "re-export it with the training scripts (see README)"
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -143,10 +150,11 @@ def load_bundle(path: str | Path, task: int) -> Bundle:
         if required not in listed:
             raise BundleError(f"{path} has no {required}; {fix}")
     try:
-        plan = Plan.load(path / PLAN)
-    except InputError as error:
+        stored = json.loads((path / PLAN).read_text())
+        if plan_digest(stored) != manifest.get("plan_digest"):
+            raise BundleError(f"{path / PLAN} is not the plan the models were trained with (digest mismatch); {fix}")
+        plan = get_task(task).plan_class.from_dict(stored)
+    except (InputError, json.JSONDecodeError) as error:
         raise BundleError(f"{path / PLAN}: {error}; {fix}") from None
-    if plan.digest() != manifest.get("plan_digest"):
-        raise BundleError(f"{path / PLAN} is not the plan the models were trained with (digest mismatch); {fix}")
     model = json.loads((path / MODEL).read_text())
     return Bundle(path=path, task=task, plan=plan, model=model, manifest=manifest)

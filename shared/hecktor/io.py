@@ -16,6 +16,8 @@ import os
 import random
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,10 +26,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
+from hecktor.tasks import get_task
 
 IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii", ".nii.gz")
-TASK_FOLDERS = {1: "Task 1", 2: "Task 2"}
-TASK_CSVS = {1: "HECKTOR_2025_Training_Task_1.csv", 2: "HECKTOR_2025_Training_Task_2.csv"}
 CLINICAL_COLUMNS = (
     "CenterID",
     "Age",
@@ -40,8 +41,6 @@ CLINICAL_COLUMNS = (
     "HPV Status",
 )
 SURVIVAL_COLUMNS = ("RFS", "Relapse")
-MASK_OUTPUT = Path("images/tumor-lymph-node-segmentation/output.mha")
-RFS_OUTPUT = Path("rfs.json")
 
 
 def _is_image_file(path: Path) -> bool:
@@ -100,9 +99,39 @@ def read_ehr(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def is_placeholder(image: sitk.Image) -> bool:
+    """A flat stand-in rather than a scan: a 2-D image, or a 3-D one with a size of 1 along some axis (the platform's
+    sanity check sends 1x1 and 1x1x1 images)."""
+    return image.GetDimension() == 2 or (image.GetDimension() == 3 and min(image.GetSize()) < 2)
+
+
+def read_image_or_placeholder(path: str | Path, what: str = "image") -> tuple[sitk.Image, bool]:
+    """As :func:`read_image`, but a flat placeholder (:func:`is_placeholder`) is returned as it is, flagged ``True``,
+    instead of refused: the platform's sanity check must get a valid output."""
+    path = Path(path)
+    try:
+        return read_image(path, what), False
+    except InputError as refused:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError:
+            raise refused from None
+        if image.GetNumberOfComponentsPerPixel() != 1 or not is_placeholder(image):
+            raise refused from None
+        return image, True
+
+
 @dataclass
 class CaseInput:
-    """One case as the containers see it: CT and PET images and the clinical record."""
+    """One case as a container sees it: CT and PET images and the clinical record.
+
+    Attributes:
+        ct, pet: the images as read (a flat placeholder is kept as it is; see ``placeholder``).
+        ehr: the clinical record, or ``None`` when absent or not read.
+        ct_path, pet_path: the files read.
+        warnings: what reading repaired or assumed, one line each.
+        placeholder: CT or PET is a flat placeholder image, not a scan.
+    """
 
     ct: sitk.Image
     pet: sitk.Image
@@ -110,66 +139,94 @@ class CaseInput:
     ct_path: Path
     pet_path: Path
     warnings: list[str] = field(default_factory=list)
+    placeholder: bool = False
 
 
-def read_gc_input(input_dir: str | Path, require_ehr: bool = False) -> CaseInput:
-    """Read a Grand-Challenge input folder (``images/ct``, ``images/pet``, optional ``ehr.json``).
+def read_case(input_dir: str | Path, *, with_ehr: bool = True) -> CaseInput:
+    """Read a Grand-Challenge input folder: ``images/ct/<uuid>.*``, ``images/pet/<uuid>.*`` and ``ehr.json``.
 
-    A missing ``ehr.json`` is allowed unless ``require_ehr`` (the interface says keys may be missing; the clinical
-    encoder then treats every value as unknown); a present but malformed one is an error.
+    A flat placeholder image is read as it is, with a warning (``CaseInput.placeholder``). With ``with_ehr`` a
+    missing ``ehr.json`` means every clinical value is unknown (with a warning) and a malformed one is an
+    :class:`InputError`; without it ``ehr.json`` is not read at all (segmentation does not use it, so it must not
+    fail a case).
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(f"input folder not found: {input_dir}")
     ct_path = find_single_image(input_dir / "images" / "ct")
     pet_path = find_single_image(input_dir / "images" / "pet")
-    ct = read_image(ct_path, "CT")
-    pet = read_image(pet_path, "PET")
-    ehr_path = input_dir / "ehr.json"
     warnings: list[str] = []
-    if ehr_path.exists():
-        ehr = read_ehr(ehr_path)
-    elif require_ehr:
-        raise InputError(f"clinical record not found: {ehr_path}")
-    else:
-        ehr = None
-        warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
-    return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings)
+    images, placeholder = [], False
+    for path, what in ((ct_path, "CT"), (pet_path, "PET")):
+        image, flat = read_image_or_placeholder(path, what)
+        if flat:
+            size = "x".join(str(s) for s in image.GetSize())
+            warnings.append(f"{what} {path.name} is a flat placeholder (size {size}), not a scan")
+            placeholder = True
+        images.append(image)
+    ehr = None
+    if with_ehr:
+        ehr_path = input_dir / "ehr.json"
+        if ehr_path.exists():
+            ehr = read_ehr(ehr_path)
+        else:
+            warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
+    return CaseInput(ct=images[0], pet=images[1], ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings,
+                     placeholder=placeholder)
 
 
-def _atomic_target(path: Path) -> tuple[Path, Path]:
+# ---------------------------------------------------------------------------------------------------- atomic writes
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write to; renamed onto ``path`` when the block ends without an error,
+    removed otherwise. Every file the toolkit writes goes through here, so a crash never leaves a partial file.
+
+    The temporary name keeps ``path``'s suffix (SimpleITK and NumPy pick their writer from it) and lies in the same
+    folder (``os.replace`` is then an atomic rename). The result is readable by others (mode 0666 less the umask, as
+    ``open`` would make it): the platform may read ``/output`` as another user than the container's.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is an atomic rename on one file system; keep the suffix so that
-    # SimpleITK picks the right writer.
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
-    return path, Path(tmp_name)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def write_mask(mask: sitk.Image, path: str | Path) -> Path:
-    """Write a label map as compressed UInt8 ``.mha``: to a temporary file first, then renamed, so a crash never
-    leaves a partial output behind."""
-    path, tmp = _atomic_target(Path(path))
-    try:
+    """Write a label map as compressed UInt8 (``.mha`` for the platform), atomically."""
+    with atomic_path(path) as tmp:
         sitk.WriteImage(sitk.Cast(mask, sitk.sitkUInt8), str(tmp), True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
-def write_rfs(risk: float, path: str | Path) -> Path:
-    """Write one bare JSON number (the Task 2 risk score) atomically; a non-finite value is refused."""
-    value = float(risk)
-    if not math.isfinite(value):
-        raise ValueError(f"refusing to write a non-finite risk score ({value}) to {path}")
-    path, tmp = _atomic_target(Path(path))
-    try:
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_json_number(value: float, path: str | Path) -> Path:
+    """Write one bare JSON number (e.g. the Task 2 risk score) atomically; a non-finite value is refused."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"refusing to write a non-finite number ({number}) to {path}")
+    return write_text_atomic(json.dumps(number), path)
 
 
 # --------------------------------------------------------------------------------------------------- training data
@@ -191,14 +248,16 @@ class TrainingCase:
         return ct, pet, label
 
 
-def task_folder(root: str | Path, task: int) -> Path:
-    """``<root>/Task N``; ``root`` may also be that folder itself."""
+def task_folder(root: str | Path, task: int | str) -> Path:
+    """``<root>/Task N`` (the task's training folder in the registry); ``root`` may also be that folder itself."""
     root = Path(root)
-    if task not in TASK_FOLDERS:
-        raise InputError(f"task must be 1 or 2, got {task}")
-    folder = root if root.name == TASK_FOLDERS[task] else root / TASK_FOLDERS[task]
+    try:
+        name = get_task(task).training_folder
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    folder = root if root.name == name else root / name
     if not folder.is_dir():
-        raise InputError(f"HECKTOR folder not found: {folder} (expected '{TASK_FOLDERS[task]}' inside {root})")
+        raise InputError(f"HECKTOR folder not found: {folder} (expected '{name}' inside {root})")
     return folder
 
 
@@ -246,10 +305,10 @@ def read_clinical_csv(path: str | Path, require_survival: bool = False) -> list[
     return rows
 
 
-def list_training_cases(root: str | Path, task: int, require_label: bool | None = None) -> list[TrainingCase]:
-    """The cases of ``<root>/Task N`` in sorted PatientID order. Task 1 cases need their label file."""
+def list_training_cases(root: str | Path, task: int | str, require_label: bool | None = None) -> list[TrainingCase]:
+    """The cases of ``<root>/Task N`` in sorted PatientID order. Cases of a task with label maps need theirs."""
     folder = task_folder(root, task)
-    require_label = (task == 1) if require_label is None else require_label
+    require_label = get_task(task).has_label_maps if require_label is None else require_label
     cases = []
     for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         pid = case_dir.name
@@ -267,15 +326,17 @@ def list_training_cases(root: str | Path, task: int, require_label: bool | None 
     return cases
 
 
-def read_training_table(root: str | Path, task: int) -> list[dict[str, Any]]:
+def read_training_table(root: str | Path, task: int | str) -> list[dict[str, Any]]:
     """The task's clinical CSV, restricted to (and checked against) the case folders present."""
     folder = task_folder(root, task)
-    rows = read_clinical_csv(folder / TASK_CSVS[task], require_survival=(task == 2))
+    spec = get_task(task)
+    table = folder / spec.training_csv
+    rows = read_clinical_csv(table, require_survival=set(SURVIVAL_COLUMNS) <= set(spec.target_columns))
     present = {case.patient_id for case in list_training_cases(root, task)}
     by_id = {row["PatientID"]: row for row in rows}
     missing = sorted(present - set(by_id))
     if missing:
-        raise InputError(f"{folder / TASK_CSVS[task]} has no row for case(s) {', '.join(missing[:5])}")
+        raise InputError(f"{table} has no row for case(s) {', '.join(missing[:5])}")
     return [by_id[pid] for pid in sorted(present)]
 
 
@@ -303,12 +364,13 @@ def write_gc_input(
     return out_dir
 
 
-def ehr_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def ehr_from_row(row: Mapping[str, Any], with_centre: bool = True) -> dict[str, Any]:
     """The ``ehr.json`` the platform would give for a training-table row: the clinical columns that the test
-    record carries (no HPV Status, no survival), numbers as numbers, missing values as null."""
+    record carries (no HPV Status, no survival; ``CenterID`` only ``with_centre``), numbers as numbers, missing
+    values as null."""
     ehr: dict[str, Any] = {}
     for column in CLINICAL_COLUMNS:
-        if column == "HPV Status" or column not in row:
+        if column == "HPV Status" or column not in row or (column == "CenterID" and not with_centre):
             continue
         value = row[column]
         if isinstance(value, str):

@@ -17,8 +17,8 @@ from monai.transforms.utils import map_classes_to_indices
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid
 from hecktor.localization import Localization, localize_head_and_neck
-from hecktor.plan import Plan
-from hecktor.preprocessing import check_case, network_input, task1_region_grid
+from hecktor.plan import RegionPlan
+from hecktor.preprocessing import check_case, network_input, region_grid
 
 
 @dataclass
@@ -46,7 +46,7 @@ def mask_physical_bounds(label: sitk.Image) -> tuple[np.ndarray, np.ndarray] | N
     return box.physical_bounds()
 
 
-def training_region_grid(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, plan: Plan,
+def training_region_grid(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, plan: RegionPlan,
                          around: str = "region") -> tuple[Grid, Localization]:
     """The grid a training case is cached on, at ``plan.spacing_mm_xyz``.
 
@@ -61,7 +61,7 @@ def training_region_grid(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, pla
     localization = localize_head_and_neck(pet, plan, reference=ct)
     bounds = mask_physical_bounds(label)
     if around == "region" or bounds is None:
-        low, high = task1_region_grid(localization, plan).physical_bounds()
+        low, high = region_grid(localization, plan).physical_bounds()
     else:
         low, high = bounds[0], bounds[1]
     if bounds is not None:
@@ -73,7 +73,7 @@ def training_region_grid(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, pla
     return Grid.centered((low + high) / 2.0, extent, spacing_xyz=spacing), localization
 
 
-def preprocess_training_case(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, plan: Plan,
+def preprocess_training_case(ct: sitk.Image, pet: sitk.Image, label: sitk.Image, plan: RegionPlan,
                              around: str = "region") -> TrainingRegion:
     """Network input and label of one training case on its training region (see :func:`training_region_grid`)."""
     ct, pet, _ = check_case(ct, pet, plan)

@@ -7,7 +7,7 @@ One path for training and both containers:
 3. The task's region grid is placed around the anchor, and CT and PET are resampled *directly* onto it
    (crop first: the whole field of view is never resampled), then normalised (:func:`normalize_ct`,
    :func:`normalize_pet`).
-4. For Task 1, :func:`probabilities_to_ct_grid` maps class probabilities back onto the input CT's exact grid by one
+4. For segmentation, :func:`probabilities_to_ct_grid` maps class probabilities back onto the input CT's exact grid by one
    resampling, then takes the argmax (as nnU-Net does).
 
 The :class:`Region` returned by preprocessing is the "properties" record of nnU-Net: it carries the grid that the
@@ -26,7 +26,7 @@ import torch
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, overlap_volume_ml, resample_to_grid, subgrid_covering
 from hecktor.localization import Localization, localize_head_and_neck
-from hecktor.plan import Plan
+from hecktor.plan import BoxPlan, Plan, RegionPlan
 
 logger = logging.getLogger(__name__)
 
@@ -127,35 +127,39 @@ def network_input(ct: sitk.Image, pet: sitk.Image, grid: Grid, plan: Plan) -> np
     return np.stack([normalize_ct(ct_array, plan.ct_window_hu), normalize_pet(pet_array)])
 
 
-def task1_region_grid(localization: Localization, plan: Plan) -> Grid:
-    """The Task 1 inference region: ``plan.task1_region_mm_xyz`` at ``plan.spacing_mm_xyz`` around the anchor."""
-    center = np.asarray(localization.anchor_xyz) + np.asarray(plan.task1_region_offset_mm_xyz)
-    return Grid.centered(center, plan.task1_region_mm_xyz, spacing_xyz=plan.spacing_mm_xyz)
+def region_grid(localization: Localization, plan: RegionPlan) -> Grid:
+    """The segmentation region: ``plan.region_mm_xyz`` at ``plan.spacing_mm_xyz`` around the anchor."""
+    center = np.asarray(localization.anchor_xyz) + np.asarray(plan.region_offset_mm_xyz)
+    return Grid.centered(center, plan.region_mm_xyz, spacing_xyz=plan.spacing_mm_xyz)
 
 
-def task2_box_grid(localization: Localization, plan: Plan) -> Grid:
-    """The Task 2 box (``plan.task2_box_mm_xyz``) around the anchor, sampled at ``plan.task2_input_shape_zyx``."""
-    center = np.asarray(localization.anchor_xyz) + np.asarray(plan.task2_box_offset_mm_xyz)
-    return Grid.centered(center, plan.task2_box_mm_xyz, size_xyz=plan.task2_input_shape_zyx[::-1])
+def box_grid(localization: Localization, plan: BoxPlan) -> Grid:
+    """The box of the image-level tasks (``plan.box_mm_xyz``) around the anchor, sampled at ``plan.input_shape_zyx``."""
+    center = np.asarray(localization.anchor_xyz) + np.asarray(plan.box_offset_mm_xyz)
+    return Grid.centered(center, plan.box_mm_xyz, size_xyz=plan.input_shape_zyx[::-1])
 
 
-def _prepare(ct: sitk.Image, pet: sitk.Image, plan: Plan, task: int) -> Region:
+def _prepare(ct: sitk.Image, pet: sitk.Image, plan: Plan) -> Region:
     ct, pet, warnings = check_case(ct, pet, plan)
     localization = localize_head_and_neck(pet, plan, reference=ct)
     if not localization.found:
         warnings.append(f"head-and-neck localisation: {localization.reason}")
-    grid = task1_region_grid(localization, plan) if task == 1 else task2_box_grid(localization, plan)
+    grid = region_grid(localization, plan) if isinstance(plan, RegionPlan) else box_grid(localization, plan)
     return Region(network_input(ct, pet, grid, plan), grid, localization, warnings)
 
 
-def preprocess_task1(ct: sitk.Image, pet: sitk.Image, plan: Plan) -> Region:
-    """Task 1 network input: the head-and-neck region at ``plan.spacing_mm_xyz`` (default 1 mm)."""
-    return _prepare(ct, pet, plan, task=1)
+def preprocess_region(ct: sitk.Image, pet: sitk.Image, plan: RegionPlan) -> Region:
+    """Segmentation network input: the head-and-neck region at ``plan.spacing_mm_xyz`` (default 1 mm)."""
+    if not isinstance(plan, RegionPlan):
+        raise TypeError(f"preprocess_region needs a RegionPlan, got {type(plan).__name__}")
+    return _prepare(ct, pet, plan)
 
 
-def preprocess_task2(ct: sitk.Image, pet: sitk.Image, plan: Plan) -> Region:
-    """Task 2 network input: the 200×200×310 mm box (by default) resampled to 96³ in one trilinear step."""
-    return _prepare(ct, pet, plan, task=2)
+def preprocess_box(ct: sitk.Image, pet: sitk.Image, plan: BoxPlan) -> Region:
+    """Image-level network input: the 200x200x310 mm box (by default) resampled to 96^3 in one trilinear step."""
+    if not isinstance(plan, BoxPlan):
+        raise TypeError(f"preprocess_box needs a BoxPlan, got {type(plan).__name__}")
+    return _prepare(ct, pet, plan)
 
 
 def probabilities_to_ct_grid(probabilities: np.ndarray | torch.Tensor, grid: Grid, ct: sitk.Image) -> sitk.Image:

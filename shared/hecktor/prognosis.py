@@ -3,7 +3,7 @@ relapse).
 
 The path is the one cross-validation scored::
 
-    preprocess_task2 (localise, 200x200x310 mm box, one trilinear resampling to 96^3, CT window, PET z-score)
+    preprocess_box (localise, 200x200x310 mm box, one trilinear resampling to 96^3, CT window, PET z-score)
       -> per fold: ClinicalEncoder.transform(ehr) -> FusedFeatureExtractor.extract_features -> 128-d features
       -> per fold: LinearCoxModel.standardized_risk (the fold's risk, scaled by its training set's risk mean / std)
       -> weighted average of the folds' standardised risks (weights from the folds' out-of-fold C-index)
@@ -35,8 +35,8 @@ from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import ClinicalEncoder, normalize_ehr
 from hecktor.errors import BundleError
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
-from hecktor.plan import Plan
-from hecktor.preprocessing import preprocess_task2
+from hecktor.plan import BoxPlan
+from hecktor.preprocessing import preprocess_box
 from hecktor.segment import resolve_device
 from hecktor.survival import ENSEMBLE_RULES, LinearCoxModel, ensemble_risk
 
@@ -100,7 +100,7 @@ class RiskPredictor:
         self,
         folds: Sequence[FoldModel],
         weights: Sequence[float],
-        plan: Plan,
+        plan: BoxPlan,
         mode: str,
         ensemble_rule: str = "cindex_margin",
         device: str | torch.device | None = None,
@@ -198,7 +198,7 @@ class RiskPredictor:
         *,
         folds: Sequence[int] | None = None,
     ) -> float:
-        """Ensemble risk of a case already preprocessed by :func:`~hecktor.preprocessing.preprocess_task2`
+        """Ensemble risk of a case already preprocessed by :func:`~hecktor.preprocessing.preprocess_box`
         (``image`` (2, z, y, x); ignored in clinical mode)."""
         chosen, weights = self._select(folds)
         risks, _ = self.fold_risks(image, ehr, chosen)
@@ -228,7 +228,7 @@ class RiskPredictor:
         if self.uses_images:
             if ct is None or pet is None:
                 raise ValueError(f"mode {self.mode!r} needs both CT and PET")
-            region = preprocess_task2(ct, pet, self.plan)
+            region = preprocess_box(ct, pet, self.plan)
             image = region.image
             self.last_warnings = list(region.warnings)
         preprocessed = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The path is the one training validates with::
 
-    preprocess_task1 (localise, resample onto the region, normalise)
+    preprocess_region (localise, resample onto the region, normalise)
       -> MONAI sliding-window inference per fold (Gaussian blending, window = plan.patch_size_zyx)
       -> softmax, averaged over the folds (and over mirrored copies when flip test-time augmentation is on)
       -> probabilities_to_ct_grid (one resampling onto the CT's grid, then argmax)
@@ -29,7 +29,7 @@ from torch import nn
 from hecktor.bundle import Bundle, load_bundle
 from hecktor.errors import BundleError, InputError
 from hecktor.plan import Plan
-from hecktor.preprocessing import preprocess_task1, probabilities_to_ct_grid
+from hecktor.preprocessing import preprocess_region, probabilities_to_ct_grid
 
 N_CLASSES = 3
 IN_CHANNELS = 2
@@ -228,7 +228,7 @@ class Segmenter:
         """
         networks = self._select(folds)  # a bad fold index fails before any work
         start = time.perf_counter()
-        region = preprocess_task1(ct, pet, self.plan)
+        region = preprocess_region(ct, pet, self.plan)
         preprocessed = time.perf_counter()
         probabilities = self.predict_probabilities(region.image, folds=folds, tta=tta, overlap=overlap)
         if self.device.type == "cuda":

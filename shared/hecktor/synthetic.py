@@ -44,14 +44,15 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hecktor.errors import HecktorError, InputError
-from hecktor.io import CLINICAL_COLUMNS, TASK_CSVS
+from hecktor.io import CLINICAL_COLUMNS
+from hecktor.tasks import get_task
 
 SIZES = ("small", "realistic")
 ORIENTATIONS = ("identity", "flip", "oblique")
 GENERATOR_VERSION = 1
 
-TASK1_CSV = TASK_CSVS[1]
-TASK2_CSV = TASK_CSVS[2]
+TASK1_CSV = get_task(1).training_csv
+TASK2_CSV = get_task(2).training_csv
 TRUE_RISK_CSV = "true_risk.csv"
 COHORT_JSON = "cohort.json"
 _OUTPUT_NAMES = ("Task 1", "Task 2", TRUE_RISK_CSV, COHORT_JSON)

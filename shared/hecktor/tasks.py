@@ -1,0 +1,208 @@
+"""The task registry: one table that says, per HECKTOR 2025 task, where its data, plan, predictor and output live.
+
+Every layer that used to branch on a task number (reading training data, the containers, ``build.sh``,
+``test_container.sh``, the demo) looks the task up here instead, so adding a task means one new :class:`TaskSpec`,
+its predictor class, its container folder and its tests (README, "Adding a task").
+
+This module imports nothing heavy (no torch, no SimpleITK): shell scripts list the tasks with
+``PYTHONPATH=shared python3 -m hecktor.tasks --shell`` on a machine that has only Python. Predictors and output
+writers are reached through small functions that import their module when called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hecktor.plan import BoxPlan, RegionPlan
+
+__all__ = ["TaskSpec", "TASKS", "get_task", "task_numbers"]
+
+OUTPUT_KINDS = ("mask", "json-number", "json-boolean")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything about one task that more than one layer needs.
+
+    Attributes:
+        number: the challenge's task number.
+        name: a short identifier (``segmentation``), used in file and folder names.
+        title: one line for listings and reports.
+        training_folder: folder of the distributed training data (``Task 1``).
+        training_csv: that folder's clinical table.
+        target_columns: columns of the training table that the task learns (empty for segmentation, whose target
+            is the label map).
+        has_label_maps: training cases carry ``<PID>.nii.gz`` label maps.
+        uses_ehr: the container reads ``/input/ehr.json``.
+        container: the container's folder in the repository (``task1_container``).
+        image: the default container image name (without tag).
+        output: the output file, relative to ``/output``.
+        output_kind: what the output holds: ``mask`` (UInt8 label map on the CT grid), ``json-number`` or
+            ``json-boolean`` (one bare JSON value).
+        limit_s: Grand Challenge's wall-clock limit per case, start-up and model loading included.
+        plan_class: the kind of preprocessing plan the task's models are trained with.
+        export_command: how a user makes the container's bundle from a training run.
+        predictor: returns the predictor class (``from_bundle``, ``predict_case``); imported when called.
+        writer: ``writer(value, path)`` writes the output atomically; imported when called.
+    """
+
+    number: int
+    name: str
+    title: str
+    training_folder: str
+    training_csv: str
+    target_columns: tuple[str, ...]
+    has_label_maps: bool
+    uses_ehr: bool
+    container: str
+    image: str
+    output: Path
+    output_kind: str
+    limit_s: float
+    plan_class: type
+    export_command: str
+    predictor: Callable[[], type]
+    writer: Callable[[Any, Path], Path]
+
+    def __post_init__(self) -> None:
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+
+    @property
+    def bundle_dir(self) -> Path:
+        """Where the container expects its exported bundle, relative to the repository root."""
+        return Path(self.container) / "resources" / "bundle"
+
+
+# Lazy references: the predictors import torch and MONAI, the writers SimpleITK.
+def _segmenter() -> type:
+    from hecktor.segment import Segmenter
+
+    return Segmenter
+
+
+def _risk_predictor() -> type:
+    from hecktor.prognosis import RiskPredictor
+
+    return RiskPredictor
+
+
+def _write_mask(value: Any, path: Path) -> Path:
+    from hecktor.io import write_mask
+
+    return write_mask(value, path)
+
+
+def _write_number(value: Any, path: Path) -> Path:
+    from hecktor.io import write_json_number
+
+    return write_json_number(value, path)
+
+
+TASKS: dict[int, TaskSpec] = {
+    spec.number: spec
+    for spec in (
+        TaskSpec(
+            number=1,
+            name="segmentation",
+            title="GTVp and GTVn segmentation",
+            training_folder="Task 1",
+            training_csv="HECKTOR_2025_Training_Task_1.csv",
+            target_columns=(),
+            has_label_maps=True,
+            uses_ehr=False,
+            container="task1_container",
+            image="hecktor-task1",
+            output=Path("images/tumor-lymph-node-segmentation/output.mha"),
+            output_kind="mask",
+            limit_s=600.0,
+            plan_class=RegionPlan,
+            export_command="python training/export_segmentation.py RUN_DIR",
+            predictor=_segmenter,
+            writer=_write_mask,
+        ),
+        TaskSpec(
+            number=2,
+            name="prognosis",
+            title="recurrence-free survival risk",
+            training_folder="Task 2",
+            training_csv="HECKTOR_2025_Training_Task_2.csv",
+            target_columns=("RFS", "Relapse"),
+            has_label_maps=False,
+            uses_ehr=True,
+            container="task2_container",
+            image="hecktor-task2",
+            output=Path("rfs.json"),
+            output_kind="json-number",
+            limit_s=900.0,
+            plan_class=BoxPlan,
+            export_command="python training/export_prognosis.py RUN_DIR",
+            predictor=_risk_predictor,
+            writer=_write_number,
+        ),
+    )
+}
+"""Every task, by number."""
+
+
+def task_numbers() -> list[int]:
+    return sorted(TASKS)
+
+
+def get_task(task: int | str | TaskSpec) -> TaskSpec:
+    """The spec of a task given by number (``1``, ``"1"``), name (``"segmentation"``) or spec.
+
+    Raises:
+        ValueError: no such task (the message lists the known ones).
+    """
+    if isinstance(task, TaskSpec):
+        return task
+    if isinstance(task, str) and task.strip().isdigit():
+        task = int(task)
+    if isinstance(task, int) and not isinstance(task, bool) and task in TASKS:
+        return TASKS[task]
+    for spec in TASKS.values():
+        if spec.name == task:
+            return spec
+    known = ", ".join(f"{n} ({s.name})" for n, s in sorted(TASKS.items()))
+    raise ValueError(f"unknown task {task!r}; known tasks: {known}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hecktor.tasks",
+        description="List the HECKTOR 2025 tasks this toolkit covers (the registry in hecktor/tasks.py).")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--shell", action="store_true",
+                      help="one tab-separated line per task for scripts: number, container folder, image, output "
+                           "path, output kind, time limit (s), export command")
+    form.add_argument("--numbers", action="store_true", help="the task numbers, one per line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    specs = [TASKS[n] for n in task_numbers()]
+    if args.numbers:
+        print("\n".join(str(s.number) for s in specs))
+    elif args.shell:
+        for s in specs:
+            print("\t".join([str(s.number), s.container, s.image, str(s.output), s.output_kind, f"{s.limit_s:g}",
+                             s.export_command]))
+    else:
+        for s in specs:
+            print(f"Task {s.number} ({s.name}): {s.title}\n"
+                  f"  training data  {s.training_folder}/ + {s.training_csv}\n"
+                  f"  container      {s.container}/ -> /output/{s.output} ({s.output_kind}), "
+                  f"limit {s.limit_s:g} s per case\n"
+                  f"  plan           {s.plan_class.__name__}; bundle from: {s.export_command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
