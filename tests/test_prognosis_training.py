@@ -18,7 +18,7 @@ from hecktor.plan import BoxPlan
 from hecktor.prognosis import RiskPredictor
 from hecktor.survival import ensemble_weights, make_folds
 from hecktor.synthetic import generate_cohort
-from prognosis_trainer import TrainingConfig, cross_validate, ensemble_risk_of, load_csv_cohort, load_hecktor_cohort
+from prognosis_trainer import TrainingConfig, cross_validate, load_csv_cohort, load_hecktor_cohort
 from train_prognosis import main
 
 N_CASES = 60
@@ -153,7 +153,7 @@ def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, t
     cases = {c.patient_id: c for c in list_training_cases(cohort_dir, 2)}
     fold = result.folds[2]
     picked = list(fold.val_idx[:3])
-    batched = ensemble_risk_of(result, picked)
+    batched = in_memory.predict_batch(result.cohort.images[picked], [result.cohort.rows[i] for i in picked])
     for position, i in enumerate(picked):
         pid = result.cohort.patient_ids[i]
         ct, pet, _ = cases[pid].read()

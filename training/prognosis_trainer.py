@@ -51,7 +51,6 @@ from hecktor.survival import (
     EventBalancedBatchSampler,
     LinearCoxModel,
     cox_partial_likelihood_loss,
-    ensemble_risk,
     ensemble_weights,
     make_folds,
     save_folds,
@@ -592,22 +591,3 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
         raise InputError(f"{run_dir} already holds a training run; choose another --out or pass --overwrite")
     for path in earlier:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def ensemble_risk_of(result: CrossValidationResult, idx: Sequence[int], device: str | None = "cpu") -> np.ndarray:
-    """The in-memory ensemble's risk of cohort patients ``idx``, computed the training way (batched feature
-    extraction over the cached tensors, every fold, weighted average of standardised risks)."""
-    idx = np.asarray(idx)
-    torch_device = resolve_device(device)
-    risks = []
-    for fold in result.folds:
-        model = fold.model
-        clinical = model.encoder.transform([result.cohort.rows[i] for i in idx]) if model.encoder is not None else None
-        if model.network is None:
-            features = clinical
-        else:
-            data = _Batches(result.cohort.images[idx], clinical, torch_device)
-            model.network.to(torch_device)
-            features, _ = _forward_all(model.network, data, np.arange(len(idx)), result.config.feature_batch_size)
-        risks.append(model.survival.standardized_risk(features))
-    return ensemble_risk(np.stack(risks), result.weights)

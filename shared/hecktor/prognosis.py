@@ -191,6 +191,45 @@ class RiskPredictor:
             timings["survival_s"] += time.perf_counter() - extracted
         return np.asarray(risks, dtype=np.float64), timings
 
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        images: np.ndarray | None,
+        records: Sequence[Mapping[str, Any] | None],
+        *,
+        batch_size: int = 8,
+    ) -> np.ndarray:
+        """Ensemble risk of ``n`` cases already preprocessed by :func:`~hecktor.preprocessing.preprocess_box`
+        (training's out-of-fold scoring and benchmarks): the same folds, weights and arithmetic as :meth:`predict`.
+
+        Args:
+            images: ``(n, 2, z, y, x)`` network inputs (``None`` in clinical mode).
+            records: the ``n`` clinical records (``None`` entries: every value unknown).
+            batch_size: cases per forward pass.
+
+        Returns:
+            ``(n,)`` risks (higher = earlier relapse).
+        """
+        n = len(records)
+        if self.uses_images and (images is None or len(images) != n):
+            raise ValueError(f"mode {self.mode!r} needs one preprocessed image per record ({n})")
+        normalised = [normalize_ehr(dict(r)) if r is not None else {} for r in records]
+        risks = np.empty((len(self.folds), n), dtype=np.float64)
+        for k, fold in enumerate(self.folds):
+            clinical = fold.encoder.transform(normalised) if fold.encoder is not None else None
+            if fold.network is None:
+                features = clinical
+            else:
+                parts = []
+                for start in range(0, n, batch_size):
+                    stop = min(n, start + batch_size)
+                    image = torch.as_tensor(np.asarray(images[start:stop]), dtype=torch.float32).to(self.device)
+                    record = torch.from_numpy(clinical[start:stop]).to(self.device) if clinical is not None else None
+                    parts.append(fold.network.extract_features(image, record).float().cpu().numpy())
+                features = np.concatenate(parts)
+            risks[k] = fold.survival.standardized_risk(features)
+        return ensemble_risk(risks, self.weights)
+
     def predict_preprocessed(
         self,
         image: np.ndarray | torch.Tensor | None,
