@@ -1,6 +1,6 @@
-"""The containers' time guard (hecktor.budget): what it drops and when, that the prediction from what ran is exact,
-the degenerate-input fallbacks, and the process clock. Time is a fake clock advanced by the networks' forward
-calls, so the decisions are deterministic."""
+"""The time guard (hecktor.budget) as the predictors use it: what Segmenter.predict and RiskPredictor.predict drop and
+when, that the prediction from what ran is exact, the degenerate-input fallbacks, and the process clock. Time is a
+fake clock advanced by the networks' forward calls, so the decisions are deterministic."""
 
 from __future__ import annotations
 
@@ -18,24 +18,16 @@ import torch
 from torch import nn
 
 from conftest import head_phantom
-from hecktor.budget import (
-    DEFAULT_SAFETY,
-    PLATFORM_LIMIT_S,
-    TimeBudget,
-    blank_mask,
-    blank_task2_image,
-    predict_risk_within_budget,
-    process_start_time,
-    segment_within_budget,
-)
+from hecktor.budget import DEFAULT_SAFETY, TimeBudget, process_start_time
 from hecktor.clinical import ClinicalEncoder
 from hecktor.errors import InputError
 from hecktor.geometry import Grid
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan, RegionPlan
-from hecktor.preprocessing import network_input, preprocess_region, probabilities_to_ct_grid
+from hecktor.preprocessing import blank_network_input, network_input, preprocess_region, probabilities_to_ct_grid
 from hecktor.prognosis import FoldModel, RiskPredictor
-from hecktor.segment import Segmenter, sliding_window_probabilities
+from hecktor.segment import Segmenter, blank_mask, sliding_window_probabilities
+from hecktor.tasks import get_task
 from hecktor.survival import LinearCoxModel, ensemble_weights
 
 IMPORTED_AT = time.time()
@@ -83,12 +75,19 @@ def make_segmenter(seconds_per_pass: float = 1.0, costs=()) -> tuple[Segmenter, 
     return Segmenter(networks, PLAN, device="cpu"), clock, schedule
 
 
+def budget(clock: FakeClock, budget_s: float | None = None, start_time: float | None = None,
+           task: int = 1) -> TimeBudget:
+    """A budget on the fake clock, started now unless ``start_time`` says otherwise."""
+    return TimeBudget(get_task(task).limit_s, budget_s=budget_s,
+                      start_time=clock.now if start_time is None else start_time, clock=clock)
+
+
 def masks_equal(a: sitk.Image, b: sitk.Image) -> bool:
     return np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
 
 
 def test_time_budget_defaults_and_validation():
-    budget = TimeBudget(PLATFORM_LIMIT_S[1], start_time=0.0, clock=lambda: 100.0)
+    budget = TimeBudget(get_task(1).limit_s, start_time=0.0, clock=lambda: 100.0)
     assert budget.budget_s == pytest.approx(DEFAULT_SAFETY * 600.0) and budget.elapsed() == 100.0
     assert budget.fits(260.0) and not budget.fits(260.5)
     assert TimeBudget(900.0, budget_s=0.5).budget_s == 0.5
@@ -111,11 +110,17 @@ def test_process_start_time_matches_the_kernel_and_precedes_this_module():
 def test_generous_budget_runs_everything_and_equals_segmenter_predict(phantom):
     ct, pet = phantom
     segmenter, clock, schedule = make_segmenter(seconds_per_pass=1.0)
-    mask, report = segment_within_budget(segmenter, ct, pet, start_time=clock.now, clock=clock)
+    mask = segmenter.predict(ct, pet, budget=budget(clock))
+    report = segmenter.last_report
     assert schedule["calls"] == 12 and report.passes == 12
     assert report.folds == [0, 1, 2] and report.tta is True and report.dropped == []
     assert report.timings["elapsed_s"] == pytest.approx(12.0)
-    assert masks_equal(mask, segmenter.predict(ct, pet))  # bit-identical to the unguarded path
+    assert masks_equal(mask, segmenter.predict(ct, pet))  # bit-identical to the path without a budget
+    # ... and to the arithmetic of sliding_window_probabilities over every network and mirror
+    region = preprocess_region(ct, pet, PLAN)
+    probabilities = sliding_window_probabilities(segmenter.networks, torch.from_numpy(region.image)[None],
+                                                 PLAN.patch_size_zyx, tta=True)
+    assert masks_equal(mask, probabilities_to_ct_grid(probabilities, region.grid, ct))
 
 
 def expected_probabilities(segmenter: Segmenter, ct: sitk.Image, pet: sitk.Image, passes: dict):
@@ -144,7 +149,8 @@ def test_tta_is_dropped_before_folds(phantom, caplog):
     segmenter, clock, _ = make_segmenter(seconds_per_pass=10.0)
     # After two passes (20 s): 10 more (100 s) do not fit in 45 s, the unmirrored passes of folds 1 and 2 (20 s) do.
     with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
-        mask, report = segment_within_budget(segmenter, ct, pet, budget_s=45.0, start_time=clock.now, clock=clock)
+        mask = segmenter.predict(ct, pet, budget=budget(clock, 45.0))
+    report = segmenter.last_report
     assert report.folds == [0, 1, 2] and report.tta is False and report.passes == 4
     assert report.dropped == ["test-time augmentation"]
     assert ("time budget: dropped test-time augmentation: 20.0 s used, 10 pass(es) of ~10.0 s left, budget 45.0 s"
@@ -156,7 +162,8 @@ def test_then_the_last_folds_are_dropped(phantom, caplog):
     ct, pet = phantom
     segmenter, clock, _ = make_segmenter(seconds_per_pass=10.0)
     with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
-        mask, report = segment_within_budget(segmenter, ct, pet, budget_s=35.0, start_time=clock.now, clock=clock)
+        mask = segmenter.predict(ct, pet, budget=budget(clock, 35.0))
+    report = segmenter.last_report
     assert report.folds == [0, 1] and report.passes == 3
     assert report.dropped == ["test-time augmentation", "fold(s) [2]"]
     assert "time budget: dropped fold(s) [2]: 20.0 s used" in caplog.text
@@ -168,13 +175,15 @@ def test_a_slow_first_pass_is_taken_for_warm_up(phantom):
     # The first pass takes 30 s (warm-up), the others 1 s: 11 more passes at 30 s would not fit in 100 s, but one
     # more does, and the warm passes show that all of them fit.
     segmenter, clock, _ = make_segmenter(seconds_per_pass=1.0, costs=[30.0])
-    mask, report = segment_within_budget(segmenter, ct, pet, budget_s=100.0, start_time=clock.now, clock=clock)
+    mask = segmenter.predict(ct, pet, budget=budget(clock, 100.0))
+    report = segmenter.last_report
     assert report.dropped == [] and report.passes == 12 and report.tta is True
     assert report.timings["elapsed_s"] == pytest.approx(41.0)
     assert masks_equal(mask, segmenter.predict(ct, pet))
     # When not even a second pass fits, everything but the first fold's first pass goes at once.
     segmenter, clock, _ = make_segmenter(seconds_per_pass=30.0)
-    mask, report = segment_within_budget(segmenter, ct, pet, budget_s=50.0, start_time=clock.now, clock=clock)
+    mask = segmenter.predict(ct, pet, budget=budget(clock, 50.0))
+    report = segmenter.last_report
     assert report.folds == [0] and report.passes == 1
     assert report.dropped == ["test-time augmentation", "fold(s) [1, 2]"]
     assert masks_equal(mask, segmenter.predict(ct, pet, folds=[0], tta=False))
@@ -184,7 +193,8 @@ def test_over_budget_after_preprocessing_keeps_one_fold_without_tta(phantom, cap
     ct, pet = phantom
     segmenter, clock, _ = make_segmenter()
     with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
-        mask, report = segment_within_budget(segmenter, ct, pet, start_time=clock.now - 1000.0, clock=clock)
+        mask = segmenter.predict(ct, pet, budget=budget(clock, start_time=clock.now - 1000.0))
+    report = segmenter.last_report
     assert report.folds == [0] and report.passes == 1 and report.tta is False
     assert report.dropped == ["test-time augmentation", "fold(s) [1, 2]"]
     assert "used by the end of preprocessing" in caplog.text
@@ -197,7 +207,8 @@ def test_tta_dropped_midway_weighs_folds_equally(phantom):
     # Passes of fold 0: identity (1 s), mirror z (1 s), mirror y (50 s: the machine slowed down). Then 9 passes of
     # ~50 s do not fit in 200 s, the identity passes of folds 1 and 2 do.
     segmenter, clock, _ = make_segmenter(seconds_per_pass=1.0, costs=[1.0, 1.0, 50.0])
-    mask, report = segment_within_budget(segmenter, ct, pet, budget_s=200.0, start_time=clock.now, clock=clock)
+    mask = segmenter.predict(ct, pet, budget=budget(clock, 200.0))
+    report = segmenter.last_report
     assert report.folds == [0, 1, 2] and report.passes == 5 and report.tta is False
     assert report.dropped == ["test-time augmentation"]
     passes = {0: [(), (2,), (3,)], 1: [()], 2: [()]}
@@ -215,15 +226,17 @@ def test_placeholders_give_an_all_background_mask_on_the_ct_grid(phantom):
     flat = sitk.Image([1, 1], sitk.sitkFloat32)
     flat.SetOrigin((3.5, -2.0))
     flat.SetSpacing((0.7, 0.9))
-    mask, report = segment_within_budget(segmenter, flat, pet, start_time=clock.now, clock=clock)
+    mask = segmenter.predict(flat, pet, budget=budget(clock))
+    report = segmenter.last_report
     assert report.placeholder and mask.GetDimension() == 2
     assert (mask.GetSize(), mask.GetOrigin(), mask.GetSpacing()) == ((1, 1), (3.5, -2.0), (0.7, 0.9))
     flat_pet = sitk.Image([1, 1, 1], sitk.sitkFloat32)
-    mask, report = segment_within_budget(segmenter, ct, flat_pet, start_time=clock.now, clock=clock)
+    mask = segmenter.predict(ct, flat_pet, budget=budget(clock))
+    report = segmenter.last_report
     assert report.placeholder and masks_equal(mask, blank_mask(ct)) and mask.GetDirection() == ct.GetDirection()
     assert "calls" not in schedule  # no network ran
     with pytest.raises(ValueError, match="distinct indices"):
-        segment_within_budget(segmenter, ct, pet, folds=[0, 3], start_time=clock.now, clock=clock)
+        segmenter.predict(ct, pet, folds=[0, 3], budget=budget(clock))
 
 
 # ---------------------------------------------------------------------------------------------------------- Task 2
@@ -248,21 +261,22 @@ def predictor() -> RiskPredictor:
 
 def timed(predictor: RiskPredictor, monkeypatch, seconds_per_fold: float) -> tuple[FakeClock, list]:
     clock, calls = FakeClock(), []
-    original = predictor.fold_risks
+    original = predictor._fold_risk
 
-    def fold_risks(image, ehr, folds):
-        clock.now += seconds_per_fold * len(folds)
-        calls.append(list(folds))
-        return original(image, ehr, folds)
+    def fold_risk(k, image, record, timings):
+        clock.now += seconds_per_fold
+        calls.append([k])
+        return original(k, image, record, timings)
 
-    monkeypatch.setattr(predictor, "fold_risks", fold_risks)
+    monkeypatch.setattr(predictor, "_fold_risk", fold_risk)
     return clock, calls
 
 
 def test_risk_with_generous_budget_equals_predict(predictor, phantom, monkeypatch):
     ct, pet = phantom
     clock, calls = timed(predictor, monkeypatch, 1.0)
-    risk, report = predict_risk_within_budget(predictor, ct, pet, EHR, start_time=clock.now, clock=clock)
+    risk = predictor.predict(ct, pet, EHR, budget=budget(clock, task=2))
+    report = predictor.last_report
     assert predictor.folds_by_weight == [0, 2, 1] and calls == [[0], [2], [1]]
     assert report.folds == [0, 1, 2] and report.dropped == [] and report.tta is False
     assert risk == predictor.predict(ct, pet, EHR)  # bit-identical
@@ -272,16 +286,17 @@ def test_lightest_folds_are_dropped_first(predictor, phantom, monkeypatch, caplo
     ct, pet = phantom
     clock, calls = timed(predictor, monkeypatch, 10.0)
     with caplog.at_level(logging.WARNING, logger="hecktor.budget"):
-        risk, report = predict_risk_within_budget(predictor, ct, pet, EHR, budget_s=25.0, start_time=clock.now,
-                                                  clock=clock)
+        risk = predictor.predict(ct, pet, EHR, budget=budget(clock, 25.0, task=2))
+    report = predictor.last_report
     assert calls == [[0], [2]] and report.folds == [0, 2] and report.dropped == ["fold(s) [1]"]
     # (after the first fold one more still fitted, so the second ran before the projection dropped the third)
-    assert "time budget: dropped fold(s) [1]: 20.0 s used, 1 fold(s) of ~10.0 s left" in caplog.text
+    assert "time budget: dropped fold(s) [1]: 20.0 s used, 1 pass(es) of ~10.0 s left" in caplog.text
     assert risk == predictor.predict(ct, pet, EHR, folds=[0, 2])
     assert risk != predictor.predict(ct, pet, EHR)
 
     clock, calls = timed(predictor, monkeypatch, 1.0)
-    risk, report = predict_risk_within_budget(predictor, ct, pet, EHR, start_time=clock.now - 1e4, clock=clock)
+    risk = predictor.predict(ct, pet, EHR, budget=budget(clock, start_time=clock.now - 1e4, task=2))
+    report = predictor.last_report
     assert calls == [[0]] and report.folds == [0] and report.dropped == ["fold(s) [2, 1]"]
     assert risk == predictor.predict(ct, pet, EHR, folds=[0])
 
@@ -289,13 +304,13 @@ def test_lightest_folds_are_dropped_first(predictor, phantom, monkeypatch, caplo
 def test_placeholder_images_predict_from_the_record_with_a_blank_image(predictor, phantom):
     ct, _ = phantom
     flat = sitk.Image([1, 1], sitk.sitkFloat32)
-    risk, report = predict_risk_within_budget(predictor, flat, flat, EHR)
-    assert report.placeholder and math.isfinite(risk)
-    blank = blank_task2_image(BOX_PLAN)
+    risk = predictor.predict(flat, flat, EHR)
+    assert predictor.last_report.placeholder and math.isfinite(risk)
+    blank = blank_network_input(BOX_PLAN.input_shape_zyx, BOX_PLAN)
     # The blank image is what preprocessing makes of a box outside every field of view.
     far_away = Grid.centered((0.0, 0.0, 5000.0), BOX_PLAN.box_mm_xyz, size_xyz=BOX_PLAN.input_shape_zyx[::-1])
     np.testing.assert_array_equal(blank, network_input(ct, ct, far_away, BOX_PLAN))
     assert blank.shape == (2, 24, 24, 24)
-    assert risk == predictor.predict_preprocessed(blank, EHR)
-    other_record = predict_risk_within_budget(predictor, flat, flat, {**EHR, "M-stage": "M1", "Age": 80})[0]
+    assert risk == pytest.approx(float(predictor.predict_batch(blank[None], [EHR])[0]), abs=1e-12)
+    other_record = predictor.predict(flat, flat, {**EHR, "M-stage": "M1", "Age": 80})
     assert other_record != risk  # the clinical record still moves the risk

@@ -84,16 +84,18 @@ def test_predict_is_the_weighted_average_of_standardised_fold_risks(fusion_predi
             fold_risks.append(float((raw[0] - fold.survival.risk_mean_) / fold.survival.risk_std_))
     margins = np.maximum(np.asarray(CINDICES) - 0.5, 1e-3)
     assert risk == pytest.approx(float(np.dot(margins / margins.sum(), fold_risks)), abs=1e-9)
-    assert fusion_predictor.last_fold_risks == pytest.approx(fold_risks, abs=1e-9)
-    timings = fusion_predictor.last_timings
-    assert timings["folds"] == [0, 1, 2]
+    assert [fusion_predictor.last_fold_risks[k] for k in range(3)] == pytest.approx(fold_risks, abs=1e-9)
+    report = fusion_predictor.last_report
+    assert report.folds == [0, 1, 2] and report.passes == 3 and report.dropped == []
+    timings = report.timings
     assert timings["total_s"] >= timings["preprocess_s"] + timings["network_s"] > 0
+    assert timings["network_s"] >= timings["clinical_s"] + timings["features_s"] + timings["survival_s"]
 
 
 def test_fold_selection_renormalises_weights(fusion_predictor, phantom):
     ct, pet = phantom
     fusion_predictor.predict(ct, pet, EHR)
-    every = np.asarray(fusion_predictor.last_fold_risks)
+    every = np.asarray([fusion_predictor.last_fold_risks[k] for k in range(3)])
     assert fusion_predictor.predict(ct, pet, EHR, folds=[1]) == pytest.approx(every[1], abs=1e-12)
     w = fusion_predictor.weights[[0, 2]]
     assert fusion_predictor.predict(ct, pet, EHR, folds=[2, 0]) == pytest.approx(
@@ -118,7 +120,7 @@ def test_bundle_round_trip_gives_identical_risk(mode, phantom, tmp_path):
         assert loaded.predict(ct, pet, ehr) == pytest.approx(predictor.predict(ct, pet, ehr), abs=1e-6)
     if mode == "clinical":
         assert loaded.predict(None, None, EHR) == pytest.approx(predictor.predict(ct, pet, EHR), abs=1e-12)
-        assert loaded.last_timings["preprocess_s"] < 0.01  # no image is touched
+        assert loaded.last_report.timings["preprocess_s"] < 0.01  # no image is touched
     if mode == "imaging":  # the record is ignored
         assert loaded.predict(ct, pet, EHR) == loaded.predict(ct, pet, {"Age": 99, "M-stage": "M1"})
 

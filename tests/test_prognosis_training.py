@@ -165,7 +165,7 @@ def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, t
         assert risk == pytest.approx(batched[position], abs=1e-4)
         # One fold alone reproduces that fold's out-of-fold risk, the number its C-index was computed from.
         assert predictor.predict(ct, pet, ehr, folds=[2]) == pytest.approx(fold.oof_risk[position], abs=1e-4)
-    assert set(predictor.last_timings) >= {"preprocess_s", "clinical_s", "network_s", "survival_s", "total_s"}
+    assert set(predictor.last_report.timings) >= {"preprocess_s", "clinical_s", "network_s", "survival_s", "total_s"}
 
 
 def test_export_refuses_an_unfinished_run(tmp_path):

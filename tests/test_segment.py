@@ -59,11 +59,12 @@ def test_mask_lies_on_the_ct_grid_and_in_the_right_place(direction):
     assert dice(predicted == 1, sitk.GetArrayFromImage(label) == 1) > 0.8
     centre = physical_coordinates(ct)[predicted == 1].mean(axis=0)
     np.testing.assert_allclose(centre, truth["tumour"], atol=3.0)
-    timings = segmenter.last_timings
-    assert timings["folds"] == 1 and timings["tta"] is False
-    assert all(timings[k] >= 0 for k in ("preprocess_s", "network_s", "resample_s"))
-    assert timings["total_s"] == pytest.approx(timings["preprocess_s"] + timings["network_s"] + timings["resample_s"],
-                                               abs=0.05)
+    report = segmenter.last_report
+    assert report.folds == [0] and report.tta is False and report.passes == 1 and report.dropped == []
+    timings = report.timings
+    assert all(timings[k] >= 0 for k in ("preprocess_s", "network_s", "postprocess_s"))
+    assert timings["total_s"] == pytest.approx(
+        timings["preprocess_s"] + timings["network_s"] + timings["postprocess_s"], abs=0.05)
 
 
 def test_folds_and_flips_are_averaged_softmax():
@@ -90,7 +91,7 @@ def test_folds_and_flips_are_averaged_softmax():
     np.testing.assert_allclose(with_tta, (expected / len(TTA_FLIPS)).numpy(), atol=1e-6)
     assert np.abs(with_tta - first).max() > 1e-3  # a conv net is not mirror-symmetric: TTA changes the result
 
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="distinct indices in 0..1"):
         segmenter.predict_probabilities(region.image, folds=[2])
 
 

@@ -127,6 +127,15 @@ def network_input(ct: sitk.Image, pet: sitk.Image, grid: Grid, plan: Plan) -> np
     return np.stack([normalize_ct(ct_array, plan.ct_window_hu), normalize_pet(pet_array)])
 
 
+def blank_network_input(shape_zyx: tuple[int, int, int], plan: Plan) -> np.ndarray:
+    """The network input (2, z, y, x) of a region outside every field of view: CT at ``plan.ct_pad_hu`` and PET at
+    ``plan.pet_pad_suv``, normalised as :func:`network_input` normalises them."""
+    shape = tuple(int(s) for s in shape_zyx)
+    ct = normalize_ct(np.full(shape, plan.ct_pad_hu, dtype=np.float32), plan.ct_window_hu)
+    pet = normalize_pet(np.full(shape, plan.pet_pad_suv, dtype=np.float32))
+    return np.stack([ct, pet])
+
+
 def region_grid(localization: Localization, plan: RegionPlan) -> Grid:
     """The segmentation region: ``plan.region_mm_xyz`` at ``plan.spacing_mm_xyz`` around the anchor."""
     center = np.asarray(localization.anchor_xyz) + np.asarray(plan.region_offset_mm_xyz)

@@ -15,12 +15,15 @@ The three arms of the baseline comparison share this class through ``mode``:
 * ``"clinical"``: no network and no image: the encoded record goes straight into the fold's Cox model.
 
 Every number comes from the bundle (``plan.json``, ``model.json``, the fitted encoders and Cox models), never from
-code defaults. ``predict(..., folds=...)`` lets a caller with a time budget drop folds; the weights of the folds
-kept are renormalised to sum to 1.
+code defaults. :meth:`RiskPredictor.predict` is the one code path that predicts a case (the container, the demo, the
+benchmarks and the tests call it); given a :class:`~hecktor.budget.TimeBudget` it runs the folds from the heaviest
+ensemble weight to the lightest and lets a :class:`~hecktor.budget.BudgetPolicy` drop the lightest when time runs
+short; the weights of the folds kept are renormalised to sum to 1.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,12 +34,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import ClinicalEncoder, normalize_ehr
-from hecktor.errors import BundleError
+from hecktor.errors import BundleError, InputError
+from hecktor.io import CaseInput, is_placeholder
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.preprocessing import preprocess_box
+from hecktor.preprocessing import blank_network_input, preprocess_box
 from hecktor.segment import resolve_device
 from hecktor.survival import ENSEMBLE_RULES, LinearCoxModel, ensemble_risk
 
@@ -90,10 +95,10 @@ class RiskPredictor:
         info: free-form training record copied into ``model.json`` on export (metrics, config).
 
     Attributes:
-        last_timings: seconds spent in the stages of the last :meth:`predict` call (``preprocess_s``,
-            ``clinical_s``, ``network_s``, ``survival_s``, ``total_s``) and the folds used.
-        last_warnings: what preprocessing repaired or assumed in the last :meth:`predict` call.
-        last_fold_risks: each used fold's standardised risk in the last call.
+        last_report: what the last :meth:`predict` call ran, dropped, repaired and spent
+            (:class:`~hecktor.budget.PredictionReport`; its timings also split the folds' time ``network_s`` into
+            ``clinical_s`` (encoding the record), ``features_s`` (the networks) and ``survival_s``).
+        last_fold_risks: each used fold's standardised risk in the last call, by fold index.
     """
 
     def __init__(
@@ -129,9 +134,8 @@ class RiskPredictor:
         self.mode = mode
         self.ensemble_rule = ensemble_rule
         self.info = dict(info or {})
-        self.last_timings: dict[str, Any] = {}
-        self.last_warnings: list[str] = []
-        self.last_fold_risks: list[float] = []
+        self.last_report = PredictionReport()
+        self.last_fold_risks: dict[int, float] = {}
 
     @property
     def uses_images(self) -> bool:
@@ -142,54 +146,32 @@ class RiskPredictor:
         """Fold indices from the heaviest to the lightest: drop from the end when time runs short."""
         return [int(k) for k in np.argsort(-self.weights, kind="stable")]
 
-    def _select(self, folds: Sequence[int] | None) -> tuple[list[int], np.ndarray]:
-        if folds is None:
-            return list(range(len(self.folds))), self.weights
-        chosen = [int(k) for k in folds]
-        if not chosen:
-            raise ValueError("folds must name at least one fold")
-        bad = [k for k in chosen if not 0 <= k < len(self.folds)]
-        if bad or len(set(chosen)) != len(chosen):
-            raise ValueError(f"fold indices {chosen} must be distinct and in range: this ensemble has "
-                             f"{len(self.folds)} folds")
-        weights = self.weights[chosen]
-        # Kept folds share the whole weight; if only zero-weight folds are left, they count equally.
-        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(chosen), 1.0 / len(chosen))
-        return chosen, weights
+    def _weights_of(self, used: Sequence[int]) -> np.ndarray:
+        """Ensemble weights of the folds ``used``, renormalised to sum 1 (all equal if only zero-weight folds)."""
+        if len(used) == len(self.folds):
+            return self.weights
+        weights = self.weights[list(used)]
+        return weights / weights.sum() if weights.sum() > 0 else np.full(len(used), 1.0 / len(used))
 
     @torch.inference_mode()
-    def fold_risks(
-        self, image: np.ndarray | torch.Tensor | None, ehr: Mapping[str, Any] | None, folds: Sequence[int]
-    ) -> tuple[np.ndarray, dict[str, float]]:
-        """Standardised risk of each fold in ``folds`` for one preprocessed case, and the time per stage."""
-        timings = {"clinical_s": 0.0, "network_s": 0.0, "survival_s": 0.0}
-        tensor = None
-        if self.uses_images:
-            if image is None:
-                raise ValueError(f"mode {self.mode!r} needs the preprocessed image")
-            tensor = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
-            if tensor.ndim != 4 or tensor.shape[0] != 2:
-                raise ValueError(f"image must have shape (2, z, y, x), got {tuple(tensor.shape)}")
-            tensor = tensor.to(self.device, torch.float32)[None]
-        # A non-object ehr.json (a list, a number) is an InputError; None (no ehr.json) means "all unknown".
-        record = normalize_ehr(dict(ehr) if isinstance(ehr, Mapping) else ehr) if ehr is not None else {}
-        risks = []
-        for k in folds:
-            fold = self.folds[k]
-            start = time.perf_counter()
-            clinical = fold.encoder.transform([record]) if fold.encoder is not None else None
-            encoded = time.perf_counter()
-            timings["clinical_s"] += encoded - start
-            if fold.network is not None:
-                clinical_tensor = torch.from_numpy(clinical).to(self.device) if clinical is not None else None
-                features = fold.network.extract_features(tensor, clinical_tensor).float().cpu().numpy()
-            else:
-                features = clinical
-            extracted = time.perf_counter()
-            timings["network_s"] += extracted - encoded
-            risks.append(float(fold.survival.standardized_risk(features)[0]))
-            timings["survival_s"] += time.perf_counter() - extracted
-        return np.asarray(risks, dtype=np.float64), timings
+    def _fold_risk(self, k: int, image: torch.Tensor | None, record: Mapping[str, Any],
+                   timings: dict[str, float]) -> float:
+        """Standardised risk of fold ``k`` for one case (image (1, 2, z, y, x) on the device, normalised record)."""
+        fold = self.folds[k]
+        start = time.perf_counter()
+        clinical = fold.encoder.transform([record]) if fold.encoder is not None else None
+        encoded = time.perf_counter()
+        if fold.network is not None:
+            clinical_tensor = torch.from_numpy(clinical).to(self.device) if clinical is not None else None
+            features = fold.network.extract_features(image, clinical_tensor).float().cpu().numpy()
+        else:
+            features = clinical
+        extracted = time.perf_counter()
+        risk = float(fold.survival.standardized_risk(features)[0])
+        timings["clinical_s"] += encoded - start
+        timings["features_s"] += extracted - encoded
+        timings["survival_s"] += time.perf_counter() - extracted
+        return risk
 
     @torch.inference_mode()
     def predict_batch(
@@ -230,18 +212,11 @@ class RiskPredictor:
             risks[k] = fold.survival.standardized_risk(features)
         return ensemble_risk(risks, self.weights)
 
-    def predict_preprocessed(
-        self,
-        image: np.ndarray | torch.Tensor | None,
-        ehr: Mapping[str, Any] | None,
-        *,
-        folds: Sequence[int] | None = None,
-    ) -> float:
-        """Ensemble risk of a case already preprocessed by :func:`~hecktor.preprocessing.preprocess_box`
-        (``image`` (2, z, y, x); ignored in clinical mode)."""
-        chosen, weights = self._select(folds)
-        risks, _ = self.fold_risks(image, ehr, chosen)
-        return float(ensemble_risk(risks[:, None], weights)[0])
+    def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> float:
+        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call)."""
+        risk = self.predict(case.ct, case.pet, case.ehr, budget=budget, **options)
+        self.last_report.warnings[:0] = case.warnings
+        return risk
 
     def predict(
         self,
@@ -250,38 +225,64 @@ class RiskPredictor:
         ehr: Mapping[str, Any] | None,
         *,
         folds: Sequence[int] | None = None,
+        budget: TimeBudget | None = None,
     ) -> float:
         """Recurrence-free-survival risk of one case: higher means earlier relapse.
 
         Args:
             ct: CT in HU, any grid (unused, and may be ``None``, in clinical mode).
-            pet: PET in SUV, its own grid (likewise).
+            pet: PET in SUV, its own grid (likewise). A flat placeholder CT or PET (the platform's sanity check)
+                gives the risk of the clinical record with a blank image (what preprocessing makes of a region
+                outside every field of view), with a warning in :attr:`last_report`.
             ehr: the clinical record (``ehr.json``). ``None``, missing keys, nulls and unseen values all encode as
                 the fitted encoder's ``Unknown``; extra keys are ignored; a non-object is an :class:`InputError`.
-            folds: indices of the folds to use (default: all); their weights are renormalised.
+            folds: the folds allowed (default: all); they run heaviest weight first and their weights are
+                renormalised.
+            budget: the case's deadline; ``None`` runs every fold.
         """
-        start = time.perf_counter()
-        chosen, weights = self._select(folds)
-        image = None
-        self.last_warnings = []
+        allowed = set(fold_order(folds, len(self.folds)))
+        report = self.last_report = PredictionReport()
+        policy = BudgetPolicy(budget, report)
+        clock = policy.now
+        started = clock()
+        # A non-object ehr.json (a list, a number) is an InputError; None (no ehr.json) means "all unknown".
+        record = normalize_ehr(dict(ehr) if isinstance(ehr, Mapping) else ehr) if ehr is not None else {}
+        tensor = None
         if self.uses_images:
             if ct is None or pet is None:
                 raise ValueError(f"mode {self.mode!r} needs both CT and PET")
-            region = preprocess_box(ct, pet, self.plan)
-            image = region.image
-            self.last_warnings = list(region.warnings)
-        preprocessed = time.perf_counter()
-        risks, timings = self.fold_risks(image, ehr, chosen)
-        risk = float(ensemble_risk(risks[:, None], weights)[0])
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.last_fold_risks = [float(r) for r in risks]
-        self.last_timings = {
-            "preprocess_s": preprocessed - start,
-            **timings,
-            "total_s": time.perf_counter() - start,
-            "folds": chosen,
-        }
+            if is_placeholder(ct) or is_placeholder(pet):
+                report.placeholder = True
+                report.warnings.append("flat placeholder input: the risk comes from the clinical record with a "
+                                       "blank image")
+                image = blank_network_input(self.plan.input_shape_zyx, self.plan)
+            else:
+                region = preprocess_box(ct, pet, self.plan)
+                report.warnings.extend(region.warnings)
+                image = region.image
+            tensor = torch.as_tensor(image, dtype=torch.float32).to(self.device)[None]
+        report.timings["preprocess_s"] = clock() - started
+
+        pending = policy.start([NetworkPass(k) for k in self.folds_by_weight if k in allowed])
+        stages = {"clinical_s": 0.0, "features_s": 0.0, "survival_s": 0.0}
+        risks: dict[int, float] = {}
+        network_started = clock()
+        while pending:
+            step, pending = pending[0], pending[1:]
+            pass_started = clock()
+            risks[step.fold] = self._fold_risk(step.fold, tensor, record, stages)
+            pending = policy.after_pass(clock() - pass_started, pending)
+        used = sorted(risks)
+        risk = float(ensemble_risk(np.asarray([risks[k] for k in used])[:, None], self._weights_of(used))[0])
+        if not math.isfinite(risk):
+            raise InputError(f"the ensemble's risk is not finite ({risk}); the inputs are far outside the training "
+                             "data")
+        report.timings.update(network_s=clock() - network_started, total_s=clock() - started,
+                              **stages)
+        if budget is not None:
+            report.timings["elapsed_s"] = budget.elapsed()
+        report.folds, report.passes, report.tta = used, len(policy.pass_times), False
+        self.last_fold_risks = {k: risks[k] for k in used}
         return risk
 
     # --------------------------------------------------------------------------------------------------- bundles
