@@ -5,8 +5,9 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ENGINE="${ENGINE:-docker}"
-TASK1_IMAGE="${TASK1_IMAGE:-hecktor-task1:latest}"
-TASK2_IMAGE="${TASK2_IMAGE:-hecktor-task2:latest}"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
 # Platform limits (HECKTOR2025_INTERFACE.md): image at most 10 GB, saved .tar.gz at most 2 GB.
 IMAGE_LIMIT_BYTES=$((10 * 1000 * 1000 * 1000))
 ARCHIVE_LIMIT_BYTES=$((2 * 1000 * 1000 * 1000))
@@ -15,27 +16,29 @@ usage() {
     cat <<EOF
 Usage: ./build.sh [options]
 
-Build the Grand-Challenge images (build context: the repository root).
-  Task 1 -> \$TASK1_IMAGE (default hecktor-task1:latest), from task1_container/Dockerfile
-  Task 2 -> \$TASK2_IMAGE (default hecktor-task2:latest), from task2_container/Dockerfile
+Build the Grand-Challenge images (build context: the repository root), one per task of the registry
+(shared/hecktor/tasks.py; 'PYTHONPATH=shared python3 -m hecktor.tasks' lists them):
+$(task_lines | while IFS=$'\t' read -r n folder image _ _ _ export; do
+    printf '  Task %s -> $TASK%s_IMAGE (default %s:latest), from %s/Dockerfile\n' "$n" "$n" "$image" "$folder"; done)
 Each needs its exported model bundle first:
-  python training/export_segmentation.py RUN_DIR   -> task1_container/resources/bundle
-  python training/export_prognosis.py RUN_DIR      -> task2_container/resources/bundle
+$(task_lines | while IFS=$'\t' read -r n folder _ _ _ _ export; do
+    printf '  %-50s -> %s/resources/bundle\n' "$export" "$folder"; done)
 
 Options:
-  --task 1|2            build only this task's image (default: both)
-  --no-mamba            Task 1 without the mamba-ssm CUDA kernels (build arg WITH_MAMBA=0; the pure-PyTorch
-                        selective scan runs instead, slower on a GPU, no CUDA compiler needed)
+  --task N              build only this task's image (default: every task)
+  --no-mamba            images whose Dockerfile compiles mamba-ssm (ARG WITH_MAMBA: Task 1) without its CUDA
+                        kernels (build arg WITH_MAMBA=0; the pure-PyTorch selective scan runs instead, slower on a
+                        GPU, no CUDA compiler needed)
   --base-image IMAGE    build arg BASE_IMAGE (default in the Dockerfiles: the organisers' PyTorch CUDA image)
   --build-arg KEY=VALUE extra build argument, passed on as is (repeatable)
-  --save                also write hecktor-task1.tar.gz / hecktor-task2.tar.gz ('ENGINE save | gzip')
+  --save                also write <image>.tar.gz per task, e.g. hecktor-task1.tar.gz ('ENGINE save | gzip')
   --save-dir DIR        where --save writes (default: the repository root)
   -h, --help            this text
 
 Environment:
   ENGINE        container engine, docker (default) or podman (same commands)
-  TASK1_IMAGE   Task 1 image name:tag (default hecktor-task1:latest)
-  TASK2_IMAGE   Task 2 image name:tag (default hecktor-task2:latest)
+  TASK<N>_IMAGE image name:tag of Task N (default: the registry's name, e.g. hecktor-task1:latest)
+  PYTHON        Python that reads the task registry (default .venv/bin/python, else python3; no packages needed)
   ENGINE_BUILD_ARGS  extra arguments for '\$ENGINE build' (word-split), e.g. ulimits or a build-time volume
 EOF
 }
@@ -45,7 +48,14 @@ die() {
     exit 1
 }
 
-tasks=(1 2)
+# The registry, one tab-separated line per task: number, container folder, image, output, kind, limit, export command.
+task_lines() { PYTHONPATH="$REPO/shared${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m hecktor.tasks --shell; }
+TASK_TABLE="$(task_lines)" || die "cannot read the task registry with $PYTHON (PYTHONPATH=$REPO/shared); set PYTHON"
+field_of() { awk -F'\t' -v n="$1" -v f="$2" '$1 == n { print $f }' <<<"$TASK_TABLE"; }
+all_tasks=()
+while IFS=$'\t' read -r n _; do all_tasks+=("$n"); done <<<"$TASK_TABLE"
+
+tasks=("${all_tasks[@]}")
 with_mamba=1
 save=0
 save_dir="$REPO"
@@ -53,8 +63,8 @@ extra_args=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --task)
-            [[ $# -ge 2 ]] || die "--task needs a value (1 or 2)"
-            [[ "$2" == 1 || "$2" == 2 ]] || die "--task must be 1 or 2, got '$2'"
+            [[ $# -ge 2 ]] || die "--task needs a value (${all_tasks[*]})"
+            [[ -n "$(field_of "$2" 1)" ]] || die "--task must be one of ${all_tasks[*]}, got '$2'"
             tasks=("$2")
             shift 2
             ;;
@@ -80,21 +90,16 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-image_of() { if [[ "$1" == 1 ]]; then echo "$TASK1_IMAGE"; else echo "$TASK2_IMAGE"; fi; }
-export_command_of() {
-    if [[ "$1" == 1 ]]; then
-        echo "python training/export_segmentation.py RUN_DIR"
-    else
-        echo "python training/export_prognosis.py RUN_DIR"
-    fi
-}
+# TASK<N>_IMAGE overrides the registry's image name.
+image_of() { local var="TASK$1_IMAGE"; echo "${!var:-$(field_of "$1" 3):latest}"; }
 
 # Everything the images need is checked before the first (long) build starts.
 for task in "${tasks[@]}"; do
-    bundle="task${task}_container/resources/bundle"
+    folder="$(field_of "$task" 2)"
+    bundle="$folder/resources/bundle"
     [[ -f "$REPO/$bundle/manifest.json" ]] \
-        || die "no Task $task model bundle ($bundle/manifest.json is missing); export one first: $(export_command_of "$task")"
-    [[ -f "$REPO/task${task}_container/inference.py" ]] || die "task${task}_container/inference.py is missing"
+        || die "no Task $task model bundle ($bundle/manifest.json is missing); export one first: $(field_of "$task" 7)"
+    [[ -f "$REPO/$folder/inference.py" ]] || die "$folder/inference.py is missing"
 done
 command -v "$ENGINE" >/dev/null 2>&1 || die "container engine '$ENGINE' not found; install Docker or set ENGINE=podman"
 if [[ "$save" == 1 ]]; then
@@ -109,9 +114,10 @@ human_size() { awk -v b="$1" 'BEGIN { printf "%.2f GB", b / 1e9 }'; }
 
 for task in "${tasks[@]}"; do
     image="$(image_of "$task")"
+    dockerfile="$REPO/$(field_of "$task" 2)/Dockerfile"
     # shellcheck disable=SC2206  # ENGINE_BUILD_ARGS is a list of arguments on purpose
-    args=(build ${ENGINE_BUILD_ARGS:-} -f "$REPO/task${task}_container/Dockerfile" -t "$image")
-    if [[ "$task" == 1 ]]; then
+    args=(build ${ENGINE_BUILD_ARGS:-} -f "$dockerfile" -t "$image")
+    if grep -q '^ARG WITH_MAMBA' "$dockerfile"; then
         args+=(--build-arg "WITH_MAMBA=$with_mamba")
     fi
     # "${extra_args[@]+...}" expands to nothing when the array is empty (bash < 4.4 treats that as unset under -u).
@@ -126,7 +132,7 @@ for task in "${tasks[@]}"; do
     fi
 
     if [[ "$save" == 1 ]]; then
-        archive="$save_dir/hecktor-task${task}.tar.gz"
+        archive="$save_dir/$(field_of "$task" 3).tar.gz"
         partial="$archive.partial"
         save_args=(save)
         # podman's default archive format is already docker-archive; saying so keeps the result loadable by both.

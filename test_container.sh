@@ -4,28 +4,25 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ENGINE="${ENGINE:-docker}"
-TASK1_IMAGE="${TASK1_IMAGE:-hecktor-task1:latest}"
-TASK2_IMAGE="${TASK2_IMAGE:-hecktor-task2:latest}"
 MEMORY="${MEMORY:-16g}"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
-# Platform wall-clock limits per case (HECKTOR2025_INTERFACE.md).
-LIMIT_S=([1]=600 [2]=900)
 
 usage() {
     cat <<EOF
 Usage: ./test_container.sh [options]
 
-Runs each image as Grand Challenge does (--network none, input mounted read-only, output mounted, a separate
-volume for /tmp, read-only root file system, a $MEMORY memory cap, the image's non-root user, GPUs if present)
-on synthetic cases made by scripts/make_test_inputs.py (CT directions identity, flipped, oblique), then checks
-each output with scripts/check_outputs.py: the mask exists, is UInt8, has labels in {0,1,2} and lies on the input
-CT's grid; rfs.json holds one finite number. Exits non-zero if any run or check fails.
+Runs each task's image (the tasks of the registry, shared/hecktor/tasks.py) as Grand Challenge does
+(--network none, input mounted read-only, output mounted, a separate volume for /tmp, read-only root file system,
+a $MEMORY memory cap, the image's non-root user, GPUs if present) on synthetic cases made by scripts/make_test_inputs.py (CT directions identity, flipped, oblique), then checks
+each output with scripts/check_outputs.py: a mask exists, is UInt8, has labels in {0,1,2} and lies on the input
+CT's grid; a JSON output holds one bare value of its kind (rfs.json: a finite number); and each case ends within
+its task's platform limit. Exits non-zero if any run or check fails.
 
 Options:
-  --task 1|2        test only this task (default: both)
-  --no-engine       no container: run python task{1,2}_container/inference.py --input IN --output OUT directly
+  --task N          test only this task (default: every task)
+  --no-engine       no container: run python taskN_container/inference.py --input IN --output OUT directly
   --cases N         cases per task (default 3)
   --seed N          synthetic seed (default 0)
   --size small|realistic   case size (default small; realistic is a 512x512x200 CT)
@@ -34,8 +31,7 @@ Options:
 
 Environment:
   ENGINE            docker (default) or podman
-  TASK1_IMAGE       default hecktor-task1:latest
-  TASK2_IMAGE       default hecktor-task2:latest
+  TASK<N>_IMAGE     image of Task N (default: the registry's name, e.g. hecktor-task1:latest)
   PYTHON            Python with the hecktor library for making inputs and checking (default .venv/bin/python)
   MEMORY            container memory cap (default 16g, the platform's)
   ENGINE_RUN_ARGS   extra arguments for '\$ENGINE run' (word-split), e.g. ulimits an engine needs on this host
@@ -47,7 +43,15 @@ die() {
     exit 1
 }
 
-tasks=(1 2)
+"$PYTHON" -c "import hecktor, SimpleITK" 2>/dev/null \
+    || die "$PYTHON cannot import the hecktor library (needed to make inputs and check outputs); run 'make setup' or set PYTHON"
+# The registry, one tab-separated line per task: number, container folder, image, output, kind, limit, export command.
+TASK_TABLE="$("$PYTHON" -m hecktor.tasks --shell)" || die "cannot read the task registry with $PYTHON"
+field_of() { awk -F'\t' -v n="$1" -v f="$2" '$1 == n { print $f }' <<<"$TASK_TABLE"; }
+all_tasks=()
+while IFS=$'\t' read -r n _; do all_tasks+=("$n"); done <<<"$TASK_TABLE"
+
+tasks=("${all_tasks[@]}")
 use_engine=1
 cases=3
 seed=0
@@ -56,7 +60,7 @@ work=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --task)
-            [[ $# -ge 2 && ("$2" == 1 || "$2" == 2) ]] || die "--task must be 1 or 2"
+            [[ $# -ge 2 && -n "$(field_of "$2" 1)" ]] || die "--task must be one of ${all_tasks[*]}"
             tasks=("$2"); shift 2 ;;
         --no-engine) use_engine=0; shift ;;
         --cases)
@@ -76,10 +80,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-"$PYTHON" -c "import hecktor, SimpleITK" 2>/dev/null \
-    || die "$PYTHON cannot import the hecktor library (needed to make inputs and check outputs); run 'make setup' or set PYTHON"
-
-image_of() { if [[ "$1" == 1 ]]; then echo "$TASK1_IMAGE"; else echo "$TASK2_IMAGE"; fi; }
+# TASK<N>_IMAGE overrides the registry's image name.
+image_of() { local var="TASK$1_IMAGE"; echo "${!var:-$(field_of "$1" 3):latest}"; }
 
 gpu_args=()
 if [[ "$use_engine" == 1 ]]; then
@@ -105,7 +107,7 @@ if [[ "$use_engine" == 1 ]]; then
     done
 else
     for task in "${tasks[@]}"; do
-        [[ -f "$REPO/task${task}_container/inference.py" ]] || die "task${task}_container/inference.py is missing"
+        [[ -f "$REPO/$(field_of "$task" 2)/inference.py" ]] || die "$(field_of "$task" 2)/inference.py is missing"
     done
 fi
 
@@ -155,7 +157,7 @@ for task in "${tasks[@]}"; do
                 --user "$user" ${gpu_args[@]+"${gpu_args[@]}"} ${ENGINE_RUN_ARGS:-}
                 --volume "$in:/input:ro" --volume "$out:/output" --volume "$volume:/tmp" "$image")
         else
-            cmd=("$PYTHON" "$REPO/task${task}_container/inference.py" --input "$in" --output "$out")
+            cmd=("$PYTHON" "$REPO/$(field_of "$task" 2)/inference.py" --input "$in" --output "$out")
         fi
         status=0
         "${cmd[@]}" >"$log" 2>&1 || status=$?
@@ -172,8 +174,9 @@ for task in "${tasks[@]}"; do
             continue
         fi
         echo "    $name: ${seconds} s"
-        if awk -v s="$seconds" -v l="${LIMIT_S[$task]}" 'BEGIN { exit !(s > l) }'; then
-            failures+=("task $task $name: took ${seconds} s, over the platform's ${LIMIT_S[$task]} s limit")
+        limit="$(field_of "$task" 6)"
+        if awk -v s="$seconds" -v l="$limit" 'BEGIN { exit !(s > l) }'; then
+            failures+=("task $task $name: took ${seconds} s, over the platform's ${limit} s limit")
         fi
     done
 done

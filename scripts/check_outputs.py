@@ -1,10 +1,15 @@
 """Check one container run's outputs against the HECKTOR 2025 output contract (HECKTOR2025_INTERFACE.md).
 
-Task 1: ``OUTPUT/images/tumor-lymph-node-segmentation/output.mha`` exists, is a compressed 3-D UInt8 image with
-labels in {0, 1, 2}, and lies on the input CT's grid (same size, spacing, origin and direction; also checked against
-``expected.json`` of ``make_test_inputs.py`` when given). Task 2: ``OUTPUT/rfs.json`` holds one finite bare JSON
-number. For both: nothing else was left in the output folder (a stray file there is usually the temporary file of
-a write that did not finish).
+What is checked follows the task's output kind in the registry (:mod:`hecktor.tasks`):
+
+* ``mask`` (Task 1, ``OUTPUT/images/tumor-lymph-node-segmentation/output.mha``): the file exists, is a compressed 3-D
+  UInt8 image with labels in {0, 1, 2}, and lies on the input CT's grid (same size, spacing, origin and direction;
+  also checked against ``expected.json`` of ``make_test_inputs.py`` when given);
+* ``json-number`` (Task 2, ``OUTPUT/rfs.json``): one finite bare JSON number;
+* ``json-boolean``: one bare JSON ``true`` or ``false``.
+
+For every kind: nothing else was left in the output folder (a stray file there is usually the temporary file of a
+write that did not finish).
 
 Exit status 0 when every check passes; otherwise 1, with one line per failed check on stderr.
 
@@ -26,9 +31,10 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-MASK_PATH = Path("images/tumor-lymph-node-segmentation/output.mha")
-RFS_PATH = Path("rfs.json")
-ALLOWED_LABELS = {0, 1, 2}
+from hecktor.labels import FOREGROUND, LABELS
+from hecktor.tasks import get_task, task_numbers
+
+ALLOWED_LABELS = set(LABELS.values())
 IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii", ".nii.gz")
 # Geometry is compared with tolerances far below a voxel: both images go through the same MetaIO text round trip,
 # so a correct mask matches to the last digit; the margin only absorbs harmless float noise.
@@ -86,16 +92,18 @@ def _geometry(image: sitk.Image) -> dict[str, Any]:
     }
 
 
-def check_task1(input_dir: str | Path, output_dir: str | Path, expected_ct: dict[str, Any] | None = None) -> list[str]:
-    """Problems with a Task 1 output folder (empty list: all checks passed).
+def check_mask(input_dir: str | Path, output_dir: str | Path, output: Path,
+               expected_ct: dict[str, Any] | None = None) -> list[str]:
+    """Problems with a mask output folder (empty list: all checks passed).
 
     Args:
         input_dir: the case's input folder (``images/ct/<uuid>.mha`` is the reference grid).
         output_dir: the folder mounted at ``/output``.
+        output: the mask's path relative to ``output_dir`` (the task's ``output`` in the registry).
         expected_ct: the CT geometry recorded when the input was made (``expected.json``), checked as well.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    mask_path = output_dir / MASK_PATH
+    mask_path = output_dir / output
     if not mask_path.is_file():
         return [f"mask missing: {mask_path}"]
     problems = []
@@ -115,7 +123,7 @@ def check_task1(input_dir: str | Path, output_dir: str | Path, expected_ct: dict
         problems.append(f"mask pixel type is {mask.GetPixelIDTypeAsString()}, expected 8-bit unsigned integer (UInt8)")
     labels = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(mask))}
     if not labels <= ALLOWED_LABELS:
-        problems.append(f"mask labels {sorted(labels)} are not within {{0, 1, 2}}")
+        problems.append(f"mask labels {sorted(labels)} are not within {sorted(ALLOWED_LABELS)}")
     try:
         ct = sitk.ReadImage(str(_input_ct_path(input_dir)))
     except (FileNotFoundError, RuntimeError) as error:
@@ -130,32 +138,42 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
 
 
-def check_task2(output_dir: str | Path) -> list[str]:
-    """Problems with a Task 2 output folder (empty list: all checks passed)."""
+def check_json_output(output_dir: str | Path, output: Path, kind: str) -> list[str]:
+    """Problems with a one-value JSON output folder (empty list: all checks passed).
+
+    Args:
+        output_dir: the folder mounted at ``/output``.
+        output: the file's path relative to ``output_dir`` (the task's ``output`` in the registry).
+        kind: ``json-number`` (one finite bare number) or ``json-boolean`` (bare ``true`` or ``false``).
+    """
     output_dir = Path(output_dir)
-    rfs_path = output_dir / RFS_PATH
-    if not rfs_path.is_file():
-        return [f"risk file missing: {rfs_path}"]
+    path = output_dir / output
+    wanted = "a finite number" if kind == "json-number" else "true or false"
+    if not path.is_file():
+        return [f"output file missing: {path}"]
     problems = []
-    extra = _unexpected_files(output_dir, rfs_path)
+    extra = _unexpected_files(output_dir, path)
     if extra:
         problems.append(f"unexpected file(s) in {output_dir}: {', '.join(extra[:5])}")
-    text = rfs_path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8", errors="replace")
     try:
         # Python's json accepts NaN and Infinity, which are not JSON: refuse them at parse time.
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
-        return problems + [f"{rfs_path} is not valid JSON holding a finite number ({error}): {text[:80]!r}"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problems.append(f"{rfs_path} must hold one bare number, got a JSON {type(value).__name__}: {text[:80]!r}")
+        return problems + [f"{path} is not valid JSON holding {wanted} ({error}): {text[:80]!r}"]
+    if kind == "json-boolean":
+        if not isinstance(value, bool):
+            problems.append(f"{path} must hold a bare true or false, got a JSON {type(value).__name__}: {text[:80]!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append(f"{path} must hold one bare number, got a JSON {type(value).__name__}: {text[:80]!r}")
     elif not math.isfinite(float(value)):
-        problems.append(f"{rfs_path} holds a non-finite number: {text[:80]!r}")
+        problems.append(f"{path} holds a non-finite number: {text[:80]!r}")
     return problems
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Check a container run's outputs against the HECKTOR 2025 contract.")
-    parser.add_argument("--task", required=True, type=int, choices=(1, 2))
+    parser.add_argument("--task", required=True, type=int, choices=task_numbers())
     parser.add_argument("--input", required=True, type=Path, help="the case's input folder (mounted at /input)")
     parser.add_argument("--output", required=True, type=Path, help="the case's output folder (mounted at /output)")
     parser.add_argument("--expected", type=Path, help="expected.json written by scripts/make_test_inputs.py")
@@ -164,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    spec = get_task(args.task)
     case = args.input.name
-    if args.task == 1:
+    if spec.output_kind == "mask":
         expected_ct = None
         if args.expected is not None:
             cases = json.loads(args.expected.read_text())["cases"]
@@ -173,19 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"check_outputs.py: error: {args.expected} has no case {case!r}", file=sys.stderr)
                 return 1
             expected_ct = cases[case]["ct"]
-        problems = check_task1(args.input, args.output, expected_ct)
+        problems = check_mask(args.input, args.output, spec.output, expected_ct)
     else:
-        problems = check_task2(args.output)
+        problems = check_json_output(args.output, spec.output, spec.output_kind)
     for problem in problems:
         print(f"FAIL {case}: {problem}", file=sys.stderr)
     if problems:
         return 1
-    if args.task == 1:
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(args.output / MASK_PATH)))
-        counts = ", ".join(f"label {k}: {int((mask == k).sum())}" for k in (1, 2))
+    if spec.output_kind == "mask":
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(args.output / spec.output)))
+        counts = ", ".join(f"{name}: {int((mask == value).sum())}" for name, value in FOREGROUND.items())
         print(f"ok {case}: mask on the CT grid {list(mask.shape[::-1])}, UInt8, {counts} voxels")
     else:
-        print(f"ok {case}: rfs.json = {json.loads((args.output / RFS_PATH).read_text())}")
+        print(f"ok {case}: {spec.output} = {(args.output / spec.output).read_text().strip()}")
     return 0
 
 

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from hecktor.errors import HecktorError, InputError
 from hecktor.io import write_gc_input
 from hecktor.synthetic import ORIENTATIONS, SIZES, make_case
+from hecktor.tasks import get_task, task_numbers
 
 EXPECTED_JSON = "expected.json"
 
@@ -47,20 +48,23 @@ def make_test_inputs(
 
     Args:
         out_dir: folder to create; it must not hold anything yet.
-        task: 1 or 2; the ``ehr.json`` of Task 1 has no ``CenterID``, as on the platform.
+        task: a task of the registry (:mod:`hecktor.tasks`); the ``ehr.json`` of Task 1 has no ``CenterID``, as on
+            the platform.
         cases: number of cases; case ``k`` has CT direction ``ORIENTATIONS[k % 3]``.
         seed: synthetic-cohort seed (the same seed gives the same files).
         size: ``"small"`` (about 56x56x64 CT, seconds per case) or ``"realistic"`` (512x512x200 CT).
     """
-    if task not in (1, 2):
-        raise InputError(f"task must be 1 or 2, got {task}")
+    try:
+        spec = get_task(task)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     if cases < 1:
         raise InputError(f"cases must be at least 1, got {cases}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir} is not empty; choose a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    expected: dict[str, Any] = {"task": task, "seed": seed, "size": size, "cases": {}}
+    expected: dict[str, Any] = {"task": spec.number, "seed": seed, "size": size, "cases": {}}
     for index in range(cases):
         orientation = ORIENTATIONS[index % len(ORIENTATIONS)]
         case = make_case(seed, size, case_index=index, ct_orientation=orientation)
@@ -78,7 +82,7 @@ def make_test_inputs(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Make Grand-Challenge input folders from synthetic cases.")
     parser.add_argument("--out", required=True, type=Path, help="folder to create (must be empty or absent)")
-    parser.add_argument("--task", required=True, type=int, choices=(1, 2))
+    parser.add_argument("--task", required=True, type=int, choices=task_numbers())
     parser.add_argument("--cases", type=int, default=3, help="number of cases (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic-cohort seed (default 0)")
     parser.add_argument("--size", choices=SIZES, default="small", help="case size (default small)")

@@ -23,6 +23,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import DIRECTIONS
+from hecktor.tasks import get_task
 from hecktor.io import write_gc_input, write_mask, write_json_number
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ def _load_script(name: str):
 
 
 check_outputs = _load_script("check_outputs")
+MASK_PATH, RFS_PATH = get_task(1).output, get_task(2).output
 make_test_inputs = _load_script("make_test_inputs")
 
 
@@ -196,8 +198,8 @@ def test_build_save_writes_gzipped_archives_and_reports_failures(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == \
         "build.sh: error: building hecktor-task2:latest failed (see the fake-docker output above)"
 
-    result = subprocess.run([str(repo / "build.sh"), "--task", "3"], capture_output=True, text=True, env=env)
-    assert result.returncode != 0 and "--task must be 1 or 2" in result.stderr
+    result = subprocess.run([str(repo / "build.sh"), "--task", "9"], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "--task must be one of" in result.stderr and "got '9'" in result.stderr
 
 
 def test_test_container_runs_like_the_platform_and_checks_outputs(tmp_path):
@@ -245,7 +247,7 @@ def test_test_container_without_engine_runs_inference_py_directly(tmp_path):
                              "--work", str(tmp_path / "work")],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
-    assert "mask labels [0, 3] are not within {0, 1, 2}" in result.stderr
+    assert "mask labels [0, 3] are not within [0, 1, 2]" in result.stderr
     assert _engine_calls(tmp_path) == []
 
 
@@ -279,18 +281,18 @@ def task1_case(tmp_path):
     ct = _ct()
     input_dir = write_gc_input(ct, _pet(), tmp_path / "input", ehr={"Age": 60}, seed=1)
     output_dir = tmp_path / "output"
-    write_mask(_mask_like(ct), output_dir / check_outputs.MASK_PATH)
+    write_mask(_mask_like(ct), output_dir / MASK_PATH)
     return input_dir, output_dir, ct
 
 
 def _rewrite_mask(output_dir, image, compress=True):
-    sitk.WriteImage(image, str(output_dir / check_outputs.MASK_PATH), compress)
+    sitk.WriteImage(image, str(output_dir / MASK_PATH), compress)
 
 
 def test_checker_accepts_a_correct_mask(task1_case):
     input_dir, output_dir, ct = task1_case
     expected = make_test_inputs.image_geometry(ct)
-    assert check_outputs.check_task1(input_dir, output_dir, expected) == []
+    assert check_outputs.check_mask(input_dir, output_dir, MASK_PATH, expected) == []
     assert check_outputs.main(["--task", "1", "--input", str(input_dir), "--output", str(output_dir)]) == 0
 
 
@@ -321,7 +323,7 @@ def _resized(ct):
     [
         (lambda ct: sitk.Cast(_mask_like(ct), sitk.sitkUInt16), "pixel type is 16-bit unsigned integer"),
         (lambda ct: sitk.Cast(_mask_like(ct), sitk.sitkFloat32), "pixel type is 32-bit float"),
-        (lambda ct: _mask_like(ct, labels=(1, 3)), "mask labels [0, 1, 3] are not within {0, 1, 2}"),
+        (lambda ct: _mask_like(ct, labels=(1, 3)), "mask labels [0, 1, 3] are not within [0, 1, 2]"),
         (_shifted, "mask origin"),
         (_flipped, "mask direction"),
         (_resized, "mask size [9, 8, 6] differs"),
@@ -331,7 +333,7 @@ def _resized(ct):
 def test_checker_rejects_each_mask_defect(task1_case, defect, message):
     input_dir, output_dir, ct = task1_case
     _rewrite_mask(output_dir, defect(ct))
-    problems = check_outputs.check_task1(input_dir, output_dir)
+    problems = check_outputs.check_mask(input_dir, output_dir, MASK_PATH)
     assert len(problems) == 1 and message in problems[0], problems
     assert check_outputs.main(["--task", "1", "--input", str(input_dir), "--output", str(output_dir)]) == 1
 
@@ -340,29 +342,29 @@ def test_checker_rejects_missing_uncompressed_stray_and_off_expected_outputs(tas
     input_dir, output_dir, ct = task1_case
     stray = output_dir / "images" / "tumor-lymph-node-segmentation" / ".output.abc123.mha"
     stray.write_bytes(b"partial")
-    assert check_outputs.check_task1(input_dir, output_dir) == [
+    assert check_outputs.check_mask(input_dir, output_dir, MASK_PATH) == [
         f"unexpected file(s) in {output_dir}: images/tumor-lymph-node-segmentation/.output.abc123.mha"]
     stray.unlink()
 
     _rewrite_mask(output_dir, _mask_like(ct), compress=False)
-    assert check_outputs.check_task1(input_dir, output_dir) == [
-        f"mask is not compressed (CompressedData = True expected): {output_dir / check_outputs.MASK_PATH}"]
+    assert check_outputs.check_mask(input_dir, output_dir, MASK_PATH) == [
+        f"mask is not compressed (CompressedData = True expected): {output_dir / MASK_PATH}"]
 
     # The CT in the input folder and the mask agree, but not with the grid recorded when the input was made.
     _rewrite_mask(output_dir, _mask_like(ct))
     other = make_test_inputs.image_geometry(_ct("flipped_z"))
-    problems = check_outputs.check_task1(input_dir, output_dir, other)
+    problems = check_outputs.check_mask(input_dir, output_dir, MASK_PATH, other)
     assert problems and all("expected CT (expected.json)" in p for p in problems)
 
-    (output_dir / check_outputs.MASK_PATH).unlink()
-    assert check_outputs.check_task1(input_dir, output_dir) == [f"mask missing: {output_dir / check_outputs.MASK_PATH}"]
+    (output_dir / MASK_PATH).unlink()
+    assert check_outputs.check_mask(input_dir, output_dir, MASK_PATH) == [f"mask missing: {output_dir / MASK_PATH}"]
 
 
 def test_checker_task2_accepts_a_bare_number(tmp_path):
     write_json_number(-0.396, tmp_path / "rfs.json")
-    assert check_outputs.check_task2(tmp_path) == []
+    assert check_outputs.check_json_output(tmp_path, RFS_PATH, "json-number") == []
     (tmp_path / "rfs.json").write_text("3")
-    assert check_outputs.check_task2(tmp_path) == []
+    assert check_outputs.check_json_output(tmp_path, RFS_PATH, "json-number") == []
 
 
 @pytest.mark.parametrize(
@@ -380,14 +382,14 @@ def test_checker_task2_accepts_a_bare_number(tmp_path):
 )
 def test_checker_task2_rejects_each_defect(tmp_path, text, message):
     (tmp_path / "rfs.json").write_text(text)
-    problems = check_outputs.check_task2(tmp_path)
+    problems = check_outputs.check_json_output(tmp_path, RFS_PATH, "json-number")
     assert len(problems) == 1 and message in problems[0], problems
 
 
 def test_checker_task2_rejects_missing_file_and_cli_exit_code(tmp_path, capsys):
-    assert check_outputs.check_task2(tmp_path) == [f"risk file missing: {tmp_path / 'rfs.json'}"]
+    assert check_outputs.check_json_output(tmp_path, RFS_PATH, "json-number") == [f"output file missing: {tmp_path / 'rfs.json'}"]
     assert check_outputs.main(["--task", "2", "--input", str(tmp_path), "--output", str(tmp_path)]) == 1
-    assert f"FAIL {tmp_path.name}: risk file missing" in capsys.readouterr().err
+    assert f"FAIL {tmp_path.name}: output file missing" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- test-input maker

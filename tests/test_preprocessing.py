@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import DIRECTIONS, blank_image, head_phantom, paint
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid, subgrid_covering
 from hecktor.localization import localize_head_and_neck
-from hecktor.plan import BoxPlan, RegionPlan
+from hecktor.plan import BoxPlan, RegionPlan, plan_digest
 from hecktor.preprocessing import (
     check_case,
     labels_to_ct_grid,
@@ -42,6 +43,30 @@ def test_plan_json_round_trip_and_digest():
         RegionPlan.from_dict({**plan.to_dict(), "spacing": 1})
     with pytest.raises(InputError, match="ct_window_hu"):
         RegionPlan(ct_window_hu=(10.0, -10.0))
+
+
+def test_plans_are_per_task_with_kind_and_schema_version():
+    region, box = RegionPlan(), BoxPlan()
+    assert region.to_dict()["kind"] == "region" and box.to_dict()["kind"] == "box"
+    assert region.to_dict()["schema_version"] == box.to_dict()["schema_version"] == 2
+    # Each task's digest covers its own settings only: a Task 2 box change leaves Task 1 caches valid.
+    assert BoxPlan(input_shape_zyx=(48, 48, 48)).digest() != box.digest()
+    assert "input_shape_zyx" not in region.to_dict() and "patch_size_zyx" not in box.to_dict()
+    # The digest is of the stored dict: the same text gives the same digest, whatever a plan class would add.
+    stored = json.loads(box.to_json())
+    assert plan_digest(stored) == box.digest()
+    with pytest.raises(InputError, match="'box' plan, but a 'region' plan"):
+        RegionPlan.from_dict(box.to_dict())
+    with pytest.raises(InputError, match="schema_version 3 is not readable"):
+        BoxPlan.from_dict({**box.to_dict(), "schema_version": 3})
+    # Schema 1 (hecktor 0.1: one Plan for both tasks) reads as each task's plan, renamed fields included.
+    legacy = {"spacing_mm_xyz": [2.0, 2.0, 2.0], "task1_region_mm_xyz": [100.0, 100.0, 120.0],
+              "task2_box_mm_xyz": [150.0, 150.0, 200.0], "task2_input_shape_zyx": [32, 32, 32],
+              "brain_suv_threshold": 2.5}
+    assert RegionPlan.from_dict(legacy) == RegionPlan(spacing_mm_xyz=(2.0, 2.0, 2.0),
+                                                      region_mm_xyz=(100.0, 100.0, 120.0), brain_suv_threshold=2.5)
+    assert BoxPlan.from_dict(legacy) == BoxPlan(box_mm_xyz=(150.0, 150.0, 200.0), input_shape_zyx=(32, 32, 32),
+                                                brain_suv_threshold=2.5)
 
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS))

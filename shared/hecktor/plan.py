@@ -16,8 +16,8 @@ Stored plans carry their ``kind`` and ``schema_version``. The digest of a plan i
 plan re-derived from today's defaults, so adding a field with a default does not invalidate existing bundles, and a
 task's caches are keyed by that task's settings only.
 
-Schema versions: 1 was the single ``Plan`` of hecktor 0.1 that held both tasks' fields (``region_mm_xyz``,
-``box_mm_xyz``, ...); :meth:`from_dict` still reads it, keeping the fields that the plan's kind uses.
+Schema versions: 1 was the single ``Plan`` of hecktor 0.1 that held both tasks' fields (``task1_region_mm_xyz``,
+``task2_box_mm_xyz``, ...); :meth:`from_dict` still reads it, keeping the fields that the plan's kind uses.
 """
 
 from __future__ import annotations
@@ -182,9 +182,9 @@ class RegionPlan(_PlanBase):
 
     KIND: ClassVar[str] = "region"
     _LEGACY_RENAMES: ClassVar[dict[str, str]] = {
-        "region_mm_xyz": "region_mm_xyz", "region_offset_mm_xyz": "region_offset_mm_xyz"}
+        "task1_region_mm_xyz": "region_mm_xyz", "task1_region_offset_mm_xyz": "region_offset_mm_xyz"}
     _LEGACY_IGNORED: ClassVar[tuple[str, ...]] = (
-        "box_mm_xyz", "box_offset_mm_xyz", "input_shape_zyx")
+        "task2_box_mm_xyz", "task2_box_offset_mm_xyz", "task2_input_shape_zyx")
 
     spacing_mm_xyz: tuple[float, float, float] = (1.0, 1.0, 1.0)
     region_mm_xyz: tuple[float, float, float] = (200.0, 200.0, 256.0)
@@ -209,10 +209,10 @@ class BoxPlan(_PlanBase):
 
     KIND: ClassVar[str] = "box"
     _LEGACY_RENAMES: ClassVar[dict[str, str]] = {
-        "box_mm_xyz": "box_mm_xyz", "box_offset_mm_xyz": "box_offset_mm_xyz",
-        "input_shape_zyx": "input_shape_zyx"}
+        "task2_box_mm_xyz": "box_mm_xyz", "task2_box_offset_mm_xyz": "box_offset_mm_xyz",
+        "task2_input_shape_zyx": "input_shape_zyx"}
     _LEGACY_IGNORED: ClassVar[tuple[str, ...]] = (
-        "spacing_mm_xyz", "region_mm_xyz", "region_offset_mm_xyz", "patch_size_zyx", "training_margin_mm")
+        "spacing_mm_xyz", "task1_region_mm_xyz", "task1_region_offset_mm_xyz", "patch_size_zyx", "training_margin_mm")
 
     box_mm_xyz: tuple[float, float, float] = (200.0, 200.0, 310.0)
     box_offset_mm_xyz: tuple[float, float, float] = (0.0, 0.0, -65.0)
