@@ -337,7 +337,8 @@ def test_backend_descriptions(monkeypatch, fresh_backend_log):
     assert scan.describe_scan_backend("auto", gpu).endswith("pure-PyTorch chunked scan (HECKTOR_SCAN_BACKEND=torch)")
     monkeypatch.setattr(scan, "mamba_ssm_selective_scan", lambda: object())
     monkeypatch.setenv(BACKEND_ENV_VAR, "cuda")
-    assert scan.describe_scan_backend("auto", gpu) == "selective scan: mamba_ssm CUDA kernel (HECKTOR_SCAN_BACKEND=cuda)"
+    line = scan.describe_scan_backend("auto", gpu)
+    assert line == "selective scan: mamba_ssm CUDA kernel (HECKTOR_SCAN_BACKEND=cuda)"
     monkeypatch.delenv(BACKEND_ENV_VAR)
     assert scan.describe_scan_backend("auto", gpu) == (
         "selective scan: mamba_ssm CUDA kernel (mamba_ssm imported, tensors on cuda)"
