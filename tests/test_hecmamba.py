@@ -27,11 +27,12 @@ TINY_CONFIGS = {
     "vnet": {},  # MONAI's VNet has fixed widths
     "unetr": {"img_size": [32, 32, 32], "feature_size": 4, "hidden_size": 32, "mlp_dim": 32, "num_heads": 2},
     "segresnet": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]},
+    "dynunet": {"kernel_size": [3, 3, 3, 3], "strides": [1, 2, 2, 2], "filters": [4, 8, 8, 16]},
 }
 
 
 def test_registry_covers_the_seed_networks():
-    assert set(NETWORK_NAMES) == {"hecmamba", "unet", "vnet", "unetr", "segresnet"}
+    assert set(NETWORK_NAMES) == {"hecmamba", "unet", "vnet", "unetr", "segresnet", "dynunet"}
     assert set(TINY_CONFIGS) == set(NETWORK_NAMES)
 
 

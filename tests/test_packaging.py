@@ -471,6 +471,81 @@ def test_dockerfile_follows_the_platform_template(task):
         assert any(source == a or source.startswith(a + "/") or a.startswith(source + "/") for a in allowed), source
 
 
+def test_build_context_holds_no_synthetic_generator_or_training_code():
+    """The context .dockerignore admits (Docker's rules: last matching pattern wins, a pattern that matches a folder
+    matches everything in it) has no hecktor/synthetic.py and no hecktor/training/, and the library modules and
+    inference.py files it does admit import nothing that is left out (checked on their source, lazy imports too)."""
+    import ast
+    import posixpath
+
+    def regex(pattern: str) -> re.Pattern:  # moby/patternmatcher's glob: ** any depth, * and ? within one name
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] in "*?":
+                out, i = out + ("[^/]*" if pattern[i] == "*" else "[^/]"), i + 1
+            elif pattern[i] == "[":
+                end = pattern.index("]", i)
+                out, i = out + pattern[i : end + 1], end + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out)
+
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keep = line.startswith("!")
+            rules.append((keep, regex(posixpath.normpath(line.lstrip("!").strip().lstrip("/")))))
+
+    def admitted(path: str) -> bool:
+        parts = path.split("/")
+        included = True
+        for keep, pattern in rules:
+            if any(pattern.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+                included = keep
+        return included
+
+    files = {p.relative_to(REPO).as_posix() for top in ("shared", "task1_container", "task2_container")
+             for p in (REPO / top).rglob("*") if p.is_file()}
+    # The training subpackage may not exist in this checkout yet; what lands there must stay out too.
+    files |= {"shared/hecktor/training/__init__.py", "shared/hecktor/training/loops/segmentation.py",
+              "shared/hecktor/__pycache__/io.cpython-312.pyc", "training/seg_trainer.py"}
+    context = {f for f in files if admitted(f)}
+    for needed in ("shared/pyproject.toml", "shared/hecktor/__init__.py", "shared/hecktor/segment.py",
+                   "shared/hecktor/prognosis.py", "shared/hecktor/io.py", "shared/hecktor/budget.py",
+                   "shared/hecktor/networks/hecmamba.py", "task1_container/inference.py",
+                   "task2_container/inference.py"):
+        assert needed in context, needed
+    assert "shared/hecktor/synthetic.py" in files
+    left_out = sorted(f for f in files - context if f.startswith("shared/hecktor/") and "__pycache__" not in f)
+    assert left_out == ["shared/hecktor/synthetic.py", "shared/hecktor/training/__init__.py",
+                        "shared/hecktor/training/loops/segmentation.py"]
+    assert not any(f.startswith("training/") or "__pycache__" in f for f in context)
+
+    def in_context(module: str) -> bool:
+        stem = "shared/" + module.replace(".", "/")
+        return f"{stem}.py" in context or f"{stem}/__init__.py" in context
+
+    for path in sorted(f for f in context if f.endswith(".py")):
+        for node in ast.walk(ast.parse((REPO / path).read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # "from hecktor import x": x is a module when the library has a file for it.
+                modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
+                                           if (REPO / "shared" / f"{node.module}.{alias.name}".replace(".", "/")
+                                               ).with_suffix(".py").exists()]
+            else:
+                continue
+            for module in modules:
+                if module == "hecktor" or module.startswith("hecktor."):
+                    assert in_context(module), f"{path} imports {module}, which .dockerignore leaves out"
+
+
 def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out():
     instructions = _instructions(REPO / "task1_container" / "Dockerfile")
     assert ("ARG", "WITH_MAMBA=1") in instructions[:3]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,3 +272,94 @@ def test_cuda_backend_receives_mamba_ssm_arguments(monkeypatch):
     assert len(calls) == 1 and calls[0]["delta_softplus"] is True
     assert calls[0]["z"] is kwargs["z"] and calls[0]["delta_bias"] is kwargs["delta_bias"]
     assert rel_err(out, reference_scan(**kwargs)) <= 1e-4
+
+
+# ---- which backend runs, logged once ----
+
+@pytest.fixture
+def fresh_backend_log(monkeypatch):
+    """Forget the cached mamba_ssm import and the lines already logged, before and after the test."""
+
+    def reset():
+        scan._import_mamba_ssm.cache_clear()
+        scan._LOGGED_BACKEND_KEYS.clear()
+        scan._LOGGED_BACKEND_LINES.clear()
+
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    reset()
+    yield
+    reset()
+
+
+def test_installed_but_broken_mamba_ssm_warns_with_the_reason(tmp_path, monkeypatch, caplog, fresh_backend_log):
+    # A real package on sys.path whose import fails the way a mismatched CUDA build does.
+    package = tmp_path / "mamba_ssm"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        'raise ImportError("libcudart.so.11.0: cannot open shared object file: No such file or directory\\nmore")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mamba_ssm", raising=False)
+    caplog.set_level(logging.INFO, logger="hecktor.scan")
+    assert scan.mamba_ssm_selective_scan() is None
+    assert scan.mamba_ssm_selective_scan() is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # the import is tried once per process
+    message = warnings[0].getMessage()
+    assert "mamba_ssm installed but its import failed: ImportError: libcudart.so.11.0: cannot open" in message
+    assert "\n" not in message and "more" not in message
+    assert "pure-PyTorch" in message
+    # On a GPU the INFO line gives the same reason; auto falls back to torch instead of failing.
+    assert resolve_scan_backend("auto", torch.device("cuda")) == "torch"
+    assert scan.describe_scan_backend("auto", torch.device("cuda")) == (
+        "selective scan: pure-PyTorch chunked scan (mamba_ssm installed but its import failed: ImportError: "
+        "libcudart.so.11.0: cannot open shared object file: No such file or directory)"
+    )
+
+
+def test_missing_mamba_ssm_is_no_warning(monkeypatch, caplog, fresh_backend_log):
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # find_spec answers None, as when not installed
+    caplog.set_level(logging.INFO, logger="hecktor.scan")
+    assert scan.mamba_ssm_selective_scan() is None
+    assert scan.mamba_ssm_import_problem() == "mamba_ssm not installed"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert scan.describe_scan_backend("auto", torch.device("cuda")) == (
+        "selective scan: pure-PyTorch chunked scan (mamba_ssm not installed)"
+    )
+
+
+def test_backend_descriptions(monkeypatch, fresh_backend_log):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert scan.describe_scan_backend("auto", cpu).endswith("pure-PyTorch chunked scan (tensors on cpu, the "
+                                                           "mamba_ssm kernel needs CUDA)")
+    assert scan.describe_scan_backend("torch", gpu).endswith("pure-PyTorch chunked scan (backend 'torch')")
+    monkeypatch.setenv(BACKEND_ENV_VAR, "torch")
+    assert scan.describe_scan_backend("auto", gpu).endswith("pure-PyTorch chunked scan (HECKTOR_SCAN_BACKEND=torch)")
+    monkeypatch.setattr(scan, "mamba_ssm_selective_scan", lambda: object())
+    monkeypatch.setenv(BACKEND_ENV_VAR, "cuda")
+    line = scan.describe_scan_backend("auto", gpu)
+    assert line == "selective scan: mamba_ssm CUDA kernel (HECKTOR_SCAN_BACKEND=cuda)"
+    monkeypatch.delenv(BACKEND_ENV_VAR)
+    assert scan.describe_scan_backend("auto", gpu) == (
+        "selective scan: mamba_ssm CUDA kernel (mamba_ssm imported, tensors on cuda)"
+    )
+
+
+def test_backend_is_logged_once_not_per_call(monkeypatch, caplog, fresh_backend_log):
+    from hecktor.networks.hecmamba import MambaMixer
+
+    caplog.set_level(logging.INFO, logger="hecktor.scan")
+    torch.manual_seed(0)
+    mixer = MambaMixer(4, d_state=2)
+    with torch.no_grad():
+        for _ in range(3):
+            mixer(torch.randn(1, 10, 4))
+    lines = [r.getMessage() for r in caplog.records if r.name == "hecktor.scan"]
+    assert lines == ["selective scan: pure-PyTorch chunked scan (tensors on cpu, the mamba_ssm kernel needs CUDA)"]
+    # A different choice is a new line, once.
+    monkeypatch.setenv(BACKEND_ENV_VAR, "torch")
+    kwargs = select(make_inputs(length=8), OPTION_SETS["all"])
+    for _ in range(2):
+        selective_scan(**kwargs)
+    lines = [r.getMessage() for r in caplog.records if r.name == "hecktor.scan"]
+    assert lines[1:] == ["selective scan: pure-PyTorch chunked scan (HECKTOR_SCAN_BACKEND=torch)"]

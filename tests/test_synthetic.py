@@ -199,6 +199,24 @@ def test_anatomy_stays_put_when_grid_directions_flip_or_tilt() -> None:
     assert np.linalg.norm(centroids["oblique"] - centroids["identity"]) < 2.0  # less than half a voxel
 
 
+@pytest.mark.parametrize("orientation", synthetic.ORIENTATIONS)
+def test_phantoms_are_painted_on_the_library_grid(orientation: str) -> None:
+    # The renderer's voxel-centre coordinates and index boxes agree with hecktor.geometry.Grid's mapping.
+    from hecktor.geometry import Grid
+
+    case = synthetic.make_case(4, ct_orientation=orientation)
+    grid = Grid.from_image(case.ct)
+    box = (slice(3, 6), slice(10, 14), slice(20, 22))  # (z, y, x)
+    x, y, z = synthetic._coordinates(grid, box, np.zeros(3))
+    painted = np.stack(np.broadcast_arrays(x, y, z), axis=-1)
+    k, j, i = np.meshgrid(*(np.arange(s.start, s.stop) for s in box), indexing="ij")
+    expected = grid.index_to_physical(np.stack([i, j, k], axis=-1))
+    np.testing.assert_allclose(painted, expected, atol=1e-3)
+    # The index box of the physical bounding box of those centres holds them all.
+    found = synthetic._index_box(grid, expected.reshape(-1, 3).min(0), expected.reshape(-1, 3).max(0))
+    assert all(f.start <= b.start and b.stop <= f.stop for f, b in zip(found, box))
+
+
 def test_orientations_vary_across_cases() -> None:
     rng_kinds = [synthetic.make_case(SEED, case_index=i) for i in range(25)]
     kinds = {(c.ct_orientation, c.pet_orientation) for c in rng_kinds}

@@ -19,6 +19,12 @@ Backends:
 The backend is chosen by the ``backend`` argument; ``"auto"`` defers to the environment variable
 ``HECKTOR_SCAN_BACKEND`` (``auto`` / ``torch`` / ``cuda``) when it is set.
 
+Logging (logger ``hecktor.scan``): the first scan on a device logs at INFO which backend runs and why, e.g.
+``selective scan: pure-PyTorch chunked scan (mamba_ssm not installed)``; each distinct line is logged once per
+process, not per call. When mamba_ssm is installed but its import fails (a CUDA or torch version mismatch in a
+container), the scan falls back to the torch backend, which is several times slower, and a WARNING gives the
+import error: a time-budgeted container must not lose its fast path silently.
+
 How the torch backend works (memory O(chunk_size x dim x N), whatever the length):
 
 1. The sequence is processed in *segments* of ``chunk_size`` positions, one after the other, carrying the state.
@@ -56,6 +62,8 @@ environment before Python starts; a library cannot change it once the OpenMP run
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -71,10 +79,14 @@ __all__ = [
     "BACKENDS",
     "ScanBackendError",
     "default_chunk_size",
+    "describe_scan_backend",
+    "mamba_ssm_import_problem",
     "mamba_ssm_selective_scan",
     "resolve_scan_backend",
     "selective_scan",
 ]
+
+logger = logging.getLogger(__name__)
 
 BACKEND_ENV_VAR = "HECKTOR_SCAN_BACKEND"
 BACKENDS = ("auto", "torch", "cuda")
@@ -96,13 +108,40 @@ class ScanBackendError(HecktorError, RuntimeError):
 
 
 @functools.lru_cache(maxsize=1)
-def mamba_ssm_selective_scan() -> Callable | None:
-    """``mamba_ssm``'s ``selective_scan_fn`` if it can be imported, else ``None``."""
+def _import_mamba_ssm() -> tuple[Callable | None, str]:
+    """(``selective_scan_fn`` or None, why it is None: "" when imported). Tried once per process."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return None, "mamba_ssm not installed"
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except (ImportError, OSError):  # not installed, or installed without a working CUDA build
-        return None
-    return selective_scan_fn
+    # Installed but broken: a compiled extension built for another CUDA/torch fails in many ways (ImportError for an
+    # undefined symbol, OSError for a missing library, RuntimeError from triton). The torch scan still gives the same
+    # result, so fall back, but loudly.
+    except Exception as error:  # noqa: BLE001
+        reason = f"mamba_ssm installed but its import failed: {_one_line(error)}"
+        logger.warning("selective scan: %s; falling back to the slower pure-PyTorch scan.", reason)
+        return None, reason
+    return selective_scan_fn, ""
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def mamba_ssm_selective_scan() -> Callable | None:
+    """``mamba_ssm``'s ``selective_scan_fn`` if it can be imported, else ``None``.
+
+    The import is tried once per process; when mamba_ssm is installed but cannot be imported, that first try logs a
+    WARNING with the import error (see ``mamba_ssm_import_problem``).
+    """
+    return _import_mamba_ssm()[0]
+
+
+def mamba_ssm_import_problem() -> str:
+    """Why ``mamba_ssm_selective_scan()`` is None (e.g. ``"mamba_ssm not installed"``); ``""`` when it imports."""
+    return _import_mamba_ssm()[1]
 
 
 def resolve_scan_backend(backend: str | None, device: torch.device) -> str:
@@ -142,6 +181,52 @@ def resolve_scan_backend(backend: str | None, device: torch.device) -> str:
     if name == "torch":
         return "torch"
     return "cuda" if device.type == "cuda" and mamba_ssm_selective_scan() is not None else "torch"
+
+
+def describe_scan_backend(backend: str | None, device: torch.device, resolved: str | None = None) -> str:
+    """One line saying which scan runs for tensors on ``device`` and why (the line ``selective_scan`` logs).
+
+    Args:
+        backend: the requested backend, as given to ``resolve_scan_backend``.
+        device: device of the scan's tensors.
+        resolved: the backend that runs; ``None``: ``resolve_scan_backend(backend, device)``.
+    """
+    device = torch.device(device)
+    resolved = resolved or resolve_scan_backend(backend, device)
+    requested = (backend or "auto").strip().lower()
+    from_env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower() if requested == "auto" else ""
+    if resolved == "cuda":
+        description = "mamba_ssm CUDA kernel"
+        forced = f"{BACKEND_ENV_VAR}=cuda" if from_env == "cuda" else ("backend 'cuda'" if requested == "cuda" else "")
+        why = forced or f"mamba_ssm imported, tensors on {device}"
+    else:
+        description = "pure-PyTorch chunked scan"
+        if requested == "torch":
+            why = "backend 'torch'"
+        elif from_env == "torch":
+            why = f"{BACKEND_ENV_VAR}=torch"
+        elif device.type != "cuda":
+            why = f"tensors on {device.type}, the mamba_ssm kernel needs CUDA"
+        else:
+            why = mamba_ssm_import_problem() or "mamba_ssm not importable"
+    return f"selective scan: {description} ({why})"
+
+
+# What _log_backend_once has seen: the scan's inputs (cheap to test on every call) and the lines logged (one INFO
+# line per distinct choice and process, not one per scan).
+_LOGGED_BACKEND_KEYS: set[tuple] = set()
+_LOGGED_BACKEND_LINES: set[str] = set()
+
+
+def _log_backend_once(backend: str | None, device: torch.device, resolved: str) -> None:
+    key = (backend, str(device), resolved, os.environ.get(BACKEND_ENV_VAR, ""))
+    if key in _LOGGED_BACKEND_KEYS:
+        return
+    _LOGGED_BACKEND_KEYS.add(key)
+    line = describe_scan_backend(backend, device, resolved)
+    if line not in _LOGGED_BACKEND_LINES:
+        _LOGGED_BACKEND_LINES.add(line)
+        logger.info(line)
 
 
 def default_chunk_size(device: torch.device, batch: int = 1, dim: int = 96, n_state: int = 16) -> int:
@@ -184,7 +269,9 @@ def selective_scan(
         (batch, dim, L) tensor in the dtype of ``u``.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if resolve_scan_backend(backend, u.device) == "cuda":
+    resolved = resolve_scan_backend(backend, u.device)
+    _log_backend_once(backend, u.device, resolved)
+    if resolved == "cuda":
         scan_fn = mamba_ssm_selective_scan()
         return scan_fn(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
     return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)

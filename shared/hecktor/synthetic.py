@@ -24,6 +24,9 @@ cases is a prefix of a cohort of 20 with the same seed, and the same seed gives 
 Command line::
 
     python -m hecktor.synthetic --out DIR --cases 20 --seed 0 --size small
+
+Development only: ``.dockerignore`` keeps this module out of the container images, so no module that the
+containers import may import it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hecktor.errors import HecktorError, InputError
+from hecktor.geometry import Grid
 from hecktor.io import CLINICAL_COLUMNS
 from hecktor.tasks import get_task
 
@@ -155,63 +159,57 @@ _BLOCK_VOXELS = 1 << 22
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Grid:
-    """An image grid: size (x, y, z), spacing, origin and direction (columns are the index axes in LPS)."""
+# The grids are ``hecktor.geometry.Grid``s; what only the phantom renderer needs lives in the helpers below. They
+# keep their own arithmetic (index matrix direction @ diag(spacing), its inverse) rather than Grid's
+# physical_to_index: a different rounding could move a bounding-box edge by one voxel and change the files that a
+# seed must reproduce byte for byte.
 
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: np.ndarray
-    direction: np.ndarray
 
-    @property
-    def index_to_physical(self) -> np.ndarray:
-        return self.direction @ np.diag(self.spacing)
+def _index_matrix(grid: Grid) -> np.ndarray:
+    """The 3x3 matrix taking (x, y, z) index offsets to physical offsets: direction @ diag(spacing)."""
+    return grid.direction_matrix @ np.diag(grid.spacing_xyz)
 
-    @property
-    def shape_zyx(self) -> tuple[int, int, int]:
-        return (self.size[2], self.size[1], self.size[0])
 
-    def index_box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
-        """Numpy (z, y, x) slices of the voxels whose centres may lie in the physical box [lo, hi], or None."""
-        corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
-        index = (corners - self.origin) @ np.linalg.inv(self.index_to_physical).T
-        first = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
-        last = np.minimum(np.ceil(index.max(axis=0)).astype(int), np.array(self.size) - 1)
-        if np.any(last < first):
-            return None
-        return (slice(first[2], last[2] + 1), slice(first[1], last[1] + 1), slice(first[0], last[0] + 1))
+def _voxel_width(grid: Grid) -> float:
+    """Mean spacing (mm): the width of the partial-volume ramp on this grid."""
+    return float(np.mean(grid.spacing_xyz))
 
-    def coordinates(self, box: tuple[slice, slice, slice], offset: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Physical coordinates minus ``offset`` of the voxel centres in ``box``, as broadcastable float32 arrays.
 
-        Axis-aligned grids keep x, y, z one-dimensional along their own axis (broadcasting builds the 3-D result
-        only where shapes combine), which makes flipped and identity grids several times cheaper than oblique ones.
-        """
-        m = self.index_to_physical
-        o = self.origin - offset
-        k = np.arange(box[0].start, box[0].stop, dtype=np.float64)[:, None, None]
-        j = np.arange(box[1].start, box[1].stop, dtype=np.float64)[None, :, None]
-        i = np.arange(box[2].start, box[2].stop, dtype=np.float64)[None, None, :]
-        coords = []
-        for axis in range(3):
-            value: np.ndarray | float = o[axis]
-            for column, index in enumerate((i, j, k)):
-                if m[axis, column] != 0.0:
-                    value = value + (m[axis, column] * index).astype(np.float32)
-            coords.append(np.asarray(value, dtype=np.float32))
-        return tuple(coords)
+def _index_box(grid: Grid, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Numpy (z, y, x) slices of the voxels whose centres may lie in the physical box [lo, hi], or None."""
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    index = (corners - np.asarray(grid.origin_xyz)) @ np.linalg.inv(_index_matrix(grid)).T
+    first = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
+    last = np.minimum(np.ceil(index.max(axis=0)).astype(int), np.array(grid.size_xyz) - 1)
+    if np.any(last < first):
+        return None
+    return (slice(first[2], last[2] + 1), slice(first[1], last[1] + 1), slice(first[0], last[0] + 1))
 
-    def image(self, array: np.ndarray) -> sitk.Image:
-        image = sitk.GetImageFromArray(array)
-        image.SetSpacing([float(s) for s in self.spacing])
-        image.SetOrigin([float(v) for v in self.origin])
-        image.SetDirection([float(v) for v in self.direction.ravel()])
-        return image
 
-    @property
-    def voxel_width(self) -> float:
-        return float(np.mean(self.spacing))
+def _coordinates(grid: Grid, box: tuple[slice, slice, slice], offset: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Physical coordinates minus ``offset`` of the voxel centres in ``box``, as broadcastable float32 arrays.
+
+    Axis-aligned grids keep x, y, z one-dimensional along their own axis (broadcasting builds the 3-D result
+    only where shapes combine), which makes flipped and identity grids several times cheaper than oblique ones.
+    """
+    m = _index_matrix(grid)
+    o = np.asarray(grid.origin_xyz) - offset
+    k = np.arange(box[0].start, box[0].stop, dtype=np.float64)[:, None, None]
+    j = np.arange(box[1].start, box[1].stop, dtype=np.float64)[None, :, None]
+    i = np.arange(box[2].start, box[2].stop, dtype=np.float64)[None, None, :]
+    coords = []
+    for axis in range(3):
+        value: np.ndarray | float = o[axis]
+        for column, index in enumerate((i, j, k)):
+            if m[axis, column] != 0.0:
+                value = value + (m[axis, column] * index).astype(np.float32)
+        coords.append(np.asarray(value, dtype=np.float32))
+    return tuple(coords)
+
+
+def _image(grid: Grid, array: np.ndarray) -> sitk.Image:
+    """A (z, y, x) array as an image on ``grid``."""
+    return grid.apply_to(sitk.GetImageFromArray(array))
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -249,7 +247,7 @@ def _draw_direction(rng: np.random.Generator, forced: str | None) -> tuple[str, 
 
 def _draw_grid(
     rng: np.random.Generator, spec: _SizeSpec, anchor: np.ndarray, forced: str | None, ct_bottom_z: float = 0.0
-) -> tuple[str, _Grid, float]:
+) -> tuple[str, Grid, float]:
     """A grid placed as ``spec`` says relative to the anatomy ``anchor``, roughly centred transaxially.
 
     The origin is derived from the FOV centre, so flipping or rotating the direction moves the origin, not the
@@ -274,7 +272,8 @@ def _draw_grid(
     kind, direction = _draw_direction(rng, forced)
     half_index = (np.array(size, dtype=float) - 1.0) / 2.0
     origin = centre - direction @ (np.array(spacing) * half_index)
-    return kind, _Grid(size=size, spacing=spacing, origin=origin, direction=direction), float(bottom_z)
+    grid = Grid(size, spacing, tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
+    return kind, grid, float(bottom_z)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -554,7 +553,7 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
 
 
 def _render_slabs(
-    grid: _Grid, anatomy: _Anatomy, channel: str, label: np.ndarray | None = None
+    grid: Grid, anatomy: _Anatomy, channel: str, label: np.ndarray | None = None
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Paint the structures in order onto ``grid``, slab by slab along z: CT (HU) or true PET activity (SUV).
 
@@ -563,16 +562,18 @@ def _render_slabs(
     shape) is given, labelled structures write their value into the voxels whose centre lies inside them
     (distance <= 0). Yields (z slice, values); the values buffer is reused, so consume it before the next slab.
     """
-    width = np.float32(grid.voxel_width)
+    voxel_width = _voxel_width(grid)
+    width = np.float32(voxel_width)
     background = np.float32(-1000.0 if channel == "ct" else 0.0)
-    slab = max(1, _BLOCK_VOXELS // (grid.size[0] * grid.size[1]))
-    buffer = np.empty((min(slab, grid.size[2]), grid.size[1], grid.size[0]), dtype=np.float32)
+    size = grid.size_xyz
+    slab = max(1, _BLOCK_VOXELS // (size[0] * size[1]))
+    buffer = np.empty((min(slab, size[2]), size[1], size[0]), dtype=np.float32)
     boxes = [
-        grid.index_box(s.lo + anatomy.offset - grid.voxel_width, s.hi + anatomy.offset + grid.voxel_width)
+        _index_box(grid, s.lo + anatomy.offset - voxel_width, s.hi + anatomy.offset + voxel_width)
         for s in anatomy.structures
     ]
-    for z0 in range(0, grid.size[2], slab):
-        z1 = min(z0 + slab, grid.size[2])
+    for z0 in range(0, size[2], slab):
+        z1 = min(z0 + slab, size[2])
         values = buffer[: z1 - z0]
         values.fill(background)
         for structure, box in zip(anatomy.structures, boxes):
@@ -580,7 +581,7 @@ def _render_slabs(
                 continue
             block = (slice(max(box[0].start, z0), min(box[0].stop, z1)), box[1], box[2])
             local = (slice(block[0].start - z0, block[0].stop - z0), box[1], box[2])
-            x, y, z = grid.coordinates(block, anatomy.offset)
+            x, y, z = _coordinates(grid, block, anatomy.offset)
             distance = structure.distance(x, y, z)
             shape = tuple(s.stop - s.start for s in block)
             alpha = np.broadcast_to(np.clip(np.float32(0.5) - distance / width, 0.0, 1.0), shape)
@@ -797,20 +798,20 @@ def make_case(
     activity = np.empty(pet_grid.shape_zyx, dtype=np.float32)
     for z_slice, values in _render_slabs(pet_grid, anatomy, "suv"):
         activity[z_slice] = values
-    spacing_zyx = np.array(pet_grid.spacing[::-1])
+    spacing_zyx = np.array(pet_grid.spacing_xyz[::-1])
     psf_sigma = anatomy.pet_fwhm_mm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / spacing_zyx
     activity = ndimage.gaussian_filter(activity, psf_sigma, mode="nearest")
     # Poisson counts with a count level proportional to voxel volume, then the mild smoothing of reconstruction.
-    counts_per_suv = anatomy.pet_counts_per_suv * float(np.prod(pet_grid.spacing)) / 64.0
+    counts_per_suv = anatomy.pet_counts_per_suv * float(np.prod(pet_grid.spacing_xyz)) / 64.0
     np.clip(activity, 0.0, None, out=activity)
     counts = rng.poisson(activity * np.float32(counts_per_suv)).astype(np.float32)
     counts *= np.float32(1.0 / counts_per_suv)
     pet_array = ndimage.gaussian_filter(counts, 0.5, mode="nearest")
 
     return SyntheticCase(
-        ct=ct_grid.image(ct_array),
-        pet=pet_grid.image(pet_array),
-        label=ct_grid.image(label),
+        ct=_image(ct_grid, ct_array),
+        pet=_image(pet_grid, pet_array),
+        label=_image(ct_grid, label),
         centre=centre,
         clinical=clinical,
         true_clinical=true_clinical,

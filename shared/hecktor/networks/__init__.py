@@ -1,4 +1,5 @@
-"""Segmentation networks of Task 1, chosen by name: HecMamba and the MONAI baselines of the seed's Table 1.
+"""Segmentation networks of Task 1, chosen by name: HecMamba, the MONAI baselines of the seed's Table 1, and MONAI's
+DynUNet (nnU-Net's architecture).
 
 ``build_network(name, config)`` builds a network from an explicit registry; ``config`` overrides the defaults of
 ``network_config_defaults(name)`` key by key (unknown keys are an error), and is what gets stored next to trained
@@ -8,6 +9,11 @@ returns (batch, 3, D, H, W) logits for background / GTVp / GTVn.
 The MONAI networks need spatial sizes divisible by their total stride (UNETR: exactly its ``img_size``). They are
 wrapped in ``PadToDivisible``, which zero-pads the input at the far end of each axis and crops the output back, so
 every registered network accepts any input size (UNETR: any size up to ``img_size``). HecMamba pads internally.
+
+Deep supervision (HecMamba and DynUNet, configuration key ``deep_supervision``, off by default): in training mode the
+network returns a list of logits tensors, full resolution first, then coarser decoder levels at their own
+resolutions; in eval mode the full-resolution tensor only. Weight the per-output losses with
+``deep_supervision_weights(len(outputs))``; see ``hecktor.networks.deep_supervision`` for the whole contract.
 """
 
 from __future__ import annotations
@@ -22,37 +28,50 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.nets import UNETR, SegResNet, UNet, VNet
 
+from hecktor.networks.deep_supervision import crop_to_input, deep_supervision_weights, strip_deep_supervision
+from hecktor.networks.dynunet import DeepSupervisedDynUNet, dynunet_filters, dynunet_layout
 from hecktor.networks.hecmamba import HecMamba, HecMambaConfig
 
 __all__ = [
     "NETWORK_NAMES",
+    "DeepSupervisedDynUNet",
     "HecMamba",
     "HecMambaConfig",
     "PadToDivisible",
     "build_network",
+    "deep_supervision_weights",
+    "dynunet_filters",
+    "dynunet_layout",
     "network_config_defaults",
+    "strip_deep_supervision",
 ]
 
 
 class PadToDivisible(nn.Module):
     """Runs ``net`` on the input zero-padded to a multiple of ``divisor`` (or to ``fixed_size``) and crops back.
 
+    A network that returns a list (deep supervision in training mode) has each element cropped: an element
+    downsampled by a factor f keeps ceil(size / f) voxels per axis (``deep_supervision.crop_to_input``).
+
     Args:
         net: the wrapped network (kept as ``self.net``, so its weights are stored under ``net.``).
-        divisor: each padded spatial size is a multiple of it.
+        divisor: each padded spatial size is a multiple of it (one number, or one per spatial axis).
         fixed_size: pad to exactly this size instead (networks with a fixed input size, e.g. UNETR).
     """
 
-    def __init__(self, net: nn.Module, divisor: int = 1, fixed_size: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, net: nn.Module, divisor: int | Sequence[int] = 1, fixed_size: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         self.net = net
-        self.divisor = int(divisor)
+        self.divisor = int(divisor) if isinstance(divisor, int) else tuple(int(d) for d in divisor)
         self.fixed_size = None if fixed_size is None else tuple(int(s) for s in fixed_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         spatial = tuple(x.shape[2:])
         if self.fixed_size is None:
-            target = tuple(-(-s // self.divisor) * self.divisor for s in spatial)
+            divisors = (self.divisor,) * len(spatial) if isinstance(self.divisor, int) else self.divisor
+            target = tuple(-(-s // d) * d for s, d in zip(spatial, divisors))
         else:
             if len(self.fixed_size) != len(spatial) or any(s > f for s, f in zip(spatial, self.fixed_size)):
                 raise ValueError(
@@ -62,7 +81,9 @@ class PadToDivisible(nn.Module):
             target = self.fixed_size
         pad = [p for size, goal in zip(reversed(spatial), reversed(target)) for p in (0, goal - size)]
         out = self.net(F.pad(x, pad) if any(pad) else x)
-        return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+        if isinstance(out, (list, tuple)):
+            return [crop_to_input(o, spatial, target) for o in out]
+        return crop_to_input(out, spatial, target)
 
 
 def _build_hecmamba(config: dict[str, Any]) -> nn.Module:
@@ -90,7 +111,17 @@ def _build_segresnet(config: dict[str, Any]) -> nn.Module:
     return PadToDivisible(net, divisor=2 ** (len(config["blocks_down"]) - 1))
 
 
+def _build_dynunet(config: dict[str, Any]) -> nn.Module:
+    net = DeepSupervisedDynUNet(**config)
+    strides = [[s] * 3 if isinstance(s, int) else list(s) for s in config["strides"]]
+    return PadToDivisible(net, divisor=[math.prod(axis) for axis in zip(*strides)])
+
+
 _IO = {"in_channels": 2, "out_channels": 3}
+# nnU-Net's 3d_fullres layout for the Task 1 plan's 128**3 patches at 1 mm: six levels, strides 1-2-2-2-2-2
+# (bottleneck 4**3), 3**3 kernels, widths 32 to 320, instance norm, leaky ReLU. With deep supervision on,
+# deep_supr_num None puts heads on every decoder level below full resolution (four here), as nnU-Net supervises.
+_DYNUNET_KERNELS, _DYNUNET_STRIDES = dynunet_layout((128, 128, 128), (1.0, 1.0, 1.0))
 
 # name -> (builder, defaults). Defaults are the full-size configurations; tests pass small overrides.
 _REGISTRY: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], dict[str, Any]]] = {
@@ -111,6 +142,14 @@ _REGISTRY: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], dict[str, Any]
         _build_segresnet,
         {**_IO, "init_filters": 32, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1], "norm": "instance",
          "dropout_prob": None},
+    ),
+    "dynunet": (
+        _build_dynunet,
+        {**_IO, "kernel_size": _DYNUNET_KERNELS, "strides": _DYNUNET_STRIDES,
+         "filters": dynunet_filters(len(_DYNUNET_STRIDES)), "dropout": None,
+         "norm_name": ["INSTANCE", {"affine": True}],
+         "act_name": ["leakyrelu", {"inplace": True, "negative_slope": 0.01}], "res_block": False, "trans_bias": False,
+         "deep_supervision": False, "deep_supr_num": None},
     ),
 }
 

@@ -7,7 +7,12 @@ Layout (following SegMamba, Xing et al., MICCAI 2024; widths for the default con
   spatial convolution block (GSC), ``depth`` tri-orientated Mamba layers over the flattened volume, and a
   normalisation + MLP whose output is the stage's skip feature;
 * decoder: MONAI UNETR blocks, a residual block on the input and on each stage's output, transposed-convolution
-  up-blocks with skip connections from every stage, and a 1**3 output convolution.
+  up-blocks with skip connections from every stage, and a 1**3 output convolution;
+* deep supervision (``deep_supervision=True``, off by default): a 1**3 output head on each up-block output below
+  full resolution (1/2, 1/4, ..., 1/2**(stages - 1): three extra heads with four stages). In training mode
+  ``forward`` then returns ``[full, 1/2, 1/4, ...]`` logits, each at its own resolution; in eval mode only the
+  full-resolution logits, without running the heads. Weights with heads load into a network built without them
+  (the heads' keys are ignored). See ``hecktor.networks.deep_supervision`` for the contract and the loss weights.
 
 Tri-orientated Mamba (``TriOrientedMamba``): the tokens of a (D, H, W) volume, flattened in (D, H, W) order, are
 scanned forwards, backwards, and in *inter-slice* order (all D slices at one in-plane position, then the next
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock
 from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 
+from hecktor.networks.deep_supervision import IgnoresDeepSupervisionHeads, crop_to_input
 from hecktor.scan import selective_scan
 
 __all__ = [
@@ -67,6 +73,8 @@ class HecMambaConfig:
         norm_name: normalisation of the MONAI decoder blocks.
         scan_backend: ``"auto"``, ``"torch"`` or ``"cuda"`` (see ``hecktor.scan``).
         scan_chunk_size: positions per segment of the torch scan; ``None`` for its device default.
+        deep_supervision: add output heads on the coarser decoder levels, used in training mode only (needs at least
+            two stages). Off by default so that stored configurations without the key rebuild the same network.
     """
 
     in_channels: int = 2
@@ -81,6 +89,7 @@ class HecMambaConfig:
     norm_name: str = "instance"
     scan_backend: str = "auto"
     scan_chunk_size: int | None = None
+    deep_supervision: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -91,6 +100,12 @@ class HecMambaConfig:
             )
         if min(self.widths) < 1 or min(self.depths) < 0:
             raise ValueError(f"HecMambaConfig: widths must be positive and depths non-negative, got {self}.")
+        self.deep_supervision = bool(self.deep_supervision)
+        if self.deep_supervision and len(self.widths) < 2:
+            raise ValueError(
+                f"HecMambaConfig: deep_supervision needs at least two stages (a decoder level below full resolution), "
+                f"got widths {self.widths}."
+            )
 
     @property
     def total_stride(self) -> int:
@@ -284,13 +299,16 @@ class _StageOutput(nn.Module):
         return self.mlp(self.norm(x))
 
 
-class HecMamba(nn.Module):
+class HecMamba(IgnoresDeepSupervisionHeads, nn.Module):
     """Hierarchical tri-orientated Mamba encoder + UNETR-block CNN decoder (see the module docstring).
 
     Args:
         config: a ``HecMambaConfig``, a dict accepted by ``HecMambaConfig.from_dict``, or None for the defaults.
 
-    Input (batch, in_channels, D, H, W) of any spatial size; output (batch, out_channels, D, H, W) logits.
+    Input (batch, in_channels, D, H, W) of any spatial size; output (batch, out_channels, D, H, W) logits. With
+    ``config.deep_supervision`` in training mode: a list of ``len(config.widths)`` logits tensors, full resolution
+    first, the k-th downsampled by 2**k (ceil(D / 2**k), ... voxels). A network without heads ignores ``ds_heads.*``
+    keys when loading a state dict.
     """
 
     def __init__(self, config: HecMambaConfig | dict[str, Any] | None = None) -> None:
@@ -336,13 +354,21 @@ class HecMamba(nn.Module):
         )
         self.final_block = UnetrBasicBlock(in_channels=widths[0], out_channels=widths[0], stride=1, **block)
         self.head = UnetOutBlock(spatial_dims=3, in_channels=widths[0], out_channels=config.out_channels)
+        # ds_heads[k - 1] reads the up-block output at resolution 1/2**k (decoder_widths[k] channels).
+        self.ds_heads = None
+        if config.deep_supervision:
+            self.ds_heads = nn.ModuleList(
+                UnetOutBlock(spatial_dims=3, in_channels=decoder_widths[k], out_channels=config.out_channels)
+                for k in range(1, len(widths))
+            )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = x.shape[2:]
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        spatial = tuple(x.shape[2:])
         stride = self.config.total_stride
         pad = [p for size in reversed(spatial) for p in (0, -size % stride)]
         if any(pad):
             x = F.pad(x, pad)
+        padded = tuple(x.shape[2:])
 
         skips = [self.input_encoder(x)]
         features = x
@@ -352,8 +378,15 @@ class HecMamba(nn.Module):
             features = stage(gsc(down(features)))
             skips.append(encoder(stage_output(features)))
 
+        supervised = self.training and self.ds_heads is not None
         out = skips.pop()
+        decoder = []  # up-block outputs, coarsest first (kept only when the heads run); decoder[-1 - k]: 1/2**k
         for up in self.up_blocks:
             out = up(out, skips.pop())
-        logits = self.head(self.final_block(out))
-        return logits[:, :, : spatial[0], : spatial[1], : spatial[2]]
+            if supervised:
+                decoder.append(out)
+        logits = crop_to_input(self.head(self.final_block(out)), spatial, padded)
+        if not supervised:
+            return logits
+        coarser = [crop_to_input(head(decoder[-1 - k]), spatial, padded) for k, head in enumerate(self.ds_heads, 1)]
+        return [logits, *coarser]
