@@ -37,23 +37,23 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "training"))
-
-from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder  # noqa: E402
-from hecktor.io import find_single_image, read_image, write_gc_input  # noqa: E402
-from hecktor.metrics import concordance_index  # noqa: E402
-from hecktor.networks.fused import FusedFeatureExtractor  # noqa: E402
-from hecktor.plan import BoxPlan  # noqa: E402
-from hecktor.prognosis import FoldModel, RiskPredictor  # noqa: E402
-from hecktor.survival import LinearCoxModel, ensemble_weights, make_folds  # noqa: E402
-from prognosis_trainer import (  # noqa: E402
+from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder
+from hecktor.folds import make_folds
+from hecktor.io import find_single_image, read_image, write_gc_input
+from hecktor.metrics import concordance_index
+from hecktor.networks.fused import FusedFeatureExtractor
+from hecktor.plan import BoxPlan
+from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.survival import LinearCoxModel, ensemble_weights
+from hecktor.training.prognosis import (
     NETWORK_PRESETS,
     TrainingConfig,
     cross_validate,
     load_csv_cohort,
     load_hecktor_cohort,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 REAL_CSV = REPO.parent / "shared" / "data" / "real" / "clinical" / "tcia_hn1_hecktor2025_columns.csv"
 
@@ -92,7 +92,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
                                 learning_rate=args.lr, early_stopping_fraction=args.early_stopping_fraction,
                                 network=network, survival={"kind": "coxph", "alpha": args.alpha}, device=args.device)
         print(f"training {mode} ...", flush=True)
-        result = cross_validate(cohort, config, args.work / f"run_{mode}_{args.cases}", folds=folds, progress=True)
+        result = cross_validate(cohort, config, args.work / f"run_{mode}_{args.cases}", split=folds, progress=True)
         metrics = result.metrics()
         rows.append((mode, metrics["cindex_folds"], metrics["cindex_pooled_oof"], metrics["train_seconds"]))
         print(f"  {mode}: {_fmt(metrics['cindex_folds'])} in {metrics['train_seconds']:.0f} s", flush=True)
@@ -138,7 +138,7 @@ def part_b(args: argparse.Namespace) -> list[str]:
     for features, survival in settings:
         config = TrainingConfig(mode="clinical", n_folds=5, seed=args.seed, clinical_features=features,
                                 survival=survival)
-        metrics = cross_validate(cohort, config, None, folds=folds, progress=False).metrics()
+        metrics = cross_validate(cohort, config, None, split=folds, progress=False).metrics()
         name = "seven seed features" + (" + HPV Status" if "HPV Status" in features else "")
         default = " (default)" if survival == TrainingConfig().survival and "HPV Status" not in features else ""
         per = ", ".join(f"{c:.3f}" for c in metrics["cindex_folds"])
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3, help="(a)")
     parser.add_argument("--alpha", type=float, default=TrainingConfig().survival["alpha"], help="(a) ridge penalty")
     parser.add_argument("--early-stopping-fraction", type=float, default=0.2, help="(a)")
-    parser.add_argument("--device", default=None, help="(a) training device")
+    parser.add_argument("--device", default="auto", help="(a) training device (auto: CUDA when available)")
     parser.add_argument("--threads", type=int, default=2, help="(a) CPU threads for training")
     parser.add_argument("--repeats", type=int, default=3, help="(c) inference runs")
     parser.add_argument("--real-csv", type=Path, default=REAL_CSV, help="(b) the HN1 table")

@@ -33,14 +33,13 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "training"))
+from hecktor.io import list_training_cases
+from hecktor.metrics import evaluate_segmentation, summarize_segmentation
+from hecktor.segment import Segmenter
+from hecktor.synthetic import generate_cohort
+from hecktor.training.segmentation import TrainingConfig, export_bundle, load_config_file, region_cache, train
 
-from hecktor.io import list_training_cases  # noqa: E402
-from hecktor.metrics import evaluate_segmentation, summarize_segmentation  # noqa: E402
-from hecktor.segment import Segmenter  # noqa: E402
-from hecktor.synthetic import generate_cohort  # noqa: E402
-from seg_trainer import RegionCache, TrainingConfig, export_bundle, load_config_file, train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # (row name, table, overrides of the base config). HecMamba keeps the base config's network settings.
 CONFIGURATIONS = [
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         base["plan"]["patch_size_zyx"] = [args.patch] * 3
     # Preprocess once here, so that the workers share a finished cache instead of building it side by side.
     prepared = TrainingConfig.from_dict({**base, "run_dir": str(args.work / "runs" / "prepare")})
-    RegionCache(prepared.cache_root, prepared.plan, prepared.around).prepare(list_training_cases(train_dir, 1))
+    region_cache(prepared.cache_root, prepared.plan, prepared.around).prepare(list_training_cases(train_dir, 1))
 
     chosen = [(i, name, table, overrides) for i, (name, table, overrides) in enumerate(CONFIGURATIONS)
               if not args.only or any(name.lower().startswith(o.lower()) for o in args.only)]

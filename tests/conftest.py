@@ -84,11 +84,6 @@ def real_data() -> Path:
         pytest.skip(f"real data folder {REAL_DATA} is absent")
     return REAL_DATA
 
-# The training scripts live in training/ (not an installed package); tests import them from there.
-import sys  # noqa: E402
-
-sys.path.insert(0, str(REPO / "training"))
-
 # Tiny tensors run fastest on one thread; a 2-thread pool stalls on them when the machine is busy (CI has 2 cores).
 import torch  # noqa: E402
 

@@ -1,5 +1,5 @@
-"""Cross-validated Task 2 training (training/prognosis_trainer.py, train_prognosis.py, export_prognosis.py) on a
-small synthetic cohort with a known risk, and the clinical baseline on the real HN1 table."""
+"""Cross-validated Task 2 training (hecktor.training.prognosis, train_prognosis.py, export_prognosis.py) on a small
+synthetic cohort with a known risk, and the clinical baseline on the real HN1 table."""
 
 from __future__ import annotations
 
@@ -9,16 +9,22 @@ import math
 import numpy as np
 import pytest
 
-from export_prognosis import export_run
 from hecktor.errors import InputError
+from hecktor.folds import make_folds
 from hecktor.io import ehr_from_row, list_training_cases
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import TINY_BACKBONE
 from hecktor.plan import BoxPlan
 from hecktor.prognosis import RiskPredictor
-from hecktor.survival import ensemble_weights, make_folds
+from hecktor.survival import ensemble_weights
 from hecktor.synthetic import generate_cohort
-from prognosis_trainer import TrainingConfig, cross_validate, load_csv_cohort, load_hecktor_cohort
+from hecktor.training.prognosis import (
+    TrainingConfig,
+    cross_validate,
+    export_bundle,
+    load_csv_cohort,
+    load_hecktor_cohort,
+)
 from train_prognosis import main
 
 N_CASES = 60
@@ -82,17 +88,19 @@ def test_cli_clinical_mode_on_real_hn1_table(real_data, tmp_path, capsys):
 
 def test_cli_refuses_bad_requests(cohort_dir, tmp_path, capsys):
     table = cohort_dir / "Task 2" / "HECKTOR_2025_Training_Task_2.csv"
-    assert main(["--mode", "fusion", "--csv", str(table), "--out", str(tmp_path / "a"), "--no-progress"]) == 1
+    assert main(["--mode", "fusion", "--csv", str(table), "--out", str(tmp_path / "a"), "--no-progress"]) == 2
     assert "--csv gives no images" in capsys.readouterr().err
     assert main(["--mode", "clinical", "--csv", str(table), "--out", str(tmp_path / "b"), "--no-progress",
-                 "--survival", '{"kind": "coxph", "l1_ratio": 0.5}']) == 1
+                 "--survival", '{"kind": "coxph", "l1_ratio": 0.5}']) == 2
     assert "unknown parameters" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--mode", "clinical", "--out", str(tmp_path / "c")])  # neither --data nor --csv
-    capsys.readouterr()
+    assert main(["--mode", "clinical", "--out", str(tmp_path / "c")]) == 2  # neither --data nor --csv
+    assert "either --data" in capsys.readouterr().err
+    assert main(["--mode", "clinical", "--csv", str(table), "--survival-model", "coxnet", "--no-progress",
+                 "--survival", '{"kind": "coxph"}', "--out", str(tmp_path / "e")]) == 2
+    assert "give the kind once" in capsys.readouterr().err
     run = ["--mode", "clinical", "--csv", str(table), "--out", str(tmp_path / "d"), "--no-progress"]
     assert main(run) == 0
-    assert main(run) == 1 and "already holds a training run" in capsys.readouterr().err
+    assert main(run) == 2 and "already holds a training run" in capsys.readouterr().err
     assert main(run + ["--overwrite"]) == 0
 
 
@@ -114,6 +122,8 @@ def test_fold_split_is_deterministic_and_reusable(cohort_dir, tmp_path):
     # A second mode reuses the first run's split through --folds-file; everything then matches exactly.
     assert main(["--mode", "clinical", "--data", str(cohort_dir), "--out", str(run_b), "--no-progress",
                  "--folds-file", str(run_a / "folds.json")]) == 0
+    assert main(["--mode", "clinical", "--data", str(cohort_dir), "--out", str(tmp_path / "c"), "--no-progress",
+                 "--folds", "4", "--folds-file", str(run_a / "folds.json")]) == 2
     assert json.loads((run_b / "folds.json").read_text()) == json.loads((run_a / "folds.json").read_text())
     assert _read_metrics(run_b)["cindex_folds"] == result_a.cindex_folds
 
@@ -138,8 +148,8 @@ def test_short_fusion_training_beats_chance(fusion_run):
 
 def test_cache_is_reused_and_keyed_by_plan(cohort_dir, fusion_run):
     result, _, cache = fusion_run
-    folder = cache / f"task2_{PLAN.digest()}"
-    assert len(list(folder.glob("*.npy"))) == N_CASES
+    folder = cache / f"box-{PLAN.digest()}"
+    assert len(list(folder.glob("*.image.npy"))) == N_CASES
     again = load_hecktor_cohort(cohort_dir, PLAN, cache_dir=cache, progress=False)
     assert np.array_equal(again.images, result.cohort.images)
     assert again.images.shape == (N_CASES, 2, 32, 32, 32)
@@ -147,7 +157,7 @@ def test_cache_is_reused_and_keyed_by_plan(cohort_dir, fusion_run):
 
 def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, tmp_path):
     result, run_dir, _ = fusion_run
-    predictor = export_run(run_dir, tmp_path / "bundle")
+    predictor = export_bundle(run_dir, tmp_path / "bundle")
     in_memory = result.predictor(device="cpu")
     assert predictor.mode == "fusion" and np.array_equal(predictor.weights, in_memory.weights)
     cases = {c.patient_id: c for c in list_training_cases(cohort_dir, 2)}
@@ -170,4 +180,4 @@ def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, t
 
 def test_export_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(InputError, match="not a finished Task 2 run"):
-        export_run(tmp_path, tmp_path / "bundle")
+        export_bundle(tmp_path, tmp_path / "bundle")

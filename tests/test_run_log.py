@@ -3,7 +3,7 @@
 import csv
 import json
 
-from run_log import RunLog
+from hecktor.training.run_log import RunLog
 
 
 def test_rows_written_resumed_and_plotted(tmp_path):

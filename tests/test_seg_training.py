@@ -1,4 +1,5 @@
-"""Task 1 training (training/seg_trainer.py): cache, folds, loss going down, resume, export, DDP with 2 processes."""
+"""Task 1 training (hecktor.training.segmentation and its CLIs): cache, folds, loss going down, resume, export, DDP
+with 2 processes."""
 
 from __future__ import annotations
 
@@ -17,18 +18,19 @@ from conftest import REPO
 from hecktor.errors import InputError
 from hecktor.io import list_training_cases
 from hecktor.patches import preprocess_training_case
+from hecktor.folds import kfold_split, load_folds
 from hecktor.plan import RegionPlan
 from hecktor.segment import Segmenter
-from hecktor.survival import load_folds
 from hecktor.synthetic import generate_cohort
-import seg_trainer
-from seg_trainer import (
+from hecktor.training import segmentation
+from hecktor.training.segmentation import (
     SegmentationTrainer,
     TrainingConfig,
+    build_segmentation_network,
     export_bundle,
     load_config_file,
+    load_region,
     network_from_checkpoint,
-    split_folds,
 )
 
 CONFIGS = REPO / "training" / "configs"
@@ -77,14 +79,14 @@ def test_training_reduces_the_loss_and_records_the_run(trained_run):
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "best"} <= set(last)
     assert last["scheduler"]["last_epoch"] == TINY["epochs"] * TINY["iterations_per_epoch"]
     # warm-up then cosine: the last learning rate is the floor of the schedule
-    assert rows[-1]["lr"] == pytest.approx(TINY["lr"] * TINY["min_lr_ratio"], rel=1e-6)
+    assert rows[-1]["lr"] == pytest.approx(TINY["learning_rate"] * TINY["min_lr_ratio"], rel=1e-6)
 
 
 def test_cache_is_reused_and_keyed_by_the_plan(cohort, tmp_path):
     first = SegmentationTrainer(tiny_config(cohort, tmp_path / "a"))
     first.prepare()
     assert first.cache_stats == {"built": 6, "reused": 0}
-    entry = first.cache.dir / f"{first.patient_ids[0]}_image.npy"
+    entry = first.cache.array_path(first.patient_ids[0], "image")
     written = entry.stat().st_mtime_ns
 
     second = SegmentationTrainer(tiny_config(cohort, tmp_path / "b"))
@@ -95,7 +97,8 @@ def test_cache_is_reused_and_keyed_by_the_plan(cohort, tmp_path):
     # The cached region is what preprocess_training_case gives (image stored as float16).
     case = list_training_cases(cohort, 1)[0]
     region = preprocess_training_case(*case.read(), TINY_PLAN)
-    cached = second.cache.load(case.patient_id)
+    cached = load_region(second.cache, case.patient_id)
+    assert isinstance(cached.image, np.memmap) and cached.image.dtype == np.float16 and cached.label.dtype == np.uint8
     np.testing.assert_array_equal(cached.label, region.label)
     np.testing.assert_allclose(np.asarray(cached.image, np.float32), region.image, atol=4e-3, rtol=1e-3)
     assert cached.grid == region.grid
@@ -103,7 +106,7 @@ def test_cache_is_reused_and_keyed_by_the_plan(cohort, tmp_path):
     other_plan = TINY_PLAN.replace(spacing_mm_xyz=(5.0, 5.0, 5.0))
     third = SegmentationTrainer(tiny_config(cohort, tmp_path / "c", plan=other_plan.to_dict()))
     third.prepare()
-    assert third.cache.dir != first.cache.dir and other_plan.digest() in third.cache.dir.name
+    assert third.cache.dir != first.cache.dir and third.cache.dir.name == f"region-{other_plan.digest()}-region"
     assert third.cache_stats == {"built": 6, "reused": 0}
 
     # A changed source file invalidates its entry only.
@@ -113,23 +116,11 @@ def test_cache_is_reused_and_keyed_by_the_plan(cohort, tmp_path):
     assert fourth.cache_stats == {"built": 1, "reused": 5}
 
 
-def test_fold_split_is_deterministic(cohort, tmp_path):
-    ids = sorted(f"P{k:03d}" for k in range(23))
-    folds = split_folds(ids, 5, seed=3)
-    again = split_folds(ids, 5, seed=3)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
-    assert sorted(np.concatenate([val for _, val in folds]).tolist()) == list(range(23))
-    assert all(np.intersect1d(train, val).size == 0 and len(train) + len(val) == 23 for train, val in folds)
-    assert sorted(len(val) for _, val in folds) == [4, 4, 5, 5, 5]
-    other = split_folds(ids, 5, seed=4)
-    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, other))
-    with pytest.raises(InputError, match="cannot make 5 folds"):
-        split_folds(ids[:4], 5, seed=0)
-
+def test_the_run_records_the_kfold_split_of_its_seed(cohort, tmp_path):
     trainer = SegmentationTrainer(tiny_config(cohort, tmp_path / "run", n_folds=3))
     trainer.prepare()
     saved = load_folds(tmp_path / "run" / "folds.json", case_ids=trainer.patient_ids)
-    expected = split_folds(trainer.patient_ids, 3, seed=trainer.config.seed)
+    expected = kfold_split(trainer.patient_ids, 3, seed=trainer.config.seed)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(saved, expected))
     train_ids, val_ids = trainer.fold_cases(1)
     assert sorted(train_ids + val_ids) == trainer.patient_ids and not set(train_ids) & set(val_ids)
@@ -142,14 +133,14 @@ def test_resume_continues_from_the_saved_epoch(cohort, tmp_path, monkeypatch):
     straight.train_fold(0)
 
     # Kill the second run right after epoch 2 has been checkpointed and logged.
-    log = seg_trainer.RunLog.log
+    log = segmentation.RunLog.log
 
     def log_then_crash(self, row):
         log(self, row)
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(seg_trainer.RunLog, "log", log_then_crash)
+    monkeypatch.setattr(segmentation.RunLog, "log", log_then_crash)
     first = SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast))
     first.prepare()
     with pytest.raises(KeyboardInterrupt):
@@ -223,8 +214,6 @@ def test_shipped_configs_are_valid(cohort, tmp_path):
 
 
 def trainer_network(trainer: SegmentationTrainer):
-    from seg_trainer import build_segmentation_network
-
     return build_segmentation_network(trainer.config.network, trainer.network_config).eval()
 
 
@@ -241,6 +230,26 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert "not a training run" in capsys.readouterr().err
 
 
+def test_cli_trains_the_chosen_fold_of_an_n_fold_split(trained_run, cohort, tmp_path, capsys):
+    import train_segmentation
+
+    cache = trained_run[0].parent / "cache"  # the tiny plan's entries, built once for this module
+    plan = tmp_path / "plan.json"
+    TINY_PLAN.save(plan)
+    run_dir = tmp_path / "run"
+    assert train_segmentation.main([
+        "--data", str(cohort), "--out", str(run_dir), "--cache-dir", str(cache), "--plan", str(plan),
+        "--network", "unet", "--network-config", json.dumps(FAST_UNET), "--folds", "3", "--fold", "1",
+        "--epochs", "1", "--iterations-per-epoch", "1", "--batch-size", "1", "--workers", "0", "--device", "cpu",
+        "--lr", "0.01", "--no-augmentation", "--no-progress",
+    ]) == 0
+    assert "fold 1: best epoch 1" in capsys.readouterr().out
+    assert sorted(p.name for p in run_dir.glob("fold_*")) == ["fold_1"]
+    assert len(load_folds(run_dir / "folds.json")) == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert [config[k] for k in ("n_folds", "folds", "learning_rate", "augmentation")] == [3, [1], 0.01, False]
+
+
 def test_ddp_with_two_cpu_processes(cohort, tmp_path):
     run_dir = tmp_path / "ddp"
     plan = tmp_path / "plan.json"
@@ -248,6 +257,7 @@ def test_ddp_with_two_cpu_processes(cohort, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(REPO / "training" / "train_segmentation.py"),
+        # the former spellings --data-root and --run-dir are still accepted
         "--data-root", str(cohort), "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
         "--plan", str(plan), "--network", "unet", "--network-config", json.dumps(FAST_UNET), "--fold", "0",
         "--epochs", "1", "--iterations-per-epoch", "2", "--batch-size", "1", "--workers", "0", "--device", "cpu",
@@ -261,5 +271,5 @@ def test_ddp_with_two_cpu_processes(cohort, tmp_path):
     assert 0.0 <= rows[0]["val_dice_mean"] <= 1.0
     assert (run_dir / "fold_0" / "checkpoint_best.pt").is_file()
     # both ranks preprocessed half of the cases into the shared cache
-    assert len(list((tmp_path / "cache").glob("task1-*/*.json"))) == 6 + 1  # + plan.json
+    assert len(list((tmp_path / "cache").glob("region-*/*.json"))) == 6 + 1  # + plan.json
     assert result.stdout.count("fold 0: best epoch") == 1  # only rank 0 reports

@@ -1,4 +1,4 @@
-"""Tests of hecktor.survival: Cox loss, event-balanced batches, folds, linear Cox models, ensemble arithmetic."""
+"""Tests of hecktor.survival: Cox loss, event-balanced batches, linear Cox models, ensemble arithmetic."""
 
 import json
 import warnings
@@ -12,15 +12,13 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 from hecktor.errors import BundleError, InputError
+from hecktor.folds import make_folds
 from hecktor.survival import (
     EventBalancedBatchSampler,
     LinearCoxModel,
     cox_partial_likelihood_loss,
     ensemble_risk,
     ensemble_weights,
-    load_folds,
-    make_folds,
-    save_folds,
 )
 
 
@@ -196,77 +194,6 @@ def test_sampler_is_deterministic_per_seed_and_epochs_differ():
 def test_sampler_rejects_too_few_events():
     with pytest.raises(InputError, match="1 events"):
         EventBalancedBatchSampler([0, 0, 1, 0], batch_size=2, min_events=2)
-
-
-# ------------------------------------------------------------------------------------------------ folds
-
-
-def _centre_cohort(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = np.repeat(["CHUM", "CHUP", "HGJ", "MDA", "USZ"], [100, 80, 60, 50, 10])
-    events = rng.random(len(centres)) < np.where(centres == "MDA", 0.5, 0.25)
-    return events, centres
-
-
-def test_folds_partition_and_are_stratified_by_event_and_centre():
-    events, centres = _centre_cohort()
-    folds = make_folds(events, n_folds=5, seed=0, groups=centres)
-    assert len(folds) == 5
-    vals = np.concatenate([va for _, va in folds])
-    assert sorted(vals.tolist()) == list(range(len(events)))
-    for train, val in folds:
-        assert np.intersect1d(train, val).size == 0 and len(train) + len(val) == len(events)
-        assert len(val) == 60
-        assert abs(events[val].sum() - events.sum() / 5) < 1  # an unstratified split strays by ~3.5 (1 SD)
-        # Each (centre, event) stratum is shared out to within one patient of its fifth.
-        for centre in ("CHUM", "CHUP", "HGJ", "MDA"):
-            for status in (True, False):
-                stratum = (centres == centre) & (events == status)
-                assert abs(np.sum(stratum[val]) - stratum.sum() / 5) < 1
-
-
-def test_folds_are_deterministic_and_depend_on_seed():
-    events, centres = _centre_cohort()
-    a = make_folds(events, 5, seed=3, groups=centres)
-    b = make_folds(events, 5, seed=3, groups=centres)
-    c = make_folds(events, 5, seed=4, groups=centres)
-    assert all(np.array_equal(va, vb) for (_, va), (_, vb) in zip(a, b))
-    assert not all(np.array_equal(va, vc) for (_, va), (_, vc) in zip(a, c))
-
-
-def test_folds_handle_strata_smaller_than_the_number_of_folds():
-    # Every centre is smaller than the number of folds, and one centre is missing (None).
-    events = np.array([1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0])
-    centres = np.array(["A", "A", "B", "B", "C", "C", "D", "D", None, None] * 2, dtype=object)
-    folds = make_folds(events, n_folds=5, seed=0, groups=centres)
-    assert sorted(np.concatenate([va for _, va in folds]).tolist()) == list(range(20))
-    assert sorted(events[val].sum() for _, val in folds) == [1, 1, 1, 2, 2]  # 7 events, within one of 7/5
-    assert all(len(val) == 4 for _, val in folds)
-    # Every (event, centre) stratum has at most 4 < 5 patients: no fold gets two of the same stratum.
-    for centre in ("A", "B", "C", "D", None):
-        for status in (0, 1):
-            stratum = (centres == centre) & (events == status)
-            assert all(np.sum(stratum[val]) <= 1 for _, val in folds)
-
-
-def test_folds_reject_fewer_events_than_folds():
-    with pytest.raises(InputError, match="only 3 events"):
-        make_folds([1, 1, 1] + [0] * 20, n_folds=5)
-
-
-def test_folds_json_round_trip_and_case_id_check(tmp_path):
-    events, centres = _centre_cohort()
-    folds = make_folds(events, 5, seed=0, groups=centres)
-    ids = [f"CHUM-{i:03d}" for i in range(len(events))]
-    path = tmp_path / "folds.json"
-    save_folds(folds, path, case_ids=ids)
-    loaded = load_folds(path, case_ids=ids)
-    assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(folds, loaded))
-    with pytest.raises(InputError, match="case ids differ"):
-        load_folds(path, case_ids=ids[::-1])
-    (tmp_path / "bad.json").write_text('{"folds": [{"train": [1]}]}')
-    with pytest.raises(InputError, match="bad.json"):
-        load_folds(tmp_path / "bad.json")
 
 
 # ------------------------------------------------------------------------------------------------ LinearCoxModel

@@ -38,16 +38,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # seg_trainer, prognosis_trainer, demo_report
+import SimpleITK as sitk
 
-import SimpleITK as sitk  # noqa: E402
-
-from hecktor.errors import HecktorError, InputError  # noqa: E402
-from hecktor.io import write_gc_input  # noqa: E402
-from hecktor.tasks import get_task  # noqa: E402
-from hecktor.metrics import concordance_index, evaluate_segmentation, summarize_segmentation  # noqa: E402
-from hecktor.plan import BoxPlan  # noqa: E402
-from hecktor.synthetic import generate_cohort, make_case, oracle_c_index  # noqa: E402
+from hecktor.errors import InputError
+from hecktor.io import write_gc_input
+from hecktor.metrics import concordance_index, evaluate_segmentation, summarize_segmentation
+from hecktor.plan import BoxPlan
+from hecktor.synthetic import generate_cohort, make_case, oracle_c_index
+from hecktor.tasks import get_task
+from hecktor.training import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
@@ -114,7 +113,7 @@ def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int) -> dict[
 def segmentation_config(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     """``training/configs/demo.json`` (plan, network, learning rate, iterations per epoch), with ``epochs`` epochs,
     folds 0 and 1 of its 5-fold split, on the CPU without loader workers."""
-    from seg_trainer import load_config_file
+    from hecktor.training.segmentation import load_config_file
 
     config = load_config_file(CONFIGS / "demo.json")
     config.update({"data_root": str(data), "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache"),
@@ -126,8 +125,8 @@ def segmentation_config(data: Path, run_dir: Path, epochs: int) -> dict[str, Any
 def _train_fold(config: dict[str, Any], fold: int) -> dict[str, Any]:
     """One fold in a process of its own, on one thread (runs in a spawned child: the parent prepared the run)."""
     import torch
-    from hecktor.survival import load_folds
-    from seg_trainer import FOLDS_JSON, SegmentationTrainer, TrainingConfig
+    from hecktor.folds import load_folds
+    from hecktor.training.segmentation import FOLDS_JSON, SegmentationTrainer, TrainingConfig
 
     torch.set_num_threads(1)
     trainer = SegmentationTrainer(TrainingConfig.from_dict({**config, "folds": [fold]}))
@@ -145,7 +144,7 @@ def train_segmentation(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from seg_trainer import SegmentationTrainer, TrainingConfig, export_bundle
+    from hecktor.training.segmentation import SegmentationTrainer, TrainingConfig, export_bundle
 
     config = segmentation_config(data, run_dir, epochs)
     trainer = SegmentationTrainer(TrainingConfig.from_dict(config))
@@ -163,9 +162,8 @@ def train_segmentation(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]
 
 
 def train_prognosis(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
-    from export_prognosis import export_run
     from hecktor.networks.fused import TINY_BACKBONE
-    from prognosis_trainer import TrainingConfig, cross_validate, load_hecktor_cohort
+    from hecktor.training.prognosis import TrainingConfig, cross_validate, export_bundle, load_hecktor_cohort
 
     cohort = load_hecktor_cohort(data, TASK2_PLAN, cache_dir=run_dir.parent / "cache", progress=False)
     # Every field is encoded as a number (one column each) and M-stage is left out. This was chosen while a bundle
@@ -176,7 +174,7 @@ def train_prognosis(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
                             clinical_features=list(DEMO_CLINICAL_FEATURES),
                             numeric_features=list(DEMO_CLINICAL_FEATURES))
     result = cross_validate(cohort, config, run_dir, progress=False, overwrite=True)
-    export_run(run_dir, BUNDLES[2])
+    export_bundle(run_dir, BUNDLES[2])
     metrics = result.metrics()
     return {"cindex_oof_mean": metrics["cindex_mean"], "cindex_oof_pooled": metrics["cindex_pooled_oof"],
             "ensemble_weights": metrics["ensemble_weights"], "epochs": epochs, "n_folds": config.n_folds,
@@ -309,8 +307,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="output folder")
     parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
     parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through both containers")
@@ -322,19 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args: argparse.Namespace) -> None:
+    if args.train_cases < 10 or args.held_out < 2:
+        raise InputError("--train-cases must be at least 10 and --held-out at least 2")
+    report = run_demo(args.out, args.train_cases, args.held_out, args.seed, args.epochs, args.prognosis_epochs,
+                      max(1, args.jobs))
+    print(f"[demo] report: {report}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.train_cases < 10 or args.held_out < 2:
-        print("error: --train-cases must be at least 10 and --held-out at least 2", file=sys.stderr)
-        return 2
-    try:
-        report = run_demo(args.out, args.train_cases, args.held_out, args.seed, args.epochs, args.prognosis_epochs,
-                          max(1, args.jobs))
-    except HecktorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"[demo] report: {report}")
-    return 0
+    return cli.run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Examples::
 
     python training/export_segmentation.py runs/hecmamba
-    python training/export_segmentation.py runs/demo --out /tmp/bundle --folds 0,1 --checkpoint last
+    python training/export_segmentation.py runs/demo --out /tmp/bundle --fold 0,1 --checkpoint last
 
 The bundle is what ``hecktor.segment.Segmenter.from_bundle`` and the Task 1 container load.
 """
@@ -14,40 +14,30 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hecktor.errors import HecktorError  # noqa: E402
-from seg_trainer import export_bundle  # noqa: E402
+from hecktor.training import cli
+from hecktor.training.segmentation import CHECKPOINTS, export_bundle
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "task1_container" / "resources" / "bundle"
 
 
-def _folds(text: str) -> list[int]:
-    try:
-        return [int(k) for k in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--folds takes comma-separated fold indices, got {text!r}") from None
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("run_dir", help="training run folder (the --out of train_segmentation.py)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="bundle folder (replaced)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
+    parser.add_argument("--fold", "--folds", dest="folds", type=cli.fold_selection, default=None,
+                        metavar="K[,K...]|all", help="folds to export (default: every fold with that checkpoint)")
+    return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="training run folder (the --run-dir of train_segmentation.py)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"bundle folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    parser.add_argument("--folds", type=_folds,
-                        help="comma-separated fold indices (default: every fold with a checkpoint)")
-    return parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    out, exported = export_bundle(args.run_dir, args.out, checkpoint=args.checkpoint, folds=args.folds)
+    print(f"exported fold(s) {', '.join(map(str, exported))} ({args.checkpoint} checkpoints) to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        out, exported = export_bundle(args.run_dir, args.out, checkpoint=args.checkpoint, folds=args.folds)
-    except HecktorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"exported fold(s) {', '.join(map(str, exported))} ({args.checkpoint} checkpoints) to {out}")
-    return 0
+    args = build_parser().parse_args(argv)
+    return cli.run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

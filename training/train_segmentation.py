@@ -2,110 +2,90 @@
 
 Examples::
 
-    python training/train_segmentation.py --data-root DATA --run-dir runs/hecmamba --config training/configs/demo.json
-    python training/train_segmentation.py --data-root DATA --run-dir runs/unet --network unet --fold 0 --epochs 50
-    torchrun --nproc_per_node 4 training/train_segmentation.py --data-root DATA --run-dir runs/hecmamba --fold all
-    python training/train_segmentation.py --data-root DATA --run-dir runs/hecmamba --resume
+    python training/train_segmentation.py --data DATA --out runs/hecmamba --config training/configs/demo.json
+    python training/train_segmentation.py --data DATA --out runs/unet --network unet --fold 0 --epochs 50
+    torchrun --nproc_per_node 4 training/train_segmentation.py --data DATA --out runs/hecmamba --fold all
+    python training/train_segmentation.py --data DATA --out runs/hecmamba --resume
 
-Settings come from the defaults of ``seg_trainer.TrainingConfig``, then the ``--config`` file, then the flags.
+Settings come from the defaults of ``hecktor.training.segmentation.TrainingConfig`` (shown below), then the
+``--config`` file, then the options given. Exit status 2 with one ``error:`` line for a wrong input or option.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_log / seg_trainer live next to this script
+from hecktor.errors import InputError
+from hecktor.plan import RegionPlan
+from hecktor.training import cli
+from hecktor.training.segmentation import LOSSES, TrainingConfig, load_config_file, train
 
-from hecktor.errors import HecktorError, InputError  # noqa: E402
-from hecktor.plan import RegionPlan  # noqa: E402
-from seg_trainer import TrainingConfig, load_config_file, train  # noqa: E402
-
-
-def _json_object(text: str) -> dict:
-    """A JSON object given inline or as the path of a JSON file."""
-    source = Path(text).read_text() if Path(text).is_file() else text
-    try:
-        value = json.loads(source)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not a JSON object or JSON file: {text!r} ({error})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
+NETWORKS = ("hecmamba", "unet", "vnet", "unetr", "segresnet")
 
 
-def _fold(text: str) -> list[int] | None:
-    if text == "all":
-        return None
-    try:
-        return [int(k) for k in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--fold takes a fold index, a comma-separated list, or 'all'; got {text!r}")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     argument_default=argparse.SUPPRESS)
-    parser.add_argument("--data-root", help="folder holding 'Task 1/' (HECKTOR layout)")
-    parser.add_argument("--run-dir", help="output folder of the run (checkpoints, metrics, folds.json)")
-    parser.add_argument("--config", help="JSON training config (see training/configs/)")
-    parser.add_argument("--plan", help="preprocessing plan JSON (default: the config's plan, else RegionPlan())")
-    parser.add_argument("--network", choices=["hecmamba", "unet", "vnet", "unetr", "segresnet"])
-    parser.add_argument("--network-config", type=_json_object, help="JSON object (or file) overriding network sizes")
-    parser.add_argument("--fold", type=_fold, dest="folds", help="fold index, comma-separated indices, or 'all'")
-    parser.add_argument("--n-folds", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--iterations-per-epoch", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--loss", choices=["dicece", "dice"])
-    parser.add_argument("--no-augmentation", dest="augmentation", action="store_false")
-    parser.add_argument("--positive-fraction", type=float, help="share of patches centred on tumour (GTVp and GTVn equally often)")
-    parser.add_argument("--val-every", type=int, help="validate every N epochs")
-    parser.add_argument("--val-overlap", type=float)
-    parser.add_argument("--around", choices=["region", "mask"], help="cached training region")
-    parser.add_argument("--cache-dir", help="preprocessing cache (default: RUN_DIR/../cache)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--workers", type=int, help="data-loader workers per process")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, help="tqdm progress bars (rank 0)")
-    parser.add_argument("--resume", action="store_true", default=False, help="continue from the last checkpoints")
-    return parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
+    cli.add_data_arguments(parser, "folder holding 'Task 1/' (HECKTOR layout)", legacy=True,
+                           data_default="the --config file's data_root; required",
+                           out_default="the --config file's run_dir; required")
+    parser.add_argument("--config", default=argparse.SUPPRESS,
+                        help="JSON training config, see training/configs/ (default: none)")
+    parser.add_argument("--plan", default=argparse.SUPPRESS,
+                        help="preprocessing plan JSON (default: the config's plan, else RegionPlan())")
+    cli.add_training_arguments(parser, legacy=True, workers_help="data-loader worker processes per process")
+    task = parser.add_argument_group("Task 1")
+    task.add_argument("--network", choices=NETWORKS, default=argparse.SUPPRESS, help="segmentation network")
+    task.add_argument("--network-config", type=cli.json_object, default=argparse.SUPPRESS,
+                      help="JSON object (or file) overriding network sizes (default: the network's defaults)")
+    task.add_argument("--iterations-per-epoch", type=int, default=argparse.SUPPRESS,
+                      help="batches per epoch and process")
+    task.add_argument("--loss", choices=LOSSES, default=argparse.SUPPRESS, help="Dice+CE or Dice")
+    task.add_argument("--positive-fraction", type=float, default=argparse.SUPPRESS,
+                      help="share of patches centred on tumour (GTVp and GTVn equally often)")
+    task.add_argument("--val-every", type=int, default=argparse.SUPPRESS, help="validate every N epochs")
+    task.add_argument("--val-overlap", type=float, default=argparse.SUPPRESS, help="sliding-window overlap")
+    task.add_argument("--around", choices=["region", "mask"], default=argparse.SUPPRESS, help="cached training region")
+    task.add_argument("--cache-dir", default=argparse.SUPPRESS,
+                      help="preprocessing cache (default: RUN_DIR/../cache)")
+    task.add_argument("--amp", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                      help="mixed precision on CUDA")
+    task.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
+    defaults = cli.config_defaults(TrainingConfig)
+    defaults.pop("cache_dir")  # its help says where the default lies
+    cli.show_defaults(parser, defaults)
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    """The run's config: TrainingConfig defaults, then the ``--config`` file, then the options given."""
     values = load_config_file(args.config) if "config" in args else {}
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "plan", "resume")}
+    flags = cli.config_values(args, TrainingConfig)
     if "network" in flags and flags["network"] != values.get("network", flags["network"]):
         values.pop("network_config", None)  # the config file's sizes belong to its own network
     values.update(flags)
     if "plan" in args:
         values["plan"] = RegionPlan.load(args.plan).to_dict()
-    for required in ("data_root", "run_dir"):
+    for required, option in (("data_root", "--data"), ("run_dir", "--out")):
         if required not in values:
-            raise InputError(f"--{required.replace('_', '-')} is required (or set {required!r} in the config)")
+            raise InputError(f"{option} is required (or set {required!r} in the config)")
     return TrainingConfig.from_dict(values)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        summaries = train(config_from_args(args), resume=args.resume)
-    except HecktorError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> None:
+    summaries = train(config_from_args(args), resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
-        return 0
+        return
     for summary in summaries:
         best = summary["best"]
         score = best.get("val_dice_mean", float("nan"))
         print(f"fold {summary['fold']}: best epoch {best.get('epoch')} val_dice_mean {score:.4f}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

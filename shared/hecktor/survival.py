@@ -1,8 +1,7 @@
-"""Survival-analysis components of Task 2: Cox loss, event-balanced batches, folds, per-fold Cox models, ensemble.
+"""Survival-analysis components of Task 2: Cox loss, event-balanced batches, per-fold Cox models, ensemble.
 
 * :func:`cox_partial_likelihood_loss` trains the network's risk head (Breslow or Efron ties).
 * :class:`EventBalancedBatchSampler` makes every batch hold events, without which the Cox loss has no terms.
-* :func:`make_folds` splits a cohort into cross-validation folds stratified by event and centre.
 * :class:`LinearCoxModel` is the downstream survival model of one fold: a penalised Cox model fitted with
   scikit-survival on standardised features, stored as JSON (coefficients, scaling, config; no pickle).
 * :func:`ensemble_weights` and :func:`ensemble_risk` combine the folds' standardised risks.
@@ -12,10 +11,8 @@ Risk convention everywhere: higher risk = earlier relapse (a log hazard ratio).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +26,6 @@ __all__ = [
     "ENSEMBLE_RULES",
     "cox_partial_likelihood_loss",
     "EventBalancedBatchSampler",
-    "make_folds",
-    "save_folds",
-    "load_folds",
     "LinearCoxModel",
     "ensemble_weights",
     "ensemble_risk",
@@ -186,108 +180,6 @@ class EventBalancedBatchSampler(Sampler[list[int]]):
             batch = np.asarray(batches[b] + list(share))
             batches[b] = [int(i) for i in rng.permutation(batch)]
         yield from batches
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Cross-validation folds
-# --------------------------------------------------------------------------------------------------------------
-
-
-def make_folds(
-    events: Sequence[int] | np.ndarray, n_folds: int = 5, seed: int = 0, groups: Sequence[Any] | None = None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Deterministic cross-validation folds stratified by event status, and by centre where ``groups`` is given.
-
-    The stratum of a patient is (event status, centre). Each stratum is shuffled and dealt to the folds
-    round-robin, the dealing continuing from one stratum to the next, with the event strata adjacent. Hence,
-    whatever the stratum sizes (a centre of 2 patients needs no special case):
-
-    * every stratum, e.g. "events of centre CHUP", is split among the folds to within one patient;
-    * the folds' numbers of events, and their sizes, differ by at most one.
-
-    Dealing is written here rather than taken from sklearn's ``StratifiedKFold`` because the latter balances each
-    stratum separately, so with centre x event strata the folds' event totals can drift by several patients.
-
-    Args:
-        events: per-patient event indicator.
-        n_folds: number of folds.
-        seed: shuffling seed; the same inputs and seed always give the same folds.
-        groups: optional per-patient centre labels; missing ones (None/NaN) form an "unknown" centre.
-
-    Returns:
-        ``n_folds`` pairs ``(train_idx, val_idx)`` of sorted int64 index arrays; the validation sets partition
-        ``range(n)``.
-
-    Raises:
-        InputError: fewer patients or fewer events than folds (a fold without events has no C-index).
-    """
-    events = np.asarray(events).astype(bool).ravel()
-    n = len(events)
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
-    if groups is not None and len(groups) != n:
-        raise ValueError(f"groups has {len(groups)} entries for {n} patients")
-    if n < n_folds:
-        raise InputError(f"{n} patients cannot make {n_folds} folds; use fewer folds")
-    if events.sum() < n_folds:
-        raise InputError(
-            f"only {int(events.sum())} events for {n_folds} folds: a fold without events has no C-index; "
-            "use fewer folds"
-        )
-    if groups is None:
-        centres = np.full(n, "all")
-    else:
-        missing = [g is None or (isinstance(g, float) and np.isnan(g)) for g in groups]
-        centres = np.array(["unknown" if absent else str(g) for g, absent in zip(groups, missing)])
-
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(n, dtype=np.int64)
-    next_fold = 0
-    for status, centre in sorted(set(zip(events.tolist(), centres.tolist()))):  # censored strata, then events
-        members = rng.permutation(np.flatnonzero((events == status) & (centres == centre)))
-        fold_of[members] = (next_fold + np.arange(len(members))) % n_folds
-        next_fold = (next_fold + len(members)) % n_folds
-    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(n_folds)]
-
-
-def save_folds(
-    folds: Sequence[tuple[np.ndarray, np.ndarray]], path: str | Path, case_ids: Sequence[str] | None = None
-) -> None:
-    """Write folds as JSON; with ``case_ids`` the file also records which patient each index means."""
-    payload: dict[str, Any] = {
-        "n_folds": len(folds),
-        "folds": [{"train": [int(i) for i in tr], "val": [int(i) for i in va]} for tr, va in folds],
-    }
-    if case_ids is not None:
-        payload["case_ids"] = [str(c) for c in case_ids]
-    Path(path).write_text(json.dumps(payload, indent=1))
-
-
-def load_folds(path: str | Path, case_ids: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Read folds written by :func:`save_folds`.
-
-    Args:
-        path: the JSON file.
-        case_ids: if given and the file recorded case ids, they must match (same patients, same order).
-
-    Raises:
-        InputError: unreadable or malformed file, overlapping train/validation sets, or case ids that differ.
-    """
-    path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-        folds = [
-            (np.asarray(f["train"], dtype=np.int64), np.asarray(f["val"], dtype=np.int64)) for f in payload["folds"]
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{path}: not a folds file written by save_folds ({error}); regenerate it") from error
-    for k, (train, val) in enumerate(folds):
-        if np.intersect1d(train, val).size:
-            raise InputError(f"{path}: fold {k} has patients in both train and validation; regenerate it")
-    stored_ids = payload.get("case_ids")
-    if case_ids is not None and stored_ids is not None and [str(c) for c in case_ids] != stored_ids:
-        raise InputError(f"{path}: folds were made for other patients (case ids differ); regenerate the folds")
-    return folds
 
 
 # --------------------------------------------------------------------------------------------------------------

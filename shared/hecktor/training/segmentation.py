@@ -1,20 +1,22 @@
-"""Task 1 training: cached preprocessing, cross-validation folds, patch training, validation, checkpoints, export.
+"""Task 1 training (library behind ``training/train_segmentation.py``): cached preprocessing, cross-validation folds,
+patch training, validation, checkpoints, export.
 
 A run directory looks like::
 
     RUN_DIR/
       config.json        the resolved TrainingConfig (plan and full network config included)
       plan.json          the preprocessing RegionPlan (copied into the exported bundle)
-      folds.json         the cross-validation split (hecktor.survival.save_folds format, with case ids)
+      folds.json         the cross-validation split (hecktor.folds.save_folds format, with case ids)
       fold_K/
         checkpoint_best.pt, checkpoint_last.pt   model + optimizer + scheduler + scaler + epoch + RNG state
-        metrics.csv, metrics.json, metrics.png   one row per epoch (training/run_log.py)
+        metrics.csv, metrics.json, metrics.png   one row per epoch (hecktor.training.run_log)
 
 Each case is preprocessed once by :func:`hecktor.patches.preprocess_training_case` (the same resampling code as
-inference) and cached as ``.npy`` files under ``CACHE_DIR/task1-<plan digest>-<around>/``; another plan gets
-another cache. Training draws patches from the cached regions (positive/negative ratio, positives centred on GTVp
-and GTVn equally often, then MONAI augmentation); validation runs the inference code path
-(:func:`hecktor.segment.sliding_window_probabilities`) on whole cached regions.
+inference) and kept in the trainers' preprocessing cache (:mod:`hecktor.training.cache`) under
+``CACHE_DIR/region-<plan digest>-<around>/``; another plan gets another cache. Training draws patches from the
+cached regions (positive/negative ratio, positives centred on GTVp and GTVn equally often, then MONAI
+augmentation); validation runs the inference code path (:func:`hecktor.segment.sliding_window_probabilities`) on
+whole cached regions.
 
 Every patch is drawn from a random stream keyed by (seed, epoch, rank, index), so runs are reproducible whatever
 the number of data-loader workers, and a resumed run draws exactly the patches an uninterrupted one would have.
@@ -30,9 +32,9 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,20 +48,22 @@ from tqdm import tqdm
 
 import hecktor
 from hecktor.errors import InputError
+from hecktor.folds import kfold_split, load_folds, save_folds, select_folds
 from hecktor.geometry import Grid
-from hecktor.io import TrainingCase, list_training_cases
+from hecktor.io import TrainingCase, atomic_path, list_training_cases, write_text_atomic
 from hecktor.metrics import dice
 from hecktor.patches import preprocess_training_case, sample_patches, sampling_indices
 from hecktor.plan import RegionPlan
 from hecktor.segment import IN_CHANNELS, N_CLASSES, autocast_context, resolve_device, sliding_window_probabilities
-from hecktor.survival import load_folds, save_folds
-from run_log import RunLog
+from hecktor.training.cache import PreprocessingCache
+from hecktor.training.run_log import RunLog
 
 LOSSES = ("dicece", "dice")
 CHECKPOINTS = ("best", "last")
 FOREGROUND = {"GTVp": 1, "GTVn": 2}
-CACHE_VERSION = 1
 CONFIG_JSON, PLAN_JSON, FOLDS_JSON = "config.json", "plan.json", "folds.json"
+RENAMED_SETTINGS = {"lr": "learning_rate", "augment": "augmentation"}
+"""Former names of settings (both trainers now share one vocabulary); a config that uses one is refused by name."""
 
 
 # ---------------------------------------------------------------------------------------------------- configuration
@@ -70,17 +74,17 @@ class TrainingConfig:
     """Everything a Task 1 training run depends on. Saved as ``config.json`` in the run directory.
 
     Args:
-        data_root: folder holding ``Task 1/`` in the HECKTOR layout.
-        run_dir: where folds, checkpoints and metrics go.
+        data_root: folder holding ``Task 1/`` in the HECKTOR layout (CLI ``--data``).
+        run_dir: where folds, checkpoints and metrics go (CLI ``--out``).
         plan: the preprocessing plan (patch size, spacing, windows, ...).
         network: ``hecmamba``, ``unet``, ``vnet``, ``unetr`` or ``segresnet``.
         network_config: overrides of the network's defaults (``hecktor.networks.network_config_defaults``).
-        folds: fold indices to train (``None``: all ``n_folds``).
-        n_folds: cross-validation folds of the split.
+        folds: fold indices to train (``None``: all ``n_folds``; CLI ``--fold``).
+        n_folds: cross-validation folds of the split (CLI ``--folds``).
         epochs, iterations_per_epoch, batch_size: the training length; one iteration is one batch per rank.
-        lr, weight_decay: AdamW.
+        learning_rate, weight_decay: AdamW (CLI ``--lr``, ``--weight-decay``).
         warmup_fraction: share of all iterations spent warming the learning rate up linearly from 0; a cosine
-            decay to ``min_lr_ratio * lr`` follows.
+            decay to ``min_lr_ratio * learning_rate`` follows.
         loss: ``dicece`` (MONAI DiceCELoss) or ``dice`` (MONAI DiceLoss).
         augmentation: MONAI spatial and intensity augmentation of training patches.
         positive_fraction: share of patches centred on a tumour voxel; GTVp and GTVn are picked equally often.
@@ -89,7 +93,8 @@ class TrainingConfig:
         sw_batch_size: windows per forward pass in validation.
         around: training region of a case, ``region`` (inference region widened to the mask) or ``mask``.
         cache_dir: preprocessing cache (default: ``<run_dir>/../cache``).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun the local rank picks the GPU).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun the local rank picks
+            the GPU).
         workers: data-loader worker processes per rank.
         seed: seeds the split, the weights' initialisation and every patch.
         amp: fp16 autocast with gradient scaling, on CUDA only.
@@ -107,7 +112,7 @@ class TrainingConfig:
     epochs: int = 100
     iterations_per_epoch: int = 250
     batch_size: int = 2
-    lr: float = 2e-4
+    learning_rate: float = 2e-4
     weight_decay: float = 1e-5
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.01
@@ -136,10 +141,7 @@ class TrainingConfig:
         if self.n_folds < 2:
             raise InputError(f"n_folds must be at least 2, got {self.n_folds}")
         if self.folds is not None:
-            self.folds = [int(k) for k in self.folds]
-            bad = [k for k in self.folds if not 0 <= k < self.n_folds]
-            if bad or not self.folds:
-                raise InputError(f"fold(s) {bad or '[]'} out of range 0..{self.n_folds - 1}")
+            self.folds = select_folds(self.folds, self.n_folds)
         for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every", "sw_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -154,7 +156,7 @@ class TrainingConfig:
 
     @property
     def fold_list(self) -> list[int]:
-        return list(range(self.n_folds)) if self.folds is None else list(self.folds)
+        return select_folds(self.folds, self.n_folds)
 
     @property
     def cache_root(self) -> Path:
@@ -167,6 +169,10 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
+        renamed = sorted(set(data) & set(RENAMED_SETTINGS))
+        if renamed:
+            spelled = ", ".join(f"{old!r} is now {RENAMED_SETTINGS[old]!r}" for old in renamed)
+            raise InputError(f"renamed training setting(s): {spelled}; rename them in the config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -265,90 +271,33 @@ class CachedRegion:
     grid: Grid
 
 
-def _fingerprint(case: TrainingCase) -> list[list[int]]:
-    """Size and modification time of the case's files: a changed source file invalidates its cache entry."""
-    paths = [case.ct_path, case.pet_path] + ([case.label_path] if case.label_path is not None else [])
-    return [[os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+def region_entry(case: TrainingCase, plan: RegionPlan, around: str = "region") -> tuple[dict[str, np.ndarray],
+                                                                                         dict[str, Any]]:
+    """The cache entry of one case (:class:`~hecktor.training.cache.PreprocessingCache`'s ``preprocess``): its
+    training region by :func:`hecktor.patches.preprocess_training_case`. The image is stored as float16: half the
+    disk and page cache of float32, and the normalised CT/PET values lose nothing that matters at fp16's 3
+    significant digits."""
+    ct, pet, label = case.read()
+    region = preprocess_training_case(ct, pet, label, plan, around=around)
+    arrays = {"image": region.image.astype(np.float16), "label": region.label.astype(np.uint8)}
+    info = {
+        "grid": dataclasses.asdict(region.grid),
+        "localization_found": bool(region.localization.found),
+        "label_voxels": [int(np.count_nonzero(region.label == v)) for v in range(N_CLASSES)],
+    }
+    return arrays, info
 
 
-class RegionCache:
-    """Preprocessed training regions on disk, one folder per (plan digest, ``around``).
+def region_cache(root: str | Path, plan: RegionPlan, around: str = "region") -> PreprocessingCache:
+    """The preprocessing cache of Task 1 training regions: one folder per (plan digest, ``around``)."""
+    return PreprocessingCache(root, plan, partial(region_entry, around=around), variant=around)
 
-    Per case: ``<PID>_image.npy`` (float16: half the disk and page cache of float32, and the normalised CT/PET
-    values lose nothing that matters at fp16's 3 significant digits), ``<PID>_label.npy`` (uint8) and ``<PID>.json``
-    (grid, source fingerprint), written last so that its presence marks a complete entry.
-    """
 
-    def __init__(self, root: str | Path, plan: RegionPlan, around: str = "region") -> None:
-        self.plan = plan
-        self.around = around
-        self.dir = Path(root) / f"task1-{plan.digest()}-{around}"
-
-    def _paths(self, pid: str) -> tuple[Path, Path, Path]:
-        return self.dir / f"{pid}_image.npy", self.dir / f"{pid}_label.npy", self.dir / f"{pid}.json"
-
-    def is_current(self, case: TrainingCase) -> bool:
-        image_path, label_path, meta_path = self._paths(case.patient_id)
-        if not (meta_path.is_file() and image_path.is_file() and label_path.is_file()):
-            return False
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            return False
-        return meta.get("version") == CACHE_VERSION and meta.get("source") == _fingerprint(case)
-
-    def build(self, case: TrainingCase) -> None:
-        """Preprocess one case and write its entry atomically (temporary names, then renames)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        ct, pet, label = case.read()
-        region = preprocess_training_case(ct, pet, label, self.plan, around=self.around)
-        image_path, label_path, meta_path = self._paths(case.patient_id)
-        meta = {
-            "version": CACHE_VERSION,
-            "patient_id": case.patient_id,
-            "plan_digest": self.plan.digest(),
-            "around": self.around,
-            "source": _fingerprint(case),
-            "grid": dataclasses.asdict(region.grid),
-            "localization_found": bool(region.localization.found),
-            "label_voxels": [int(np.count_nonzero(region.label == v)) for v in range(N_CLASSES)],
-        }
-        arrays = ((image_path, region.image.astype(np.float16)), (label_path, region.label.astype(np.uint8)))
-        for path, content in arrays:
-            handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=self.dir)
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, content)
-            os.replace(tmp, path)
-        handle, tmp = tempfile.mkstemp(prefix=f".{meta_path.stem}.", suffix=".json", dir=self.dir)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(meta, stream, indent=1)
-        os.replace(tmp, meta_path)
-
-    def prepare(self, cases: Sequence[TrainingCase], context: DistributedContext = DistributedContext(),
-                progress: bool = False) -> dict[str, int]:
-        """Make sure every case has a current entry. Under torchrun the ranks share the work, then wait for each
-        other. Returns how many entries were built and reused (by this rank)."""
-        if context.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            plan_path = self.dir / PLAN_JSON
-            if not plan_path.is_file():
-                self.plan.save(plan_path)
-        context.barrier()
-        mine = list(cases)[context.rank::context.world_size]
-        todo = [case for case in mine if not self.is_current(case)]
-        for case in tqdm(todo, desc="preprocessing", unit="case", disable=not (progress and context.is_main)):
-            self.build(case)
-        context.barrier()
-        return {"built": len(todo), "reused": len(mine) - len(todo)}
-
-    def load(self, pid: str) -> CachedRegion:
-        image_path, label_path, meta_path = self._paths(pid)
-        if not meta_path.is_file():
-            raise InputError(f"case {pid} is not in the preprocessing cache {self.dir}; run the trainer's preparation")
-        meta = json.loads(meta_path.read_text())
-        grid = Grid(**{k: tuple(v) for k, v in meta["grid"].items()})
-        # Copy-on-write memory map: patches read only the pages they need, and torch gets a writable array.
-        return CachedRegion(np.load(image_path, mmap_mode="c"), np.load(label_path), grid)
+def load_region(cache: PreprocessingCache, patient_id: str) -> CachedRegion:
+    """A cached training region; the image is memory-mapped copy-on-write (patches read only the pages they need)."""
+    entry = cache.load(patient_id, mmap=("image",))
+    grid = Grid(**{k: tuple(v) for k, v in entry.info["grid"].items()})
+    return CachedRegion(entry.arrays["image"], entry.arrays["label"], grid)
 
 
 # ------------------------------------------------------------------------------------------------------------ data
@@ -399,7 +348,7 @@ class PatchDataset(Dataset):
     drawn from the stream ``(seed, rank, i)``; the sampler passes indices that include the epoch.
 
     Args:
-        cache: the region cache.
+        cache: the region cache (:func:`region_cache`).
         patient_ids: the cases to draw from (a fold's training set).
         patch_size_zyx: patch shape.
         positive_fraction: share of patches centred on a tumour voxel (GTVp and GTVn equally often).
@@ -407,7 +356,7 @@ class PatchDataset(Dataset):
         seed, rank: the stream's key.
     """
 
-    def __init__(self, cache: RegionCache, patient_ids: Sequence[str], patch_size_zyx: Sequence[int],
+    def __init__(self, cache: PreprocessingCache, patient_ids: Sequence[str], patch_size_zyx: Sequence[int],
                  positive_fraction: float, augmentation=None, seed: int = 0, rank: int = 0) -> None:
         if not patient_ids:
             raise InputError("no training cases in this fold")
@@ -425,7 +374,7 @@ class PatchDataset(Dataset):
 
     def _region(self, pid: str) -> CachedRegion:
         if pid not in self._regions:
-            self._regions[pid] = self.cache.load(pid)
+            self._regions[pid] = load_region(self.cache, pid)
             # Tumour/background voxel lists are found once per case, not once per patch (a 1 mm region has ~10M voxels).
             self._indices[pid] = sampling_indices(self._regions[pid].label)
         return self._regions[pid]
@@ -458,20 +407,6 @@ class EpochSampler(Sampler[int]):
         return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
 
 
-def split_folds(patient_ids: Sequence[str], n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A seeded K-fold split over the sorted patient ids (Task 1 has no event to stratify on)."""
-    from sklearn.model_selection import KFold
-
-    ids = sorted(patient_ids)
-    if list(patient_ids) != ids:
-        raise ValueError("patient ids must be sorted")
-    if len(ids) < n_folds:
-        raise InputError(f"{len(ids)} cases cannot make {n_folds} folds; use fewer folds (--n-folds)")
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    splits = splitter.split(np.zeros(len(ids)))
-    return [(np.sort(tr).astype(np.int64), np.sort(va).astype(np.int64)) for tr, va in splits]
-
-
 # ----------------------------------------------------------------------------------------------------- optimisation
 
 
@@ -500,11 +435,10 @@ def warmup_cosine(total_iterations: int, warmup_fraction: float, min_lr_ratio: f
     return factor
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt", dir=path.parent)
-    os.close(handle)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically: a run killed while saving keeps its previous checkpoint, never half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -542,7 +476,7 @@ class SegmentationTrainer:
         self.context, self.device = init_distributed(config.device)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         self.network_config = resolve_network_config(config.network, config.network_config)
-        self.cache = RegionCache(config.cache_root, config.plan, config.around)
+        self.cache = region_cache(config.cache_root, config.plan, config.around)
         self.cases = list_training_cases(config.data_root, task=1)
         self.patient_ids = [case.patient_id for case in self.cases]
         self.cache_stats: dict[str, int] = {}
@@ -566,32 +500,35 @@ class SegmentationTrainer:
         fixed = ("plan", "network", "network_config", "n_folds", "seed", "around", "loss")
         changed = [key for key in fixed if previous.get(key) != current.get(key)]
         if changed:
-            raise InputError(f"{config_path} was written with other {', '.join(changed)}; use a new --run-dir")
+            raise InputError(f"{config_path} was written with other {', '.join(changed)}; use a new --out folder")
         if not self.resume:
             started = [f"fold_{k}" for k in self.config.fold_list
                        if (self.run_dir / f"fold_{k}" / "checkpoint_last.pt").is_file()]
             if started:
                 raise InputError(f"{self.run_dir} already holds checkpoints ({', '.join(started)}); "
-                                 "pass --resume to continue, or use a new --run-dir")
+                                 "pass --resume to continue, or use a new --out folder")
 
     def prepare(self) -> None:
         """Check the run folder, write the run record, cache every case, and fix the fold split."""
         if self.context.is_main:
             self._check_run_dir()
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / CONFIG_JSON).write_text(json.dumps(self._run_record(), indent=2) + "\n")
-            self.config.plan.save(self.run_dir / PLAN_JSON)
+            write_text_atomic(json.dumps(self._run_record(), indent=2) + "\n", self.run_dir / CONFIG_JSON)
+            write_text_atomic(self.config.plan.to_json() + "\n", self.run_dir / PLAN_JSON)
         self.context.barrier()
-        self.cache_stats = self.cache.prepare(self.cases, self.context, progress=self.config.progress)
+        # Every rank builds its share of the missing entries, then all wait until the cache is complete.
+        self.cache_stats = self.cache.prepare(self.cases, rank=self.context.rank, world_size=self.context.world_size,
+                                              progress=self.config.progress and self.context.is_main)
+        self.context.barrier()
         folds_path = self.run_dir / FOLDS_JSON
         if self.context.is_main and not folds_path.is_file():
-            save_folds(split_folds(self.patient_ids, self.config.n_folds, self.config.seed), folds_path,
+            save_folds(kfold_split(self.patient_ids, self.config.n_folds, self.config.seed), folds_path,
                        case_ids=self.patient_ids)
         self.context.barrier()
         self.folds = load_folds(folds_path, case_ids=self.patient_ids)
         if len(self.folds) != self.config.n_folds:
             raise InputError(f"{folds_path} holds {len(self.folds)} folds, the config asks for {self.config.n_folds}; "
-                             "use a new --run-dir")
+                             "use a new --out folder")
 
     def fold_cases(self, fold: int) -> tuple[list[str], list[str]]:
         train, val = self.folds[fold]
@@ -630,7 +567,7 @@ class SegmentationTrainer:
         # hecktor.metrics.aggregated_dice because every rank scores its own cases and the sums are all-reduced.
         sums = [0.0] * (4 * len(FOREGROUND))
         for pid in list(patient_ids)[self.context.rank::self.context.world_size]:
-            region = self.cache.load(pid)
+            region = load_region(self.cache, pid)
             image = torch.from_numpy(np.asarray(region.image, dtype=np.float32))[None].to(self.device)
             probabilities = sliding_window_probabilities(
                 [network], image, self.config.plan.patch_size_zyx, overlap=self.config.val_overlap,
@@ -690,7 +627,7 @@ class SegmentationTrainer:
 
         torch.manual_seed(config.seed)  # identical initial weights on every rank and in every run
         network = build_segmentation_network(config.network, self.network_config).to(self.device)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         total_iterations = config.epochs * config.iterations_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(total_iterations, config.warmup_fraction, config.min_lr_ratio))
@@ -701,7 +638,7 @@ class SegmentationTrainer:
         if self.resume and last_path.is_file():
             checkpoint = load_checkpoint(last_path, map_location=self.device)
             if checkpoint["plan_digest"] != config.plan.digest() or checkpoint["network"] != config.network:
-                raise InputError(f"{last_path} was trained with another plan or network; use a new --run-dir")
+                raise InputError(f"{last_path} was trained with another plan or network; use a new --out folder")
             network.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
@@ -770,10 +707,10 @@ class SegmentationTrainer:
                     best = {"epoch": epoch + 1, **{k: v for k, v in row.items() if k.startswith("val_")}}
                     if self.context.is_main:
                         fold_dir.mkdir(parents=True, exist_ok=True)
-                        _atomic_save(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold),
+                        save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold),
                                      best_path)
             if self.context.is_main:
-                _atomic_save(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold), last_path)
+                save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold), last_path)
                 log.log(row)
                 if config.progress:
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
@@ -825,7 +762,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
         raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     plan_path = run_dir / PLAN_JSON
     if not plan_path.is_file():
-        raise InputError(f"{run_dir} is not a training run ({PLAN_JSON} missing); pass the folder given as --run-dir")
+        raise InputError(f"{run_dir} is not a training run ({PLAN_JSON} missing); pass the --out folder of train_segmentation.py")
     plan = RegionPlan.load(plan_path)
     run_config = json.loads((run_dir / CONFIG_JSON).read_text()) if (run_dir / CONFIG_JSON).is_file() else {}
     available = sorted(int(p.parent.name.split("_")[1]) for p in run_dir.glob(f"fold_*/checkpoint_{checkpoint}.pt"))

@@ -1,6 +1,6 @@
 """Cross-validated training of the Task 2 risk model (library behind ``train_prognosis.py``).
 
-Per fold ``k`` of a split stratified by event and centre (:func:`hecktor.survival.make_folds`):
+Per fold ``k`` of a split stratified by event and centre (:func:`hecktor.folds.make_folds`):
 
 1. the :class:`~hecktor.clinical.ClinicalEncoder` is fitted on the fold's training rows only;
 2. (fusion / imaging) a :class:`~hecktor.networks.fused.FusedFeatureExtractor` is trained on the fold's training
@@ -16,8 +16,9 @@ The ensemble weights come from the per-fold OOF C-indices (:func:`hecktor.surviv
 a :class:`~hecktor.prognosis.RiskPredictor`, the same class the container loads from the exported bundle.
 
 Images are preprocessed once per case with :func:`hecktor.preprocessing.preprocess_box` (the container's exact
-path) and cached as ``.npy`` under a folder keyed by :meth:`BoxPlan.digest`, so changing any preprocessing number
-invalidates the cache and re-running a mode or a seed costs no preprocessing.
+path) and kept in the trainers' preprocessing cache (:mod:`hecktor.training.cache`) under a folder keyed by the
+plan's digest, so changing any preprocessing number invalidates the cache and re-running a mode or a seed costs no
+preprocessing.
 """
 
 from __future__ import annotations
@@ -40,22 +41,17 @@ from tqdm import tqdm
 
 from hecktor.clinical import DEFAULT_FEATURES, DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.errors import InputError
-from hecktor.io import list_training_cases, read_clinical_csv, read_training_table
+from hecktor.folds import load_folds, make_folds, save_folds, select_folds
+from hecktor.io import TrainingCase, list_training_cases, read_clinical_csv, read_training_table, write_text_atomic
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import resolve_device
-from hecktor.survival import (
-    EventBalancedBatchSampler,
-    LinearCoxModel,
-    cox_partial_likelihood_loss,
-    ensemble_weights,
-    make_folds,
-    save_folds,
-)
-from run_log import RunLog
+from hecktor.survival import EventBalancedBatchSampler, LinearCoxModel, cox_partial_likelihood_loss, ensemble_weights
+from hecktor.training.cache import PreprocessingCache
+from hecktor.training.run_log import RunLog
 
 DEFAULT_CACHE = Path(os.environ.get("HECKTOR_CACHE", Path.home() / ".cache" / "hecktor"))
 NETWORK_PRESETS: dict[str, dict[str, Any]] = {"resnet18": dict(RESNET18_BACKBONE), "tiny": dict(TINY_BACKBONE)}
@@ -68,17 +64,18 @@ class TrainingConfig:
 
     Args:
         mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
-        n_folds: cross-validation folds.
+        n_folds: cross-validation folds of the split (CLI ``--folds``).
+        folds: fold indices to train (``None``: all ``n_folds``; CLI ``--fold``). The ensemble holds the trained folds.
         seed: seeds the fold split, the network initialisation, batches and augmentation.
         epochs: training epochs of each fold's network.
         batch_size: patients per batch (each batch holds at least ``min_events`` relapses).
         min_events: relapses guaranteed in every batch (the Cox loss needs events).
-        learning_rate: AdamW learning rate (cosine-annealed to 0 over ``epochs``).
+        learning_rate: AdamW learning rate (cosine-annealed to 0 over ``epochs``; CLI ``--lr``).
         weight_decay: AdamW weight decay.
         ties: tie handling of the Cox loss (``"breslow"`` or ``"efron"``).
         early_stopping_fraction: share of a fold's training patients held out (stratified by event) to choose the
             epoch with the best held-out C-index; 0 keeps the last epoch.
-        augment: random left-right mirroring of the training images (the head and neck is near-symmetric, and a
+        augmentation: random left-right mirroring of the training images (the head and neck is near-symmetric, and a
             tumour's side carries no prognosis).
         network: ``FusedFeatureExtractor`` arguments (``n_clinical`` and ``mode`` are set by the trainer); the
             default is the full ResNet-18 backbone.
@@ -86,12 +83,16 @@ class TrainingConfig:
         clinical_features: encoded record fields (default: the seven seed features).
         numeric_features: which of them are numeric (default: ``Age`` when present).
         ensemble_rule: see :func:`hecktor.survival.ensemble_weights`.
-        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         feature_batch_size: patients per forward pass when extracting features.
+        workers: processes preprocessing the cohort's images into the cache (0: this process). Training itself
+            needs no data-loader workers: the cohort's network inputs are held in memory.
+        progress: tqdm progress bars.
     """
 
     mode: str = "fusion"
     n_folds: int = 5
+    folds: list[int] | None = None
     seed: int = 0
     epochs: int = 60
     batch_size: int = 16
@@ -100,7 +101,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     ties: str = "breslow"
     early_stopping_fraction: float = 0.2
-    augment: bool = True
+    augmentation: bool = True
     network: dict[str, Any] = field(default_factory=lambda: dict(RESNET18_BACKBONE))
     # A strong ridge: 128 fused features against a few dozen events per fold. On synthetic cohorts alpha 100 gave
     # higher and steadier out-of-fold C-indices than 10; on the real HN1 table (clinical mode) both give ~0.56.
@@ -108,14 +109,20 @@ class TrainingConfig:
     clinical_features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
     numeric_features: list[str] | None = None
     ensemble_rule: str = "cindex_margin"
-    device: str | None = None
+    device: str = "auto"
     feature_batch_size: int = 8
+    workers: int = 0
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.n_folds < 2:
             raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
+        if self.folds is not None:
+            self.folds = select_folds(self.folds, self.n_folds)
+        if self.workers < 0:
+            raise InputError(f"workers must be >= 0, got {self.workers}")
         if self.epochs < 1 or self.batch_size < 2:
             raise InputError(f"epochs must be >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
         if not 0.0 <= self.early_stopping_fraction < 0.5:
@@ -126,7 +133,14 @@ class TrainingConfig:
         self.clinical_features = list(self.clinical_features)
         if self.numeric_features is None:
             self.numeric_features = [name for name in DEFAULT_NUMERIC if name in self.clinical_features]
-        LinearCoxModel(self.survival)  # fail now, not after an hour of training, on a bad survival config
+        try:
+            LinearCoxModel(self.survival)  # fail now, not after an hour of training, on a bad survival config
+        except ValueError as error:  # an unknown kind or parameter
+            raise InputError(f"survival model config {self.survival}: {error}") from None
+
+    @property
+    def fold_list(self) -> list[int]:
+        return select_folds(self.folds, self.n_folds)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,9 +207,17 @@ def load_csv_cohort(path: str | Path) -> Cohort:
     return _cohort_from_rows(read_clinical_csv(path, require_survival=True), str(path))
 
 
-def _source_stamp(*paths: Path) -> list[list[Any]]:
-    """Size and modification time of the source files: a cached tensor is reused only while they are unchanged."""
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+def box_entry(case: TrainingCase, plan: BoxPlan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The cache entry of one case (:class:`~hecktor.training.cache.PreprocessingCache`'s ``preprocess``): the
+    network input by :func:`hecktor.preprocessing.preprocess_box`, float32 (2, z, y, x)."""
+    ct, pet, _ = case.read()
+    region = preprocess_box(ct, pet, plan)
+    return {"image": np.asarray(region.image, dtype=np.float32)}, {}
+
+
+def box_cache(root: str | Path | None, plan: BoxPlan) -> PreprocessingCache:
+    """The preprocessing cache of Task 2 network inputs (default root ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``)."""
+    return PreprocessingCache(Path(root or DEFAULT_CACHE), plan, box_entry)
 
 
 def load_hecktor_cohort(
@@ -205,19 +227,21 @@ def load_hecktor_cohort(
     with_images: bool = True,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> Cohort:
     """A cohort from a HECKTOR Task 2 folder (``<root>/Task 2/<PID>/...`` and its CSV).
 
-    With ``with_images`` every case is preprocessed by :func:`hecktor.preprocessing.preprocess_box` once and cached
-    as ``<cache_dir>/task2_<plan digest>/<PID>.npy`` (float32, (2, z, y, x)); a cached tensor is reused while the
-    case's CT and PET files keep their size and modification time.
+    With ``with_images`` every case is preprocessed by :func:`hecktor.preprocessing.preprocess_box` once and kept in
+    the preprocessing cache (:func:`box_cache`); an entry is reused while the case's files keep their size and
+    modification time.
 
     Args:
         root: the HECKTOR folder (or its ``Task 2`` folder).
         plan: preprocessing plan (default ``BoxPlan()``: 96^3).
         with_images: preprocess the images (fusion and imaging modes).
         cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
-        progress: tqdm bar over the cases.
+        progress: tqdm bar over the cases to preprocess.
+        workers: processes preprocessing side by side (0: this process).
     """
     plan = plan or BoxPlan()
     cohort = _cohort_from_rows(read_training_table(root, 2), str(root))
@@ -225,24 +249,11 @@ def load_hecktor_cohort(
     if not with_images:
         return cohort
     cases = {case.patient_id: case for case in list_training_cases(root, 2)}
-    folder = Path(cache_dir or DEFAULT_CACHE) / f"task2_{plan.digest()}"
-    folder.mkdir(parents=True, exist_ok=True)
+    cache = box_cache(cache_dir, plan)
+    cache.prepare([cases[pid] for pid in cohort.patient_ids], progress=progress, workers=workers)
     images = np.empty((len(cohort), 2, *plan.input_shape_zyx), dtype=np.float32)
-    for i, pid in enumerate(tqdm(cohort.patient_ids, desc="preprocessing", unit="case", disable=not progress)):
-        case = cases[pid]
-        stamp = _source_stamp(case.ct_path, case.pet_path)
-        tensor_path, stamp_path = folder / f"{pid}.npy", folder / f"{pid}.json"
-        if tensor_path.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
-            images[i] = np.load(tensor_path)
-            continue
-        ct, pet, _ = case.read()
-        region = preprocess_box(ct, pet, plan)
-        images[i] = region.image
-        # Write to a temporary name and rename, so an interrupted run never leaves a truncated tensor behind.
-        partial = folder / f".{pid}.{os.getpid()}.npy"
-        np.save(partial, region.image)
-        os.replace(partial, tensor_path)
-        stamp_path.write_text(json.dumps(stamp))
+    for i, pid in enumerate(cohort.patient_ids):
+        images[i] = cache.load(pid).arrays["image"]
     cohort.images = images
     return cohort
 
@@ -265,7 +276,12 @@ class FoldResult:
 
 @dataclass
 class CrossValidationResult:
-    """All folds of a run, the ensemble weights and the run's metrics."""
+    """The trained folds of a run, the ensemble weights and the run's metrics.
+
+    Attributes:
+        folds: the trained folds (all of the split's, or those of ``config.folds``), in fold order.
+        split: the whole split, trained folds or not (what ``folds.json`` records).
+    """
 
     config: TrainingConfig
     cohort: Cohort
@@ -273,6 +289,7 @@ class CrossValidationResult:
     folds: list[FoldResult]
     weights: np.ndarray
     seconds: float
+    split: list[tuple[np.ndarray, np.ndarray]]
 
     @property
     def cindex_folds(self) -> list[float]:
@@ -283,7 +300,7 @@ class CrossValidationResult:
         return float(np.mean(self.cindex_folds))
 
     def oof_risk(self) -> np.ndarray:
-        """Every patient's standardised risk from the fold that did not train on it."""
+        """Every patient's standardised risk from the fold that did not train on it (NaN in folds not trained)."""
         risk = np.full(len(self.cohort), np.nan)
         for fold in self.folds:
             risk[fold.val_idx] = fold.oof_risk
@@ -291,13 +308,16 @@ class CrossValidationResult:
 
     def metrics(self) -> dict[str, Any]:
         oof = self.oof_risk()
+        scored = np.isfinite(oof)
         heads = [f.head_cindex for f in self.folds]
         return {
             "cindex_mean": self.cindex_mean,
             "cindex_folds": self.cindex_folds,
             "cindex_std": float(np.std(self.cindex_folds)),
             # All OOF risks pooled: possible because each fold's risk is standardised on its own training set.
-            "cindex_pooled_oof": _safe_cindex(self.cohort.time, self.cohort.event, oof),
+            "cindex_pooled_oof": _safe_cindex(self.cohort.time[scored], self.cohort.event[scored], oof[scored]),
+            "folds_trained": [f.index for f in self.folds],
+            "n_folds": len(self.split),
             "network_head_cindex_folds": heads if any(h is not None for h in heads) else None,
             "best_epochs": [f.best_epoch for f in self.folds],
             "ensemble_rule": self.config.ensemble_rule,
@@ -322,18 +342,19 @@ class CrossValidationResult:
         bundle in ``RUN_DIR/model`` (what ``export_prognosis.py`` copies)."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.json").write_text(json.dumps(_json_safe(self.metrics()), indent=2) + "\n")
-        (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        save_folds([(f.train_idx, f.val_idx) for f in self.folds], run_dir / "folds.json", self.cohort.patient_ids)
+        write_text_atomic(json.dumps(_json_safe(self.metrics()), indent=2) + "\n", run_dir / "metrics.json")
+        write_text_atomic(json.dumps(self.config.to_dict(), indent=2) + "\n", run_dir / "config.json")
+        save_folds(self.split, run_dir / "folds.json", self.cohort.patient_ids)
         fold_of = np.empty(len(self.cohort), dtype=np.int64)
-        for fold in self.folds:
-            fold_of[fold.val_idx] = fold.index
+        for k, (_, val_idx) in enumerate(self.split):
+            fold_of[val_idx] = k
         oof = self.oof_risk()
-        lines = ["PatientID,fold,RFS,Relapse,oof_risk"] + [
-            f"{pid},{fold_of[i]},{self.cohort.time[i]:g},{self.cohort.event[i]},{oof[i]:.6f}"
+        lines = ["PatientID,fold,RFS,Relapse,oof_risk"] + [  # an empty oof_risk: that fold was not trained
+            f"{pid},{fold_of[i]},{self.cohort.time[i]:g},{self.cohort.event[i]},"
+            + (f"{oof[i]:.6f}" if math.isfinite(oof[i]) else "")
             for i, pid in enumerate(self.cohort.patient_ids)
         ]
-        (run_dir / "oof.csv").write_text("\n".join(lines) + "\n")
+        write_text_atomic("\n".join(lines) + "\n", run_dir / "oof.csv")
         self.predictor(device="cpu").to_bundle(run_dir / "model")
         return run_dir
 
@@ -453,7 +474,7 @@ def train_network(
         losses = []
         for positions in sampler:
             idx = fit_idx[np.asarray(positions)]
-            flip = rng.random(len(idx)) < 0.5 if config.augment else None
+            flip = rng.random(len(idx)) < 0.5 if config.augmentation else None
             image, clinical = data.get(idx, flip)
             risk = network(image, clinical)
             loss = cox_partial_likelihood_loss(risk, time_t[idx].to(device), event_t[idx].to(device), ties=config.ties)
@@ -541,44 +562,104 @@ def cross_validate(
     config: TrainingConfig,
     run_dir: str | Path | None = None,
     *,
-    folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-    progress: bool = True,
+    split: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    progress: bool | None = None,
     on_fold: Callable[[FoldResult], None] | None = None,
     overwrite: bool = False,
 ) -> CrossValidationResult:
-    """Train and score every fold, then weight the ensemble by the folds' OOF C-indices.
+    """Train and score the folds of ``config.folds`` (default all), then weight the ensemble by their OOF C-indices.
 
     Args:
         cohort: patients (with images for the fusion and imaging modes).
         config: the run's settings.
         run_dir: where per-fold training logs go (``fold_<k>/training_log.*``) and, at the end, the run
             (:meth:`CrossValidationResult.save`); ``None`` keeps everything in memory.
-        folds: a given split (default :func:`hecktor.survival.make_folds` with the config's seed, by event and
-            centre).
+        split: a given split of ``config.n_folds`` folds (default :func:`hecktor.folds.make_folds` with the
+            config's seed, by event and centre).
+        progress: progress bars (default ``config.progress``).
         on_fold: called after each fold (e.g. to print its C-index).
         overwrite: replace an earlier run in ``run_dir`` (otherwise that is an error: its training logs would mix
             with this run's).
     """
     started = time.perf_counter()
+    progress = config.progress if progress is None else progress
     if run_dir is not None:
         prepare_run_dir(Path(run_dir), overwrite)
-    if folds is None:
-        folds = make_folds(cohort.event, config.n_folds, seed=config.seed, groups=cohort.centres)
+    if split is None:
+        split = make_folds(cohort.event, config.n_folds, seed=config.seed, groups=cohort.centres)
+    elif len(split) != config.n_folds:
+        raise InputError(f"the given split has {len(split)} folds but the config asks for {config.n_folds} (--folds)")
+    split = [(np.asarray(train_idx), np.asarray(val_idx)) for train_idx, val_idx in split]
     device = resolve_device(config.device)
     results = []
-    for k, (train_idx, val_idx) in enumerate(tqdm(folds, desc=f"{config.mode} folds", unit="fold",
-                                                  disable=not progress)):
+    for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
+        train_idx, val_idx = split[k]
         log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
-        result = run_fold(config, cohort, k, np.asarray(train_idx), np.asarray(val_idx), device, log_dir, progress)
+        result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
         results.append(result)
         if on_fold is not None:
             on_fold(result)
     weights = ensemble_weights([r.cindex for r in results], rule=config.ensemble_rule)
     plan = cohort.plan or BoxPlan()
-    outcome = CrossValidationResult(config, cohort, plan, results, weights, time.perf_counter() - started)
+    outcome = CrossValidationResult(config, cohort, plan, results, weights, time.perf_counter() - started, split)
     if run_dir is not None:
         outcome.save(run_dir)
     return outcome
+
+
+def train(
+    config: TrainingConfig,
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    csv: str | Path | None = None,
+    plan: BoxPlan | None = None,
+    cache_dir: str | Path | None = None,
+    split_file: str | Path | None = None,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> CrossValidationResult:
+    """Load a cohort, cross-validate, save the run and report on the way (the ``train_prognosis.py`` call).
+
+    Args:
+        config: the run's settings.
+        run_dir: the run folder (:meth:`CrossValidationResult.save`).
+        data: a HECKTOR folder holding ``Task 2/`` (images and its CSV); or
+        csv: clinical mode only: a CSV with the HECKTOR 2025 columns.
+        plan: the preprocessing plan of the images (default ``BoxPlan()``).
+        cache_dir: the preprocessing cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
+        split_file: the ``folds.json`` of an earlier run, so that modes compare on the same folds.
+        overwrite: replace an earlier run in ``run_dir``.
+        echo: where the progress lines go (one per fold, and a summary).
+    """
+    if (data is None) == (csv is None):
+        raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
+    if csv is not None and config.mode != "clinical":
+        raise InputError(f"--csv gives no images; mode {config.mode!r} needs --data with a 'Task 2' folder")
+    prepare_run_dir(run_dir, overwrite)  # before hours of preprocessing, not after
+    if csv is not None:
+        cohort = load_csv_cohort(csv)
+    else:
+        cohort = load_hecktor_cohort(data, plan or BoxPlan(), with_images=config.mode != "clinical",
+                                     cache_dir=cache_dir, progress=config.progress, workers=config.workers)
+    split = load_folds(split_file, cohort.patient_ids) if split_file is not None else None
+    chosen = "" if config.folds is None else f", training fold(s) {', '.join(map(str, config.folds))}"
+    echo(f"{config.mode}: {len(cohort)} patients, {cohort.n_events} relapses, {config.n_folds} folds{chosen} "
+         f"({cohort.source})")
+
+    def report(fold: FoldResult) -> None:
+        extra = f", network head {fold.head_cindex:.3f}" if fold.head_cindex is not None else ""
+        epoch = f", epoch {fold.best_epoch}" if fold.best_epoch is not None else ""
+        echo(f"fold {fold.index}: C-index {fold.cindex:.3f} ({len(fold.val_idx)} patients, "
+             f"{int(cohort.event[fold.val_idx].sum())} relapses{extra}{epoch}, {fold.seconds:.1f} s)")
+
+    result = cross_validate(cohort, config, run_dir, split=split, on_fold=report, overwrite=overwrite)
+    metrics = result.metrics()
+    echo(f"mean out-of-fold C-index {metrics['cindex_mean']:.3f} ± {metrics['cindex_std']:.3f} "
+         f"(pooled OOF {metrics['cindex_pooled_oof']:.3f}); ensemble weights "
+         f"{', '.join(f'{w:.3f}' for w in metrics['ensemble_weights'])}; {metrics['train_seconds']:.0f} s")
+    echo(f"wrote {Path(run_dir) / 'metrics.json'} and the fold ensemble in {Path(run_dir) / 'model'}")
+    return result
 
 
 def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
@@ -591,3 +672,22 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
         raise InputError(f"{run_dir} already holds a training run; choose another --out or pass --overwrite")
     for path in earlier:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# ----------------------------------------------------------------------------------------------------------- export
+def export_bundle(run_dir: str | Path, out_dir: str | Path) -> RiskPredictor:
+    """Copy a run's verified fold ensemble (``RUN_DIR/model``) to ``out_dir`` as a Task 2 bundle and return it as
+    loaded from there (manifest, SHA-256 and plan digest checked twice: on reading the run and on reading the copy).
+
+    Raises:
+        InputError: ``run_dir`` is not a finished run, or ``out_dir`` is the run's own model folder.
+    """
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    if not (model_dir / "manifest.json").is_file():
+        raise InputError(f"{run_dir} is not a finished Task 2 run (no {model_dir / 'manifest.json'}); "
+                         "train it with training/train_prognosis.py")
+    if Path(out_dir).resolve() == model_dir.resolve():
+        raise InputError(f"--out {out_dir} is the run's own model folder; choose another folder")
+    RiskPredictor.from_bundle(model_dir, device="cpu").to_bundle(out_dir)
+    return RiskPredictor.from_bundle(out_dir, device="cpu")

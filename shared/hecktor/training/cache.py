@@ -1,0 +1,192 @@
+"""The preprocessing cache of both trainers: every training case preprocessed once per plan, kept as ``.npy`` files.
+
+Layout::
+
+    CACHE_ROOT/
+      <plan kind>-<plan digest>[-<variant>]/     e.g. region-3f2a...-mask (Task 1), box-91c0... (Task 2)
+        plan.json                                the plan the entries were made with
+        <PID>.<array>.npy                        one file per array of the entry (image, label, ...)
+        <PID>.json                               the entry's record, written LAST
+
+A case's record names its arrays with their shapes and dtypes, the source fingerprint (size and modification time
+of the case's files) and what the preprocessing function reported. Every file is written through
+:func:`hecktor.io.atomic_path`, and the record after the arrays, so a record marks a complete entry: an entry
+without one (an interrupted build), with a changed source file, or with an array that does not match its record
+(a truncated or replaced file) is rebuilt, never loaded. Another plan means another folder, so a plan change never
+reads stale arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from hecktor.errors import InputError
+from hecktor.io import TrainingCase, atomic_path, write_text_atomic
+from hecktor.plan import BoxPlan, RegionPlan
+
+CACHE_VERSION = 2
+"""Format of an entry's record (1: the two trainers' separate caches of hecktor 0.1)."""
+
+PLAN_JSON = "plan.json"
+
+Preprocess = Callable[[TrainingCase, Any], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
+"""``preprocess(case, plan) -> (arrays, info)``: the arrays to store by name, and JSON-safe facts about them."""
+
+
+@dataclass
+class CacheEntry:
+    """One cached case: its arrays by name and its record (``info``: what preprocessing reported)."""
+
+    patient_id: str
+    arrays: dict[str, np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def source_fingerprint(case: TrainingCase) -> list[list[Any]]:
+    """Name, size and modification time of the case's files: a changed source file invalidates its entry."""
+    paths = [case.ct_path, case.pet_path] + ([case.label_path] if case.label_path is not None else [])
+    return [[Path(p).name, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+
+
+class PreprocessingCache:
+    """Preprocessed training cases on disk, in a folder keyed by the plan's kind and digest (see the module docstring).
+
+    Args:
+        root: the cache root; the folder of this plan is created inside it.
+        plan: the preprocessing plan (:class:`~hecktor.plan.RegionPlan` or :class:`~hecktor.plan.BoxPlan`).
+        preprocess: ``preprocess(case, plan) -> (arrays, info)``; a module-level function (or a ``functools.partial``
+            of one) so that the cache can be sent to data-loader worker processes.
+        variant: a further key for preprocessing choices that are not in the plan (Task 1's training region,
+            ``region`` or ``mask``); part of the folder name.
+    """
+
+    def __init__(self, root: str | Path, plan: RegionPlan | BoxPlan, preprocess: Preprocess, variant: str = "") -> None:
+        self.plan = plan
+        self.preprocess = preprocess
+        self.variant = variant
+        key = f"{plan.KIND}-{plan.digest()}" + (f"-{variant}" if variant else "")
+        self.dir = Path(root) / key
+
+    def record_path(self, patient_id: str) -> Path:
+        return self.dir / f"{patient_id}.json"
+
+    def array_path(self, patient_id: str, name: str) -> Path:
+        return self.dir / f"{patient_id}.{name}.npy"
+
+    def _record(self, patient_id: str) -> dict[str, Any] | None:
+        """The entry's record, or ``None`` when it is missing or unreadable."""
+        try:
+            record = json.loads(self.record_path(patient_id).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _arrays_match(self, patient_id: str, record: Mapping[str, Any]) -> bool:
+        """Every array file opens and has the shape and dtype of the record. Only the headers are read (a memory
+        map): a truncated file cannot be mapped to its full size and fails here."""
+        try:
+            for name, spec in record["arrays"].items():
+                array = np.load(self.array_path(patient_id, name), mmap_mode="r")
+                if list(array.shape) != list(spec["shape"]) or str(array.dtype) != spec["dtype"]:
+                    return False
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return True
+
+    def is_current(self, case: TrainingCase) -> bool:
+        """A complete entry made by this cache format from the case's files as they are now."""
+        record = self._record(case.patient_id)
+        return (
+            record is not None
+            and record.get("version") == CACHE_VERSION
+            and record.get("source") == source_fingerprint(case)
+            and self._arrays_match(case.patient_id, record)
+        )
+
+    def build(self, case: TrainingCase) -> CacheEntry:
+        """Preprocess one case and write its entry: arrays first, the record last."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Withdraw an old record first: until the new one is written, the entry is incomplete, not stale-but-valid.
+        self.record_path(case.patient_id).unlink(missing_ok=True)
+        source = source_fingerprint(case)  # before reading: a file changed during the build then fails the check
+        arrays, info = self.preprocess(case, self.plan)
+        arrays = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+        for name, array in arrays.items():
+            with atomic_path(self.array_path(case.patient_id, name)) as tmp:
+                np.save(tmp, array)
+        record = {
+            "version": CACHE_VERSION,
+            "patient_id": case.patient_id,
+            "plan_kind": self.plan.KIND,
+            "plan_digest": self.plan.digest(),
+            "variant": self.variant,
+            "source": source,
+            "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()},
+            "info": dict(info),
+        }
+        write_text_atomic(json.dumps(record, indent=1), self.record_path(case.patient_id))
+        return CacheEntry(case.patient_id, arrays, dict(info))
+
+    def load(self, patient_id: str, mmap: Collection[str] = ()) -> CacheEntry:
+        """A cached entry (see :meth:`prepare`). The arrays named in ``mmap`` are memory-mapped copy-on-write instead
+        of read (patches then read only the pages they need, and torch still gets a writable array)."""
+        record = self._record(patient_id)
+        if record is None or record.get("version") != CACHE_VERSION or not self._arrays_match(patient_id, record):
+            raise InputError(f"case {patient_id} has no complete entry in the preprocessing cache {self.dir}; "
+                             "prepare the cache first (the trainer does)")
+        arrays = {name: np.load(self.array_path(patient_id, name), mmap_mode="c" if name in mmap else None)
+                  for name in record["arrays"]}
+        return CacheEntry(patient_id, arrays, dict(record.get("info", {})))
+
+    def get(self, case: TrainingCase) -> CacheEntry:
+        """The case's entry, built first where it is not current."""
+        return self.load(case.patient_id) if self.is_current(case) else self.build(case)
+
+    def prepare(self, cases: Sequence[TrainingCase], *, rank: int = 0, world_size: int = 1, progress: bool = False,
+                workers: int = 0) -> dict[str, int]:
+        """Make sure that every case has a current entry and that the folder holds its ``plan.json``.
+
+        Args:
+            cases: the cohort.
+            rank, world_size: under ``torchrun`` every rank builds its share of the cases (the caller waits for the
+                others afterwards).
+            progress: a tqdm bar over the cases to build.
+            workers: processes that build entries side by side (0: this process).
+
+        Returns:
+            ``{"built": ..., "reused": ...}``: entries of this rank's share.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        plan_path = self.dir / PLAN_JSON
+        if not plan_path.is_file():  # every rank may get here; the rename makes concurrent writes harmless
+            write_text_atomic(self.plan.to_json() + "\n", plan_path)
+        mine = list(cases)[rank::world_size]
+        todo = [case for case in mine if not self.is_current(case)]
+        bar = tqdm(total=len(todo), desc="preprocessing", unit="case", disable=not progress)
+        if workers > 0 and len(todo) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: forking a process that holds torch's and SimpleITK's thread pools can deadlock.
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+                for _ in pool.map(_build_quietly, [self] * len(todo), todo):
+                    bar.update()
+        else:
+            for case in todo:
+                self.build(case)
+                bar.update()
+        bar.close()
+        return {"built": len(todo), "reused": len(mine) - len(todo)}
+
+
+def _build_quietly(cache: PreprocessingCache, case: TrainingCase) -> None:
+    """Build one entry in a worker process (returns nothing: the arrays stay on disk, not in the pipe)."""
+    cache.build(case)

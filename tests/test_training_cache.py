@@ -1,0 +1,156 @@
+"""The trainers' one preprocessing cache (hecktor.training.cache): reuse, keys, invalidation, incomplete entries.
+
+The cases are tiny files and the preprocessing a stand-in that turns their bytes into arrays, so that every rule of
+the cache is checked in milliseconds; tests/test_seg_training.py and tests/test_prognosis_training.py run the
+real preprocessing of both tasks through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hecktor.errors import InputError
+from hecktor.io import TrainingCase
+from hecktor.plan import BoxPlan, RegionPlan
+from hecktor.training.cache import CACHE_VERSION, PreprocessingCache
+
+
+def bytes_entry(case: TrainingCase, plan) -> tuple[dict[str, np.ndarray], dict]:
+    """Stand-in preprocessing: the CT file's bytes as an image, scaled by a plan number, and the PET's as a label."""
+    ct = np.frombuffer(case.ct_path.read_bytes(), dtype=np.uint8)
+    pet = np.frombuffer(case.pet_path.read_bytes(), dtype=np.uint8)
+    scale = plan.ct_window_hu[1] / 1000.0
+    return {"image": (ct.astype(np.float32) * scale).reshape(1, -1), "label": pet.copy()}, {"n_bytes": len(ct)}
+
+
+def failing_entry(case: TrainingCase, plan) -> tuple[dict[str, np.ndarray], dict]:
+    raise RuntimeError("preprocessing crashed")
+
+
+def make_cases(root: Path, n: int = 3) -> list[TrainingCase]:
+    cases = []
+    for k in range(n):
+        folder = root / f"P{k}"
+        folder.mkdir(parents=True)
+        ct, pet = folder / f"P{k}__CT.nii.gz", folder / f"P{k}__PT.nii.gz"
+        ct.write_bytes(bytes(range(10 + k)))
+        pet.write_bytes(bytes([k] * 5))
+        cases.append(TrainingCase(f"P{k}", ct, pet, None))
+    return cases
+
+
+@pytest.fixture
+def cases(tmp_path) -> list[TrainingCase]:
+    return make_cases(tmp_path / "data")
+
+
+def test_entries_are_built_once_and_reused(cases, tmp_path):
+    plan = BoxPlan()
+    cache = PreprocessingCache(tmp_path / "cache", plan, bytes_entry)
+    assert cache.dir == tmp_path / "cache" / f"box-{plan.digest()}"
+    assert cache.prepare(cases) == {"built": 3, "reused": 0}
+    record = cache.record_path("P1")
+    written = record.stat().st_mtime_ns
+    again = PreprocessingCache(tmp_path / "cache", plan, bytes_entry)
+    assert again.prepare(cases) == {"built": 0, "reused": 3}
+    assert record.stat().st_mtime_ns == written
+
+    entry = again.load("P1")
+    np.testing.assert_array_equal(entry.arrays["image"], np.arange(11, dtype=np.float32)[None])
+    np.testing.assert_array_equal(entry.arrays["label"], np.ones(5, np.uint8))
+    assert entry.info == {"n_bytes": 11}
+    stored = json.loads(record.read_text())
+    assert (stored["version"], stored["plan_kind"], stored["plan_digest"]) == (CACHE_VERSION, "box", plan.digest())
+    assert stored["arrays"] == {"image": {"shape": [1, 11], "dtype": "float32"},
+                                "label": {"shape": [5], "dtype": "uint8"}}
+    assert BoxPlan.load(cache.dir / "plan.json") == plan
+    assert sorted(p.name for p in cache.dir.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+    mapped = again.load("P1", mmap=("image",))
+    assert isinstance(mapped.arrays["image"], np.memmap) and not isinstance(mapped.arrays["label"], np.memmap)
+
+
+def test_another_plan_or_variant_is_another_folder(cases, tmp_path):
+    box = BoxPlan()
+    root = tmp_path / "cache"
+    first = PreprocessingCache(root, box, bytes_entry)
+    first.prepare(cases)
+    wider = box.replace(ct_window_hu=(-1000.0, 2000.0))
+    second = PreprocessingCache(root, wider, bytes_entry)
+    assert second.dir != first.dir and second.dir.name == f"box-{wider.digest()}"
+    assert second.prepare(cases) == {"built": 3, "reused": 0}
+    # The new plan's numbers reached the arrays; the old folder is untouched.
+    np.testing.assert_array_equal(second.load("P0").arrays["image"], 2 * first.load("P0").arrays["image"])
+    region = PreprocessingCache(root, RegionPlan(), bytes_entry, variant="mask")
+    assert region.dir.name == f"region-{RegionPlan().digest()}-mask"
+    assert {p.name for p in root.iterdir()} == {first.dir.name, second.dir.name}
+
+
+def test_a_changed_source_file_invalidates_its_entry_only(cases, tmp_path):
+    cache = PreprocessingCache(tmp_path / "cache", BoxPlan(), bytes_entry)
+    cache.prepare(cases)
+    cases[2].ct_path.write_bytes(bytes(range(40)))  # new content, new size
+    stamp = cases[0].pet_path.stat().st_mtime_ns
+    os.utime(cases[0].pet_path, ns=(stamp, stamp + 10**9))  # same content, new modification time
+    assert [cache.is_current(c) for c in cases] == [False, True, False]
+    assert cache.prepare(cases) == {"built": 2, "reused": 1}
+    assert cache.load("P2").arrays["image"].shape == (1, 40)
+
+
+def test_an_entry_without_its_record_is_rebuilt_not_loaded(cases, tmp_path):
+    """An interrupted build leaves arrays but no record (the record is written last)."""
+    cache = PreprocessingCache(tmp_path / "cache", BoxPlan(), bytes_entry)
+    cache.prepare(cases)
+    cache.record_path("P0").unlink()
+    assert not cache.is_current(cases[0])
+    with pytest.raises(InputError, match="P0 has no complete entry"):
+        cache.load("P0")
+    assert cache.prepare(cases) == {"built": 1, "reused": 2}
+    assert cache.load("P0").arrays["image"].shape == (1, 10)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "drop_array", "garble_record"])
+def test_a_damaged_entry_is_rebuilt_not_loaded(cases, tmp_path, damage):
+    cache = PreprocessingCache(tmp_path / "cache", BoxPlan(), bytes_entry)
+    cache.prepare(cases)
+    image = cache.array_path("P1", "image")
+    expected = np.load(image)
+    if damage == "truncate":  # e.g. a copy cut short: the header still promises 11 floats
+        image.write_bytes(image.read_bytes()[:-8])
+    elif damage == "drop_array":
+        image.unlink()
+    else:
+        cache.record_path("P1").write_text('{"version": ')
+    assert not cache.is_current(cases[1])
+    with pytest.raises(InputError, match="no complete entry"):
+        cache.load("P1")
+    assert cache.prepare(cases) == {"built": 1, "reused": 2}
+    np.testing.assert_array_equal(cache.load("P1").arrays["image"], expected)
+
+
+def test_a_failed_build_leaves_no_entry_and_no_temporary_files(cases, tmp_path):
+    cache = PreprocessingCache(tmp_path / "cache", BoxPlan(), bytes_entry)
+    cache.prepare(cases)
+    broken = PreprocessingCache(tmp_path / "cache", BoxPlan(), failing_entry)
+    cases[0].ct_path.write_bytes(b"changed")
+    with pytest.raises(RuntimeError, match="crashed"):
+        broken.prepare(cases)
+    assert not cache.record_path("P0").exists()  # the stale record was withdrawn before preprocessing
+    assert [p.name for p in cache.dir.iterdir() if p.name.startswith(".")] == []
+    assert cache.prepare(cases) == {"built": 1, "reused": 2}
+
+
+def test_ranks_share_the_work_and_workers_build_the_same_entries(cases, tmp_path):
+    cache = PreprocessingCache(tmp_path / "ranks", BoxPlan(), bytes_entry)
+    assert cache.prepare(cases, rank=0, world_size=2) == {"built": 2, "reused": 0}  # P0 and P2
+    assert cache.prepare(cases, rank=1, world_size=2) == {"built": 1, "reused": 0}  # P1
+    assert all(cache.is_current(c) for c in cases)
+    parallel = PreprocessingCache(tmp_path / "workers", BoxPlan(), bytes_entry)
+    assert parallel.prepare(cases, workers=2) == {"built": 3, "reused": 0}
+    for case in cases:
+        a, b = cache.load(case.patient_id), parallel.load(case.patient_id)
+        assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays) and a.info == b.info
