@@ -522,8 +522,8 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
         assert needed in context, needed
     assert "shared/hecktor/synthetic.py" in files
     left_out = sorted(f for f in files - context if f.startswith("shared/hecktor/") and "__pycache__" not in f)
-    assert left_out == ["shared/hecktor/synthetic.py", "shared/hecktor/training/__init__.py",
-                        "shared/hecktor/training/loops/segmentation.py"]
+    assert left_out[0] == "shared/hecktor/synthetic.py" and len(left_out) > 2
+    assert all(f.startswith("shared/hecktor/training/") for f in left_out[1:])
     assert not any(f.startswith("training/") or "__pycache__" in f for f in context)
 
     def in_context(module: str) -> bool:
