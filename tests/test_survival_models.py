@@ -2,6 +2,7 @@
 JSON records, and the inner cross-validation of the ridge penalty."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -68,6 +69,10 @@ def test_registry_builds_each_kind_and_defaults_to_the_ridge_cox():
         build_survival_model({"kind": "gbsa", "learning_rate": 0})
     with pytest.raises(ValueError, match="alphas"):
         build_survival_model({"kind": "coxph", "alphas": [1.0]})  # only with alpha "cv"
+    with pytest.raises(ValueError, match="ties"):
+        build_survival_model({"kind": "coxph", "ties": "exact"})
+    with pytest.raises(ValueError, match="l1_ratio"):
+        build_survival_model({"kind": "coxnet", "l1_ratio": 0})
     with pytest.raises(TypeError):
         SurvivalModel()  # the interface itself is abstract
 
@@ -161,11 +166,10 @@ def test_alpha_cv_picks_the_best_inner_cindex_and_records_it():
     # The inner scores, recomputed by hand: StratifiedKFold on the event, mean validation C-index per alpha.
     Z, y = _standardised(X), Surv.from_arrays(event, time)
     splits = list(StratifiedKFold(3, shuffle=True, random_state=0).split(Z, event))
-    expected = [
-        np.mean([concordance_index(time[va], event[va],
-                                   Z[va] @ CoxPHSurvivalAnalysis(alpha=a).fit(Z[tr], y[tr]).coef_) for tr, va in splits])
-        for a in config["alphas"]
-    ]
+    expected = []
+    for alpha in config["alphas"]:
+        fits = [(va, CoxPHSurvivalAnalysis(alpha=alpha).fit(Z[tr], y[tr])) for tr, va in splits]
+        expected.append(np.mean([concordance_index(time[va], event[va], Z[va] @ fit.coef_) for va, fit in fits]))
     selection = model.to_dict()["alpha_selection"]
     np.testing.assert_allclose(selection["cindex"], expected, rtol=0, atol=1e-12)
     assert selection["alpha"] == model.alpha_ == config["alphas"][int(np.argmax(expected))]
@@ -195,6 +199,19 @@ def test_alpha_cv_rejects_bad_settings_and_tiny_fitting_sets():
         build_survival_model({"alpha": "cv"}).fit(X, time, event)
 
 
+def test_alpha_cv_silences_and_skips_diverging_candidates():
+    # One patient, the earliest relapse, holds a level of their own: unpenalised, its coefficient runs off to
+    # infinity and scipy warns of an ill-conditioned Newton system (an error under -W error).
+    rng = np.random.default_rng(0)
+    X, time, event = rng.normal(size=(60, 3)), rng.exponential(size=60), rng.random(60) < 0.5
+    X[:, 0] = 0.0
+    X[np.argmin(np.where(event, time, np.inf)), 0] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = build_survival_model({"alpha": "cv", "alphas": [0.0, 100.0]}).fit(X, time, event)
+    assert model.alpha_ == 100.0 and np.all(np.isfinite(model.coef_))
+
+
 # ------------------------------------------------------------------------------------------------ gbsa
 
 
@@ -210,7 +227,19 @@ def test_gbsa_from_json_predicts_exactly_what_scikit_survival_predicts():
     assert len(record["trees"]) == 30 and record["init"] == 0.0 and model.n_features == 5
     loaded = survival_model_from_dict(record)
     assert isinstance(loaded, GradientBoostedCoxModel) and loaded.estimator_ is None
-    query = np.vstack([X, rng.normal(size=(200, 5)) * [2.0, 50.0, 0.02, 1.0, 1.0] + [0.0, 60.0, 1.0, 1.0, 2.0]])
+    # Rows a hair (1e-9 relative) on either side of every split threshold: float64 puts them on one side and the
+    # float32 features that scikit-learn's trees compare on the other, so these catch a traversal in float64.
+    Z = model.scale_features(X)
+    near = []
+    for (tree,) in model.estimator_.estimators_:
+        for f, t in zip(tree.tree_.feature, tree.tree_.threshold):
+            if f >= 0:
+                for side in (-1.0, 1.0):
+                    row = Z[rng.integers(n)].copy()
+                    row[f] = t + side * 1e-9 * max(abs(t), 1.0)
+                    near.append(row)
+    near = np.asarray(near) * model.feature_scale_ + model.feature_mean_
+    query = np.vstack([X, near, rng.normal(size=(200, 5)) * [2.0, 50.0, 0.02, 1.0, 1.0] + [0.0, 60.0, 1.0, 1.0, 2.0]])
     reference = model.estimator_.predict(model.scale_features(query))
     np.testing.assert_allclose(loaded.predict_risk(query), reference, rtol=0, atol=1e-10)
     assert np.array_equal(loaded.standardized_risk(X), model.standardized_risk(X))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -158,7 +159,9 @@ class SurvivalModel(ABC):
         if self.feature_mean_ is None or self.feature_scale_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or from_dict() first")
 
-    def fit(self, X: np.ndarray, time: Sequence[float] | np.ndarray, event: Sequence[int] | np.ndarray) -> SurvivalModel:
+    def fit(
+        self, X: np.ndarray, time: Sequence[float] | np.ndarray, event: Sequence[int] | np.ndarray
+    ) -> SurvivalModel:
         """Fit on features ``X (n, p)`` with follow-up ``time`` and ``event`` indicators.
 
         Raises:
@@ -228,8 +231,8 @@ class SurvivalModel(ABC):
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> SurvivalModel:
-        """Rebuild a fitted model from :meth:`to_dict`'s record (records of kinds other classes implement are
-        dispatched by :func:`survival_model_from_dict` when called on :class:`SurvivalModel` itself).
+        """Rebuild a fitted model from :meth:`to_dict`'s record. Called on :class:`SurvivalModel` (as
+        :func:`survival_model_from_dict` does) it reads any kind; called on a subclass, only that subclass's kinds.
 
         Raises:
             BundleError: not a mapping, a missing key, an unknown kind, or arrays that do not fit together.
@@ -258,8 +261,8 @@ class SurvivalModel(ABC):
             raise BundleError(f"survival model record has an invalid config ({error}); {_RE_EXPORT}") from None
         mean, scale = _as_float_vector(record, "feature_mean"), _as_float_vector(record, "feature_scale")
         if mean.shape != scale.shape:
-            raise BundleError(f"survival model record has vectors of different shapes {sorted({mean.shape, scale.shape})}"
-                              f"; {_RE_EXPORT}")
+            shapes = sorted({mean.shape, scale.shape})
+            raise BundleError(f"survival model record has vectors of different shapes {shapes}; {_RE_EXPORT}")
         if np.any(scale <= 0):
             raise BundleError(f"survival model record has a non-positive feature scale; {_RE_EXPORT}")
         model._load_state(record, mean.shape[0])
@@ -340,6 +343,12 @@ class LinearCoxModel(SurvivalModel):
                 raise ValueError(f"'inner_seed' must be an integer, got {self.config['inner_seed']!r}")
         elif isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or alpha < 0:
             raise ValueError(f"'alpha' must be a non-negative number or \"cv\", got {alpha!r}")
+        if self.kind == "coxph" and self.config["ties"] not in ("breslow", "efron"):
+            raise ValueError(f"'ties' must be \"breslow\" or \"efron\", got {self.config['ties']!r}")
+        l1_ratio = self.config.get("l1_ratio", 1.0)
+        if self.kind == "coxnet" and (isinstance(l1_ratio, bool) or not isinstance(l1_ratio, numbers.Real)
+                                      or not 0 < l1_ratio <= 1):
+            raise ValueError(f"'l1_ratio' must be a number in (0, 1], got {l1_ratio!r}")
 
     # --------------------------------------------------------------------------------------------- fitting
     def _fit_alpha(self, alpha: float, Z: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[Any, np.ndarray,
@@ -363,6 +372,7 @@ class LinearCoxModel(SurvivalModel):
 
     def _select_alpha(self, Z: np.ndarray, time: np.ndarray, event: np.ndarray) -> float:
         """Inner cross-validation on the fitting set: the alpha with the best mean validation C-index."""
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.model_selection import StratifiedKFold
 
         n_folds = int(self.config["inner_folds"])
@@ -377,11 +387,26 @@ class LinearCoxModel(SurvivalModel):
         for alpha in alphas:
             fold_scores = []
             for train, val in splits:
-                _, coef, offset = self._fit_alpha(alpha, Z[train], time[train], event[train])
+                with warnings.catch_warnings():
+                    # A weak penalty on a level held by one patient lets a candidate diverge: sksurv's Newton steps
+                    # then overflow (and are halved) or stop at the iteration limit. Such a candidate scores badly
+                    # or not at all below; its warnings would only bury the final fit's.
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    try:
+                        _, coef, offset = self._fit_alpha(alpha, Z[train], time[train], event[train])
+                    except (ValueError, np.linalg.LinAlgError):  # sksurv: "search direction contains NaN ..."
+                        fold_scores = []
+                        break
+                risk = Z[val] @ coef - offset
+                if not np.all(np.isfinite(risk)):
+                    fold_scores = []
+                    break
                 try:
-                    fold_scores.append(concordance_index(time[val], event[val], Z[val] @ coef - offset))
+                    fold_scores.append(concordance_index(time[val], event[val], risk))
                 except InputError:  # no comparable pair in this inner validation set: it cannot score
                     continue
+            # An alpha whose fit failed in any inner fold, or that no fold could score, is not eligible.
             scores.append(float(np.mean(fold_scores)) if fold_scores else math.nan)
         finite = [s for s in scores if math.isfinite(s)]
         if not finite:
