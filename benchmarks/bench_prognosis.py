@@ -44,7 +44,8 @@ from hecktor.metrics import concordance_index
 from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.prognosis import FoldModel, RiskPredictor
-from hecktor.survival import LinearCoxModel, ensemble_weights
+from hecktor.survival import ensemble_weights
+from hecktor.survival_models import build_survival_model
 from hecktor.training.prognosis import (
     NETWORK_PRESETS,
     TrainingConfig,
@@ -159,7 +160,7 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
         encoder = ClinicalEncoder().fit(rows)
         torch.manual_seed(k)
         network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **NETWORK_PRESETS["resnet18"]).eval()
-        survival = LinearCoxModel({"kind": "coxph", "alpha": 10.0}).fit(
+        survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, network.feature_dim)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k))
     return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), BoxPlan(), "fusion", device="cpu")

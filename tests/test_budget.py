@@ -28,7 +28,8 @@ from hecktor.preprocessing import blank_network_input, network_input, preprocess
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import Segmenter, blank_mask, sliding_window_probabilities
 from hecktor.tasks import get_task
-from hecktor.survival import LinearCoxModel, ensemble_weights
+from hecktor.survival import ensemble_weights
+from hecktor.survival_models import build_survival_model
 
 IMPORTED_AT = time.time()
 # A 120 mm cube at 4 mm is 30^3 voxels: one 32^3 window, so one forward call per network pass.
@@ -253,7 +254,7 @@ def predictor() -> RiskPredictor:
         torch.manual_seed(k)
         network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **TINY_BACKBONE).eval()
         features = rng.normal(size=(40, network.feature_dim))
-        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
+        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
                                                                        rng.random(40) < 0.5)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
     return RiskPredictor(folds, ensemble_weights(CINDICES), BOX_PLAN, "fusion", device="cpu")

@@ -33,7 +33,8 @@ from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import Segmenter
-from hecktor.survival import LinearCoxModel, ensemble_weights
+from hecktor.survival import ensemble_weights
+from hecktor.survival_models import build_survival_model
 from hecktor.synthetic import make_case
 
 PLAN1 = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
@@ -74,7 +75,7 @@ def bundles(tmp_path_factory) -> dict[int, Path]:
         torch.manual_seed(10 + k)
         network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **TINY_BACKBONE).eval()
         features = rng.normal(size=(40, network.feature_dim))
-        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
+        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
                                                                        rng.random(40) < 0.5)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
     task2 = RiskPredictor(folds, ensemble_weights(cindices), PLAN2, "fusion", device="cpu").to_bundle(root / "task2")

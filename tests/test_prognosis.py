@@ -18,7 +18,8 @@ from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import FoldModel, RiskPredictor
-from hecktor.survival import LinearCoxModel, ensemble_weights
+from hecktor.survival import ensemble_weights
+from hecktor.survival_models import build_survival_model
 
 PLAN = BoxPlan(input_shape_zyx=(24, 24, 24))
 ROWS = [
@@ -48,7 +49,7 @@ def build_predictor(mode: str, seed: int = 0) -> RiskPredictor:
         X = rng.normal(size=(40, n_features))
         time = rng.uniform(100, 2000, size=40)
         event = rng.random(40) < 0.5
-        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(X, time, event)
+        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(X, time, event)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
     return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"})
 
@@ -217,7 +218,7 @@ def test_folds_whose_encoders_differ_in_width_export_and_reload(phantom, tmp_pat
     for rows in (ROWS[0:12], ROWS[6:16]):  # only the first holds the M1 patient (row 5)
         encoder = ClinicalEncoder().fit(rows)
         network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **NETWORK).eval()
-        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(
+        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
             rng.normal(size=(40, network.feature_dim)), rng.uniform(100, 2000, 40), rng.random(40) < 0.5)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6))
     assert folds[0].encoder.n_features == folds[1].encoder.n_features + 1

@@ -13,13 +13,8 @@ from sksurv.util import Surv
 
 from hecktor.errors import BundleError, InputError
 from hecktor.folds import make_folds
-from hecktor.survival import (
-    EventBalancedBatchSampler,
-    LinearCoxModel,
-    cox_partial_likelihood_loss,
-    ensemble_risk,
-    ensemble_weights,
-)
+from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_risk, ensemble_weights
+from hecktor.survival_models import LinearCoxModel
 
 
 def _tied_cohort(n: int = 40, p: int = 3, seed: int = 0):

@@ -15,7 +15,7 @@ import export_segmentation
 import train_prognosis
 import train_segmentation
 from conftest import REPO
-from hecktor import survival
+from hecktor import survival_models as survival
 from hecktor.training import cli
 
 TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis}
@@ -78,7 +78,9 @@ def test_survival_model_shortcut_and_its_choices_follow_the_registry(monkeypatch
     assert _config("prognosis", ["--survival-model", "coxnet"]).survival == {"kind": "coxnet"}
     assert _config("prognosis", ["--survival-model", "coxnet", "--survival", '{"alpha": 0.1}']).survival == \
         {"alpha": 0.1, "kind": "coxnet"}
-    assert _config("prognosis", []).survival == {"kind": "coxph", "alpha": 100.0}
+    # Each mode's default (hecktor.training.prognosis.DEFAULT_SURVIVAL): clinical keeps the encoder's scale.
+    assert _config("prognosis", []).survival == {"kind": "coxph", "alpha": 100.0, "standardize": False}
+    assert _config("prognosis", ["--mode", "fusion"]).survival == {"kind": "coxph", "alpha": 100.0}
     monkeypatch.setitem(survival.SURVIVAL_MODELS, "newkind", survival.SURVIVAL_MODELS["coxph"])
     parser = train_prognosis.build_parser()
     action = next(a for a in parser._actions if a.dest == "survival_model")

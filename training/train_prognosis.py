@@ -26,7 +26,8 @@ import torch
 from hecktor.errors import InputError
 from hecktor.networks.fused import MODES
 from hecktor.plan import BoxPlan
-from hecktor.survival import ENSEMBLE_RULES, SURVIVAL_MODELS
+from hecktor.survival import ENSEMBLE_RULES
+from hecktor.survival_models import SURVIVAL_MODELS
 from hecktor.training import cli
 from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, TrainingConfig, train
 

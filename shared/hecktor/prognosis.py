@@ -5,7 +5,7 @@ The path is the one cross-validation scored::
 
     preprocess_box (localise, 200x200x310 mm box, one trilinear resampling to 96^3, CT window, PET z-score)
       -> per fold: ClinicalEncoder.transform(ehr) -> FusedFeatureExtractor.extract_features -> 128-d features
-      -> per fold: LinearCoxModel.standardized_risk (the fold's risk, scaled by its training set's risk mean / std)
+      -> per fold: SurvivalModel.standardized_risk (the fold's risk, scaled by its training set's risk mean / std)
       -> weighted average of the folds' standardised risks (weights from the folds' out-of-fold C-index)
 
 The three arms of the baseline comparison share this class through ``mode``:
@@ -43,7 +43,8 @@ from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import blank_network_input, preprocess_box
 from hecktor.segment import resolve_device
-from hecktor.survival import ENSEMBLE_RULES, LinearCoxModel, ensemble_risk
+from hecktor.survival import ENSEMBLE_RULES, ensemble_risk
+from hecktor.survival_models import SurvivalModel, survival_model_from_dict
 
 __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "FoldModel", "RiskPredictor", "fold_file_names"]
 
@@ -73,7 +74,7 @@ class FoldModel:
         cindex: the fold's out-of-fold C-index (what its ensemble weight was computed from).
     """
 
-    survival: LinearCoxModel
+    survival: SurvivalModel
     network: FusedFeatureExtractor | None = None
     encoder: ClinicalEncoder | None = None
     cindex: float | None = None
@@ -344,7 +345,7 @@ class RiskPredictor:
             if record["encoder"] is not None:
                 encoder = ClinicalEncoder.from_dict(bundle.load_json(record["encoder"]),
                                                     source=str(bundle.file(record["encoder"])))
-            survival = LinearCoxModel.from_dict(bundle.load_json(record["survival"]))
+            survival = survival_model_from_dict(bundle.load_json(record["survival"]))
             network = None
             if record["network"] is not None:
                 config = dict(network_config)
@@ -352,8 +353,8 @@ class RiskPredictor:
                     config["n_clinical"] = int(record["n_clinical"])
                 network = _load_network(bundle, record["network"], config)
             n_inputs = network.feature_dim if network is not None else encoder.n_features
-            if survival.coef_.shape[0] != n_inputs:
-                raise BundleError(f"{bundle.file(record['survival'])} expects {survival.coef_.shape[0]} features but "
+            if survival.n_features != n_inputs:
+                raise BundleError(f"{bundle.file(record['survival'])} expects {survival.n_features} features but "
                                   f"fold {k} produces {n_inputs}; {_FIX}")
             if network is not None and encoder is not None and network.config["n_clinical"] != encoder.n_features:
                 raise BundleError(f"{bundle.file(record['encoder'])} encodes {encoder.n_features} clinical features "

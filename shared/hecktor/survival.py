@@ -1,10 +1,11 @@
-"""Survival-analysis components of Task 2: Cox loss, event-balanced batches, per-fold Cox models, ensemble.
+"""Survival-analysis components of Task 2: Cox loss, event-balanced batches, the fold ensemble.
 
 * :func:`cox_partial_likelihood_loss` trains the network's risk head (Breslow or Efron ties).
 * :class:`EventBalancedBatchSampler` makes every batch hold events, without which the Cox loss has no terms.
-* :class:`LinearCoxModel` is the downstream survival model of one fold: a penalised Cox model fitted with
-  scikit-survival on standardised features, stored as JSON (coefficients, scaling, config; no pickle).
 * :func:`ensemble_weights` and :func:`ensemble_risk` combine the folds' standardised risks.
+
+The downstream survival model of one fold (ridge Cox, gradient-boosted Cox, ...) is in :mod:`hecktor.survival_models`,
+the cross-validation folds in :mod:`hecktor.folds`.
 
 Risk convention everywhere: higher risk = earlier relapse (a log hazard ratio).
 """
@@ -12,21 +13,18 @@ Risk convention everywhere: higher risk = earlier relapse (a log hazard ratio).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from hecktor.errors import BundleError, InputError
+from hecktor.errors import InputError
 
 __all__ = [
-    "SURVIVAL_MODELS",
     "ENSEMBLE_RULES",
     "cox_partial_likelihood_loss",
     "EventBalancedBatchSampler",
-    "LinearCoxModel",
     "ensemble_weights",
     "ensemble_risk",
 ]
@@ -183,172 +181,6 @@ class EventBalancedBatchSampler(Sampler[list[int]]):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Downstream linear Cox models
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _fit_coxph(config: Mapping[str, Any], X: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray, float]:
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-    model = CoxPHSurvivalAnalysis(alpha=float(config["alpha"]), ties=str(config["ties"]))
-    model.fit(X, y)
-    return model, np.asarray(model.coef_, dtype=np.float64), 0.0
-
-
-def _fit_coxnet(config: Mapping[str, Any], X: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray, float]:
-    from sksurv.linear_model import CoxnetSurvivalAnalysis
-
-    # One alpha: the stored model is that single solution, and sksurv's predict() without alpha uses it.
-    model = CoxnetSurvivalAnalysis(alphas=[float(config["alpha"])], l1_ratio=float(config["l1_ratio"]))
-    model.fit(X, y)
-    return model, np.asarray(model.coef_[:, -1], dtype=np.float64), float(model.offset_[-1])
-
-
-SURVIVAL_MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
-    "coxph": (_fit_coxph, {"alpha": 100.0, "ties": "breslow"}),
-    "coxnet": (_fit_coxnet, {"alpha": 0.05, "l1_ratio": 0.5}),
-}
-"""Survival models selectable by ``config["kind"]``: fitting function and default parameters.
-
-* ``coxph``: ``sksurv.linear_model.CoxPHSurvivalAnalysis`` -- ridge-penalised Cox, penalty
-  ``alpha / 2 * ||w||^2`` on the (summed) log partial likelihood of standardised features. The default
-  ``alpha = 100`` is strong on purpose: 128 correlated fused features overfit a weak ridge (simulated cohort of
-  200 with 128 correlated features: out-of-fold C-index 0.57 / 0.63 / 0.70 / 0.72 for alpha 1 / 10 / 100 / 1000),
-  and on the 6 usable HN1 clinical columns alpha 1 -> 100 goes 0.59 -> 0.61. Fitting time grows with
-  ``n_features ** 2`` (about 1-2 s per fold at 128 features); ``coxnet`` is far faster.
-* ``coxnet``: ``sksurv.linear_model.CoxnetSurvivalAnalysis`` -- elastic net at one ``alpha`` with ``l1_ratio``.
-
-Both are linear in the features, so a fitted model is fully described by a coefficient vector and an offset.
-"""
-
-
-class LinearCoxModel:
-    """A penalised linear Cox model on standardised features, serialisable to JSON.
-
-    ``predict_risk(X) = ((X - feature_mean) / feature_scale) @ coef - offset``, equal to the underlying
-    scikit-survival model's ``predict`` on the standardised features. ``standardized_risk`` further rescales by
-    the mean and standard deviation of the risk on the fitting (training) set, so that the folds of an ensemble
-    produce risks on a common scale.
-
-    Args:
-        config: ``{"kind": "coxph" | "coxnet", ...parameters}``; missing parameters take the defaults of
-            :data:`SURVIVAL_MODELS` (``{"kind": "coxph", "alpha": 100.0, "ties": "breslow"}`` when None).
-    """
-
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
-        config = dict(config or {})
-        kind = config.pop("kind", "coxph")
-        if kind not in SURVIVAL_MODELS:
-            raise ValueError(f"unknown survival model kind {kind!r}; choose one of {sorted(SURVIVAL_MODELS)}")
-        defaults = SURVIVAL_MODELS[kind][1]
-        unknown = set(config) - set(defaults)
-        if unknown:
-            raise ValueError(f"unknown parameters {sorted(unknown)} for kind {kind!r}; allowed: {sorted(defaults)}")
-        self.config: dict[str, Any] = {"kind": kind, **defaults, **config}
-        self.coef_: np.ndarray | None = None
-        self.offset_: float = 0.0
-        self.feature_mean_: np.ndarray | None = None
-        self.feature_scale_: np.ndarray | None = None
-        self.risk_mean_: float = 0.0
-        self.risk_std_: float = 1.0
-        self.estimator_: Any = None  # the fitted sksurv model; not serialised
-
-    def fit(
-        self, X: np.ndarray, time: Sequence[float] | np.ndarray, event: Sequence[int] | np.ndarray
-    ) -> LinearCoxModel:
-        """Fit on features ``X (n, p)`` with follow-up ``time`` and ``event`` indicators."""
-        from sksurv.util import Surv
-
-        X = np.asarray(X, dtype=np.float64)
-        time = np.asarray(time, dtype=np.float64).ravel()
-        event = np.asarray(event).astype(bool).ravel()
-        if X.ndim != 2 or len(X) != len(time) or len(time) != len(event):
-            raise ValueError(
-                f"X must be (n, p) with n = len(time) = len(event); got {X.shape}, {len(time)}, {len(event)}"
-            )
-        if not np.all(np.isfinite(X)):
-            raise InputError("survival model features contain NaN or infinity; check the feature extraction")
-        if not event.any():
-            raise InputError("cannot fit a Cox model: no events in the fitting set")
-        self.feature_mean_ = X.mean(axis=0)
-        scale = X.std(axis=0)
-        # Constant features (e.g. a ReLU unit that never fires) keep scale 1 and become all-zero columns.
-        self.feature_scale_ = np.where(scale > 1e-12, scale, 1.0)
-        Z = (X - self.feature_mean_) / self.feature_scale_
-        fit_function = SURVIVAL_MODELS[self.config["kind"]][0]
-        self.estimator_, self.coef_, self.offset_ = fit_function(self.config, Z, Surv.from_arrays(event, time))
-        risk = Z @ self.coef_ - self.offset_
-        self.risk_mean_ = float(risk.mean())
-        std = float(risk.std())
-        # An all-zero coefficient vector (heavy L1) gives constant risk; scale 1 avoids dividing by zero.
-        self.risk_std_ = std if std > 1e-12 else 1.0
-        return self
-
-    def _check_fitted(self, X: np.ndarray) -> np.ndarray:
-        if self.coef_ is None or self.feature_mean_ is None or self.feature_scale_ is None:
-            raise RuntimeError("LinearCoxModel is not fitted; call fit() or from_dict() first")
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.coef_.shape[0]:
-            raise ValueError(f"expected features of shape (n, {self.coef_.shape[0]}), got {X.shape}")
-        return X
-
-    def scale_features(self, X: np.ndarray) -> np.ndarray:
-        """Features standardised with the fitting set's mean and standard deviation."""
-        X = self._check_fitted(X)
-        return (X - self.feature_mean_) / self.feature_scale_
-
-    def predict_risk(self, X: np.ndarray) -> np.ndarray:
-        """Linear predictor (log hazard ratio) per row of ``X``; higher = earlier relapse."""
-        return self.scale_features(X) @ self.coef_ - self.offset_
-
-    def standardized_risk(self, X: np.ndarray) -> np.ndarray:
-        """Risk scaled by the fitting set's risk mean and standard deviation (mean 0, std 1 on that set)."""
-        return (self.predict_risk(X) - self.risk_mean_) / self.risk_std_
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable record: config, feature scaling, coefficients, offset and risk scaling."""
-        if self.coef_ is None or self.feature_mean_ is None or self.feature_scale_ is None:
-            raise RuntimeError("LinearCoxModel is not fitted; nothing to serialise")
-        return {
-            "config": dict(self.config),
-            "feature_mean": [float(v) for v in self.feature_mean_],
-            "feature_scale": [float(v) for v in self.feature_scale_],
-            "coef": [float(v) for v in self.coef_],
-            "offset": float(self.offset_),
-            "risk_mean": float(self.risk_mean_),
-            "risk_std": float(self.risk_std_),
-        }
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> LinearCoxModel:
-        """Rebuild a fitted model from :meth:`to_dict`'s record.
-
-        Raises:
-            BundleError: a missing key, an unknown kind, or vectors of different lengths.
-        """
-        keys = ("config", "feature_mean", "feature_scale", "coef", "offset", "risk_mean", "risk_std")
-        missing = [k for k in keys if k not in record]
-        if missing:
-            raise BundleError(f"survival model record lacks {missing}; re-export the model")
-        try:
-            model = cls(record["config"])
-        except ValueError as error:
-            raise BundleError(f"survival model record has an invalid config ({error}); re-export the model") from error
-        model.feature_mean_ = np.asarray(record["feature_mean"], dtype=np.float64)
-        model.feature_scale_ = np.asarray(record["feature_scale"], dtype=np.float64)
-        model.coef_ = np.asarray(record["coef"], dtype=np.float64)
-        shapes = {model.feature_mean_.shape, model.feature_scale_.shape, model.coef_.shape}
-        if len(shapes) != 1 or model.coef_.ndim != 1:
-            raise BundleError(f"survival model record has vectors of different shapes {sorted(shapes)}; re-export")
-        model.offset_ = float(record["offset"])
-        model.risk_mean_ = float(record["risk_mean"])
-        model.risk_std_ = float(record["risk_std"])
-        return model
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Ensemble
 # --------------------------------------------------------------------------------------------------------------
 
@@ -393,7 +225,7 @@ def ensemble_risk(standardized_risks: np.ndarray, weights: Sequence[float] | np.
     """Weighted average of the folds' standardised risks.
 
     Args:
-        standardized_risks: ``(K, n)`` -- fold k's :meth:`LinearCoxModel.standardized_risk` for n patients.
+        standardized_risks: ``(K, n)`` -- fold k's :meth:`SurvivalModel.standardized_risk <hecktor.survival_models.SurvivalModel.standardized_risk>` for n patients.
         weights: ``(K,)`` from :func:`ensemble_weights` (non-negative, summing to 1).
 
     Returns:

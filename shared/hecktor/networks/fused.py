@@ -4,7 +4,7 @@
 ``(B, 2, z, y, x)``) with a small MLP on the encoded clinical record, and maps the concatenation to a 128-d fused
 feature vector. A linear risk head on that vector is trained with the Cox partial likelihood
 (:func:`hecktor.survival.cox_partial_likelihood_loss`); downstream, a penalised Cox model per fold is fitted on the
-128-d features (:class:`hecktor.survival.LinearCoxModel`).
+128-d features (a :class:`hecktor.survival_models.SurvivalModel`).
 
 The same class serves the three arms of the baseline comparison through ``mode``:
 

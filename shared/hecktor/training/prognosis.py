@@ -7,7 +7,7 @@ Per fold ``k`` of a split stratified by event and centre (:func:`hecktor.folds.m
    patients with the Cox partial likelihood on event-balanced batches; a stratified part of them is held out to pick
    the epoch with the best held-out C-index (early stopping);
 3. the 128-d fused features (clinical mode: the encoded record itself) of the fold's training patients fit a
-   :class:`~hecktor.survival.LinearCoxModel` (penalised Cox, scikit-survival), which also records the mean and
+   :class:`~hecktor.survival_models.SurvivalModel` (by default a ridge Cox model, scikit-survival), which also records the mean and
    standard deviation of its risk on those patients;
 4. the fold's validation patients get their out-of-fold (OOF) risk, standardised with that training-set scaling, and
    the fold's C-index.
@@ -49,12 +49,27 @@ from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import resolve_device
-from hecktor.survival import EventBalancedBatchSampler, LinearCoxModel, cox_partial_likelihood_loss, ensemble_weights
+from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
+from hecktor.survival_models import build_survival_model
 from hecktor.training.cache import PreprocessingCache
 from hecktor.training.run_log import RunLog
 
 DEFAULT_CACHE = Path(os.environ.get("HECKTOR_CACHE", Path.home() / ".cache" / "hecktor"))
 NETWORK_PRESETS: dict[str, dict[str, Any]] = {"resnet18": dict(RESNET18_BACKBONE), "tiny": dict(TINY_BACKBONE)}
+
+
+DEFAULT_SURVIVAL: dict[str, dict[str, Any]] = {
+    # A strong ridge on standardised features: 128 fused features against a few dozen events per fold. On synthetic
+    # cohorts alpha 100 gave higher and steadier out-of-fold C-indices than 10.
+    "fusion": {"kind": "coxph", "alpha": 100.0},
+    "imaging": {"kind": "coxph", "alpha": 100.0},
+    # The encoded record keeps the encoder's scale (one-hot 0/1, age standardised): re-standardising the one-hot
+    # columns multiplies a rare level (HN1: Performance Status 3, one patient) by up to 10, so the ridge hardly
+    # penalises it and a handful of patients drive the fit. On HN1, 5-fold CV over fold seeds 0-4 (and 0-39):
+    # 0.554 (0.561) standardised, 0.599 (0.599) kept (benchmarks/hn1_clinical_study.py).
+    "clinical": {"kind": "coxph", "alpha": 100.0, "standardize": False},
+}
+"""The per-fold survival model of each mode when none is given."""
 
 
 # ---------------------------------------------------------------------------------------------------------- config
@@ -79,7 +94,8 @@ class TrainingConfig:
             tumour's side carries no prognosis).
         network: ``FusedFeatureExtractor`` arguments (``n_clinical`` and ``mode`` are set by the trainer); the
             default is the full ResNet-18 backbone.
-        survival: :class:`~hecktor.survival.LinearCoxModel` config of the per-fold survival model.
+        survival: config of the per-fold survival model (:func:`hecktor.survival_models.build_survival_model`;
+            ``kind`` picks the model); default :data:`DEFAULT_SURVIVAL` of the mode.
         clinical_features: encoded record fields (default: the seven seed features).
         numeric_features: which of them are numeric (default: ``Age`` when present).
         ensemble_rule: see :func:`hecktor.survival.ensemble_weights`.
@@ -103,9 +119,7 @@ class TrainingConfig:
     early_stopping_fraction: float = 0.2
     augmentation: bool = True
     network: dict[str, Any] = field(default_factory=lambda: dict(RESNET18_BACKBONE))
-    # A strong ridge: 128 fused features against a few dozen events per fold. On synthetic cohorts alpha 100 gave
-    # higher and steadier out-of-fold C-indices than 10; on the real HN1 table (clinical mode) both give ~0.56.
-    survival: dict[str, Any] = field(default_factory=lambda: {"kind": "coxph", "alpha": 100.0})
+    survival: dict[str, Any] | None = None
     clinical_features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
     numeric_features: list[str] | None = None
     ensemble_rule: str = "cindex_margin"
@@ -133,8 +147,10 @@ class TrainingConfig:
         self.clinical_features = list(self.clinical_features)
         if self.numeric_features is None:
             self.numeric_features = [name for name in DEFAULT_NUMERIC if name in self.clinical_features]
+        if self.survival is None:
+            self.survival = dict(DEFAULT_SURVIVAL[self.mode])
         try:
-            LinearCoxModel(self.survival)  # fail now, not after an hour of training, on a bad survival config
+            build_survival_model(self.survival)  # fail now, not after an hour of training, on a bad survival config
         except ValueError as error:  # an unknown kind or parameter
             raise InputError(f"survival model config {self.survival}: {error}") from None
 
@@ -549,7 +565,7 @@ def run_fold(
         head_risk[everyone] = head
         head_cindex = _safe_cindex(cohort.time[val_idx], cohort.event[val_idx], head_risk[val_idx])
         network.cpu()
-    survival = LinearCoxModel(config.survival).fit(features[train_idx], cohort.time[train_idx], cohort.event[train_idx])
+    survival = build_survival_model(config.survival).fit(features[train_idx], cohort.time[train_idx], cohort.event[train_idx])
     oof = survival.standardized_risk(features[val_idx])
     cindex = concordance_index(cohort.time[val_idx], cohort.event[val_idx], oof)
     model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex)
