@@ -49,6 +49,8 @@ class TaskSpec:
         export_command: how a user makes the container's bundle from a training run.
         predictor: returns the predictor class (``from_bundle``, ``predict_case``); imported when called.
         writer: ``writer(value, path)`` writes the output atomically; imported when called.
+        value_column: the column holding a ``json-*`` output in tables of predictions (``hecktor-predict``'s
+            ``predictions.csv``, ``hecktor-evaluate``'s input); empty: the output file's stem.
     """
 
     number: int
@@ -68,6 +70,7 @@ class TaskSpec:
     export_command: str
     predictor: Callable[[], type]
     writer: Callable[[Any, Path], Path]
+    value_column: str = ""
 
     def __post_init__(self) -> None:
         if self.output_kind not in OUTPUT_KINDS:
@@ -139,6 +142,7 @@ TASKS: dict[int, TaskSpec] = {
             image="hecktor-task2",
             output=Path("rfs.json"),
             output_kind="json-number",
+            value_column="risk",
             limit_s=900.0,
             plan_class=BoxPlan,
             export_command="python training/export_prognosis.py RUN_DIR",

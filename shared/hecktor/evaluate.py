@@ -1,0 +1,344 @@
+"""Score predictions as the HECKTOR 2025 leaderboard does: ``hecktor-evaluate`` (``python -m hecktor.evaluate``).
+
+* Task 1 (output kind ``mask``): ``--pred`` holds one mask per case, ``<PatientID>.nii.gz`` or ``<PatientID>.mha``
+  (what ``hecktor-predict`` writes), each on its ground truth's grid; ``--labels`` is a HECKTOR ``Task 1`` folder
+  (or its parent). The leaderboard's scores are the GTVp mean per-patient Dice and the GTVn aggregated Dice (DSCagg)
+  and aggregated detection F1 (F1agg, lesions paired at IoU > 0.3); HD95 and surface Dice per label are diagnostics.
+  Every number comes from :func:`hecktor.metrics.evaluate_segmentation` and
+  :func:`hecktor.metrics.summarize_segmentation` (definitions and empty-mask conventions there).
+* Task 2 (``json-number`` against ``RFS`` and ``Relapse``): ``--pred`` is ``predictions.csv``
+  (``PatientID,risk``), ``--labels`` the Task 2 training table or its folder; the score is Harrell's C-index
+  (:func:`hecktor.metrics.concordance_index`).
+
+Every prediction must match one ground-truth case and every case must have a prediction: a missing, extra or
+off-grid prediction is one error naming the case. A Markdown report goes to stdout and, with ``--json``, the numbers
+(per case included) to a JSON file, where ``null`` stands for an undefined (NaN) or infinite value (HD95 when only
+one mask holds the label; ``hd95_n_inf`` counts those). Example::
+
+    hecktor-evaluate --task 1 --pred preds --labels DATA --json scores.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hecktor.errors import HecktorError, InputError
+from hecktor.io import (SURVIVAL_COLUMNS, list_training_cases, read_clinical_csv, read_image, task_folder,
+                        write_text_atomic)
+from hecktor.labels import FOREGROUND, GTVN, GTVP
+from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, concordance_index, evaluate_segmentation,
+                             summarize_segmentation)
+from hecktor.predict import CliParser, prediction_column
+from hecktor.tasks import TaskSpec, get_task, task_numbers
+
+__all__ = ["MASK_SUFFIXES", "find_masks", "evaluate_masks", "evaluate_risks", "evaluate", "to_markdown",
+           "write_json", "main"]
+
+MASK_SUFFIXES = (".nii.gz", ".mha")
+_GTVP = next(name for name, value in FOREGROUND.items() if value == GTVP)
+_GTVN = next(name for name, value in FOREGROUND.items() if value == GTVN)
+
+
+def _listing(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def find_masks(pred_dir: str | Path) -> dict[str, Path]:
+    """Case id -> mask file of a predictions folder (``<id>.nii.gz`` or ``<id>.mha``; other files are ignored).
+
+    Raises:
+        InputError: the folder is missing, or a case has two masks.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(f"predictions folder not found: {pred_dir}")
+    masks: dict[str, Path] = {}
+    for path in sorted(pred_dir.iterdir()):
+        suffix = next((s for s in MASK_SUFFIXES if path.name.endswith(s)), None)
+        if suffix is None or path.name.startswith(".") or not path.is_file():
+            continue
+        case_id = path.name[: -len(suffix)]
+        if case_id in masks:
+            raise InputError(f"case {case_id} has two predictions in {pred_dir}: {masks[case_id].name} and "
+                             f"{path.name}; keep one")
+        masks[case_id] = path
+    return masks
+
+
+def _match(predicted: Sequence[str], expected: Sequence[str], pred_where: Path, labels_where: Path,
+           what: str) -> None:
+    """Every expected case has a prediction and every prediction an expected case, or one error naming them
+    (``what``: the expected prediction, ``{}`` standing for the case id)."""
+    missing = sorted(set(expected) - set(predicted))
+    extra = sorted(set(predicted) - set(expected))
+    if missing:
+        raise InputError(f"no prediction for case {_listing(missing)} in {pred_where} (expected "
+                         f"{what.replace('{}', missing[0])}); predict every case of the labels")
+    if extra:
+        raise InputError(f"prediction for case {_listing(extra)} in {pred_where} has no ground truth in "
+                         f"{labels_where}; remove it or point --labels at the folder that holds the case")
+
+
+def evaluate_masks(
+    pred_dir: str | Path,
+    labels: str | Path,
+    task: int | str | TaskSpec = 1,
+    *,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Score a folder of predicted masks against a HECKTOR training folder's label maps.
+
+    Args:
+        pred_dir: one mask per case, ``<PatientID>.nii.gz`` or ``.mha``, on the ground truth's grid.
+        labels: the task's HECKTOR folder (``DATA/Task 1``) or its parent.
+        task: a task with label maps.
+        tolerance_mm: surface-Dice tolerance.
+        iou_threshold: lesion detection threshold (IoU strictly above it; the challenge's 0.3).
+        progress: a tqdm bar over the cases (``None``: only on a terminal).
+
+    Returns:
+        ``{"task", "kind": "segmentation", "n_cases", "gtvp_dice_mean", "gtvn_dsc_agg", "gtvn_f1_agg",
+        "tolerance_mm", "iou_threshold", "labels": {name: summary}, "cases": [per-case results]}``: the summaries
+        are :func:`~hecktor.metrics.summarize_segmentation`'s, the cases :func:`~hecktor.metrics.evaluate_segmentation`'s.
+
+    Raises:
+        InputError: a missing, extra, unreadable or off-grid prediction (naming the case), or bad labels.
+    """
+    from tqdm import tqdm
+
+    spec = get_task(task)
+    cases = list_training_cases(labels, spec.number, require_label=True)
+    masks = find_masks(pred_dir)
+    _match(list(masks), [c.patient_id for c in cases], Path(pred_dir), task_folder(labels, spec.number),
+           " or ".join(f"{{}}{s}" for s in MASK_SUFFIXES))
+    per_case = []
+    for case in tqdm(cases, desc="scoring", unit="case", file=sys.stderr,
+                     disable=None if progress is None else not progress):
+        pred_path = masks[case.patient_id]
+        try:
+            gt, pred = read_image(case.label_path, "label"), read_image(pred_path, "prediction")
+            result = evaluate_segmentation(pred, gt, tolerance_mm=tolerance_mm, labels=FOREGROUND,
+                                           iou_threshold=iou_threshold)
+        except InputError as error:
+            raise InputError(f"case {case.patient_id}: {error} ({pred_path})") from None
+        result["case_id"] = case.patient_id
+        per_case.append(result)
+    summary = summarize_segmentation(per_case)
+    return {
+        "task": spec.number,
+        "kind": "segmentation",
+        "n_cases": summary["n_cases"],
+        "gtvp_dice_mean": summary[_GTVP]["dice_mean"],
+        "gtvn_dsc_agg": summary[_GTVN]["dsc_agg"],
+        "gtvn_f1_agg": summary[_GTVN]["f1_agg"],
+        "tolerance_mm": float(tolerance_mm),
+        "iou_threshold": float(iou_threshold),
+        "labels": {name: summary[name] for name in FOREGROUND},
+        "cases": per_case,
+    }
+
+
+def _survival_table(labels: Path, spec: TaskSpec) -> Path:
+    if labels.is_file():
+        return labels
+    if (labels / spec.training_csv).is_file():
+        return labels / spec.training_csv
+    return task_folder(labels, spec.number) / spec.training_csv
+
+
+def read_predictions_table(path: str | Path, column: str) -> dict[str, float]:
+    """PatientID -> value of a ``predictions.csv``; a missing column, duplicate patient or non-finite value is an
+    :class:`InputError` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; --pred takes the predictions table (e.g. {path / 'predictions.csv'})")
+    rows = read_clinical_csv(path)
+    if rows and column not in rows[0]:
+        raise InputError(f"{path} has no '{column}' column (columns: {', '.join(rows[0])})")
+    values: dict[str, float] = {}
+    for row in rows:
+        case_id = row["PatientID"]
+        if case_id in values:
+            raise InputError(f"{path}: case {case_id} appears twice; keep one prediction per case")
+        try:
+            value = float(row[column])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise InputError(f"{path}: case {case_id} has no finite {column} ({row[column]!r})")
+        values[case_id] = value
+    return values
+
+
+def evaluate_risks(pred_csv: str | Path, labels: str | Path, task: int | str | TaskSpec = 2) -> dict[str, Any]:
+    """Harrell's C-index of a predictions table against a HECKTOR survival table.
+
+    Args:
+        pred_csv: ``PatientID,<value column>`` (``predictions.csv`` of ``hecktor-predict``).
+        labels: the task's training table with ``RFS`` and ``Relapse``, its folder, or that folder's parent.
+        task: a survival task (Task 2).
+
+    Returns:
+        ``{"task", "kind": "survival", "cindex", "n", "events", "value_column", "cases": [{PatientID, value, RFS,
+        Relapse}]}``.
+
+    Raises:
+        InputError: a missing or extra patient (naming it), a malformed table, or no comparable pair.
+    """
+    spec = get_task(task)
+    column = prediction_column(spec)
+    table = _survival_table(Path(labels), spec)
+    truth = {row["PatientID"]: row for row in read_clinical_csv(table, require_survival=True)}
+    risks = read_predictions_table(pred_csv, column)
+    _match(list(risks), list(truth), Path(pred_csv), table, f"a row '{{}},<{column}>'")
+    ids = sorted(truth)
+    time, event = [truth[i]["RFS"] for i in ids], [truth[i]["Relapse"] for i in ids]
+    return {
+        "task": spec.number,
+        "kind": "survival",
+        "cindex": concordance_index(time, event, [risks[i] for i in ids]),
+        "n": len(ids),
+        "events": int(sum(event)),
+        "value_column": column,
+        "cases": [{"PatientID": i, column: risks[i], "RFS": truth[i]["RFS"], "Relapse": truth[i]["Relapse"]}
+                  for i in ids],
+    }
+
+
+def evaluate(task: int | str | TaskSpec, pred: str | Path, labels: str | Path, **options: Any) -> dict[str, Any]:
+    """Score a task's predictions by the kind of its output in the registry (:mod:`hecktor.tasks`)."""
+    spec = get_task(task)
+    if spec.output_kind == "mask" and spec.has_label_maps:
+        return evaluate_masks(pred, labels, spec, **options)
+    if spec.output_kind == "json-number" and set(SURVIVAL_COLUMNS) <= set(spec.target_columns):
+        return evaluate_risks(pred, labels, spec, **options)
+    raise InputError(f"hecktor-evaluate cannot score Task {spec.number} ({spec.output_kind} output) yet")
+
+
+# -------------------------------------------------------------------------------------------------------- reports
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def _hd95(value: float) -> str:
+    return _number(value, 1)
+
+
+def _segmentation_markdown(report: Mapping[str, Any]) -> str:
+    labels = report["labels"]
+    lines = [
+        f"## Task {report['task']}: {get_task(report['task']).title}, {report['n_cases']} case(s)",
+        "",
+        "| leaderboard score | value |",
+        "| --- | --- |",
+        f"| {_GTVP} mean Dice (per patient) | {_number(report['gtvp_dice_mean'])} |",
+        f"| {_GTVN} DSCagg | {_number(report['gtvn_dsc_agg'])} |",
+        f"| {_GTVN} F1agg (IoU > {report['iou_threshold']:g}) | {_number(report['gtvn_f1_agg'])} |",
+        "",
+        f"| label | mean Dice | DSCagg | F1agg (lesions TP / FP / FN) | HD95 mean / median (mm) | "
+        f"surface Dice ({report['tolerance_mm']:g} mm) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in labels.items():
+        inf = f" ({s['hd95_n_inf']} inf)" if s["hd95_n_inf"] else ""
+        lines.append(f"| {name} | {_number(s['dice_mean'])} | {_number(s['dsc_agg'])} | {_number(s['f1_agg'])} "
+                     f"({s['lesion_tp']} / {s['lesion_fp']} / {s['lesion_fn']}) | {_hd95(s['hd95_mean'])} / "
+                     f"{_hd95(s['hd95_median'])}{inf} | {_number(s['surface_dice_mean'])} |")
+    header = ["case"] + [f"{name} {what}" for name in labels for what in ("Dice", "HD95 (mm)", "lesions TP/FP/FN")]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for case in report["cases"]:
+        cells = [str(case["case_id"])]
+        for name in labels:
+            r = case[name]
+            cells += [_number(r["dice"]), _hd95(r["hd95"]), f"{r['lesion_tp']}/{r['lesion_fp']}/{r['lesion_fn']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _survival_markdown(report: Mapping[str, Any]) -> str:
+    return "\n".join([
+        f"## Task {report['task']}: {get_task(report['task']).title}, {report['n']} patient(s)",
+        "",
+        "| score | value |",
+        "| --- | --- |",
+        f"| Harrell's C-index ({report['value_column']}) | {_number(report['cindex'])} |",
+        f"| patients | {report['n']} |",
+        f"| events (relapses) | {report['events']} |",
+    ]) + "\n"
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    """The Markdown report of :func:`evaluate`'s result."""
+    return _segmentation_markdown(report) if report["kind"] == "segmentation" else _survival_markdown(report)
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN and inf become ``null`` (strict JSON; the report's counts say which were infinite); numpy scalars plain."""
+    if isinstance(value, Mapping):
+        return {str(k): _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Write :func:`evaluate`'s result as strict JSON, atomically."""
+    return write_text_atomic(json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n", path)
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> CliParser:
+    parser = CliParser(
+        prog="hecktor-evaluate",
+        description="Score predictions as the HECKTOR 2025 leaderboard does. Task 1: GTVp mean per-patient Dice, "
+                    f"GTVn DSCagg and F1agg (lesions at IoU > {DEFAULT_IOU_THRESHOLD:g}), with HD95 and surface Dice "
+                    f"({DEFAULT_TOLERANCE_MM:g} mm) per label. Task 2: Harrell's C-index. Markdown on stdout; "
+                    "a missing, extra or off-grid prediction is an error naming the case (exit status 2).")
+    parser.add_argument("--task", type=int, required=True, choices=task_numbers(), help="task number (required)")
+    parser.add_argument("--pred", type=Path, required=True,
+                        help="Task 1: folder of <PatientID>.nii.gz or .mha masks; Task 2: predictions.csv "
+                             "(PatientID,risk) (required)")
+    parser.add_argument("--labels", type=Path, required=True,
+                        help="Task 1: HECKTOR 'Task 1' folder or its parent; Task 2: the training table with RFS "
+                             "and Relapse, its 'Task 2' folder or that folder's parent (required)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write every number (per case included) to this JSON file (default: none)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hecktor-evaluate``: returns the exit status (0; 2 on a user error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate(args.task, args.pred, args.labels)
+        if args.json is not None:
+            write_json(report, args.json)
+    except HecktorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(to_markdown(report), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Predict a whole folder of cases with an exported bundle: ``hecktor-predict`` (``python -m hecktor.predict``).
+
+Two input layouts are recognised (the first line printed says which):
+
+* **HECKTOR**: the distributed training layout, ``DATA/Task N/<PID>/<PID>__CT.nii.gz, <PID>__PT.nii.gz`` (``DATA``
+  or ``DATA/Task N`` may be given; any folder of ``<PID>/<PID>__CT.nii.gz`` case folders works). A task that reads
+  the clinical record takes it from the folder's CSV (the task's training table, else the only ``*.csv`` there),
+  one row per PatientID, as the platform's ``ehr.json`` would give it (:func:`hecktor.io.ehr_from_row`).
+* **Grand Challenge**: a folder of case folders ``<case>/images/ct/*.mha``, ``<case>/images/pet/*.mha``,
+  ``<case>/ehr.json`` (or one such case folder), read by :func:`hecktor.io.read_case` as the containers read them.
+
+Every case goes through the predictor the containers use (``spec.predictor().from_bundle(...)``, then
+``predict_case``); what is written follows the task's output kind in the registry (:mod:`hecktor.tasks`), never
+its number:
+
+* ``mask``: one label map per case, ``OUT/<PatientID>.nii.gz`` on the case's CT grid, written atomically;
+* ``json-number`` / ``json-boolean``: one table ``OUT/predictions.csv`` with ``PatientID,<value column>`` (the
+  column named by the registry, e.g. ``risk`` for Task 2), each value written as the container's JSON would hold
+  it. A new task of either kind needs only its registry entry.
+
+A case that fails is reported in one line and the run goes on (``strict`` stops at the first); the exit status is 2
+when any case failed. Example::
+
+    hecktor-predict --task 1 --bundle task1_container/resources/bundle --input DATA --output preds
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import io
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hecktor.errors import HecktorError, InputError
+from hecktor.io import CaseInput, ehr_from_row, read_case, read_clinical_csv, read_image, write_text_atomic
+from hecktor.tasks import TaskSpec, get_task, task_numbers
+
+__all__ = ["LAYOUTS", "PREDICTIONS_CSV", "InputFolder", "FolderPrediction", "CliParser", "find_inputs",
+           "predict_folder", "prediction_column", "main"]
+
+PREDICTIONS_CSV = "predictions.csv"
+MASK_SUFFIX = ".nii.gz"
+LAYOUTS = {"hecktor": "HECKTOR", "grand-challenge": "Grand-Challenge"}
+
+
+def prediction_column(task: int | str | TaskSpec) -> str:
+    """The column of ``predictions.csv`` that holds a ``json-*`` task's value: the registry's ``value_column``,
+    else the stem of the task's output file (``hpv-status.json`` -> ``hpv_status``)."""
+    spec = get_task(task)
+    return spec.value_column or spec.output.name.split(".")[0].replace("-", "_")
+
+
+# --------------------------------------------------------------------------------------------------------- inputs
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_hecktor_case(folder: Path) -> bool:
+    # Either image marks a case folder, so that a case missing the other fails as a case instead of vanishing.
+    return any((folder / f"{folder.name}__{kind}.nii.gz").is_file() for kind in ("CT", "PT"))
+
+
+def _is_gc_case(folder: Path) -> bool:
+    return (folder / "images").is_dir()
+
+
+@dataclass
+class InputFolder:
+    """The cases of an input folder and how to read each.
+
+    Attributes:
+        layout: ``"hecktor"`` or ``"grand-challenge"`` (see the module docstring).
+        root: the folder that holds the case folders (``DATA/Task N`` for the HECKTOR layout).
+        case_dirs: case id -> case folder, in sorted order.
+        clinical_table: the CSV the clinical records come from (HECKTOR layout, tasks that read them).
+        records: PatientID -> clinical record from that table.
+        notes: what was assumed while finding the cases, one line each.
+    """
+
+    layout: str
+    root: Path
+    case_dirs: dict[str, Path]
+    clinical_table: Path | None = None
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def case_ids(self) -> list[str]:
+        return list(self.case_dirs)
+
+    def describe(self) -> str:
+        """One line: the layout, the folder, the number of cases and where clinical records come from."""
+        what = f"layout: {LAYOUTS[self.layout]} ({self.root}, {len(self.case_dirs)} case(s)"
+        if self.clinical_table is not None:
+            what += f", clinical records from {self.clinical_table.name}"
+        return what + ")"
+
+    def read(self, case_id: str, with_ehr: bool) -> CaseInput:
+        """Read one case as the containers see it (``with_ehr``: also its clinical record)."""
+        folder = self.case_dirs[case_id]
+        if self.layout == "grand-challenge":
+            return read_case(folder, with_ehr=with_ehr)
+        ct_path, pet_path = folder / f"{case_id}__CT.nii.gz", folder / f"{case_id}__PT.nii.gz"
+        ct, pet = read_image(ct_path, "CT"), read_image(pet_path, "PET")
+        warnings, ehr = [], None
+        if with_ehr:
+            ehr = self.records.get(case_id)
+            if ehr is None:
+                source = self.clinical_table if self.clinical_table is not None else "no clinical table"
+                warnings.append(f"no clinical row for {case_id} ({source}): clinical values are treated as unknown")
+        return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings)
+
+
+def _clinical_table(folder: Path, spec: TaskSpec) -> Path | None:
+    """The task's training table in ``folder``, else the only CSV there (a test set's table has its own name)."""
+    named = folder / spec.training_csv
+    if named.is_file():
+        return named
+    tables = sorted(p for p in folder.glob("*.csv") if p.is_file() and p.name != PREDICTIONS_CSV)
+    return tables[0] if len(tables) == 1 else None
+
+
+def find_inputs(input_dir: str | Path, task: int | str | TaskSpec) -> InputFolder:
+    """Find the cases of ``input_dir`` and its layout (see the module docstring).
+
+    Raises:
+        InputError: the folder is missing, holds no case, or mixes both layouts.
+    """
+    spec = get_task(task)
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise InputError(f"input folder not found: {root}")
+    if _is_gc_case(root):  # one Grand-Challenge case folder
+        inputs = InputFolder("grand-challenge", root, {root.name: root})
+    else:
+        if (root / spec.training_folder).is_dir():
+            root = root / spec.training_folder
+        subdirs = _visible_dirs(root)
+        hecktor = {d.name: d for d in subdirs if _is_hecktor_case(d)}
+        grand_challenge = {d.name: d for d in subdirs if _is_gc_case(d)}
+        if hecktor and grand_challenge:
+            raise InputError(f"{root} mixes HECKTOR case folders ({next(iter(hecktor))}) and Grand-Challenge ones "
+                             f"({next(iter(grand_challenge))}); put each layout in its own folder")
+        if not hecktor and not grand_challenge:
+            raise InputError(f"no cases in {root}: expected '{spec.training_folder}/<PID>/<PID>__CT.nii.gz' "
+                             "(HECKTOR) or '<case>/images/ct/<file>.mha' (Grand Challenge) folders")
+        inputs = InputFolder("hecktor" if hecktor else "grand-challenge", root, hecktor or grand_challenge)
+    if inputs.layout == "hecktor" and spec.uses_ehr:
+        inputs.clinical_table = _clinical_table(root, spec)
+        if inputs.clinical_table is None:
+            inputs.notes.append(f"no clinical table ({spec.training_csv}) in {root}: every clinical value is "
+                                "treated as unknown")
+        else:
+            rows = read_clinical_csv(inputs.clinical_table)
+            inputs.records = {row["PatientID"]: ehr_from_row(row) for row in rows}
+    return inputs
+
+
+# ----------------------------------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class FolderPrediction:
+    """What :func:`predict_folder` did.
+
+    Attributes:
+        inputs: the cases found.
+        values: case id -> the prediction (the mask's path for ``mask`` tasks, the value for ``json-*`` ones).
+        failures: case id -> why it failed, one line.
+        written: the files written.
+    """
+
+    inputs: InputFolder
+    values: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def exit_status(self) -> int:
+        return 2 if self.failures else 0
+
+    def summary(self) -> str:
+        """The last line printed: how many cases were predicted, which failed, where the outputs are."""
+        total = len(self.inputs.case_dirs)
+        line = f"done: {len(self.values)} of {total} case(s) predicted"
+        if self.failures:
+            names = ", ".join(list(self.failures)[:5]) + (", ..." if len(self.failures) > 5 else "")
+            line += f", {len(self.failures)} failed ({names})"
+        if self.written:
+            place = self.written[0] if len(self.written) == 1 else self.written[0].parent
+            line += f"; outputs in {place}"
+        return line
+
+
+def _json_value(value: Any, spec: TaskSpec) -> str:
+    """A ``json-*`` output as the container's JSON file would hold it (shortest round-trip text)."""
+    if spec.output_kind == "json-boolean":
+        if not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"the predictor returned {value!r}, not a boolean")
+        return json.dumps(bool(value))
+    number = float(value)
+    if not math.isfinite(number):
+        raise InputError(f"the predictor returned a non-finite number ({number})")
+    return json.dumps(number)
+
+
+def _output_paths(spec: TaskSpec, output_dir: Path, case_ids: Sequence[str]) -> dict[str, Path]:
+    if spec.output_kind == "mask":
+        return {case_id: output_dir / f"{case_id}{MASK_SUFFIX}" for case_id in case_ids}
+    return {"": output_dir / PREDICTIONS_CSV}
+
+
+def _check_outputs(paths: Sequence[Path], output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"output {output_dir} exists and is not a folder; choose a folder for --output")
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]} already exists{more}; pass --overwrite or choose another --output")
+
+
+def predict_folder(
+    task: int | str | TaskSpec,
+    bundle: str | Path,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    device: str = "auto",
+    tta: bool = True,
+    overwrite: bool = False,
+    strict: bool = False,
+    progress: bool | None = None,
+    say: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
+) -> FolderPrediction:
+    """Predict every case of ``input_dir`` with the bundle and write the task's outputs into ``output_dir``.
+
+    Args:
+        task: the task (see :mod:`hecktor.tasks`).
+        bundle: the exported bundle (``<task container>/resources/bundle``).
+        input_dir: a HECKTOR-layout or Grand-Challenge-layout folder (see the module docstring).
+        output_dir: where the outputs go (created if needed).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
+        tta: test-time augmentation, for predictors that have it (Task 1's mirrors).
+        overwrite: replace earlier outputs; without it an existing output is an error before any work.
+        strict: stop at the first failed case (its error is raised) instead of reporting it and going on.
+        progress: a tqdm bar over the cases (``None``: only on a terminal).
+        say: where the informative lines go (the layout first, the summary last).
+        warn: where per-case warnings and failures go (default: stderr, above the progress bar).
+
+    Returns:
+        What was predicted, written and what failed (:class:`FolderPrediction`).
+
+    Raises:
+        HecktorError: the input folder, output folder or bundle is unusable; with ``strict``, a case failed.
+    """
+    from tqdm import tqdm
+
+    if warn is None:
+        def warn(line: str) -> None:
+            tqdm.write(line, file=sys.stderr)
+
+    spec = get_task(task)
+    output_dir = Path(output_dir)
+    inputs = find_inputs(input_dir, spec)
+    result = FolderPrediction(inputs)
+    say(inputs.describe())
+    for note in inputs.notes:
+        warn(f"warning: {note}")
+    targets = _output_paths(spec, output_dir, inputs.case_ids)
+    _check_outputs(list(targets.values()), output_dir, overwrite)
+
+    predictor = spec.predictor().from_bundle(bundle, device=device)
+    options: dict[str, Any] = {}
+    if "tta" in inspect.signature(predictor.predict).parameters:
+        options["tta"] = tta
+    elif not tta:
+        warn(f"warning: Task {spec.number}'s predictor has no test-time augmentation; --no-tta changes nothing")
+
+    bar = tqdm(inputs.case_ids, desc=f"Task {spec.number}", unit="case", file=sys.stderr,
+               disable=None if progress is None else not progress)
+    for case_id in bar:
+        try:
+            case = inputs.read(case_id, with_ehr=spec.uses_ehr)
+            value = predictor.predict_case(case, **options)
+            for line in predictor.last_report.warnings:
+                warn(f"warning: case {case_id}: {line}")
+            if spec.output_kind == "mask":
+                result.written.append(spec.writer(value, targets[case_id]))
+                result.values[case_id] = targets[case_id]
+            else:
+                result.values[case_id] = _json_value(value, spec)
+        except HecktorError as error:
+            if strict:
+                raise type(error)(f"case {case_id}: {error}") from None
+            result.failures[case_id] = str(error)
+        except Exception as error:  # noqa: BLE001  (a batch goes on past one broken case; --strict shows the trace)
+            if strict:
+                raise
+            result.failures[case_id] = f"{type(error).__name__}: {error}".splitlines()[0]
+        if case_id in result.failures:
+            warn(f"warning: case {case_id} failed: {result.failures[case_id]}")
+            stale = targets.get(case_id)
+            if stale is not None and stale.exists():  # --overwrite: no earlier run's mask may pass for this one's
+                stale.unlink()
+
+    if spec.output_kind != "mask":  # written even when every case failed: no earlier table may pass for this run's
+        result.written.append(_write_predictions_table(result.values, targets[""], prediction_column(spec)))
+    return result
+
+
+def _write_predictions_table(values: dict[str, str], path: Path, column: str) -> Path:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["PatientID", column])
+    writer.writerows([case_id, value] for case_id, value in values.items())
+    return write_text_atomic(text.getvalue(), path)
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+
+class CliParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``error: ...`` line and exit status 2, as every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}\n")
+
+
+def _outputs_help() -> str:
+    """What each task of the registry writes, for ``--help``."""
+    parts = []
+    for number in task_numbers():
+        spec = get_task(number)
+        if spec.output_kind == "mask":
+            parts.append(f"Task {number} OUT/<PatientID>{MASK_SUFFIX} on each CT grid")
+        else:
+            parts.append(f"Task {number} OUT/{PREDICTIONS_CSV} (PatientID,{prediction_column(spec)})")
+    return "; ".join(parts)
+
+
+def build_parser() -> CliParser:
+    parser = CliParser(
+        prog="hecktor-predict",
+        description="Predict every case of a folder with an exported HECKTOR 2025 bundle, through the containers' "
+                    "predictor. Input layouts: HECKTOR (DATA/Task N/<PID>/<PID>__CT.nii.gz, __PT.nii.gz and the "
+                    "task's CSV for clinical records; DATA or DATA/Task N) or Grand Challenge (<case>/images/ct/*.mha, "
+                    f"<case>/images/pet/*.mha, <case>/ehr.json). Outputs: {_outputs_help()}. Exit status 2 when a "
+                    "case failed.")
+    parser.add_argument("--task", type=int, required=True, choices=task_numbers(),
+                        help="task number (required)")
+    parser.add_argument("--bundle", type=Path, required=True,
+                        help="exported model bundle, e.g. task1_container/resources/bundle (required)")
+    parser.add_argument("--input", type=Path, required=True, help="data folder, either layout (required)")
+    parser.add_argument("--output", type=Path, required=True, help="output folder, created if needed (required)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if present), cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="no test-time augmentation (default: TTA on, where the task's predictor has it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (default: an existing output is an error)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first failed case (default: report it in one line and go on)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hecktor-predict``: returns the exit status (0; 2 when a case failed or on a user error)."""
+    args = build_parser().parse_args(argv)
+    with _log_warnings_above_progress():
+        try:
+            result = predict_folder(args.task, args.bundle, args.input, args.output, device=args.device,
+                                    tta=args.tta, overwrite=args.overwrite, strict=args.strict)
+        except HecktorError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    print(result.summary())
+    return result.exit_status
+
+
+@contextmanager
+def _log_warnings_above_progress() -> Iterator[None]:
+    """Library log warnings (the scan backend's fallback, a time budget's drop) as ``warning: ...`` lines above the
+    progress bar. Localisation's are left out: they reach the case's report, which is printed with the case's name."""
+    from tqdm import tqdm
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if not record.name.startswith("hecktor.localization"):
+                tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
+
+    logger, handler = logging.getLogger("hecktor"), Handler(logging.WARNING)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # no second copy through Python's last-resort handler
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+if __name__ == "__main__":
+    sys.exit(main())
