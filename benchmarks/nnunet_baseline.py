@@ -1,7 +1,7 @@
 """nnU-Net v2 (3d_fullres, fold 0) as the yardstick row of the Task 1 segmentation table.
 
 The row is trained and scored on exactly the data of ``bench_segmentation.py``: the synthetic ``small`` training
-cohort (seed 0), fold 0 of the same seeded 5-fold split (``seg_trainer.split_folds``, 32 train / 8 validation of 40
+cohort (seed 0), fold 0 of the same seeded 5-fold split (``hecktor.folds.kfold_split``, 32 train / 8 validation of 40
 cases, written as nnU-Net's ``splits_final.json``), and the held-out cohort (seed 1000) scored with
 ``hecktor.metrics.evaluate_segmentation`` / ``summarize_segmentation`` on the CT grid.
 
@@ -67,13 +67,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "training"))
+from hecktor.errors import InputError
+from hecktor.folds import kfold_split
+from hecktor.io import TrainingCase, list_training_cases
+from hecktor.labels import LABELS
+from hecktor.metrics import evaluate_segmentation, summarize_segmentation
 
-from hecktor.errors import InputError  # noqa: E402
-from hecktor.io import TrainingCase, list_training_cases  # noqa: E402
-from hecktor.labels import LABELS  # noqa: E402
-from hecktor.metrics import evaluate_segmentation, summarize_segmentation  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATASET_ID = 501
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_HecktorSynthetic"
@@ -165,13 +165,11 @@ def convert_to_raw(train_dir: str | Path, held_out_dir: str | Path | None, raw_r
 
 
 def our_folds(patient_ids: Sequence[str], n_folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
-    """The folds of ``bench_segmentation.py``'s trainer (``seg_trainer.split_folds``, seed 0 by default) as nnU-Net's
+    """The folds of ``bench_segmentation.py``'s trainer (``hecktor.folds.kfold_split``, seed 0 by default) as nnU-Net's
     ``splits_final.json`` entries: ``[{"train": [ids], "val": [ids]}, ...]``."""
-    from seg_trainer import split_folds  # the very function our trainer uses, so the split cannot drift
-
-    ids = sorted(patient_ids)
+    ids = sorted(patient_ids)  # the very function our trainer uses, so the split cannot drift
     return [{"train": [ids[i] for i in train], "val": [ids[i] for i in val]}
-            for train, val in split_folds(ids, n_folds, seed)]
+            for train, val in kfold_split(ids, n_folds, seed)]
 
 
 def write_splits(preprocessed_dataset_dir: str | Path, patient_ids: Sequence[str], n_folds: int = 5,

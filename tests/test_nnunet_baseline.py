@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from sklearn.model_selection import KFold
 
 from conftest import DIRECTIONS, REPO, blank_image, physical_coordinates
+from hecktor.folds import kfold_split
 from hecktor.io import list_training_cases
 from hecktor.synthetic import generate_cohort
 
@@ -131,7 +132,7 @@ def test_splits_final_is_our_seeded_five_fold_split(tmp_path):
     ids = [f"CASE-{i:03d}" for i in range(40)]
     path = nb.write_splits(tmp_path / "pre", list(reversed(ids)))
     splits = json.loads(path.read_text())
-    # Reference: KFold(5, shuffle, seed 0) over the sorted ids, as seg_trainer.split_folds and the table use it.
+    # Reference: KFold(5, shuffle, seed 0) over the sorted ids, as hecktor.folds.kfold_split and the table use it.
     reference = list(KFold(n_splits=5, shuffle=True, random_state=0).split(np.zeros(40)))
     assert len(splits) == 5
     for fold, (train, val) in zip(splits, reference):
@@ -139,9 +140,7 @@ def test_splits_final_is_our_seeded_five_fold_split(tmp_path):
         assert fold["val"] == [ids[i] for i in sorted(val)]
     assert (len(splits[0]["train"]), len(splits[0]["val"])) == (32, 8)
     assert sorted(sum((f["val"] for f in splits), [])) == ids
-    from seg_trainer import split_folds
-
-    train0, val0 = split_folds(ids, 5, 0)[0]
+    train0, val0 = kfold_split(ids, 5, 0)[0]
     assert splits[0] == {"train": [ids[i] for i in train0], "val": [ids[i] for i in val0]}
 
 

@@ -35,7 +35,8 @@ from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import Segmenter
-from hecktor.survival import LinearCoxModel, ensemble_weights
+from hecktor.survival import ensemble_weights
+from hecktor.survival_models import build_survival_model
 from hecktor.synthetic import generate_cohort
 from hecktor.tasks import TASKS, get_task
 
@@ -62,7 +63,7 @@ def bundles(tmp_path_factory) -> dict[int, Path]:
         encoder = ClinicalEncoder().fit(ROWS[k:k + 12])
         torch.manual_seed(k)
         extractor = FusedFeatureExtractor(encoder.n_features, mode="fusion", **TINY_BACKBONE).eval()
-        survival = LinearCoxModel({"kind": "coxph", "alpha": 5.0}).fit(
+        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
             rng.normal(size=(40, extractor.feature_dim)), rng.uniform(100, 2000, 40), rng.random(40) < 0.5)
         folds.append(FoldModel(survival=survival, network=extractor, encoder=encoder, cindex=cindex))
     task2 = RiskPredictor(folds, ensemble_weights([0.7, 0.6]), PLAN2, "fusion", device="cpu").to_bundle(root / "task2")
