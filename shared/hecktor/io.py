@@ -26,20 +26,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
+from hecktor.tasks import CLINICAL_COLUMNS as _CLINICAL_COLUMNS
 from hecktor.tasks import get_task
 
 IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii", ".nii.gz")
-CLINICAL_COLUMNS = (
-    "CenterID",
-    "Age",
-    "Gender",
-    "Tobacco Consumption",
-    "Alcohol Consumption",
-    "Performance Status",
-    "Treatment",
-    "M-stage",
-    "HPV Status",
-)
+CLINICAL_COLUMNS = _CLINICAL_COLUMNS  # declared once, in hecktor.tasks
 SURVIVAL_COLUMNS = ("RFS", "Relapse")
 
 
@@ -364,13 +355,14 @@ def write_gc_input(
     return out_dir
 
 
-def ehr_from_row(row: Mapping[str, Any], with_centre: bool = True) -> dict[str, Any]:
-    """The ``ehr.json`` the platform would give for a training-table row: the clinical columns that the test
-    record carries (no HPV Status, no survival; ``CenterID`` only ``with_centre``), numbers as numbers, missing
-    values as null."""
+def ehr_from_row(row: Mapping[str, Any], task: int | str = 2) -> dict[str, Any]:
+    """The ``ehr.json`` the platform would give ``task`` for a training-table row: the task's record keys
+    (:attr:`hecktor.tasks.TaskSpec.ehr_keys`: no HPV Status, no survival), numbers as numbers, missing values as
+    null."""
+    keys = get_task(task).ehr_keys
     ehr: dict[str, Any] = {}
     for column in CLINICAL_COLUMNS:
-        if column == "HPV Status" or column not in row or (column == "CenterID" and not with_centre):
+        if column not in keys or column not in row:
             continue
         value = row[column]
         if isinstance(value, str):

@@ -165,7 +165,7 @@ def find_inputs(input_dir: str | Path, task: int | str | TaskSpec) -> InputFolde
                                 "treated as unknown")
         else:
             rows = read_clinical_csv(inputs.clinical_table)
-            inputs.records = {row["PatientID"]: ehr_from_row(row) for row in rows}
+            inputs.records = {row["PatientID"]: ehr_from_row(row, spec.number) for row in rows}
     return inputs
 
 

@@ -20,9 +20,17 @@ from typing import Any
 
 from hecktor.plan import BoxPlan, RegionPlan
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "task_numbers"]
+__all__ = ["CLINICAL_COLUMNS", "RECORD_KEYS", "TaskSpec", "TASKS", "get_task", "task_numbers"]
 
 OUTPUT_KINDS = ("mask", "json-number", "json-boolean")
+
+RECORD_KEYS = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "Performance Status", "Treatment",
+               "M-stage")
+"""The clinical fields of every task's ``ehr.json`` (Task 2's adds ``CenterID``)."""
+
+CLINICAL_COLUMNS = ("CenterID", *RECORD_KEYS, "HPV Status")
+"""The clinical columns of the HECKTOR 2025 training tables (``hecktor.io`` reads them; HPV Status is Task 3's
+target and in no ``ehr.json``)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class TaskSpec:
             is the label map).
         has_label_maps: training cases carry ``<PID>.nii.gz`` label maps.
         uses_ehr: the container reads ``/input/ehr.json``.
+        ehr_keys: the keys of the platform's ``ehr.json`` for this task (tests and the synthetic cohort write them).
         container: the container's folder in the repository (``task1_container``).
         image: the default container image name (without tag).
         output: the output file, relative to ``/output``.
@@ -61,6 +70,7 @@ class TaskSpec:
     target_columns: tuple[str, ...]
     has_label_maps: bool
     uses_ehr: bool
+    ehr_keys: tuple[str, ...]
     container: str
     image: str
     output: Path
@@ -119,6 +129,7 @@ TASKS: dict[int, TaskSpec] = {
             target_columns=(),
             has_label_maps=True,
             uses_ehr=False,
+            ehr_keys=RECORD_KEYS,
             container="task1_container",
             image="hecktor-task1",
             output=Path("images/tumor-lymph-node-segmentation/output.mha"),
@@ -138,6 +149,7 @@ TASKS: dict[int, TaskSpec] = {
             target_columns=("RFS", "Relapse"),
             has_label_maps=False,
             uses_ehr=True,
+            ehr_keys=("CenterID", *RECORD_KEYS),
             container="task2_container",
             image="hecktor-task2",
             output=Path("rfs.json"),
