@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from conftest import head_phantom
+from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers, no_tumour_biomarkers
+from hecktor.budget import PredictionReport, TimeBudget
 from hecktor.bundle import sha256_of
-from hecktor.clinical import ClinicalEncoder
+from hecktor.clinical import ClinicalEncoder, normalize_ehr
 from hecktor.errors import BundleError, InputError
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
-from hecktor.plan import BoxPlan
+from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import preprocess_box
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.prognosis import FoldModel, RiskPredictor, SegmentationSettings, tumour_cube
+from hecktor.segment import Segmenter, blank_mask
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
 
@@ -225,3 +230,188 @@ def test_folds_whose_encoders_differ_in_width_export_and_reload(phantom, tmp_pat
     predictor = RiskPredictor(folds, [0.5, 0.5], PLAN, "fusion", device="cpu")
     loaded = RiskPredictor.from_bundle(predictor.to_bundle(tmp_path / "bundle"), device="cpu")
     assert loaded.predict(ct, pet, EHR) == pytest.approx(predictor.predict(ct, pet, EHR), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ biomarker modes
+TASK1_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundles" / "task1"
+
+
+class StubSegmenter:
+    """Stands in for the nested Task 1 model: returns a fixed mask (the phantom's label) and records its calls."""
+
+    def __init__(self, mask):
+        self.mask, self.calls = mask, []
+        self.last_report = PredictionReport()
+
+    def predict(self, ct, pet, *, tta=True, budget=None, **_):
+        self.calls.append({"tta": tta, "budget": budget})
+        self.last_report = PredictionReport(warnings=["segmented by the stub"])
+        return self.mask
+
+
+def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed: int = 0) -> RiskPredictor:
+    """Three folds: encoders and biomarker scalings fitted on different rows, networks (fusion+biomarkers) on 3-channel
+    cubes, Cox models fitted on random features of the right width."""
+    rng = np.random.default_rng(seed)
+    markers = [{name: float(rng.uniform(0.0, 30.0)) for name in BIOMARKER_NAMES} for _ in range(20)]
+    folds = []
+    for k, cindex in enumerate(CINDICES):
+        encoder = ClinicalEncoder().fit(ROWS[k:k + 12])
+        scaler = BiomarkerScaler().fit(markers[k:k + 15])
+        network = None
+        if mode == "fusion+biomarkers":
+            torch.manual_seed(seed * 10 + k)
+            network = FusedFeatureExtractor(encoder.n_features, mode="fusion", image_channels=3, **NETWORK).eval()
+        width = (network.feature_dim if network is not None else encoder.n_features) + scaler.n_features
+        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
+            rng.normal(size=(40, width)), rng.uniform(100, 2000, size=40), rng.random(40) < 0.5)
+        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler))
+    settings = SegmentationSettings(crop=TumourCrop(96.0, (24, 24, 24)) if mode == "fusion+biomarkers" else None)
+    return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"},
+                         segmenter=segmenter, segmentation=segmentation, segmentation_settings=settings)
+
+
+@pytest.fixture(scope="module")
+def labelled_phantom():
+    ct, pet, label, _ = head_phantom()
+    return ct, pet, label
+
+
+def _by_hand(predictor: RiskPredictor, image, markers) -> float:
+    """The ensemble risk computed without predict(): each fold's features, its Cox model, the weighted mean."""
+    risks = []
+    with torch.no_grad():
+        for fold in predictor.folds:
+            clinical = fold.encoder.transform([normalize_ehr(dict(EHR))])
+            parts = [clinical]
+            if fold.network is not None:
+                parts = [fold.network.extract_features(torch.from_numpy(image)[None], torch.from_numpy(clinical))
+                         .numpy()]
+            parts.append(fold.biomarkers.transform([markers]))
+            risks.append(fold.survival.standardized_risk(np.concatenate(parts, axis=1).astype(np.float64))[0])
+    return float(np.dot(predictor.weights, risks))
+
+
+@pytest.mark.parametrize("mode", ["biomarkers", "fusion+biomarkers"])
+def test_biomarker_modes_join_the_record_network_and_biomarkers_of_the_predicted_mask(mode, labelled_phantom):
+    ct, pet, label = labelled_phantom
+    stub = StubSegmenter(label)
+    predictor = build_biomarker_predictor(mode, segmenter=stub)
+    risk = predictor.predict(ct, pet, EHR)
+    markers = compute_biomarkers(label, pet)
+    assert predictor.last_biomarkers.values == markers.values and markers.tumour_found
+    # The phantom's tumour: a 15 mm sphere (14.1 ml) of SUV 12 on 5 x 5 x 6 mm voxels.
+    assert markers.values["gtvp_volume_ml"] == pytest.approx(4 / 3 * math.pi * 15**3 / 1000, rel=0.1)
+    image = None
+    if mode == "fusion+biomarkers":
+        image = tumour_cube(ct, pet, label, predictor.segmentation_settings.crop, PLAN)
+        assert image.shape == (3, 24, 24, 24) and image[2].max() == 1.0
+    assert risk == pytest.approx(_by_hand(predictor, image, markers), abs=1e-6)
+    assert stub.calls == [{"tta": False, "budget": None}]
+    assert "segmentation: segmented by the stub" in predictor.last_report.warnings
+    assert {"segmentation_s", "biomarkers_s", "network_s", "total_s"} <= set(predictor.last_report.timings)
+    # The biomarkers move the risk: a smaller tumour gives another risk.
+    stub.mask = sitk.Cast(sitk.BinaryErode(label, [1, 1, 1]), sitk.sitkUInt8)
+    assert predictor.predict(ct, pet, EHR) != risk
+
+
+@pytest.mark.parametrize("mode", ["biomarkers", "fusion+biomarkers"])
+def test_no_tumour_found_still_gives_a_finite_risk_with_a_warning(mode, labelled_phantom):
+    ct, pet, label = labelled_phantom
+    predictor = build_biomarker_predictor(mode, segmenter=StubSegmenter(blank_mask(ct)))
+    risk = predictor.predict(ct, pet, EHR)
+    assert math.isfinite(risk) and not predictor.last_biomarkers.tumour_found
+    assert any("no-tumour value" in line for line in predictor.last_report.warnings)
+    image = None
+    if mode == "fusion+biomarkers":  # centred on the box's centre, empty mask channel
+        image = tumour_cube(ct, pet, None, predictor.segmentation_settings.crop, PLAN)
+        assert not image[2].any()
+    assert risk == pytest.approx(_by_hand(predictor, image, no_tumour_biomarkers("test")), abs=1e-6)
+    # A flat placeholder (the platform's sanity check) is not segmented at all.
+    flat = sitk.Image([1, 1], sitk.sitkFloat32)
+    assert math.isfinite(predictor.predict(flat, flat, EHR)) and predictor.last_report.placeholder
+    assert predictor.last_biomarkers.values == no_tumour_biomarkers("test").values
+
+
+@pytest.mark.parametrize("mode", ["biomarkers", "fusion+biomarkers"])
+def test_biomarker_bundle_nests_the_task1_bundle(mode, phantom, tmp_path):
+    ct, pet = phantom
+    predictor = build_biomarker_predictor(mode, segmentation=TASK1_FIXTURE, seed=2)
+    bundle = predictor.to_bundle(tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    nested = json.loads((TASK1_FIXTURE / "manifest.json").read_text())
+    assert {f"segmentation/{name}" for name in nested["files"]} | {"segmentation/manifest.json"} <= set(
+        manifest["files"])
+    assert "fold_0_biomarkers.json" in manifest["files"]
+    loaded = RiskPredictor.from_bundle(bundle, device="cpu")
+    assert loaded.mode == mode and loaded.segmentation_settings == predictor.segmentation_settings
+    assert len(loaded.segmenter.networks) == 1 and loaded.segmentation_bundle == bundle / "segmentation"
+    risk = loaded.predict(ct, pet, EHR)
+    assert risk == pytest.approx(predictor.predict(ct, pet, EHR), abs=1e-6) and math.isfinite(risk)
+    # The nested mask is the Task 1 bundle's own prediction.
+    expected = Segmenter.from_bundle(TASK1_FIXTURE, device="cpu").predict(ct, pet, tta=False)
+    assert loaded.last_biomarkers.values == compute_biomarkers(expected, pet).values
+    # Exported again from the loaded bundle: the nested bundle travels along.
+    again = RiskPredictor.from_bundle(loaded.to_bundle(tmp_path / "again"), device="cpu")
+    assert again.predict(ct, pet, EHR) == pytest.approx(risk, abs=1e-12)
+
+
+def test_biomarker_bundle_refuses_a_changed_or_missing_task1_model(tmp_path):
+    predictor = build_biomarker_predictor("biomarkers", segmentation=TASK1_FIXTURE)
+    bundle = predictor.to_bundle(tmp_path / "bundle")
+    with open(bundle / "segmentation" / "fold_0.pt", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match="SHA-256 mismatch.*segmentation/fold_0.pt"):
+        RiskPredictor.from_bundle(bundle, device="cpu")
+    bundle = predictor.to_bundle(tmp_path / "bundle2")
+    _rewrite(bundle, "model.json", lambda m: m.update(segmentation=None))
+    with pytest.raises(BundleError, match="needs a 'segmentation' record"):
+        RiskPredictor.from_bundle(bundle, device="cpu")
+    bundle = predictor.to_bundle(tmp_path / "bundle3")
+    (bundle / "segmentation" / "stray.txt").write_text("x")
+    with pytest.raises(BundleError, match="not in its manifest: segmentation/stray.txt"):
+        RiskPredictor.from_bundle(bundle, device="cpu")
+    with pytest.raises(ValueError, match="needs the Task 1 model"):
+        build_biomarker_predictor("biomarkers").predict(*head_phantom()[:2], EHR)
+    with pytest.raises(ValueError, match="exports the Task 1 bundle"):
+        build_biomarker_predictor("biomarkers").to_bundle(tmp_path / "bundle4")
+
+
+class _TimedNetwork(torch.nn.Module):
+    """A random convolution whose every forward call costs ``seconds`` on a fake clock."""
+
+    def __init__(self, clock: list, seconds: float) -> None:
+        super().__init__()
+        self.conv, self.clock, self.seconds = torch.nn.Conv3d(2, 3, 3, padding=1), clock, seconds
+
+    def forward(self, x):
+        self.clock[0] += self.seconds
+        return self.conv(x)
+
+
+def test_the_segmentation_gets_its_share_of_the_budget_and_drops_tta_then_folds(phantom):
+    """Task 2 budget 100 s (fake clock); the segmentation may plan 0.5 of it. Five 20 s folds x 4 mirrors would take
+    400 s: its policy drops TTA, then folds, and the Task 2 folds still all run."""
+    ct, pet = phantom
+    clock = [1000.0]
+    plan = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 120.0), brain_min_volume_ml=50.0,
+                      patch_size_zyx=(32, 32, 32))  # one 32^3 window: one forward call per pass
+    segmenter = Segmenter([_TimedNetwork(clock, 20.0) for _ in range(5)], plan, device="cpu")
+    predictor = build_biomarker_predictor("biomarkers", segmenter=segmenter)
+    predictor.segmentation_settings = SegmentationSettings(budget_share=0.5, tta=True)
+    budget = TimeBudget(900.0, budget_s=100.0, start_time=clock[0], clock=lambda: clock[0])
+    share = predictor.segmentation_budget(budget)
+    assert share.budget_s == pytest.approx(50.0) and share.start_time == budget.start_time
+    risk = predictor.predict(ct, pet, EHR, budget=budget)
+    inner = predictor.last_segmentation_report
+    # Fold 0's plain pass (20 s), then its first mirror (a second pass still fitted); at 40 s of 50 no pass fits.
+    assert inner.budget_s == pytest.approx(50.0) and not inner.tta and inner.folds == [0] and inner.passes == 2
+    assert predictor.last_report.dropped == ["segmentation test-time augmentation",
+                                             "segmentation fold(s) [1, 2, 3, 4]"]
+    assert predictor.last_report.folds == [0, 1, 2] and math.isfinite(risk)  # the Task 2 folds keep the rest
+    assert clock[0] - 1000.0 == pytest.approx(40.0)
+    # Past the budget already: the segmentation runs its minimum (one pass) and Task 2 its heaviest fold.
+    budget = TimeBudget(900.0, budget_s=100.0, start_time=clock[0] - 200.0, clock=lambda: clock[0])
+    assert predictor.segmentation_budget(budget).budget_s == pytest.approx(200.0)
+    predictor.predict(ct, pet, EHR, budget=budget)
+    assert predictor.last_segmentation_report.passes == 1 and predictor.last_report.folds == [0]

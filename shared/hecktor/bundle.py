@@ -7,6 +7,8 @@ Layout::
       plan.json       the task's preprocessing plan (hecktor.plan) the models were trained with
       model.json      task-specific description (network name and config, fold names, ensemble weights, ...)
       ...             weights (state dicts, loaded with ``weights_only=True``) and other JSON artefacts
+      name/           optionally, a nested bundle of another task (e.g. the Task 1 model inside a Task 2 bundle);
+                      its files are listed in the outer manifest as ``name/...`` and it keeps its own manifest
 
 :func:`load_bundle` refuses a bundle whose manifest is missing, whose files are missing, extra or changed (SHA-256),
 or whose ``plan.json`` is not the plan recorded in the manifest, with one line saying which file and what to do. The plan
@@ -78,6 +80,7 @@ def write_bundle(
     model: Mapping[str, Any],
     state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     json_files: Mapping[str, Any] | None = None,
+    bundles: Mapping[str, str | Path] | None = None,
 ) -> Path:
     """Write a bundle atomically: built in a temporary sibling folder, then moved into place (replacing an old one).
 
@@ -86,6 +89,7 @@ def write_bundle(
         model: the content of ``model.json``.
         state_dicts: ``{file name: state dict}`` saved with ``torch.save``.
         json_files: ``{file name: JSON-serialisable object}``, e.g. a fitted clinical encoder.
+        bundles: ``{folder name: path of a bundle}`` copied in as nested bundles (verify them before).
     """
     out_dir = Path(out_dir)
     spec = get_task(task)
@@ -100,7 +104,9 @@ def write_bundle(
             torch.save({k: v.detach().cpu() for k, v in state.items()}, staging / name)
         for name, content in (json_files or {}).items():
             (staging / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-        files = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
+        for name, source in (bundles or {}).items():
+            shutil.copytree(source, staging / name)
+        files = {p.relative_to(staging).as_posix(): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -143,7 +149,8 @@ def load_bundle(path: str | Path, task: int) -> Bundle:
             raise BundleError(f"bundle file missing: {file}; {fix}")
         if sha256_of(file) != expected:
             raise BundleError(f"bundle file changed since export (SHA-256 mismatch): {file}; {fix}")
-    extra = sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in listed)
+    present = (p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    extra = sorted(name for name in present if name != MANIFEST and name not in listed)
     if extra:
         raise BundleError(f"{path} holds file(s) not in its manifest: {', '.join(extra)}; {fix}")
     for required in (PLAN, MODEL):

@@ -8,11 +8,22 @@ The path is the one cross-validation scored::
       -> per fold: SurvivalModel.standardized_risk (the fold's risk, scaled by its training set's risk mean / std)
       -> weighted average of the folds' standardised risks (weights from the folds' out-of-fold C-index)
 
-The three arms of the baseline comparison share this class through ``mode``:
+The arms of the baseline comparison share this class through ``mode`` (:data:`PREDICTOR_MODES`):
 
 * ``"fusion"``: image + clinical record through the network;
 * ``"imaging"``: image only (the record is ignored; the bundle holds no encoder);
-* ``"clinical"``: no network and no image: the encoded record goes straight into the fold's Cox model.
+* ``"clinical"``: no network and no image: the encoded record goes straight into the fold's Cox model;
+* ``"biomarkers"``: the Task 1 model inside the bundle segments the case (:class:`~hecktor.segment.Segmenter`, its
+  own share of the time budget), PET biomarkers of the predicted mask (:mod:`hecktor.biomarkers`: volumes, SUVs,
+  TLG, nodes) are scaled by the fold's :class:`~hecktor.biomarkers.BiomarkerScaler` and joined to the encoded record;
+  no Task 2 network;
+* ``"fusion+biomarkers"``: the same biomarkers joined to the fused features of a network that sees a cube centred on
+  the predicted tumour with the mask as a third channel (:func:`~hecktor.biomarkers.tumour_crop_input`).
+
+In the biomarker modes the Task 2 bundle holds the Task 1 bundle in ``segmentation/`` (listed in its manifest and
+verified on loading, as a bundle of its own). The segmentation runs before the folds within a sub-budget: it may use
+``segmentation.budget_share`` (model.json, 0.7 by default) of the time left in the Task 2 budget, and its own
+:class:`~hecktor.budget.BudgetPolicy` drops its test-time augmentation, then its folds, to stay within it.
 
 Every number comes from the bundle (``plan.json``, ``model.json``, the fitted encoders and Cox models), never from
 code defaults. :meth:`RiskPredictor.predict` is the one code path that predicts a case (the container, the demo, the
@@ -34,31 +45,81 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from hecktor.biomarkers import Biomarkers, BiomarkerScaler, TumourCrop, compute_biomarkers, no_tumour_biomarkers, \
+    tumour_centre, tumour_crop_input
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import ClinicalEncoder, normalize_ehr
 from hecktor.errors import BundleError, InputError
 from hecktor.io import CaseInput, is_placeholder
+from hecktor.localization import localize_head_and_neck
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.preprocessing import blank_network_input, preprocess_box
-from hecktor.segment import resolve_device
+from hecktor.preprocessing import blank_network_input, box_grid, check_case, preprocess_box
+from hecktor.segment import Segmenter, resolve_device
 from hecktor.survival import ENSEMBLE_RULES, ensemble_risk
 from hecktor.survival_models import SurvivalModel, survival_model_from_dict
 
-__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "FoldModel", "RiskPredictor", "fold_file_names"]
+__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "PREDICTOR_MODES", "BIOMARKER_MODES", "SEGMENTATION_FOLDER",
+           "FoldModel", "RiskPredictor", "SegmentationSettings", "fold_file_names", "network_mode", "tumour_cube"]
 
 MODEL_FORMAT = "hecktor-task2-risk"
 MODEL_FORMAT_VERSION = 1
 NETWORK_CLASS = "FusedFeatureExtractor"
 _FIX = "re-export the bundle with training/export_prognosis.py"
 
+BIOMARKER_MODES = ("biomarkers", "fusion+biomarkers")
+"""The modes that segment the case with the nested Task 1 model and use its biomarkers."""
+PREDICTOR_MODES = (*MODES, *BIOMARKER_MODES)
+"""Every Task 2 mode: the network's (:data:`hecktor.networks.fused.MODES`) and the biomarker modes."""
+SEGMENTATION_FOLDER = "segmentation"
+"""Where a Task 2 bundle holds its nested Task 1 bundle."""
+
+
+def network_mode(mode: str) -> str | None:
+    """The :class:`FusedFeatureExtractor` mode of a Task 2 mode (``None``: no network)."""
+    if mode not in PREDICTOR_MODES:
+        raise ValueError(f"mode must be one of {PREDICTOR_MODES}, got {mode!r}")
+    return {"clinical": None, "biomarkers": None, "fusion+biomarkers": "fusion"}.get(mode, mode)
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """How the biomarker modes run the nested Task 1 model (``model.json``'s ``segmentation`` record).
+
+    Attributes:
+        budget_share: share of the Task 2 budget left when the segmentation starts that it may plan to use; its
+            policy drops test-time augmentation, then folds, beyond that. The rest is for the Task 2 folds.
+        tta: mirror test-time augmentation when the budget allows. Off by default: the training masks (out-of-fold
+            predictions) are made without it, and the biomarkers should be measured on masks alike.
+        crop: the tumour-centred cube of ``fusion+biomarkers`` (``None`` in ``biomarkers`` mode).
+    """
+
+    budget_share: float = 0.7
+    tta: bool = False
+    crop: TumourCrop | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.budget_share <= 1.0:
+            raise ValueError(f"segmentation budget_share must lie in (0, 1], got {self.budget_share}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folder": SEGMENTATION_FOLDER, "budget_share": float(self.budget_share), "tta": bool(self.tta),
+                "crop": None if self.crop is None else self.crop.to_dict()}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "SegmentationSettings":
+        crop = record.get("crop")
+        return cls(float(record.get("budget_share", 0.7)), bool(record.get("tta", False)),
+                   TumourCrop.from_dict(crop) if crop is not None else None)
+
 
 def fold_file_names(index: int) -> dict[str, str]:
-    """Bundle file names of fold ``index``: network weights, fitted clinical encoder, Cox model (a flat folder)."""
+    """Bundle file names of fold ``index``: network weights, fitted clinical encoder, biomarker scaling, Cox model."""
     return {
         "network": f"fold_{index}_network.pt",
         "encoder": f"fold_{index}_encoder.json",
+        "biomarkers": f"fold_{index}_biomarkers.json",
         "survival": f"fold_{index}_survival.json",
     }
 
@@ -72,12 +133,28 @@ class FoldModel:
         network: the fold's feature extractor (``None`` in clinical mode).
         encoder: the clinical encoder fitted on the fold's training rows (``None`` in imaging mode).
         cindex: the fold's out-of-fold C-index (what its ensemble weight was computed from).
+        biomarkers: the biomarker scaling fitted on the fold's training patients (biomarker modes only).
+
+    The survival model's features are, in this order: the network's fused features (or, without a network, the
+    encoded record), then the scaled biomarkers.
     """
 
     survival: SurvivalModel
     network: FusedFeatureExtractor | None = None
     encoder: ClinicalEncoder | None = None
     cindex: float | None = None
+    biomarkers: BiomarkerScaler | None = None
+
+    def features(self, network_features: np.ndarray | None, clinical: np.ndarray | None,
+                 markers: Sequence[Biomarkers | Mapping[str, float]] | None) -> np.ndarray:
+        """The survival model's input ``(n, p)``: fused features (or the encoded record), then scaled biomarkers."""
+        parts = [network_features if self.network is not None else clinical]
+        if self.biomarkers is not None:
+            if markers is None:
+                raise ValueError("this fold needs the case's biomarkers")
+            parts.append(self.biomarkers.transform(markers))
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1) if len(parts) > 1 \
+            else parts[0]
 
 
 class RiskPredictor:
@@ -89,17 +166,25 @@ class RiskPredictor:
         folds: one :class:`FoldModel` per fold.
         weights: ensemble weight of each fold (non-negative, summing to 1).
         plan: the preprocessing plan of the training run.
-        mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
+        mode: one of :data:`PREDICTOR_MODES`.
         ensemble_rule: how ``weights`` were derived (recorded in the bundle; see
             :func:`hecktor.survival.ensemble_weights`).
         device: where the networks run; ``None`` picks CUDA when available.
         info: free-form training record copied into ``model.json`` on export (metrics, config).
+        segmentation: biomarker modes: the Task 1 bundle that segments the cases (nested in the exported bundle).
+        segmenter: biomarker modes: that bundle already loaded (default: loaded from ``segmentation`` when first
+            needed).
+        segmentation_settings: biomarker modes: the segmentation's budget share, TTA and (``fusion+biomarkers``)
+            the tumour-centred cube; default :class:`SegmentationSettings` with a 128 mm cube of the plan's input
+            shape.
 
     Attributes:
         last_report: what the last :meth:`predict` call ran, dropped, repaired and spent
             (:class:`~hecktor.budget.PredictionReport`; its timings also split the folds' time ``network_s`` into
             ``clinical_s`` (encoding the record), ``features_s`` (the networks) and ``survival_s``).
         last_fold_risks: each used fold's standardised risk in the last call, by fold index.
+        last_biomarkers: the biomarkers of the last call (biomarker modes; else ``None``).
+        last_segmentation_report: the nested segmentation's report of the last call (biomarker modes).
     """
 
     def __init__(
@@ -111,9 +196,13 @@ class RiskPredictor:
         ensemble_rule: str = "cindex_margin",
         device: str | torch.device | None = None,
         info: Mapping[str, Any] | None = None,
+        *,
+        segmentation: str | Path | None = None,
+        segmenter: Segmenter | None = None,
+        segmentation_settings: SegmentationSettings | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode not in PREDICTOR_MODES:
+            raise ValueError(f"mode must be one of {PREDICTOR_MODES}, got {mode!r}")
         if not folds:
             raise ValueError("a RiskPredictor needs at least one fold")
         weights = np.asarray(weights, dtype=np.float64).ravel()
@@ -122,9 +211,12 @@ class RiskPredictor:
         if np.any(~np.isfinite(weights)) or np.any(weights < 0) or not np.isclose(weights.sum(), 1.0, atol=1e-9):
             raise ValueError(f"ensemble weights must be non-negative and sum to 1, got {weights.tolist()}")
         for k, fold in enumerate(folds):
-            needs_network, needs_encoder = mode != "clinical", mode != "imaging"
-            if (fold.network is not None) != needs_network or (fold.encoder is not None) != needs_encoder:
-                raise ValueError(f"fold {k} does not fit mode {mode!r}: network and encoder presence must match it")
+            needs_network, needs_encoder = network_mode(mode) is not None, mode != "imaging"
+            needs_biomarkers = mode in BIOMARKER_MODES
+            if (fold.network is not None) != needs_network or (fold.encoder is not None) != needs_encoder or (
+                    fold.biomarkers is not None) != needs_biomarkers:
+                raise ValueError(f"fold {k} does not fit mode {mode!r}: network, encoder and biomarker scaling "
+                                 "presence must match it")
         self.device = resolve_device(device)
         self.folds = list(folds)
         for fold in self.folds:
@@ -135,12 +227,43 @@ class RiskPredictor:
         self.mode = mode
         self.ensemble_rule = ensemble_rule
         self.info = dict(info or {})
+        self.segmentation_bundle = Path(segmentation) if segmentation is not None else None
+        self._segmenter = segmenter
+        if segmentation_settings is None:
+            crop = TumourCrop(shape_zyx=plan.input_shape_zyx) if mode == "fusion+biomarkers" else None
+            segmentation_settings = SegmentationSettings(crop=crop)
+        if mode == "fusion+biomarkers" and segmentation_settings.crop is None:
+            raise ValueError("mode 'fusion+biomarkers' needs the tumour-centred cube (segmentation_settings.crop)")
+        self.segmentation_settings = segmentation_settings
         self.last_report = PredictionReport()
         self.last_fold_risks: dict[int, float] = {}
+        self.last_biomarkers: Biomarkers | None = None
+        self.last_segmentation_report: PredictionReport | None = None
 
     @property
     def uses_images(self) -> bool:
+        """Whether a case needs its CT and PET (every mode but ``clinical``)."""
         return self.mode != "clinical"
+
+    @property
+    def uses_network(self) -> bool:
+        """Whether the folds hold a feature network (``fusion``, ``imaging``, ``fusion+biomarkers``)."""
+        return network_mode(self.mode) is not None
+
+    @property
+    def uses_biomarkers(self) -> bool:
+        """Whether the case is segmented by the nested Task 1 model (:data:`BIOMARKER_MODES`)."""
+        return self.mode in BIOMARKER_MODES
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """The nested Task 1 model (biomarker modes), loaded from :attr:`segmentation_bundle` when first needed."""
+        if self._segmenter is None:
+            if self.segmentation_bundle is None:
+                raise ValueError(f"mode {self.mode!r} needs the Task 1 model: give the RiskPredictor a segmentation "
+                                 "bundle")
+            self._segmenter = Segmenter.from_bundle(self.segmentation_bundle, device=self.device)
+        return self._segmenter
 
     @property
     def folds_by_weight(self) -> list[int]:
@@ -157,16 +280,18 @@ class RiskPredictor:
     @torch.inference_mode()
     def _fold_risk(self, k: int, image: torch.Tensor | None, record: Mapping[str, Any],
                    timings: dict[str, float]) -> float:
-        """Standardised risk of fold ``k`` for one case (image (1, 2, z, y, x) on the device, normalised record)."""
+        """Standardised risk of fold ``k`` for one case (image (1, C, z, y, x) on the device, normalised record; in
+        the biomarker modes, the case's biomarkers measured by :meth:`predict`, :attr:`last_biomarkers`)."""
+        markers = self.last_biomarkers if self.uses_biomarkers else None
         fold = self.folds[k]
         start = time.perf_counter()
         clinical = fold.encoder.transform([record]) if fold.encoder is not None else None
         encoded = time.perf_counter()
+        network_features = None
         if fold.network is not None:
             clinical_tensor = torch.from_numpy(clinical).to(self.device) if clinical is not None else None
-            features = fold.network.extract_features(image, clinical_tensor).float().cpu().numpy()
-        else:
-            features = clinical
+            network_features = fold.network.extract_features(image, clinical_tensor).float().cpu().numpy()
+        features = fold.features(network_features, clinical, [markers] if markers is not None else None)
         extracted = time.perf_counter()
         risk = float(fold.survival.standardized_risk(features)[0])
         timings["clinical_s"] += encoded - start
@@ -180,37 +305,41 @@ class RiskPredictor:
         images: np.ndarray | None,
         records: Sequence[Mapping[str, Any] | None],
         *,
+        biomarkers: Sequence[Biomarkers | Mapping[str, float]] | None = None,
         batch_size: int = 8,
     ) -> np.ndarray:
         """Ensemble risk of ``n`` cases already preprocessed by :func:`~hecktor.preprocessing.preprocess_box`
         (training's out-of-fold scoring and benchmarks): the same folds, weights and arithmetic as :meth:`predict`.
 
         Args:
-            images: ``(n, 2, z, y, x)`` network inputs (``None`` in clinical mode).
+            images: ``(n, C, z, y, x)`` network inputs (``None`` without a network; ``fusion+biomarkers``: the
+                tumour-centred cubes of :func:`~hecktor.biomarkers.tumour_crop_input`).
             records: the ``n`` clinical records (``None`` entries: every value unknown).
+            biomarkers: the ``n`` cases' biomarkers (biomarker modes).
             batch_size: cases per forward pass.
 
         Returns:
             ``(n,)`` risks (higher = earlier relapse).
         """
         n = len(records)
-        if self.uses_images and (images is None or len(images) != n):
+        if self.uses_network and (images is None or len(images) != n):
             raise ValueError(f"mode {self.mode!r} needs one preprocessed image per record ({n})")
+        if self.uses_biomarkers and (biomarkers is None or len(biomarkers) != n):
+            raise ValueError(f"mode {self.mode!r} needs the biomarkers of every case ({n})")
         normalised = [normalize_ehr(dict(r)) if r is not None else {} for r in records]
         risks = np.empty((len(self.folds), n), dtype=np.float64)
         for k, fold in enumerate(self.folds):
             clinical = fold.encoder.transform(normalised) if fold.encoder is not None else None
-            if fold.network is None:
-                features = clinical
-            else:
+            network_features = None
+            if fold.network is not None:
                 parts = []
                 for start in range(0, n, batch_size):
                     stop = min(n, start + batch_size)
                     image = torch.as_tensor(np.asarray(images[start:stop]), dtype=torch.float32).to(self.device)
                     record = torch.from_numpy(clinical[start:stop]).to(self.device) if clinical is not None else None
                     parts.append(fold.network.extract_features(image, record).float().cpu().numpy())
-                features = np.concatenate(parts)
-            risks[k] = fold.survival.standardized_risk(features)
+                network_features = np.concatenate(parts)
+            risks[k] = fold.survival.standardized_risk(fold.features(network_features, clinical, biomarkers))
         return ensemble_risk(risks, self.weights)
 
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> float:
@@ -248,21 +377,24 @@ class RiskPredictor:
         started = clock()
         # A non-object ehr.json (a list, a number) is an InputError; None (no ehr.json) means "all unknown".
         record = normalize_ehr(dict(ehr) if isinstance(ehr, Mapping) else ehr) if ehr is not None else {}
+        mask = None
+        self.last_biomarkers = self.last_segmentation_report = None
+        if self.uses_biomarkers:
+            self.last_biomarkers, mask = self._segment(ct, pet, budget, report, clock)
+        preprocess_started = clock()
         tensor = None
-        if self.uses_images:
+        if self.uses_network:
             if ct is None or pet is None:
                 raise ValueError(f"mode {self.mode!r} needs both CT and PET")
             if is_placeholder(ct) or is_placeholder(pet):
                 report.placeholder = True
                 report.warnings.append("flat placeholder input: the risk comes from the clinical record with a "
                                        "blank image")
-                image = blank_network_input(self.plan.input_shape_zyx, self.plan)
+                image = self._blank_input()
             else:
-                region = preprocess_box(ct, pet, self.plan)
-                report.warnings.extend(region.warnings)
-                image = region.image
+                image = self._network_input(ct, pet, mask, report)
             tensor = torch.as_tensor(image, dtype=torch.float32).to(self.device)[None]
-        report.timings["preprocess_s"] = clock() - started
+        report.timings["preprocess_s"] = clock() - preprocess_started
 
         pending = policy.start([NetworkPass(k) for k in self.folds_by_weight if k in allowed])
         stages = {"clinical_s": 0.0, "features_s": 0.0, "survival_s": 0.0}
@@ -286,6 +418,60 @@ class RiskPredictor:
         self.last_fold_risks = {k: risks[k] for k in used}
         return risk
 
+    # ------------------------------------------------------------------------------------- biomarker modes
+    def segmentation_budget(self, budget: TimeBudget | None) -> TimeBudget | None:
+        """The nested segmentation's deadline: ``budget_share`` of what is left of ``budget`` now (same clock, same
+        start, same limit), so that the Task 2 folds keep the rest."""
+        if budget is None:
+            return None
+        elapsed = budget.elapsed()
+        end = elapsed + self.segmentation_settings.budget_share * max(budget.budget_s - elapsed, 0.0)
+        # Already past the budget: a deadline of "now" (the policy then runs the minimum, one unmirrored pass).
+        end = min(max(end, elapsed, 1e-3), budget.limit_s)
+        return TimeBudget(budget.limit_s, budget_s=end, start_time=budget.start_time, clock=budget.clock)
+
+    def _segment(self, ct: sitk.Image | None, pet: sitk.Image | None, budget: TimeBudget | None,
+                 report: PredictionReport, clock) -> tuple[Biomarkers, sitk.Image | None]:
+        """Segment the case with the nested Task 1 model within its share of the budget, and measure the
+        biomarkers of the predicted mask (no-tumour values, with a warning, for a placeholder or an empty mask)."""
+        if ct is None or pet is None:
+            raise ValueError(f"mode {self.mode!r} needs both CT and PET")
+        started = clock()
+        mask = None
+        if is_placeholder(ct) or is_placeholder(pet):
+            report.placeholder = True
+            markers = no_tumour_biomarkers("flat placeholder input, nothing to segment")
+        else:
+            segmenter = self.segmenter
+            mask = segmenter.predict(ct, pet, tta=self.segmentation_settings.tta,
+                                     budget=self.segmentation_budget(budget))
+            self.last_segmentation_report = segmenter.last_report
+            report.warnings.extend(f"segmentation: {line}" for line in segmenter.last_report.warnings)
+            report.dropped.extend(f"segmentation {line}" for line in segmenter.last_report.dropped)
+            segmented = clock()
+            report.timings["segmentation_s"] = segmented - started
+            markers = compute_biomarkers(mask, pet)
+            report.timings["biomarkers_s"] = clock() - segmented
+        report.warnings.extend(markers.warnings)
+        return markers, mask
+
+    def _blank_input(self) -> np.ndarray:
+        """The network input of a placeholder case: a blank box, or a blank cube with an empty mask channel."""
+        if self.mode != "fusion+biomarkers":
+            return blank_network_input(self.plan.input_shape_zyx, self.plan)
+        shape = self.segmentation_settings.crop.shape_zyx
+        return np.concatenate([blank_network_input(shape, self.plan), np.zeros((1, *shape), dtype=np.float32)])
+
+    def _network_input(self, ct: sitk.Image, pet: sitk.Image, mask: sitk.Image | None,
+                       report: PredictionReport) -> np.ndarray:
+        """The network input of a case: the plan's box (``fusion``, ``imaging``), or the cube centred on the predicted
+        tumour with the mask channel (``fusion+biomarkers``; without a tumour, centred on the box's centre)."""
+        if self.mode != "fusion+biomarkers":
+            region = preprocess_box(ct, pet, self.plan)
+            report.warnings.extend(region.warnings)
+            return region.image
+        return tumour_cube(ct, pet, mask, self.segmentation_settings.crop, self.plan)
+
     # --------------------------------------------------------------------------------------------------- bundles
     def model_record(self) -> dict[str, Any]:
         """The content of ``model.json``: mode, network config, ensemble weights and each fold's files."""
@@ -299,6 +485,7 @@ class RiskPredictor:
             folds.append({
                 "network": names["network"] if fold.network is not None else None,
                 "encoder": names["encoder"] if fold.encoder is not None else None,
+                "biomarkers": names["biomarkers"] if fold.biomarkers is not None else None,
                 "survival": names["survival"],
                 "cindex": None if fold.cindex is None else float(fold.cindex),
                 # Each fold's encoder is fitted on its own training rows, so a rare level (M1, PS 4) can give one
@@ -312,13 +499,21 @@ class RiskPredictor:
             "network": None if network_config is None else {"class": NETWORK_CLASS, "config": network_config},
             "ensemble": {"rule": self.ensemble_rule, "weights": [float(w) for w in self.weights]},
             "folds": folds,
+            "segmentation": self.segmentation_settings.to_dict() if self.uses_biomarkers else None,
             "training": self.info,
         }
 
     def to_bundle(self, out_dir: str | Path) -> Path:
         """Write a verified Task 2 bundle (see :mod:`hecktor.bundle`): plan, ``model.json`` and, per fold, the
-        network's state dict, the fitted clinical encoder and the Cox model as JSON. No pickle."""
+        network's state dict, the fitted clinical encoder, the biomarker scaling and the Cox model as JSON (no
+        pickle); in the biomarker modes the Task 1 bundle, verified, in ``segmentation/``."""
         record = self.model_record()
+        nested = {}
+        if self.uses_biomarkers:
+            if self.segmentation_bundle is None:
+                raise ValueError(f"mode {self.mode!r} exports the Task 1 bundle with it; this predictor has none")
+            load_bundle(self.segmentation_bundle, task=1)  # never nest a bundle that would not load
+            nested[SEGMENTATION_FOLDER] = self.segmentation_bundle
         state_dicts, json_files = {}, {}
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
@@ -329,9 +524,11 @@ class RiskPredictor:
                 state_dicts[names["network"]] = fold.network.state_dict()
             if fold.encoder is not None:
                 json_files[names["encoder"]] = fold.encoder.to_dict()
+            if fold.biomarkers is not None:
+                json_files[names["biomarkers"]] = fold.biomarkers.to_dict()
             json_files[names["survival"]] = fold.survival.to_dict()
         return write_bundle(out_dir, task=2, plan=self.plan, model=record, state_dicts=state_dicts,
-                            json_files=json_files)
+                            json_files=json_files, bundles=nested)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device | None = None) -> "RiskPredictor":
@@ -339,6 +536,9 @@ class RiskPredictor:
         weights, encoders or Cox models do not fit together is a :class:`BundleError`."""
         bundle = load_bundle(path, task=2)
         mode, network_config, rule, weights, fold_records = _model_description(bundle)
+        segmentation, settings = None, None
+        if mode in BIOMARKER_MODES:
+            segmentation, settings = _segmentation_description(bundle, mode)
         folds = []
         for k, record in enumerate(fold_records):
             encoder = None
@@ -346,6 +546,10 @@ class RiskPredictor:
                 encoder = ClinicalEncoder.from_dict(bundle.load_json(record["encoder"]),
                                                     source=str(bundle.file(record["encoder"])))
             survival = survival_model_from_dict(bundle.load_json(record["survival"]))
+            scaler = None
+            if record.get("biomarkers") is not None:
+                scaler = BiomarkerScaler.from_dict(bundle.load_json(record["biomarkers"]),
+                                                   source=str(bundle.file(record["biomarkers"])))
             network = None
             if record["network"] is not None:
                 config = dict(network_config)
@@ -353,15 +557,33 @@ class RiskPredictor:
                     config["n_clinical"] = int(record["n_clinical"])
                 network = _load_network(bundle, record["network"], config)
             n_inputs = network.feature_dim if network is not None else encoder.n_features
+            n_inputs += scaler.n_features if scaler is not None else 0
             if survival.n_features != n_inputs:
                 raise BundleError(f"{bundle.file(record['survival'])} expects {survival.n_features} features but "
                                   f"fold {k} produces {n_inputs}; {_FIX}")
             if network is not None and encoder is not None and network.config["n_clinical"] != encoder.n_features:
                 raise BundleError(f"{bundle.file(record['encoder'])} encodes {encoder.n_features} clinical features "
                                   f"but the network takes {network.config['n_clinical']}; {_FIX}")
-            folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=record.get("cindex")))
+            folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=record.get("cindex"),
+                                   biomarkers=scaler))
+        segmenter = None
+        if segmentation is not None:
+            segmenter = Segmenter.from_bundle(segmentation, device=device)  # verified again, as a Task 1 bundle
         return cls(folds, weights, bundle.plan, mode, ensemble_rule=rule, device=device,
-                   info=bundle.model.get("training", {}))
+                   info=bundle.model.get("training", {}), segmentation=segmentation, segmenter=segmenter,
+                   segmentation_settings=settings)
+
+
+def tumour_cube(ct: sitk.Image, pet: sitk.Image, mask: sitk.Image | None, crop: TumourCrop, plan: BoxPlan) -> np.ndarray:
+    """The ``fusion+biomarkers`` network input of a case, (3, z, y, x): :func:`~hecktor.biomarkers.tumour_crop_input`
+    around the segmented tumour, or, when the mask holds no tumour, around the centre of the plan's box (localised as
+    :func:`~hecktor.preprocessing.preprocess_box` does). Training (on out-of-fold masks) and :meth:`RiskPredictor.predict`
+    both call it. NaN voxels are repaired as preprocessing repairs them."""
+    ct, pet, _ = check_case(ct, pet, plan)
+    fallback = None
+    if tumour_centre(mask) is None:
+        fallback = box_grid(localize_head_and_neck(pet, plan, reference=ct), plan).center()
+    return tumour_crop_input(ct, pet, mask, crop, plan, fallback)
 
 
 def _without_width(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -388,21 +610,22 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, str,
     if model.get("format") != MODEL_FORMAT or model.get("format_version") != MODEL_FORMAT_VERSION:
         raise BundleError(f"{where} is not a {MODEL_FORMAT} v{MODEL_FORMAT_VERSION} description; {_FIX}")
     mode = model.get("mode")
-    if mode not in MODES:
-        raise BundleError(f"{where}: mode must be one of {MODES}, got {mode!r}; {_FIX}")
+    if mode not in PREDICTOR_MODES:
+        raise BundleError(f"{where}: mode must be one of {PREDICTOR_MODES}, got {mode!r}; {_FIX}")
     network = model.get("network")
     config = None
-    if mode == "clinical":
+    if network_mode(mode) is None:
         if network is not None:
-            raise BundleError(f"{where}: a clinical-mode model has no network; {_FIX}")
+            raise BundleError(f"{where}: a {mode}-mode model has no network; {_FIX}")
     else:
         if not isinstance(network, dict) or network.get("class") != NETWORK_CLASS or not isinstance(
             network.get("config"), dict
         ):
             raise BundleError(f"{where}: mode {mode!r} needs a {NETWORK_CLASS} with a config object; {_FIX}")
         config = network["config"]
-        if config.get("mode") != mode:
-            raise BundleError(f"{where}: the network's mode {config.get('mode')!r} is not the model's {mode!r}; {_FIX}")
+        if config.get("mode") != network_mode(mode):
+            raise BundleError(f"{where}: the network's mode {config.get('mode')!r} is not the model's "
+                              f"{network_mode(mode)!r}; {_FIX}")
     ensemble = model.get("ensemble")
     folds = model.get("folds")
     if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) for f in folds):
@@ -420,7 +643,8 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, str,
                           f"{weights.tolist()}; {_FIX}")
     for k, fold in enumerate(folds):
         expected = fold_file_names(k)
-        wanted = {"network": mode != "clinical", "encoder": mode != "imaging", "survival": True}
+        wanted = {"network": network_mode(mode) is not None, "encoder": mode != "imaging",
+                  "biomarkers": mode in BIOMARKER_MODES, "survival": True}
         for part, present in wanted.items():
             name = fold.get(part)
             if present != (name is not None) or (name is not None and name != expected[part]):
@@ -429,3 +653,21 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, str,
             if name is not None:
                 bundle.file(name)  # raises BundleError when the manifest does not list it
     return mode, config, ensemble["rule"], weights, folds
+
+
+def _segmentation_description(bundle: Bundle, mode: str) -> tuple[Path, SegmentationSettings]:
+    """The nested Task 1 bundle's folder and the segmentation settings of a biomarker-mode ``model.json``."""
+    where = bundle.file("model.json")
+    record = bundle.model.get("segmentation")
+    if not isinstance(record, dict) or record.get("folder") != SEGMENTATION_FOLDER:
+        raise BundleError(f"{where}: mode {mode!r} needs a 'segmentation' record naming the nested Task 1 bundle "
+                          f"folder {SEGMENTATION_FOLDER!r}; {_FIX}")
+    bundle.file(f"{SEGMENTATION_FOLDER}/manifest.json")  # the nested bundle must be listed in the outer manifest
+    try:
+        settings = SegmentationSettings.from_dict(record)
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{where}: bad 'segmentation' record ({error}); {_FIX}") from None
+    if (mode == "fusion+biomarkers") != (settings.crop is not None):
+        raise BundleError(f"{where}: mode {mode!r} {'needs' if settings.crop is None else 'has no'} tumour-centred "
+                          f"cube ('segmentation.crop'); {_FIX}")
+    return bundle.path / SEGMENTATION_FOLDER, settings
