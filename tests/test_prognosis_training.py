@@ -8,7 +8,9 @@ import math
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
+from conftest import REPO
 from hecktor.errors import InputError
 from hecktor.folds import make_folds
 from hecktor.io import ehr_from_row, list_training_cases
@@ -181,3 +183,104 @@ def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, t
 def test_export_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(InputError, match="not a finished Task 2 run"):
         export_bundle(tmp_path, tmp_path / "bundle")
+
+
+# ------------------------------------------------------------------------------------------------ biomarker modes
+@pytest.fixture(scope="module")
+def task1_run(tmp_path_factory):
+    """A small cohort and a finished 3-fold Task 1 cross-validation of the tiny HecMamba (2 iterations per fold: it
+    trains the code path, not a model)."""
+    from hecktor.training.segmentation import SegmentationTrainer, TrainingConfig as SegConfig, load_config_file
+
+    root = tmp_path_factory.mktemp("bio")
+    cohort = root / "hecktor"
+    generate_cohort(cohort, cases=18, seed=6, size="small")
+    tiny = load_config_file(REPO / "training" / "configs" / "tiny.json")
+    config = {**tiny, "data_root": str(cohort), "run_dir": str(root / "seg"), "cache_dir": str(root / "cache"),
+              "n_folds": 3, "epochs": 1, "iterations_per_epoch": 2, "val_every": 1, "augmentation": False}
+    SegmentationTrainer(SegConfig.from_dict(config)).run()
+    return cohort, root / "seg"
+
+
+def _fold_segmenter(seg_run, patient_id):
+    """The Task 1 fold that did not train on ``patient_id`` (the one that made its out-of-fold mask), alone."""
+    from hecktor.folds import load_folds
+    from hecktor.plan import RegionPlan
+    from hecktor.segment import Segmenter
+    from hecktor.training.segmentation import network_from_checkpoint
+
+    ids = sorted(c.patient_id for c in list_training_cases(seg_run.parent / "hecktor", 1))
+    fold = next(k for k, (_, val) in enumerate(load_folds(seg_run / "folds.json", case_ids=ids))
+                if ids.index(patient_id) in val)
+    network, _ = network_from_checkpoint(seg_run / f"fold_{fold}" / "checkpoint_last.pt")
+    return Segmenter([network], RegionPlan.load(seg_run / "plan.json"), device="cpu"), fold
+
+
+def test_biomarker_mode_trains_on_out_of_fold_masks_and_nests_the_task1_bundle(task1_run, tmp_path, capsys):
+    from hecktor.prognosis import SEGMENTATION_FOLDER
+    from hecktor.training.prognosis import validation_mask_path, write_validation_masks
+
+    cohort_dir, seg_run = task1_run
+    out = tmp_path / "bio"
+    assert main(["--data", str(cohort_dir), "--segmentation", str(seg_run), "--folds", "3", "--out", str(out),
+                 "--survival", '{"kind": "coxph", "alpha": 10.0, "standardize": false}', "--no-progress",
+                 "--device", "cpu"]) == 0  # no --mode: the default, biomarkers
+    printed = capsys.readouterr().out
+    assert "biomarkers: 18 patients" in printed and "segmenting 6 validation patient(s)" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "biomarkers" and len(metrics["cindex_folds"]) == 3
+    assert all(math.isfinite(c) for c in metrics["cindex_folds"])
+    # Every patient's out-of-fold mask, and each is the Segmenter.predict output of the fold that held it out.
+    masks = write_validation_masks(seg_run, progress=False)
+    assert len(masks) == 18 and all(path.is_file() for path in masks.values())
+    cases = {c.patient_id: c for c in list_training_cases(cohort_dir, 2)}
+    pid = sorted(masks)[3]
+    segmenter, k = _fold_segmenter(seg_run, pid)
+    ct, pet, _ = cases[pid].read()
+    assert masks[pid] == validation_mask_path(seg_run, k, pid)
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(masks[pid])))
+    assert np.array_equal(written, sitk.GetArrayFromImage(segmenter.predict(ct, pet, tta=False)))
+    # The exported bundle nests the Task 1 bundle of all 3 folds, and predicts.
+    predictor = export_bundle(out, tmp_path / "bundle")
+    assert predictor.mode == "biomarkers" and len(predictor.segmenter.networks) == 3
+    assert (tmp_path / "bundle" / SEGMENTATION_FOLDER / "fold_2.pt").is_file()
+    assert math.isfinite(predictor.predict(ct, pet, ehr_from_row(next(r for r in load_csv_cohort(
+        cohort_dir / "Task 2" / "HECKTOR_2025_Training_Task_2.csv").rows if r["PatientID"] == pid))))
+    assert main(["--mode", "biomarkers", "--data", str(cohort_dir), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2
+    assert "needs --segmentation" in capsys.readouterr().err
+    assert main(["--mode", "clinical", "--data", str(cohort_dir), "--segmentation", str(seg_run),
+                 "--out", str(tmp_path / "y"), "--no-progress"]) == 2
+    assert "for the biomarker modes" in capsys.readouterr().err
+
+
+def test_fusion_biomarkers_oof_risk_is_what_the_bundle_predicts_with_the_same_mask(task1_run, tmp_path):
+    """fusion+biomarkers through the library: a tiny network on the tumour cubes (mask channel) of the out-of-fold
+    masks. With the Task 1 fold that made a patient's mask as its segmenter, the exported bundle's fold reproduces
+    that patient's out-of-fold risk: training and inference measure the same biomarkers and cubes."""
+    from hecktor.biomarkers import TumourCrop
+    from hecktor.training.prognosis import add_segmentation_features, export_segmentation_bundle, \
+        write_validation_masks
+
+    cohort_dir, seg_run = task1_run
+    cohort = load_hecktor_cohort(cohort_dir, PLAN, with_images=False, progress=False)
+    add_segmentation_features(cohort, cohort_dir, write_validation_masks(seg_run, progress=False),
+                              crop=TumourCrop(128.0, PLAN.input_shape_zyx), progress=False)
+    assert cohort.crops.shape == (18, 3, 32, 32, 32) and len(cohort.biomarkers) == 18
+    config = TrainingConfig(mode="fusion+biomarkers", n_folds=3, seed=0, epochs=2, learning_rate=3e-3,
+                            early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu",
+                            survival={"kind": "coxph", "alpha": 10.0},
+                            segmentation_bundle=str(export_segmentation_bundle(seg_run, tmp_path / "run")))
+    result = cross_validate(cohort, config, tmp_path / "run", progress=False)
+    predictor = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    assert predictor.mode == "fusion+biomarkers" and predictor.folds[0].network.config["image_channels"] == 3
+    cases = {c.patient_id: c for c in list_training_cases(cohort_dir, 2)}
+    fold = result.folds[1]
+    for position in (0, 1):
+        i = fold.val_idx[position]
+        pid = cohort.patient_ids[i]
+        predictor._segmenter, _ = _fold_segmenter(seg_run, pid)
+        ct, pet, _ = cases[pid].read()
+        risk = predictor.predict(ct, pet, ehr_from_row(cohort.rows[i]), folds=[1])
+        assert risk == pytest.approx(fold.oof_risk[position], abs=1e-4)
+        assert predictor.last_biomarkers.values == pytest.approx(cohort.biomarkers[i], rel=1e-6, abs=1e-9)

@@ -2,6 +2,10 @@
 
 Examples::
 
+    python training/train_segmentation.py --data /data/hecktor2025 --out runs/seg --fold all   # Task 1 CV first
+    python training/train_prognosis.py --mode biomarkers --segmentation runs/seg --data /data/hecktor2025 --out runs/bio
+    python training/train_prognosis.py --mode fusion+biomarkers --segmentation runs/seg --data /data/hecktor2025 \
+        --out runs/fusbio
     python training/train_prognosis.py --mode fusion   --folds 5 --data /data/hecktor2025 --out runs/fusion
     python training/train_prognosis.py --mode imaging  --folds 5 --data /data/hecktor2025 --out runs/imaging
     python training/train_prognosis.py --mode clinical --folds 5 --csv  table.csv          --out runs/clinical
@@ -12,6 +16,10 @@ Prints the per-fold and mean out-of-fold C-index and writes ``RUN_DIR/metrics.js
 training logs and the fold ensemble in ``RUN_DIR/model`` (export it with ``export_prognosis.py``). Settings not
 given take the defaults of ``hecktor.training.prognosis.TrainingConfig`` (shown below). Exit status 2 with one
 ``error:`` line for a wrong input or option.
+
+The biomarker modes (``biomarkers``, the default, and ``fusion+biomarkers``) need ``--segmentation``: a Task 1
+cross-validation run whose out-of-fold masks give the training patients' biomarkers (written into
+``RUN_DIR/fold_k/validation/`` of that run where absent) and whose folds are nested in the Task 2 bundle.
 """
 
 from __future__ import annotations
@@ -24,18 +32,22 @@ from typing import Sequence
 import torch
 
 from hecktor.errors import InputError
-from hecktor.networks.fused import MODES
+from hecktor.biomarkers import BIOMARKER_NAMES
 from hecktor.plan import BoxPlan
+from hecktor.prognosis import PREDICTOR_MODES
 from hecktor.survival import ENSEMBLE_RULES
 from hecktor.survival_models import SURVIVAL_MODELS
 from hecktor.training import cli
-from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, TrainingConfig, train
+from hecktor.training.prognosis import DEFAULT_CACHE, DEFAULT_MODE, NETWORK_PRESETS, TrainingConfig, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", choices=MODES, required=True,
-                        help="fusion (PET/CT + clinical), imaging (PET/CT only) or clinical (record only, no network)")
+    parser.add_argument("--mode", choices=PREDICTOR_MODES, default=DEFAULT_MODE,
+                        help="biomarkers (record + PET biomarkers of the Task 1 segmentation; the best out-of-fold "
+                             "C-index on the synthetic benchmark), fusion+biomarkers (the same + a network on a "
+                             "tumour-centred crop with the mask), fusion (PET/CT box + record), imaging (PET/CT box "
+                             "only) or clinical (record only, no network)")
     cli.add_data_arguments(parser, "HECKTOR folder holding 'Task 2/' (images and its CSV)",
                            data_default="none; give --data or --csv")
     parser.add_argument("--csv", type=Path, help="clinical mode only, instead of --data: a CSV with the HECKTOR 2025 "
@@ -70,8 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--cache-dir", "--cache", type=Path, default=DEFAULT_CACHE,
                       help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
     task.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    seg = parser.add_argument_group("biomarker modes")
+    seg.add_argument("--segmentation", type=Path, metavar="TASK1_RUN",
+                     help="Task 1 cross-validation run (train_segmentation.py --fold all): out-of-fold masks for "
+                          "training, its folds nested in the bundle (required by the biomarker modes)")
+    seg.add_argument("--biomarkers", type=cli.comma_list, default=argparse.SUPPRESS,
+                     help=f"comma-separated biomarkers (default: all: {', '.join(BIOMARKER_NAMES)})")
+    seg.add_argument("--segmentation-budget-share", type=float, default=argparse.SUPPRESS,
+                     help="share of the Task 2 time budget left that the nested segmentation may use")
+    seg.add_argument("--segmentation-tta", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                     help="mirror TTA of the nested segmentation at test time (the training masks are without)")
+    seg.add_argument("--crop-mm", type=float, default=argparse.SUPPRESS,
+                     help="fusion+biomarkers: edge of the tumour-centred cube (mm)")
     defaults = cli.config_defaults(TrainingConfig)
     defaults.pop("numeric_features")  # its help says what the default is
+    defaults.pop("biomarkers")
+    defaults.pop("mode")  # the command's default (DEFAULT_MODE) is shown by argparse
     cli.show_defaults(parser, defaults)
     return parser
 
@@ -97,7 +123,8 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     train(config, args.run_dir, data=getattr(args, "data_root", None), csv=args.csv,
           plan=BoxPlan.load(args.plan) if args.plan is not None else None, cache_dir=args.cache_dir,
-          split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True))
+          split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True),
+          segmentation=args.segmentation)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,15 @@ Per fold ``k`` of a split stratified by event and centre (:func:`hecktor.folds.m
 The ensemble weights come from the per-fold OOF C-indices (:func:`hecktor.survival.ensemble_weights`). The result is
 a :class:`~hecktor.prognosis.RiskPredictor`, the same class the container loads from the exported bundle.
 
+**Biomarker modes** (``biomarkers``, ``fusion+biomarkers``; :mod:`hecktor.biomarkers`). The survival model also sees
+PET biomarkers of a Task 1 segmentation, and in ``fusion+biomarkers`` the network sees a cube centred on the
+segmented tumour with the mask as a third channel. The training patients' masks are the **out-of-fold predictions
+of a Task 1 cross-validation** (fold *k*'s network segments fold *k*'s validation patients, through
+:meth:`Segmenter.predict <hecktor.segment.Segmenter.predict>`), never the ground truth: at test time there is only a
+predicted mask, and the survival model must learn from masks of that quality. Per fold the
+:class:`~hecktor.biomarkers.BiomarkerScaler` is fitted on the fold's training patients. The Task 1 bundle of all the
+cross-validation's folds is nested in the Task 2 bundle and segments the test cases.
+
 Images are preprocessed once per case with :func:`hecktor.preprocessing.preprocess_box` (the container's exact
 path) and kept in the trainers' preprocessing cache (:mod:`hecktor.training.cache`) under a folder keyed by the
 plan's digest, so changing any preprocessing number invalidates the cache and re-running a mode or a seed costs no
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,24 +49,40 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers, tumour_crop_input
 from hecktor.clinical import DEFAULT_FEATURES, DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.errors import InputError
 from hecktor.folds import load_folds, make_folds, save_folds, select_folds
-from hecktor.io import TrainingCase, list_training_cases, read_clinical_csv, read_training_table, write_text_atomic
+from hecktor.io import (
+    TrainingCase,
+    list_training_cases,
+    read_clinical_csv,
+    read_image,
+    read_training_table,
+    write_mask,
+    write_text_atomic,
+)
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskPredictor, SegmentationSettings, \
+    network_mode
 from hecktor.segment import resolve_device
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.training.cache import PreprocessingCache
 from hecktor.training.run_log import RunLog
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_CACHE = Path(os.environ.get("HECKTOR_CACHE", Path.home() / ".cache" / "hecktor"))
 NETWORK_PRESETS: dict[str, dict[str, Any]] = {"resnet18": dict(RESNET18_BACKBONE), "tiny": dict(TINY_BACKBONE)}
 
+
+DEFAULT_MODE = "biomarkers"
+"""The mode ``train_prognosis.py`` trains when none is given: the best out-of-fold C-index of the Task 2 benchmark
+(README, Task 2 table). :class:`TrainingConfig` itself keeps ``fusion``, which needs no Task 1 run."""
 
 DEFAULT_SURVIVAL: dict[str, dict[str, Any]] = {
     # A strong ridge on standardised features: 128 fused features against a few dozen events per fold. On synthetic
@@ -68,6 +94,12 @@ DEFAULT_SURVIVAL: dict[str, dict[str, Any]] = {
     # penalises it and a handful of patients drive the fit. On HN1, 5-fold CV over fold seeds 0-4 (and 0-39):
     # 0.554 (0.561) standardised, 0.599 (0.599) kept (benchmarks/hn1_clinical_study.py).
     "clinical": {"kind": "coxph", "alpha": 100.0, "standardize": False},
+    # The encoded record as in clinical mode, then the biomarkers, already z-scored by the fold's BiomarkerScaler
+    # (so "standardize": False leaves both scales alone). About 28 features against ~100 events per fold: the ridge
+    # penalty is chosen per fold by an inner 3-fold cross-validation on the fold's training patients.
+    "biomarkers": {"kind": "coxph", "alpha": "cv", "standardize": False},
+    # 128 fused features as in fusion mode, then the biomarkers.
+    "fusion+biomarkers": {"kind": "coxph", "alpha": 100.0},
 }
 """The per-fold survival model of each mode when none is given."""
 
@@ -78,7 +110,8 @@ class TrainingConfig:
     """Everything that decides a cross-validation run (written to ``RUN_DIR/config.json``).
 
     Args:
-        mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
+        mode: ``"fusion"``, ``"imaging"``, ``"clinical"``, ``"biomarkers"`` or ``"fusion+biomarkers"``
+            (:data:`hecktor.prognosis.PREDICTOR_MODES`).
         n_folds: cross-validation folds of the split (CLI ``--folds``).
         folds: fold indices to train (``None``: all ``n_folds``; CLI ``--fold``). The ensemble holds the trained folds.
         seed: seeds the fold split, the network initialisation, batches and augmentation.
@@ -104,6 +137,15 @@ class TrainingConfig:
         workers: processes preprocessing the cohort's images into the cache (0: this process). Training itself
             needs no data-loader workers: the cohort's network inputs are held in memory.
         progress: tqdm progress bars.
+        biomarkers: biomarker modes: the biomarkers used (default all of
+            :data:`hecktor.biomarkers.BIOMARKER_NAMES`).
+        segmentation_bundle: biomarker modes: the Task 1 bundle nested in the exported bundle (``train`` exports it
+            from the Task 1 cross-validation run).
+        segmentation_budget_share: biomarker modes: share of the Task 2 time budget the segmentation may use.
+        segmentation_tta: biomarker modes: mirror test-time augmentation of the nested segmentation. Off by default:
+            the training masks are predicted without it, and the same at test time keeps the biomarkers'
+            distribution (and the CPU time) as in training.
+        crop_mm: ``fusion+biomarkers``: edge of the cube centred on the tumour (sampled at the plan's input shape).
     """
 
     mode: str = "fusion"
@@ -127,10 +169,15 @@ class TrainingConfig:
     feature_batch_size: int = 8
     workers: int = 0
     progress: bool = True
+    biomarkers: list[str] | None = None
+    segmentation_bundle: str | None = None
+    segmentation_budget_share: float = 0.7
+    segmentation_tta: bool = False
+    crop_mm: float = 128.0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode not in PREDICTOR_MODES:
+            raise InputError(f"mode must be one of {PREDICTOR_MODES}, got {self.mode!r}")
         if self.n_folds < 2:
             raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
         if self.folds is not None:
@@ -153,6 +200,16 @@ class TrainingConfig:
             build_survival_model(self.survival)  # fail now, not after an hour of training, on a bad survival config
         except ValueError as error:  # an unknown kind or parameter
             raise InputError(f"survival model config {self.survival}: {error}") from None
+        if self.biomarkers is not None:
+            self.biomarkers = list(self.biomarkers)
+            unknown = sorted(set(self.biomarkers) - set(BIOMARKER_NAMES))
+            if unknown or not self.biomarkers:
+                raise InputError(f"unknown biomarker(s) {unknown or '(none given)'}; choose among "
+                                 f"{', '.join(BIOMARKER_NAMES)}")
+        try:
+            self.segmentation_settings()
+        except ValueError as error:
+            raise InputError(str(error)) from None
 
     @property
     def fold_list(self) -> list[int]:
@@ -163,6 +220,23 @@ class TrainingConfig:
 
     def new_encoder(self) -> ClinicalEncoder:
         return ClinicalEncoder(features=self.clinical_features, numeric=self.numeric_features or ())
+
+    @property
+    def uses_biomarkers(self) -> bool:
+        return self.mode in BIOMARKER_MODES
+
+    def new_scaler(self) -> BiomarkerScaler:
+        """An unfitted biomarker scaling of the configured biomarkers (log of the heavy-tailed ones kept)."""
+        names = tuple(self.biomarkers or BIOMARKER_NAMES)
+        return BiomarkerScaler(names, tuple(n for n in BiomarkerScaler().log_names if n in names))
+
+    def tumour_crop(self, plan: BoxPlan) -> TumourCrop | None:
+        """The tumour-centred cube of ``fusion+biomarkers`` (the plan's input shape), else ``None``."""
+        return TumourCrop(self.crop_mm, plan.input_shape_zyx) if self.mode == "fusion+biomarkers" else None
+
+    def segmentation_settings(self, plan: BoxPlan | None = None) -> SegmentationSettings:
+        return SegmentationSettings(self.segmentation_budget_share, self.segmentation_tta,
+                                    self.tumour_crop(plan or BoxPlan()))
 
 
 # ---------------------------------------------------------------------------------------------------------- cohorts
@@ -179,6 +253,9 @@ class Cohort:
         images: ``(n, 2, z, y, x)`` float32 network inputs, or ``None`` (clinical mode).
         plan: the plan that made ``images``.
         source: where the data came from (for the run record).
+        biomarkers: per patient, the biomarkers of its (out-of-fold) segmentation (biomarker modes;
+            :func:`add_segmentation_features`).
+        crops: ``(n, 3, z, y, x)`` float32 tumour-centred cubes with the mask channel (``fusion+biomarkers``).
     """
 
     patient_ids: list[str]
@@ -189,6 +266,8 @@ class Cohort:
     images: np.ndarray | None = None
     plan: BoxPlan | None = None
     source: str = ""
+    biomarkers: list[dict[str, float]] | None = None
+    crops: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -274,6 +353,130 @@ def load_hecktor_cohort(
     return cohort
 
 
+# ---------------------------------------------------------------------------------------- Task 1 masks, biomarkers
+VALIDATION_FOLDER = "validation"
+"""``RUN_DIR/fold_k/validation/<PID>.nii.gz``: fold k's prediction of its validation patients (out-of-fold masks)."""
+
+
+def validation_mask_path(segmentation_run: str | Path, fold: int, patient_id: str) -> Path:
+    return Path(segmentation_run) / f"fold_{fold}" / VALIDATION_FOLDER / f"{patient_id}.nii.gz"
+
+
+# INTERIM -- until the Task 1 trainer (hecktor.training.segmentation) writes RUN_DIR/fold_k/validation/<PID>.nii.gz
+# through Segmenter after each fold (another change in progress), this function writes them with the same call:
+# Segmenter([fold k's network], plan).predict(ct, pet, tta=False). The lead reconciles the two; the file layout is
+# the same, so masks written by either are used by the other.
+def write_validation_masks(
+    segmentation_run: str | Path,
+    *,
+    checkpoint: str = "last",
+    device: str = "cpu",
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Out-of-fold masks of a Task 1 cross-validation run: fold *k*'s network segments fold *k*'s validation
+    patients through :meth:`Segmenter.predict <hecktor.segment.Segmenter.predict>` (no TTA, the whole region, as at
+    test time) into ``RUN_DIR/fold_k/validation/<PID>.nii.gz`` (UInt8 on the CT's grid). Masks already there are
+    kept.
+
+    Args:
+        segmentation_run: a ``train_segmentation.py --out`` folder (``config.json``, ``plan.json``, ``folds.json``,
+            ``fold_k/checkpoint_<checkpoint>.pt``).
+        checkpoint: ``last`` (default: no model selection on the validation patients) or ``best``.
+
+    Returns:
+        every validation patient's mask path, by patient ID.
+
+    Raises:
+        InputError: not a finished cross-validation (a fold without its checkpoint).
+    """
+    from hecktor.folds import load_folds as load_split
+    from hecktor.plan import RegionPlan
+    from hecktor.segment import Segmenter
+    from hecktor.training.segmentation import CONFIG_JSON, FOLDS_JSON, PLAN_JSON, network_from_checkpoint
+
+    run = Path(segmentation_run)
+    for name in (CONFIG_JSON, PLAN_JSON, FOLDS_JSON):
+        if not (run / name).is_file():
+            raise InputError(f"{run} is not a Task 1 training run ({name} missing); train it with "
+                             "training/train_segmentation.py --fold all")
+    config = json.loads((run / CONFIG_JSON).read_text())
+    plan = RegionPlan.load(run / PLAN_JSON)
+    cases = {case.patient_id: case for case in list_training_cases(config["data_root"], 1)}
+    ids = sorted(cases)
+    split = load_split(run / FOLDS_JSON, case_ids=ids)
+    missing = [k for k in range(len(split)) if not (run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt").is_file()]
+    if missing:
+        raise InputError(f"{run}: fold(s) {missing} have no checkpoint_{checkpoint}.pt; out-of-fold masks need every "
+                         "fold (train_segmentation.py --fold all)")
+    masks: dict[str, Path] = {}
+    for k, (_, val_idx) in enumerate(split):
+        todo = []
+        for i in val_idx:
+            path = validation_mask_path(run, k, ids[i])
+            masks[ids[i]] = path
+            if not path.is_file():
+                todo.append(ids[i])
+        if not todo:
+            continue
+        network, _ = network_from_checkpoint(run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt")
+        segmenter = Segmenter([network], plan, fold_names=[f"fold_{k}"], device=device)
+        if echo is not None:
+            echo(f"Task 1 fold {k}: segmenting {len(todo)} validation patient(s) into {run / f'fold_{k}' / VALIDATION_FOLDER}")
+        for pid in tqdm(todo, desc=f"Task 1 fold {k} masks", unit="case", leave=False, disable=not progress):
+            ct, pet, _ = cases[pid].read()
+            write_mask(segmenter.predict(ct, pet, tta=False), validation_mask_path(run, k, pid))
+    return masks
+
+
+def segmentation_features(
+    case: TrainingCase, mask_path: str | Path | None, crop: TumourCrop | None, plan: BoxPlan
+) -> tuple[dict[str, float], np.ndarray | None, tuple[str, ...]]:
+    """One patient's biomarkers (and, with ``crop``, its tumour-centred cube) from its mask file, as
+    :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>` measures them from a predicted mask."""
+    from hecktor.prognosis import tumour_cube
+
+    ct, pet, _ = case.read()
+    mask = read_image(mask_path, "segmentation") if mask_path is not None else None
+    markers = compute_biomarkers(mask, pet)
+    cube = tumour_cube(ct, pet, mask, crop, plan) if crop is not None else None
+    return markers.values, cube, markers.warnings
+
+
+def add_segmentation_features(
+    cohort: Cohort,
+    root: str | Path,
+    masks: Mapping[str, str | Path],
+    *,
+    crop: TumourCrop | None = None,
+    progress: bool = True,
+) -> Cohort:
+    """Fill ``cohort.biomarkers`` (and, with ``crop``, ``cohort.crops``) from each patient's mask (the out-of-fold
+    Task 1 predictions of :func:`write_validation_masks`) and its Task 2 PET (and CT).
+
+    Raises:
+        InputError: a patient without a mask.
+    """
+    absent = [pid for pid in cohort.patient_ids if pid not in masks]
+    if absent:
+        raise InputError(f"no segmentation for {len(absent)} patient(s) ({', '.join(absent[:5])}); predict them "
+                         "with the Task 1 model first")
+    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
+    plan = cohort.plan or BoxPlan()
+    markers, cubes, empty = [], [], 0
+    for pid in tqdm(cohort.patient_ids, desc="biomarkers", unit="case", leave=False, disable=not progress):
+        values, cube, warnings = segmentation_features(cases[pid], masks[pid], crop, plan)
+        markers.append(values)
+        cubes.append(cube)
+        empty += bool(warnings)
+    cohort.biomarkers = markers
+    cohort.crops = np.stack(cubes).astype(np.float32) if crop is not None else None
+    if empty:
+        logger.warning("%d of %d segmentation(s) hold no primary tumour: their biomarkers take the no-tumour value",
+                       empty, len(cohort))
+    return cohort
+
+
 # ---------------------------------------------------------------------------------------------------------- results
 @dataclass
 class FoldResult:
@@ -351,6 +554,8 @@ class CrossValidationResult:
             [f.model for f in self.folds], self.weights, self.plan, self.config.mode,
             ensemble_rule=self.config.ensemble_rule, device=device,
             info=_json_safe({"metrics": self.metrics(), "config": self.config.to_dict(), "source": self.cohort.source}),
+            segmentation=self.config.segmentation_bundle if self.config.uses_biomarkers else None,
+            segmentation_settings=self.config.segmentation_settings(self.plan),
         )
 
     def save(self, run_dir: str | Path) -> Path:
@@ -472,7 +677,10 @@ def train_network(
     """
     device = data.device
     torch.manual_seed(seed)
-    network = FusedFeatureExtractor(n_clinical=n_clinical, mode=config.mode, **config.network).to(device)
+    # fusion+biomarkers trains a fusion network on the 3-channel tumour cubes (CT, PET, mask).
+    channels = {"image_channels": int(data.images.shape[1])} if data.images is not None else {}
+    network = FusedFeatureExtractor(n_clinical=n_clinical, mode=network_mode(config.mode),
+                                    **{**config.network, **channels}).to(device)
     inner, held = _split_for_early_stopping(event[train_idx], config.early_stopping_fraction, seed)
     fit_idx = train_idx[inner]
     held_idx = train_idx[held] if held is not None else None
@@ -543,15 +751,24 @@ def run_fold(
     if config.mode != "imaging":
         encoder = config.new_encoder().fit([cohort.rows[i] for i in train_idx])
         clinical = encoder.transform(cohort.rows)
+    scaler = None
+    if config.uses_biomarkers:
+        if cohort.biomarkers is None:
+            raise InputError(f"mode {config.mode!r} needs the patients' biomarkers; add them with "
+                             "add_segmentation_features")
+        scaler = config.new_scaler().fit([cohort.biomarkers[i] for i in train_idx])
     network = None
     head_cindex = None
     best_epoch = None
-    if config.mode == "clinical":
+    if network_mode(config.mode) is None:
         features = clinical.astype(np.float64)
     else:
-        if cohort.images is None:
-            raise InputError(f"mode {config.mode!r} needs images; load the cohort with with_images=True")
-        data = _Batches(cohort.images, clinical, device)
+        images = cohort.crops if config.mode == "fusion+biomarkers" else cohort.images
+        if images is None:
+            what = "tumour cubes (add_segmentation_features with a crop)" if config.mode == "fusion+biomarkers" \
+                else "images; load the cohort with with_images=True"
+            raise InputError(f"mode {config.mode!r} needs {what}")
+        data = _Batches(images, clinical, device)
         log = RunLog(log_dir, name="training_log") if log_dir is not None else None
         network, best_epoch = train_network(
             config, data, encoder.n_features if encoder is not None else 0, train_idx, cohort.time, cohort.event,
@@ -565,10 +782,12 @@ def run_fold(
         head_risk[everyone] = head
         head_cindex = _safe_cindex(cohort.time[val_idx], cohort.event[val_idx], head_risk[val_idx])
         network.cpu()
+    if scaler is not None:  # the fold's survival features: fused features or the record, then the biomarkers
+        features = np.concatenate([features, scaler.transform(cohort.biomarkers).astype(np.float64)], axis=1)
     survival = build_survival_model(config.survival).fit(features[train_idx], cohort.time[train_idx], cohort.event[train_idx])
     oof = survival.standardized_risk(features[val_idx])
     cindex = concordance_index(cohort.time[val_idx], cohort.event[val_idx], oof)
-    model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex)
+    model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler)
     return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
                       time.perf_counter() - started)
 
@@ -634,6 +853,7 @@ def train(
     split_file: str | Path | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    segmentation: str | Path | None = None,
 ) -> CrossValidationResult:
     """Load a cohort, cross-validate, save the run and report on the way (the ``train_prognosis.py`` call).
 
@@ -647,17 +867,37 @@ def train(
         split_file: the ``folds.json`` of an earlier run, so that modes compare on the same folds.
         overwrite: replace an earlier run in ``run_dir``.
         echo: where the progress lines go (one per fold, and a summary).
+        segmentation: biomarker modes: a Task 1 cross-validation run (``train_segmentation.py --fold all``). Its
+            out-of-fold masks (written by :func:`write_validation_masks` where absent) give the training patients'
+            biomarkers; its folds (last checkpoints) are exported to ``RUN_DIR/segmentation_bundle`` and nested in
+            the Task 2 bundle. Task 2 patients outside the Task 1 cohort are segmented by that bundle.
     """
     if (data is None) == (csv is None):
         raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
     if csv is not None and config.mode != "clinical":
         raise InputError(f"--csv gives no images; mode {config.mode!r} needs --data with a 'Task 2' folder")
+    if config.uses_biomarkers and segmentation is None:
+        raise InputError(f"mode {config.mode!r} needs --segmentation RUN_DIR, a Task 1 cross-validation run "
+                         "(training/train_segmentation.py --fold all) whose out-of-fold masks train it")
+    if segmentation is not None and not config.uses_biomarkers:
+        raise InputError(f"--segmentation is for the biomarker modes ({', '.join(BIOMARKER_MODES)}), not "
+                         f"{config.mode!r}")
     prepare_run_dir(run_dir, overwrite)  # before hours of preprocessing, not after
     if csv is not None:
         cohort = load_csv_cohort(csv)
     else:
-        cohort = load_hecktor_cohort(data, plan or BoxPlan(), with_images=config.mode != "clinical",
+        cohort = load_hecktor_cohort(data, plan or BoxPlan(), with_images=config.mode in ("fusion", "imaging"),
                                      cache_dir=cache_dir, progress=config.progress, workers=config.workers)
+    if config.uses_biomarkers:
+        masks = dict(write_validation_masks(segmentation, device=config.device, progress=config.progress, echo=echo))
+        config.segmentation_bundle = str(export_segmentation_bundle(segmentation, run_dir))
+        outside = [pid for pid in cohort.patient_ids if pid not in masks]
+        if outside:
+            echo(f"{len(outside)} Task 2 patient(s) are not in the Task 1 cohort: segmented by all Task 1 folds")
+            masks.update(segment_cases(config.segmentation_bundle, data, outside, Path(run_dir) / "masks",
+                                       device=config.device, progress=config.progress))
+        add_segmentation_features(cohort, data, masks, crop=config.tumour_crop(cohort.plan or BoxPlan()),
+                                  progress=config.progress)
     split = load_folds(split_file, cohort.patient_ids) if split_file is not None else None
     chosen = "" if config.folds is None else f", training fold(s) {', '.join(map(str, config.folds))}"
     echo(f"{config.mode}: {len(cohort)} patients, {cohort.n_events} relapses, {config.n_folds} folds{chosen} "
@@ -678,6 +918,34 @@ def train(
     return result
 
 
+SEGMENTATION_BUNDLE = "segmentation_bundle"
+"""``RUN_DIR/segmentation_bundle``: the Task 1 bundle a biomarker-mode run nests in its Task 2 bundle."""
+
+
+def export_segmentation_bundle(segmentation_run: str | Path, run_dir: str | Path) -> Path:
+    """The Task 1 bundle of every fold of ``segmentation_run`` (last checkpoints, as the out-of-fold masks) in
+    ``RUN_DIR/segmentation_bundle``."""
+    from hecktor.training.segmentation import export_bundle as export_task1
+
+    out, _ = export_task1(segmentation_run, Path(run_dir) / SEGMENTATION_BUNDLE, checkpoint="last")
+    return out
+
+
+def segment_cases(bundle: str | Path, root: str | Path, patient_ids: Sequence[str], out_dir: str | Path, *,
+                  device: str = "auto", progress: bool = True) -> dict[str, Path]:
+    """Masks of Task 2 patients that no Task 1 fold trained on, by the Task 1 bundle (every fold, no TTA), into
+    ``out_dir/<PID>.nii.gz``."""
+    from hecktor.segment import Segmenter
+
+    segmenter = Segmenter.from_bundle(bundle, device=device)
+    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
+    masks = {}
+    for pid in tqdm(patient_ids, desc="Task 1 masks", unit="case", leave=False, disable=not progress):
+        ct, pet, _ = cases[pid].read()
+        masks[pid] = write_mask(segmenter.predict(ct, pet, tta=False), Path(out_dir) / f"{pid}.nii.gz")
+    return masks
+
+
 def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) a folder that already holds a run."""
     run_dir = Path(run_dir)
@@ -686,6 +954,8 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise InputError(f"{run_dir} already holds a training run; choose another --out or pass --overwrite")
+    # What a biomarker-mode run wrote before its folds goes too.
+    earlier += [p for p in (run_dir / SEGMENTATION_BUNDLE, run_dir / "masks") if p.exists()]
     for path in earlier:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
