@@ -6,7 +6,8 @@ Example::
     python training/export_prognosis.py runs/fusion --out /tmp/bundle
 
 The run's fold ensemble (``RUN_DIR/model``) is verified (manifest, SHA-256, plan digest), loaded in full (networks,
-encoders, Cox models) and written again as a fresh bundle, which is then loaded back as the container would load it.
+encoders, biomarker scalings, Cox models and, in the biomarker modes, the nested Task 1 bundle in ``segmentation/``)
+and written again as a fresh bundle, which is then loaded back as the container would load it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ def run(args: argparse.Namespace) -> None:
     predictor = export_bundle(args.run_dir, args.out)
     metrics = predictor.info.get("metrics", {})
     weights = ", ".join(f"{w:.3f}" for w in predictor.weights)
+    nested = ""
+    if predictor.uses_biomarkers:
+        nested = f", with the Task 1 model ({len(predictor.segmenter.networks)} folds) in segmentation/"
     print(f"exported {predictor.mode} ensemble of {len(predictor.folds)} folds (weights {weights}; out-of-fold "
-          f"C-index {metrics.get('cindex_mean', float('nan')):.3f}) to {args.out}")
+          f"C-index {metrics.get('cindex_mean', float('nan')):.3f}{nested}) to {args.out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

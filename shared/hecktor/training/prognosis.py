@@ -369,6 +369,7 @@ def validation_mask_path(segmentation_run: str | Path, fold: int, patient_id: st
 def write_validation_masks(
     segmentation_run: str | Path,
     *,
+    folds: Sequence[int] | None = None,
     checkpoint: str = "last",
     device: str = "cpu",
     progress: bool = True,
@@ -382,10 +383,11 @@ def write_validation_masks(
     Args:
         segmentation_run: a ``train_segmentation.py --out`` folder (``config.json``, ``plan.json``, ``folds.json``,
             ``fold_k/checkpoint_<checkpoint>.pt``).
+        folds: the folds whose validation patients to segment (default all; e.g. one per process).
         checkpoint: ``last`` (default: no model selection on the validation patients) or ``best``.
 
     Returns:
-        every validation patient's mask path, by patient ID.
+        the mask path of every validation patient of ``folds``, by patient ID.
 
     Raises:
         InputError: not a finished cross-validation (a fold without its checkpoint).
@@ -411,6 +413,8 @@ def write_validation_masks(
                          "fold (train_segmentation.py --fold all)")
     masks: dict[str, Path] = {}
     for k, (_, val_idx) in enumerate(split):
+        if folds is not None and k not in folds:
+            continue
         todo = []
         for i in val_idx:
             path = validation_mask_path(run, k, ids[i])
@@ -422,7 +426,8 @@ def write_validation_masks(
         network, _ = network_from_checkpoint(run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt")
         segmenter = Segmenter([network], plan, fold_names=[f"fold_{k}"], device=device)
         if echo is not None:
-            echo(f"Task 1 fold {k}: segmenting {len(todo)} validation patient(s) into {run / f'fold_{k}' / VALIDATION_FOLDER}")
+            echo(f"Task 1 fold {k}: segmenting {len(todo)} validation patient(s) into "
+                 f"{run / f'fold_{k}' / VALIDATION_FOLDER}")
         for pid in tqdm(todo, desc=f"Task 1 fold {k} masks", unit="case", leave=False, disable=not progress):
             ct, pet, _ = cases[pid].read()
             write_mask(segmenter.predict(ct, pet, tta=False), validation_mask_path(run, k, pid))
@@ -818,6 +823,9 @@ def cross_validate(
     """
     started = time.perf_counter()
     progress = config.progress if progress is None else progress
+    if run_dir is not None and config.uses_biomarkers and config.segmentation_bundle is None:
+        raise InputError(f"mode {config.mode!r} saves its Task 1 model with the run: set segmentation_bundle (train() "
+                         "exports it from the Task 1 cross-validation)")
     if run_dir is not None:
         prepare_run_dir(Path(run_dir), overwrite)
     if split is None:
