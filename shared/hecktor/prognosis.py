@@ -574,11 +574,12 @@ class RiskPredictor:
                    segmentation_settings=settings)
 
 
-def tumour_cube(ct: sitk.Image, pet: sitk.Image, mask: sitk.Image | None, crop: TumourCrop, plan: BoxPlan) -> np.ndarray:
+def tumour_cube(ct: sitk.Image, pet: sitk.Image, mask: sitk.Image | None, crop: TumourCrop,
+                plan: BoxPlan) -> np.ndarray:
     """The ``fusion+biomarkers`` network input of a case, (3, z, y, x): :func:`~hecktor.biomarkers.tumour_crop_input`
     around the segmented tumour, or, when the mask holds no tumour, around the centre of the plan's box (localised as
-    :func:`~hecktor.preprocessing.preprocess_box` does). Training (on out-of-fold masks) and :meth:`RiskPredictor.predict`
-    both call it. NaN voxels are repaired as preprocessing repairs them."""
+    :func:`~hecktor.preprocessing.preprocess_box` does). Training (on out-of-fold masks) and
+    :meth:`RiskPredictor.predict` both call it. NaN voxels are repaired as preprocessing repairs them."""
     ct, pet, _ = check_case(ct, pet, plan)
     fallback = None
     if tumour_centre(mask) is None:
