@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -46,24 +47,66 @@ def test_missing_ehr_is_a_warning_not_an_error(tmp_path):
     assert io.read_case(folder, with_ehr=False).warnings == []
 
 
-@pytest.mark.parametrize(
-    "breakage, message",
-    [
-        (lambda f: [p.unlink() for p in (f / "images" / "ct").iterdir()], r"no image .* in .*images/ct"),
-        (lambda f: __import__("shutil").rmtree(f / "images" / "pet"), r"input folder not found: .*images/pet"),
-        (lambda f: (f / "images" / "ct" / "second.nii.gz").write_bytes(
-            next((f / "images" / "ct").iterdir()).read_bytes()), r"exactly one image in .*ct, found 2"),
-        (lambda f: [p.write_bytes(b"not an image") for p in (f / "images" / "pet").iterdir()], r"cannot read PET"),
-        (lambda f: (f / "ehr.json").write_text("{Age: 5"), r"ehr.json is not valid JSON"),
-        (lambda f: (f / "ehr.json").write_text("[1, 2]"), r"must hold a JSON object, got list"),
-    ],
-)
-def test_bad_input_folders_give_one_line_errors(tmp_path, breakage, message):
+BREAKAGES = [
+    ("CT", lambda f: [p.unlink() for p in (f / "images" / "ct").iterdir()], r"no image .* in .*images/ct"),
+    ("PET", lambda f: __import__("shutil").rmtree(f / "images" / "pet"), r"input folder not found: .*images/pet"),
+    ("CT", lambda f: (f / "images" / "ct" / "second.nii.gz").write_bytes(
+        next((f / "images" / "ct").iterdir()).read_bytes()), r"exactly one image in .*ct, found 2"),
+    ("PET", lambda f: [p.write_bytes(b"not an image") for p in (f / "images" / "pet").iterdir()], r"cannot read PET"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("{Age: 5"), r"ehr.json is not valid JSON"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("[1, 2]"), r"must hold a JSON object, got list"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("null"), r"must hold a JSON object, got null"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("[" * 100000 + "]" * 100000), r"nested too deeply"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text('{"Age": ' + "7" * 5000 + "}"), r"is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("dropped, breakage, message", BREAKAGES)
+def test_bad_input_folders_give_one_line_errors_when_strict(tmp_path, dropped, breakage, message):
     folder, _, _ = _gc_folder(tmp_path)
     breakage(folder)
     with pytest.raises(InputError, match=message) as error:
-        io.read_case(folder)
+        io.read_case(folder, strict=True)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("dropped, breakage, message", BREAKAGES)
+def test_by_default_an_unusable_input_is_dropped_with_one_warning(tmp_path, dropped, breakage, message):
+    folder, ct, pet = _gc_folder(tmp_path)
+    breakage(folder)
+    case = io.read_case(folder)
+    assert not case.strict
+    assert [k for k in ("CT", "PET", "ehr.json") if getattr(case, {"ehr.json": "ehr"}.get(k, k.lower())) is None] \
+        == [dropped]
+    assert list(case.problems) == [dropped] and re.search(message, case.problems[dropped])
+    (line,) = [w for w in case.warnings if dropped in w]
+    assert line.startswith(f"{dropped} unusable (") and line.endswith(io.REMEDIES[dropped])
+    assert "\n" not in line
+
+
+def test_pets_that_cannot_be_used_are_dropped_and_named(tmp_path):
+    folder, ct, pet = _gc_folder(tmp_path)
+    (pet_path,) = (folder / "images" / "pet").iterdir()
+    zero = pet * 0
+    constant = zero + 2.5
+    all_nan = sitk.GetImageFromArray(np.full(sitk.GetArrayViewFromImage(pet).shape, np.nan, np.float32))
+    all_nan.CopyInformation(pet)
+    far = sitk.Image(pet)
+    far.SetOrigin((0.0, 0.0, 5000.0))
+    for image, message in ((zero, "PET is empty: every voxel equals 0"), (constant, "every voxel equals 2.5"),
+                           (all_nan, "PET holds no finite voxel"), (far, "PET and CT do not overlap")):
+        sitk.WriteImage(image, str(pet_path))
+        case = io.read_case(folder)
+        assert case.pet is None and case.ct is not None and message in case.problems["PET"]
+        with pytest.raises(InputError, match=message):
+            io.read_case(folder, strict=True)
+    # an all-NaN CT: dropped too (a predictor that needs it raises the problem)
+    sitk.WriteImage(pet, str(pet_path))
+    (ct_path,) = (folder / "images" / "ct").iterdir()
+    nan_ct = sitk.Cast(ct, sitk.sitkFloat32) * float("nan")
+    sitk.WriteImage(nan_ct, str(ct_path))
+    case = io.read_case(folder)
+    assert case.ct is None and case.pet is not None and "CT holds no finite voxel" in case.problems["CT"]
 
 
 def test_2d_and_flat_images_are_refused(tmp_path):
