@@ -191,3 +191,113 @@ def test_bad_training_tables(tmp_path):
         io.list_training_cases(root, 1)
     with pytest.raises(InputError, match="HECKTOR folder not found"):
         io.list_training_cases(tmp_path / "nowhere", 1)
+
+
+# ------------------------------------------------------------------------------------------- hostile files
+
+
+def test_upper_case_suffixes_are_read_without_noise_on_stderr(tmp_path, capfd):
+    ct, pet, _, _ = head_phantom()
+    for name, image in (("ct.MHA", ct), ("pet.NII.GZ", pet), ("odd.Nii.Gz", pet)):
+        lower = tmp_path / name.lower()
+        sitk.WriteImage(image, str(lower))
+        lower.rename(tmp_path / name)
+        warnings: list[str] = []
+        read = io.read_image(tmp_path / name, "CT", warnings)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+        assert warnings == []
+    (tmp_path / "one").mkdir()
+    (tmp_path / "ct.MHA").rename(tmp_path / "one" / "X.MHA")
+    assert io.find_single_image(tmp_path / "one").name == "X.MHA"
+    assert capfd.readouterr().err == ""  # NIfTI prints "mixed case extension" to fd 2 when given such a name
+
+
+def test_4d_images_with_one_frame_are_read_as_3d_and_several_frames_refused(tmp_path):
+    _, pet, _, _ = head_phantom()
+    warnings: list[str] = []
+    read = io.read_image(_write(sitk.JoinSeries([pet]), tmp_path / "one.mha"), "PET", warnings)
+    assert read.GetDimension() == 3 and read.GetSize() == pet.GetSize() and read.GetOrigin() == pet.GetOrigin()
+    assert warnings == ["PET one.mha is 4-D with a single frame: read as its 3-D volume"]
+    with pytest.raises(InputError, match=r"not a 3-D volume \(size 40x40x36x2\)"):
+        io.read_image(_write(sitk.JoinSeries([pet, pet]), tmp_path / "two.mha"), "PET")
+
+
+def test_a_tiff_is_read_with_a_warning_that_its_geometry_is_lost(tmp_path):
+    ct, _, _, _ = head_phantom()
+    warnings: list[str] = []
+    read = io.read_image(_write(sitk.Cast(ct, sitk.sitkInt16), tmp_path / "ct.tif"), "CT", warnings)
+    assert read.GetSize() == ct.GetSize() and read.GetOrigin() != ct.GetOrigin()
+    assert len(warnings) == 1 and "TIFF file, which stores no origin or direction" in warnings[0]
+
+
+EHR = {"Age": 56, "Gender": 1, "Name": "Müller"}
+
+
+@pytest.mark.parametrize("encoding, data, note", [
+    ("utf-8", json.dumps(EHR, ensure_ascii=False).encode(), None),
+    ("utf-8-sig", json.dumps(EHR).encode("utf-8-sig"), "UTF-8 with a byte-order mark"),
+    ("utf-16", json.dumps(EHR).encode("utf-16"), "UTF-16"),
+    ("utf-16-le", json.dumps(EHR).encode("utf-16-le"), "UTF-16 (little-endian, no byte-order mark)"),
+    ("utf-16-be", json.dumps(EHR).encode("utf-16-be"), "UTF-16 (big-endian, no byte-order mark)"),
+    ("utf-32", json.dumps(EHR).encode("utf-32"), "UTF-32"),
+    ("latin-1", json.dumps(EHR, ensure_ascii=False).encode("latin-1"), "Latin-1"),
+])
+def test_ehr_in_any_unicode_encoding_or_latin1_is_decoded_with_a_warning(tmp_path, encoding, data, note):
+    (tmp_path / "ehr.json").write_bytes(data)
+    record, warnings = io.read_ehr(tmp_path / "ehr.json")
+    assert record == EHR
+    assert warnings == ([] if note is None else [f"ehr.json is {note} text, not UTF-8: decoded as such"])
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def test_outputs_are_readable_by_others_whatever_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        path = io.write_text_atomic("1.5", tmp_path / "rfs.json")
+        mask = io.write_mask(head_phantom()[2], tmp_path / "deep" / "output.mha")
+    finally:
+        os.umask(old)
+    for written in (path, mask):
+        mode = written.stat().st_mode & 0o777
+        assert mode & 0o644 == 0o644 and not mode & 0o022, oct(mode)
+    old = os.umask(0o022)
+    try:
+        assert io.write_text_atomic("2", tmp_path / "other.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_output_is_replaced_in_one_step(tmp_path):
+    target = tmp_path / "rfs.json"
+    target.write_text("stale")
+    inode = target.stat().st_ino
+    io.write_json_number(0.25, target)
+    assert target.read_text() == "0.25" and target.stat().st_ino != inode  # a rename, not a rewrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rfs.json"]
+    assert io.remove_output(target) and not target.exists() and not io.remove_output(target)
+
+
+def test_unwritable_output_locations_are_input_errors(tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match=r"cannot write .*a-file/rfs.json: .*the output folder must be a writable"):
+        io.write_json_number(1.0, a_file / "rfs.json")
+    (tmp_path / "output.mha").mkdir()  # a folder where the file goes
+    with pytest.raises(InputError, match=r"cannot write .*output.mha: Is a directory"):
+        io.write_mask(head_phantom()[2], tmp_path / "output.mha")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "output.mha"]  # no temporary left
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    with pytest.raises(InputError, match="Permission denied"):
+        io.write_text_atomic("1", tmp_path / "ro" / "x.json")
+
+
+def test_what_c_libraries_print_while_reading_is_captured_not_sent_to_stderr(capfd):
+    with io._quiet_stderr() as printed:
+        os.write(2, b"** nifti_image_read: junk\n")
+    assert printed == ["** nifti_image_read: junk"] and capfd.readouterr().err == ""

@@ -100,7 +100,8 @@ def bounded_box(low: np.ndarray, high: np.ndarray, reference: sitk.Image | None,
 def body_uptake(pet: sitk.Image, ct: sitk.Image | None = None) -> float:
     """The body's median PET uptake, in the PET's own unit (about 1 for SUV, thousands for Bq/ml); 0 if unknown.
 
-    PET and CT are sampled on a coarse (:data:`UPTAKE_SPACING_MM`) grid over their common field of view; the body is
+    PET and CT are sampled on a coarse (:data:`UPTAKE_SPACING_MM`, or coarser to keep at most 128 samples per axis)
+    grid over their common field of view; the body is
     where the CT reads above :data:`BODY_HU`. Without a CT (or without body voxels) the body is where the PET exceeds
     5 % of its 99.5th percentile. The median is scale-equivariant: the same PET in another unit gives the same value
     in that unit, and a few absurd voxels do not move it.
@@ -109,7 +110,10 @@ def body_uptake(pet: sitk.Image, ct: sitk.Image | None = None) -> float:
     box = bounded_box(low, high, ct, margin_mm=0.0)
     if box is None:
         return 0.0
-    grid = Grid.centered((box[0] + box[1]) / 2.0, box[1] - box[0], spacing_xyz=(UPTAKE_SPACING_MM,) * 3)
+    extent = box[1] - box[0]
+    # at most 128 samples per axis: a median needs no more, and a PET without a CT may be 2 m wide
+    spacing = max(UPTAKE_SPACING_MM, float(extent.max()) / 128.0)
+    grid = Grid.centered((box[0] + box[1]) / 2.0, extent, spacing_xyz=(spacing,) * 3)
     uptake = sitk.GetArrayFromImage(resample_to_grid(pet, grid, "linear", float("nan")))
     finite = np.isfinite(uptake)
     if ct is not None:
