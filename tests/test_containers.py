@@ -382,7 +382,8 @@ MATRIX = {
                                (REPAIRED, "head-and-neck localisation")),
     "pet_misregistered_250mm": (_images(pet=lambda c: _shifted_pet(c, 250.0)),
                                 (REPAIRED, "head-and-neck localisation"), (REPAIRED, "head-and-neck localisation")),
-    "pet_spacing_x100": (_images(pet=_huge_spacing), (OK, ""), (OK, "")),
+    "pet_spacing_x100": (_images(pet=_huge_spacing), (REPAIRED, "the top 250 mm of the PET lie outside the CT"),
+                         (REPAIRED, "the top 250 mm of the PET lie outside the CT")),
     "fov_smaller_than_box": (_images(ct=lambda c: _small_fov(c.ct)), (OK, ""), (OK, "")),
     "whole_body": (_images(lambda c: _whole_body()[0], lambda c: _whole_body()[1]), (OK, ""), (OK, "")),
     "no_head": (_images(lambda c: head_phantom(brain=False)[0], lambda c: head_phantom(brain=False)[1]),
@@ -444,12 +445,10 @@ def test_the_matrix_holds_at_least_fifty_hostile_inputs():
     assert len(MATRIX) - 1 >= 50
 
 
-@pytest.mark.parametrize("task", [1, 2])
-@pytest.mark.parametrize("name", list(MATRIX))
+@pytest.mark.parametrize("name, task", [(name, task) for name, entry in MATRIX.items() for task in (1, 2)
+                                        if entry[task][0] != SKIP])
 def test_bad_input_gives_a_valid_output_or_one_error_line(name, task, bundles, synthetic_case, tmp_path):
     kind, text = MATRIX[name][task]
-    if kind == SKIP:
-        pytest.skip("Task 1 does not read ehr.json")
     input_dir = _spoiled_input(name, synthetic_case, tmp_path)
     output_dir = tmp_path / "out"
     status, stdout, stderr = run(task, input_dir, output_dir, bundles[task], *(["--no-tta"] if task == 1 else []))
@@ -469,10 +468,9 @@ def test_bad_input_gives_a_valid_output_or_one_error_line(name, task, bundles, s
     elif text:
         assert text in stdout
     if name in ("valid", "whole_body", "upper_case_mha", "upper_case_nii_gz", "stray_files"):
-        assert "WARNING" not in stdout.replace(f"WARNING task2_container: {UNSEEN_TOBACCO}", ""), stdout
+        assert "WARNING" not in stdout, stdout
 
 
-UNSEEN_TOBACCO = "ehr.json: Tobacco Consumption"  # (the tiny Task 2 encoders never saw some of EHR's codes)
 # where the strict error is not the default's warning text: the TIFF CT lost its origin, so the PET it no longer
 # overlaps is what strict refuses; without either image the CT is refused first
 STRICT_ERRORS = {"ct_tiff": "PET and CT do not overlap", "ct_and_pet_missing": "no image"}
@@ -531,7 +529,10 @@ def test_silently_wrong_inputs_now_warn_and_answer_like_the_clean_case(name, bun
         assert _dice(mask, clean_mask, label) >= DICE_TOLERANCE, (label, _dice(mask, clean_mask, label))
     status, stdout, _ = run(2, input_dir, tmp_path / "out2", bundles[2])
     assert status == 0 and _warning_lines(stdout, MATRIX[name][2][1])
-    assert abs(check_risk(tmp_path / "out2") - clean_risk) <= RISK_TOLERANCE
+    difference = abs(check_risk(tmp_path / "out2") - clean_risk)
+    # The tiny ensemble's risk moves only 1.6e-3 when the PET is dropped altogether, so 0.1 alone could not fail:
+    # the answer must also be the clean one to 1e-4 (measured: 3e-6 at most).
+    assert difference <= RISK_TOLERANCE and difference <= 1e-4, difference
 
 
 @pytest.mark.parametrize("name", ["pet_overlaps_one_slice", "pet_misregistered_250mm"])
