@@ -7,7 +7,7 @@ matter.
 
 Hostile headers and units:
 
-* every intermediate grid is bounded by the CT's field of view (plus :data:`CT_MARGIN_MM`) and by
+* every intermediate grid is bounded by the CT's field of view (plus a margin: :data:`CT_MARGIN_MM`) and by
   :data:`MAX_EXTENT_MM`, so memory depends on the CT, never on a PET header (a PET whose spacing is 100x too large
   would otherwise ask for a 9 GB grid);
 * with ``plan.brain_relative_threshold`` the threshold is a fraction of the body's high uptake (its 99th
@@ -32,8 +32,9 @@ from hecktor.plan import Plan
 logger = logging.getLogger(__name__)
 
 CT_MARGIN_MM = 100.0
-"""The PET is searched at most this far outside the CT's field of view (a brain just above the CT's top still counts,
-and the grid of a PET with an absurd header stays the CT's size)."""
+"""The PET is searched at most this far, or the CT's own largest extent if larger, outside the CT's field of view: the
+grid of a PET with an absurd header stays within three times the CT's size, while an ordinary PET, even one much
+wider than the CT, is searched exactly as it always was."""
 
 MAX_EXTENT_MM = 2000.0
 """No intermediate grid is wider than this along any axis, whatever the headers say (a body is well under 1 m wide)."""
@@ -76,15 +77,18 @@ def _fallback(reference: sitk.Image, plan: Plan, why: str) -> Localization:
 
 
 def bounded_box(low: np.ndarray, high: np.ndarray, reference: sitk.Image | None,
-                margin_mm: float = CT_MARGIN_MM) -> tuple[np.ndarray, np.ndarray] | None:
-    """The physical box ``[low, high]`` cut to ``reference``'s field of view widened by ``margin_mm`` (when given)
-    and to :data:`MAX_EXTENT_MM` per axis around its centre; ``None`` when nothing is left.
+                margin_mm: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The physical box ``[low, high]`` cut to ``reference``'s field of view widened by ``margin_mm`` (default: the
+    larger of :data:`CT_MARGIN_MM` and the reference's largest extent) and to :data:`MAX_EXTENT_MM` per axis around
+    its centre; ``None`` when nothing is left.
 
     A box that needs no cutting is returned unchanged (same numbers), so ordinary cases are not affected.
     """
     low, high = np.asarray(low, dtype=float).copy(), np.asarray(high, dtype=float).copy()
     if reference is not None:
         ref_low, ref_high = Grid.from_image(reference).physical_bounds()
+        if margin_mm is None:
+            margin_mm = max(CT_MARGIN_MM, float(np.max(ref_high - ref_low)))
         low = np.maximum(low, ref_low - margin_mm)
         high = np.minimum(high, ref_high + margin_mm)
     if np.any(high <= low):
@@ -151,7 +155,7 @@ def localize_head_and_neck(pet: sitk.Image | None, plan: Plan, reference: sitk.I
     """Find the brain in ``pet`` and return its centre as the head-and-neck anchor.
 
     The top ``plan.brain_search_mm`` of the PET's field of view (+z is superior in LPS), cut to the CT's field of
-    view plus :data:`CT_MARGIN_MM`, is thresholded at ``plan.brain_relative_threshold`` times the 99th percentile of
+    view plus a margin (:func:`bounded_box`), is thresholded at ``plan.brain_relative_threshold`` times the 99th percentile of
     the body's uptake there (unit-independent), or, for plans without it, at ``plan.brain_suv_threshold`` SUV; the
     largest 26-connected component, if at least
     ``plan.brain_min_volume_ml`` and inside the CT's field of view, is the brain. Otherwise, or without a PET, the

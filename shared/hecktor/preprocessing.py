@@ -97,11 +97,11 @@ def repair_ct_offset(ct: sitk.Image) -> tuple[sitk.Image, str | None]:
     Returns:
         the CT (float32 when repaired) and the warning, if any.
     """
-    stats = sitk.MinimumMaximumImageFilter()
-    stats.Execute(ct)
-    if stats.GetMinimum() < 0:
+    array = sitk.GetArrayViewFromImage(ct)
+    minimum = float(array.min())  # numpy's min of a view: several times faster than ITK's filter on 50 M voxels
+    if minimum < 0:
         return ct, None
-    sample = _sample(sitk.GetArrayViewFromImage(ct))
+    sample = _sample(array)
     tissue = sample[(sample >= 500) & (sample <= 2000)]
     if tissue.size < max(64, 0.01 * sample.size):
         return ct, None
@@ -109,7 +109,7 @@ def repair_ct_offset(ct: sitk.Image) -> tuple[sitk.Image, str | None]:
     if not 850.0 <= level <= 1250.0:
         return ct, None
     fixed = sitk.Cast(ct, sitk.sitkFloat32) - CT_OFFSET
-    return fixed, (f"CT holds no negative value (minimum {stats.GetMinimum():g}, soft tissue at {level:.0f}): "
+    return fixed, (f"CT holds no negative value (minimum {minimum:g}, soft tissue at {level:.0f}): "
                    f"read as stored with a +{CT_OFFSET:g} offset and {CT_OFFSET:g} subtracted to give HU")
 
 
