@@ -424,7 +424,8 @@ def sanitize_ehr(raw: Mapping[str, Any], source: str = "ehr.json",
             if number is None and isinstance(value, (float, np.floating)) and math.isnan(value):
                 record[name] = None  # NaN: missing, as null
             elif number is None and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-                problem = f"{source}: {name} {_shown(value)} is outside {low:g}-{high:g} {unit}"  # too large for a float
+                # an integer too large for a float
+                problem = f"{source}: {name} {_shown(value)} is outside {low:g}-{high:g} {unit}"
             elif number is None:
                 problem = f"{source}: {name} {_shown(value)} is not a finite number of {unit}"
             elif not low <= number <= high:

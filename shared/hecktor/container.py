@@ -73,7 +73,8 @@ def build_parser(task: int | str | TaskSpec, default_resources: Path,
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--time-limit", type=float, default=spec.limit_s, help="platform limit per case (s)")
     parser.add_argument("--time-budget", type=float, default=None,
-                        help=f"seconds to plan for, start-up included (default: {DEFAULT_SAFETY * 100:.0f}%% of the limit)")
+                        help=f"seconds to plan for, start-up included (default: {DEFAULT_SAFETY * 100:.0f}%% of the "
+                             "limit)")
     parser.add_argument("--strict", action="store_true",
                         help="local validation: an input that the default drops (an unusable image, a malformed "
                              "ehr.json, an implausible clinical value) is an error (exit 2, nothing written) instead "

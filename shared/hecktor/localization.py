@@ -155,9 +155,10 @@ def localize_head_and_neck(pet: sitk.Image | None, plan: Plan, reference: sitk.I
     """Find the brain in ``pet`` and return its centre as the head-and-neck anchor.
 
     The top ``plan.brain_search_mm`` of the PET's field of view (+z is superior in LPS), cut to the CT's field of
-    view plus a margin (:func:`bounded_box`), is thresholded at ``plan.brain_relative_threshold`` times the 99th percentile of
-    the body's uptake there (unit-independent), or, for plans without it, at ``plan.brain_suv_threshold`` SUV; the
-    largest 26-connected component, if at least
+    view plus a margin (:func:`bounded_box`), is thresholded (unit-independently) at
+    ``plan.brain_relative_threshold`` times the 99th percentile of the body's uptake there, but at least
+    :data:`BRAIN_MIN_CONTRAST` times its median, or, for plans without that field, at ``plan.brain_suv_threshold``
+    SUV; the largest 26-connected component, if at least
     ``plan.brain_min_volume_ml`` and inside the CT's field of view, is the brain. Otherwise, or without a PET, the
     anchor falls back to the superior centre of ``reference``'s field of view (the CT's, if given; else the PET's)
     and ``reason`` says why.

@@ -32,7 +32,7 @@ import torch
 
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid, subgrid_covering
-from hecktor.io import no_finite_voxel_problem, overlap_problem
+from hecktor.io import is_placeholder, no_finite_voxel_problem, overlap_problem
 from hecktor.localization import Localization, body_uptake, localize_head_and_neck
 from hecktor.plan import BoxPlan, Plan, RegionPlan
 
@@ -325,6 +325,26 @@ def preprocess_box(ct: sitk.Image | None, pet: sitk.Image | None, plan: BoxPlan)
     if not isinstance(plan, BoxPlan):
         raise TypeError(f"preprocess_box needs a BoxPlan, got {type(plan).__name__}")
     return _prepare(ct, pet, plan)
+
+
+def image_level_input(ct: sitk.Image | None, pet: sitk.Image | None,
+                      plan: BoxPlan) -> tuple[np.ndarray, list[str], bool]:
+    """The network input of an image-level task (Tasks 2 and 3) whatever images a case has: :func:`preprocess_box`
+    of the usable ones, or, when a flat placeholder is given (the platform's sanity check) or neither image is
+    usable (``None``), the blank input of a box outside every field of view (:func:`blank_network_input`).
+
+    Returns:
+        the (2, z, y, x) input, the warnings, and whether the input is blank because of a placeholder.
+    """
+    if (ct is not None and is_placeholder(ct)) or (pet is not None and is_placeholder(pet)):
+        return (blank_network_input(plan.input_shape_zyx, plan),
+                ["flat placeholder input: the prediction comes from the clinical record with a blank image"], True)
+    if ct is None and pet is None:
+        return (blank_network_input(plan.input_shape_zyx, plan),
+                ["neither CT nor PET is usable: the prediction comes from the clinical record with a blank image"],
+                False)
+    region = preprocess_box(ct, pet, plan)
+    return region.image, region.warnings, False
 
 
 def probabilities_to_ct_grid(probabilities: np.ndarray | torch.Tensor, grid: Grid, ct: sitk.Image) -> sitk.Image:

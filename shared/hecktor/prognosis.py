@@ -38,10 +38,10 @@ from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudg
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import ClinicalEncoder, normalize_ehr, sanitize_ehr, unseen_values
 from hecktor.errors import BundleError, InputError
-from hecktor.io import CaseInput, is_placeholder
+from hecktor.io import CaseInput
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.preprocessing import blank_network_input, preprocess_box
+from hecktor.preprocessing import image_level_input
 from hecktor.segment import resolve_device
 from hecktor.survival import ENSEMBLE_RULES, LinearCoxModel, ensemble_risk
 
@@ -258,19 +258,8 @@ class RiskPredictor:
             report.warnings.extend(checked.warnings + unseen_values(encoders, record))
         tensor = None
         if self.uses_images:
-            if (ct is not None and is_placeholder(ct)) or (pet is not None and is_placeholder(pet)):
-                report.placeholder = True
-                report.warnings.append("flat placeholder input: the risk comes from the clinical record with a "
-                                       "blank image")
-                image = blank_network_input(self.plan.input_shape_zyx, self.plan)
-            elif ct is None and pet is None:
-                report.warnings.append("neither CT nor PET is usable: the risk comes from the clinical record with a "
-                                       "blank image")
-                image = blank_network_input(self.plan.input_shape_zyx, self.plan)
-            else:
-                region = preprocess_box(ct, pet, self.plan)
-                report.warnings.extend(region.warnings)
-                image = region.image
+            image, warnings, report.placeholder = image_level_input(ct, pet, self.plan)
+            report.warnings.extend(warnings)
             tensor = torch.as_tensor(image, dtype=torch.float32).to(self.device)[None]
         report.timings["preprocess_s"] = clock() - started
 
