@@ -49,13 +49,13 @@ from hecktor.biomarkers import Biomarkers, BiomarkerScaler, TumourCrop, compute_
     tumour_centre, tumour_crop_input
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle, write_bundle
-from hecktor.clinical import ClinicalEncoder, normalize_ehr
+from hecktor.clinical import ClinicalEncoder, normalize_ehr, sanitize_ehr, unseen_values
 from hecktor.errors import BundleError, InputError
 from hecktor.io import CaseInput, is_placeholder
 from hecktor.localization import localize_head_and_neck
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.preprocessing import blank_network_input, box_grid, check_case, preprocess_box
+from hecktor.preprocessing import blank_network_input, box_grid, check_case, image_level_input
 from hecktor.segment import Segmenter, resolve_device
 from hecktor.survival import ENSEMBLE_RULES, ensemble_risk
 from hecktor.survival_models import SurvivalModel, survival_model_from_dict
@@ -343,7 +343,8 @@ class RiskPredictor:
         return ensemble_risk(risks, self.weights)
 
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> float:
-        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call)."""
+        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call): a CT or PET that
+        reading dropped (``None``) is predicted without, a dropped ``ehr.json`` as an absent record."""
         risk = self.predict(case.ct, case.pet, case.ehr, budget=budget, **options)
         self.last_report.warnings[:0] = case.warnings
         return risk
@@ -360,12 +361,15 @@ class RiskPredictor:
         """Recurrence-free-survival risk of one case: higher means earlier relapse.
 
         Args:
-            ct: CT in HU, any grid (unused, and may be ``None``, in clinical mode).
-            pet: PET in SUV, its own grid (likewise). A flat placeholder CT or PET (the platform's sanity check)
-                gives the risk of the clinical record with a blank image (what preprocessing makes of a region
-                outside every field of view), with a warning in :attr:`last_report`.
+            ct: CT in HU, any grid, or ``None`` (its channel is then blank; unused in clinical mode).
+            pet: PET in SUV, its own grid, or ``None`` (its channel is then blank and the box is placed from the
+                CT). A flat placeholder CT or PET (the platform's sanity check), or neither image, gives the risk of
+                the clinical record with a blank image (what preprocessing makes of a region outside every field of
+                view), with a warning in :attr:`last_report`.
             ehr: the clinical record (``ehr.json``). ``None``, missing keys, nulls and unseen values all encode as
-                the fitted encoder's ``Unknown``; extra keys are ignored; a non-object is an :class:`InputError`.
+                the fitted encoder's ``Unknown``; extra keys are ignored; keys are matched whatever their case and
+                implausible values (an age outside 0-120 years) are dropped, with warnings
+                (:func:`hecktor.clinical.sanitize_ehr`); a non-object is an :class:`InputError`.
             folds: the folds allowed (default: all); they run heaviest weight first and their weights are
                 renormalised.
             budget: the case's deadline; ``None`` runs every fold.
@@ -377,6 +381,11 @@ class RiskPredictor:
         started = clock()
         # A non-object ehr.json (a list, a number) is an InputError; None (no ehr.json) means "all unknown".
         record = normalize_ehr(dict(ehr) if isinstance(ehr, Mapping) else ehr) if ehr is not None else {}
+        encoders = [fold.encoder for fold in self.folds if fold.encoder is not None]
+        if encoders:
+            checked = sanitize_ehr(record)
+            record = checked.record
+            report.warnings.extend(checked.warnings + unseen_values(encoders, record))
         mask = None
         self.last_biomarkers = self.last_segmentation_report = None
         if self.uses_biomarkers:
@@ -384,15 +393,11 @@ class RiskPredictor:
         preprocess_started = clock()
         tensor = None
         if self.uses_network:
-            if ct is None or pet is None:
-                raise ValueError(f"mode {self.mode!r} needs both CT and PET")
-            if is_placeholder(ct) or is_placeholder(pet):
-                report.placeholder = True
-                report.warnings.append("flat placeholder input: the risk comes from the clinical record with a "
-                                       "blank image")
-                image = self._blank_input()
+            if self.mode == "fusion+biomarkers":
+                image = self._cube_input(ct, pet, mask)
             else:
-                image = self._network_input(ct, pet, mask, report)
+                image, warnings, report.placeholder = image_level_input(ct, pet, self.plan)
+                report.warnings.extend(warnings)
             tensor = torch.as_tensor(image, dtype=torch.float32).to(self.device)[None]
         report.timings["preprocess_s"] = clock() - preprocess_started
 
@@ -434,13 +439,13 @@ class RiskPredictor:
                  report: PredictionReport, clock) -> tuple[Biomarkers, sitk.Image | None]:
         """Segment the case with the nested Task 1 model within its share of the budget, and measure the
         biomarkers of the predicted mask (no-tumour values, with a warning, for a placeholder or an empty mask)."""
-        if ct is None or pet is None:
-            raise ValueError(f"mode {self.mode!r} needs both CT and PET")
         started = clock()
         mask = None
-        if is_placeholder(ct) or is_placeholder(pet):
+        if (ct is not None and is_placeholder(ct)) or (pet is not None and is_placeholder(pet)):
             report.placeholder = True
             markers = no_tumour_biomarkers("flat placeholder input, nothing to segment")
+        elif ct is None or pet is None:  # the biomarkers are measured in the PET on the CT's grid: both are needed
+            markers = no_tumour_biomarkers(f"no usable {'CT' if ct is None else 'PET'}, nothing to segment")
         else:
             segmenter = self.segmenter
             mask = segmenter.predict(ct, pet, tta=self.segmentation_settings.tta,
@@ -462,14 +467,12 @@ class RiskPredictor:
         shape = self.segmentation_settings.crop.shape_zyx
         return np.concatenate([blank_network_input(shape, self.plan), np.zeros((1, *shape), dtype=np.float32)])
 
-    def _network_input(self, ct: sitk.Image, pet: sitk.Image, mask: sitk.Image | None,
-                       report: PredictionReport) -> np.ndarray:
-        """The network input of a case: the plan's box (``fusion``, ``imaging``), or the cube centred on the predicted
-        tumour with the mask channel (``fusion+biomarkers``; without a tumour, centred on the box's centre)."""
-        if self.mode != "fusion+biomarkers":
-            region = preprocess_box(ct, pet, self.plan)
-            report.warnings.extend(region.warnings)
-            return region.image
+    def _cube_input(self, ct: sitk.Image | None, pet: sitk.Image | None, mask: sitk.Image | None) -> np.ndarray:
+        """The ``fusion+biomarkers`` network input: the cube centred on the predicted tumour with the mask channel
+        (without a tumour, centred on the box's centre); blank when a placeholder or a missing image left nothing to
+        segment (:meth:`_segment` has warned)."""
+        if ct is None or pet is None or is_placeholder(ct) or is_placeholder(pet):
+            return self._blank_input()
         return tumour_cube(ct, pet, mask, self.segmentation_settings.crop, self.plan)
 
     # --------------------------------------------------------------------------------------------------- bundles
