@@ -331,6 +331,11 @@ def test_no_tumour_found_still_gives_a_finite_risk_with_a_warning(mode, labelled
     flat = sitk.Image([1, 1], sitk.sitkFloat32)
     assert math.isfinite(predictor.predict(flat, flat, EHR)) and predictor.last_report.placeholder
     assert predictor.last_biomarkers.values == no_tumour_biomarkers("test").values
+    # Nor is a case whose PET (or CT) a container dropped as unusable: no-tumour biomarkers, a warning, a risk.
+    for images in ((ct, None), (None, pet)):
+        assert math.isfinite(predictor.predict(*images, EHR))
+        assert any("nothing to segment" in line for line in predictor.last_report.warnings)
+        assert not predictor.last_biomarkers.tumour_found
 
 
 @pytest.mark.parametrize("mode", ["biomarkers", "fusion+biomarkers"])
