@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers, tumour_crop_input
+from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers
 from hecktor.clinical import DEFAULT_FEATURES, DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.errors import InputError
 from hecktor.folds import load_folds, make_folds, save_folds, select_folds
@@ -63,7 +63,7 @@ from hecktor.io import (
     write_text_atomic,
 )
 from hecktor.metrics import concordance_index
-from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor
+from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor  # noqa: F401
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskPredictor, SegmentationSettings, \
