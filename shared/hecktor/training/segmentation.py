@@ -775,7 +775,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     for fold in chosen:
         path = run_dir / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
         state = load_checkpoint(path)
-        if state.get("plan_digest") != plan.digest():
+        # The digest of a plan read back gains the fields added since it was stored (their absent values), so a run
+        # stored before them is compared by the plans themselves.
+        if state.get("plan_digest") != plan.digest() and RegionPlan.from_dict(state.get("plan", {})) != plan:
             raise InputError(f"{path} was trained with another plan than {plan_path}; retrain or fix the run")
         if network is None:
             network, network_config = state["network"], state["network_config"]
