@@ -522,8 +522,8 @@ def part_d(args: argparse.Namespace) -> list[str]:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines += ["", f"Target ≤ 60 s per case on the CPU. Load average at the end (1, 5, 15 min): {load} on "
               f"{os.cpu_count()} cores. The full-size default HecMamba (72 M parameters, 1 mm, 128³ windows) is not "
-              "run here: one 128³ window alone takes minutes on 2 CPU threads, and a 1 mm region needs 27 per pass "
-              "(README)."]
+              "run here: one 128³ window alone takes about a minute on 2 CPU threads, and a 1 mm region needs 27 per "
+              "pass (README)."]
     return lines
 
 
