@@ -50,7 +50,8 @@ from hecktor.training.hpv import (
     load_hpv_csv_cohort,
     score_held_out,
 )
-from test_containers import MATRIX, OK, check_failure, files_under
+from test_containers import (DEGRADED, ERROR, MATRIX, REPAIRED, STRICT_ERRORS, _spoiled_input, _warning_lines,
+                             check_failure, files_under)
 
 SPEC = get_task(3)
 PLAN = BoxPlan(input_shape_zyx=(24, 24, 24), brain_min_volume_ml=50.0)
@@ -274,13 +275,9 @@ def check_status(output_dir: Path) -> bool:
     return text == "true"
 
 
-def _outcome_of_a_task_reading_ehr(name: str) -> tuple[str, str]:
-    """Task 3 reads what Task 2 reads and answers through the same ensemble, so its expected outcome is Task 2's
-    column of the matrix: ``OK`` or an error text, or a ``(kind, text)`` pair."""
-    outcome = MATRIX[name][2]
-    if isinstance(outcome, str):
-        return ("ok", "") if outcome == OK else ("error", outcome)
-    return tuple(outcome)
+# Task 3 reads what Task 2 reads (CT, PET, ehr.json) and answers through the same fold ensemble, so its expected
+# outcome of each hostile input is Task 2's column of the matrix.
+TASK2 = 2
 
 
 @pytest.fixture(scope="module")
@@ -290,21 +287,29 @@ def synthetic_case():
 
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_bad_input_gives_true_or_false_or_one_error_line(name, fusion_bundle, synthetic_case, tmp_path):
-    kind, text = _outcome_of_a_task_reading_ehr(name)
-    input_dir = write_gc_input(synthetic_case.ct, synthetic_case.pet, tmp_path / "in",
-                               {k: v for k, v in EHR.items()}, seed=1)
-    MATRIX[name][0](input_dir, synthetic_case)
+    kind, text = MATRIX[name][TASK2]
+    input_dir = _spoiled_input(name, synthetic_case, tmp_path)
     output_dir = tmp_path / "out"
     status, stdout, stderr = run(input_dir, output_dir, fusion_bundle)
     assert "Traceback" not in stdout + stderr
-    if kind == "error":
+    if kind == ERROR:
         check_failure(status, stderr, output_dir, text)
         return
     assert status == 0 and stderr == "", stderr
     check_status(output_dir)
     assert "P(HPV+) " in stdout
-    if text:
-        assert text in stdout, stdout
+    if kind in (REPAIRED, DEGRADED):
+        assert len(_warning_lines(stdout, text)) == 1, stdout  # one warning line names what was done
+    elif text:
+        assert text in stdout
+
+
+@pytest.mark.parametrize("name", [n for n, entry in MATRIX.items() if entry[TASK2][0] == DEGRADED])
+def test_strict_turns_each_degraded_case_into_one_error_line(name, fusion_bundle, synthetic_case, tmp_path):
+    input_dir = _spoiled_input(name, synthetic_case, tmp_path)
+    status, stdout, stderr = run(input_dir, tmp_path / "out", fusion_bundle, "--strict")
+    assert "Traceback" not in stdout + stderr
+    check_failure(status, stderr, tmp_path / "out", STRICT_ERRORS.get(name, MATRIX[name][TASK2][1]))
 
 
 def test_container_writes_the_predictors_decision_and_drops_folds_under_the_time_guard(fusion_bundle, synthetic_case,
