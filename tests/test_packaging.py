@@ -498,12 +498,15 @@ def test_dockerfile_follows_the_platform_template(task):
     runs = [v for k, v in final if k == "RUN"]
     pin = next(i for i, r in enumerate(runs) if "/etc/hecktor-constraints.txt" in r)
     assert all("-c /etc/hecktor-constraints.txt" in r for r in runs[pin + 1:] if "pip install" in r)
-    # Every COPY source is let through by .dockerignore (the context is the repository root).
+    # Every COPY source is let through by .dockerignore (the context is the repository root; a '*' matches within
+    # one path element, as in Docker's patterns).
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
     for copy in copies:
         source = copy.split()[0]
-        assert any(source == a or source.startswith(a + "/") or a.startswith(source + "/") for a in allowed), source
+        prefixes = ["/".join(source.split("/")[:n]) for n in range(1, source.count("/") + 2)]
+        assert any(any(re.fullmatch(re.escape(a).replace(r"\*", "[^/]*"), prefix) for prefix in prefixes)
+                   or a.startswith(source + "/") for a in allowed), source
 
 
 def test_build_context_holds_no_synthetic_generator_or_training_code():
@@ -596,3 +599,21 @@ def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out():
     assert any("--no-build-isolation" in v and "mamba-ssm==" in v for k, v in builder if k == "RUN")
     task2 = (REPO / "task2_container" / "Dockerfile").read_text()
     assert "mamba" not in task2.lower()
+
+
+def test_every_task_tells_podman_smoke_how_to_make_a_tiny_bundle():
+    """scripts/podman_smoke.sh loops over the registry and runs each task's smoke_commands (python -m hecktor.tasks
+    --smoke N): scripts of this repository, with the --data/--out spellings and the placeholders it replaces."""
+    for task in TASKS:
+        spec = get_task(task)
+        commands = subprocess.run([sys.executable, "-m", "hecktor.tasks", "--smoke", str(task)], capture_output=True,
+                                  text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "shared")})
+        lines = commands.stdout.splitlines()
+        assert lines == list(spec.smoke_commands) and len(lines) == 2
+        train, export = (line.split() for line in lines)
+        assert train[0] == export[0] == "python" and (REPO / train[1]).is_file() and (REPO / export[1]).is_file()
+        assert train[train.index("--data") + 1] == "DATA" and train[train.index("--out") + 1] == "RUN_DIR"
+        assert export[1] == spec.export_command.split()[1] and export[2] == "RUN_DIR"
+        assert export[export.index("--out") + 1] == "BUNDLE"
+    smoke = (REPO / "scripts" / "podman_smoke.sh").read_text()
+    assert "--smoke" in smoke and "task1_container" not in smoke and "TASK2_MODE" not in smoke
