@@ -19,7 +19,8 @@ Parts (``--parts``, default all three):
 Usage::
 
     python benchmarks/bench_hpv.py --parts b c
-    python benchmarks/bench_hpv.py --parts a --cases 300 --epochs 30 --input-size 32 --network tiny
+    python benchmarks/bench_hpv.py --parts a --cases 300 --epochs 20 --input-size 32 --network tiny \\
+        --network-config '{"fused_dim": 16, "clinical_dim": 8}'
 
 Prints Markdown tables and writes them to ``--report`` (default ``WORK/bench_hpv.md``).
 """
@@ -86,8 +87,10 @@ def part_a(args: argparse.Namespace) -> list[str]:
     oracle_ba = [balanced_accuracy(labels[v], true_p[v] >= HPV_PREVALENCE) for _, v in folds]
     oracle_auc = [roc_auc(labels[v], true_p[v]) for _, v in folds]
 
-    network = {**NETWORK_PRESETS[args.network], **({"conv1_stride": args.conv1_stride} if args.conv1_stride else {})}
-    budget = (f"{args.network} backbone, input {args.input_size}³, {args.epochs} epochs, batch {args.batch_size}, "
+    network = {**NETWORK_PRESETS[args.network], **({"conv1_stride": args.conv1_stride} if args.conv1_stride else {}),
+               **args.network_config}
+    extra = f" ({json.dumps(args.network_config)})" if args.network_config else ""
+    budget = (f"{args.network} backbone{extra}, input {args.input_size}³, {args.epochs} epochs, batch {args.batch_size}, "
               f"lr {args.lr:g}, early stopping and Platt calibration on {args.early_stopping_fraction:.0%} of each "
               f"fold's training set, device {args.device or 'auto'}, {torch.get_num_threads()} CPU threads")
     rows = []
@@ -100,7 +103,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
                                    early_stopping_fraction=args.early_stopping_fraction, network=network,
                                    device=args.device, progress=False)
         print(f"training {mode} ...", flush=True)
-        result = cross_validate_hpv(cohort, config, args.work / f"run_{mode}_{args.cases}_{args.input_size}",
+        result = cross_validate_hpv(cohort, config, args.work / f"run_{mode}_{args.cases}_{args.input_size}{args.tag}",
                                     split=folds, progress=False, overwrite=True,
                                     on_fold=lambda f: print(f"  fold {f.index}: AUC {f.auc:.3f} ({f.seconds:.0f} s)",
                                                             flush=True))
@@ -284,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="(a) side of the input cube (the plan's; the product uses 96)")
     parser.add_argument("--network", choices=sorted(NETWORK_PRESETS), default="tiny", help="(a) backbone")
     parser.add_argument("--conv1-stride", type=int, default=None, help="(a) stem stride override")
-    parser.add_argument("--epochs", type=int, default=30, help="(a)")
+    parser.add_argument("--network-config", type=json.loads, default={},
+                        help="(a) further FusedFeatureExtractor arguments as JSON, e.g. '{\"fused_dim\": 16}'")
+    parser.add_argument("--tag", default="", help="(a) suffix of the run folders (to keep runs of other settings)")
+    parser.add_argument("--epochs", type=int, default=20, help="(a)")
     parser.add_argument("--batch-size", type=int, default=16, help="(a)")
     parser.add_argument("--lr", type=float, default=3e-3, help="(a)")
     parser.add_argument("--early-stopping-fraction", type=float, default=0.2, help="(a)")
