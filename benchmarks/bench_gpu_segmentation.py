@@ -99,7 +99,7 @@ def time_inference(config: dict, plan: RegionPlan, folds: int, size: str, device
         _reset_peak(device)
         start = time.perf_counter()
         segmenter.predict(case.ct, case.pet, tta=tta)
-        results[label] = (time.perf_counter() - start, _peak_mib(device), dict(segmenter.last_timings))
+        results[label] = (time.perf_counter() - start, _peak_mib(device), dict(segmenter.last_report.timings))
     return {"ct_size": case.ct.GetSize(), "pet_size": case.pet.GetSize(), "rows": results}
 
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
               "| --- | --- | --- | --- | --- | --- |")
         for label, (seconds, peak, timings) in result["rows"].items():
             print(f"| {label} | {seconds:.2f} | {timings['preprocess_s']:.2f} | {timings['network_s']:.2f} | "
-                  f"{timings['resample_s']:.2f} | {peak} |", flush=True)
+                  f"{timings['postprocess_s']:.2f} | {peak} |", flush=True)
     return 0
 
 
