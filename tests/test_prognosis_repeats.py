@@ -53,7 +53,10 @@ def test_repeats_cross_validate_with_successive_fold_seeds(table, tmp_path, caps
     assert exported.info["metrics"]["cindex_mean"] == pytest.approx(means[0], abs=1e-12)
 
     single = tmp_path / "single"
-    assert main(["--mode", "clinical", "--csv", str(table), "--seed", "3", "--out", str(single), "--no-progress"]) == 0
+    assert main(["--mode", "clinical", "--csv", str(table), "--seed", "3", "--out", str(single), "--no-progress",
+                 "--threads", "1"]) == 0
+    assert json.loads((single / "config.json").read_text())["threads"] == 1
+    assert json.loads((out / "config.json").read_text())["threads"] is None  # all cores
     alone = json.loads((single / "metrics.json").read_text())
     assert alone["cindex_folds"] == metrics["cindex_folds"]
     assert alone["repeat_seeds"] == [3] and alone["cindex_sd_over_repeats"] is None
@@ -81,6 +84,7 @@ def test_training_uses_all_cores_by_default_and_restores_the_caller_threads(tabl
 
     monkeypatch.setattr(prognosis, "run_fold", recording_run_fold)
     monkeypatch.setattr(prognosis, "available_cores", lambda: 3)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # a caller on one thread, like the demo
     try:
@@ -88,6 +92,10 @@ def test_training_uses_all_cores_by_default_and_restores_the_caller_threads(tabl
         assert seen == [3] * 5 and torch.get_num_threads() == 1
         seen.clear()
         cross_validate(cohort, TrainingConfig(mode="clinical", threads=2, progress=False))
+        assert seen == [2] * 5 and torch.get_num_threads() == 1
+        seen.clear()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the usual way to cap a process's threads is honoured
+        cross_validate(cohort, TrainingConfig(mode="clinical", progress=False))
         assert seen == [2] * 5 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -24,6 +24,7 @@ import pytest
 from hecktor.errors import InputError
 from hecktor.io import TrainingCase
 from hecktor.plan import BoxPlan, RegionPlan
+from hecktor.training import cache as cache_module
 from hecktor.training.cache import CACHE_VERSION, PreprocessingCache, available_cores, resolve_workers
 
 
@@ -151,16 +152,31 @@ def test_a_failed_build_leaves_no_entry_and_no_temporary_files(cases, tmp_path):
     assert cache.prepare(cases) == {"built": 1, "reused": 2}
 
 
-def test_ranks_share_the_work_and_workers_build_the_same_entries(cases, tmp_path):
+def pid_entry(case: TrainingCase, plan) -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`bytes_entry` that records which process built the entry."""
+    arrays, info = bytes_entry(case, plan)
+    return arrays, {**info, "pid": os.getpid()}
+
+
+def test_ranks_share_the_work_and_workers_build_the_same_entries(cases, tmp_path, monkeypatch):
     cache = PreprocessingCache(tmp_path / "ranks", BoxPlan(), bytes_entry)
     assert cache.prepare(cases, rank=0, world_size=2) == {"built": 2, "reused": 0}  # P0 and P2
     assert cache.prepare(cases, rank=1, world_size=2) == {"built": 1, "reused": 0}  # P1
     assert all(cache.is_current(c) for c in cases)
-    parallel = PreprocessingCache(tmp_path / "workers", BoxPlan(), bytes_entry)
+    monkeypatch.setattr(cache_module, "POOL_MIN_SECONDS", 0.0)  # workers however small the work
+    parallel = PreprocessingCache(tmp_path / "workers", BoxPlan(), pid_entry)
     assert parallel.prepare(cases, workers=2) == {"built": 3, "reused": 0}
     for case in cases:
         a, b = cache.load(case.patient_id), parallel.load(case.patient_id)
-        assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays) and a.info == b.info
+        assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
+        assert b.info["pid"] != os.getpid() and a.info == {k: v for k, v in b.info.items() if k != "pid"}
+
+
+def test_workers_start_only_where_the_work_pays_for_them(cases, tmp_path):
+    """The first case is timed here; three tiny cases take far less than starting a worker (it imports torch)."""
+    cache = PreprocessingCache(tmp_path / "cache", BoxPlan(), pid_entry)
+    assert cache.prepare(cases, workers=2) == {"built": 3, "reused": 0}
+    assert {cache.load(c.patient_id).info["pid"] for c in cases} == {os.getpid()}
 
 
 # ----------------------------------------------------------------------------------------------- killed cache builds
@@ -262,7 +278,9 @@ def test_killing_a_build_with_workers_stops_them_and_the_next_build_completes(ca
     marks.mkdir()
     code = ("import test_training_cache as t\n"
             "from hecktor.plan import BoxPlan\n"
+            "from hecktor.training import cache\n"
             "from hecktor.training.cache import PreprocessingCache\n"
+            "cache.POOL_MIN_SECONDS = 0.0\n"
             "if __name__ == '__main__':\n"
             f"    cases = t.make_cases_from(__import__('pathlib').Path({str(tmp_path / 'data')!r}))\n"
             f"    PreprocessingCache({str(tmp_path / 'cache')!r}, BoxPlan(), t.slow_bytes_entry).prepare(cases, "

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--cache-dir", "--cache", type=Path, default=DEFAULT_CACHE,
                       help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
     task.add_argument("--threads", type=int, default=argparse.SUPPRESS,
-                      help="torch's CPU threads while training (all cores: the cores this process may run on)")
+                      help="torch's CPU threads while training (all cores: the cores this process may run on, or "
+                           "$OMP_NUM_THREADS where set)")
     task.add_argument("--repeats", type=int, default=1,
                       help="cross-validate with this many fold seeds (--seed, --seed + 1, ...) and report the mean "
                            "and spread; the exported model is the first repeat's")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,10 @@ CACHE_VERSION = 2
 """Format of an entry's record (1: the two trainers' separate caches of hecktor 0.1)."""
 
 PLAN_JSON = "plan.json"
+
+POOL_MIN_SECONDS = 30.0
+"""Worker processes are started only when the cases left to build would take this process longer than this (as
+timed on the first case); 0: whenever there are workers and cases."""
 
 Preprocess = Callable[[TrainingCase, Any], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
 """``preprocess(case, plan) -> (arrays, info)``: the arrays to store by name, and JSON-safe facts about them."""
@@ -191,7 +196,7 @@ class PreprocessingCache:
                 others afterwards).
             progress: a tqdm bar over the cases to build.
             workers: processes that build entries side by side, each on one thread (0 or 1: this process; ``None``:
-                :func:`available_cores`).
+                :func:`available_cores`); started only where the work pays for them (:data:`POOL_MIN_SECONDS`).
 
         Returns:
             ``{"built": ..., "reused": ...}``: entries of this rank's share.
@@ -204,17 +209,28 @@ class PreprocessingCache:
         todo = [case for case in mine if not self.is_current(case)]
         bar = tqdm(total=len(todo), desc="preprocessing", unit="case", disable=not progress)
         workers = resolve_workers(workers)
-        if workers > 1 and len(todo) > 1:
+        if workers > 1 and len(todo) > 1 and POOL_MIN_SECONDS > 0:
+            # A worker costs seconds to start (it imports torch); build one case here first and use the pool only
+            # when the rest would take longer than that alone (tiny test cohorts don't; real ones do).
+            started = time.perf_counter()
+            self.build(todo[0])
+            bar.update()
+            if (time.perf_counter() - started) * (len(todo) - 1) < POOL_MIN_SECONDS:
+                workers = 1
+            todo_left = todo[1:]
+        else:
+            todo_left = todo
+        if workers > 1 and len(todo_left) > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn: forking a process that holds torch's and SimpleITK's thread pools can deadlock.
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+            with ProcessPoolExecutor(min(workers, len(todo_left)), mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_one_thread_per_worker, initargs=(os.getpid(),)) as pool:
-                for _ in pool.map(_build_quietly, [self] * len(todo), todo):
+                for _ in pool.map(_build_quietly, [self] * len(todo_left), todo_left):
                     bar.update()
         else:
-            for case in todo:
+            for case in todo_left:
                 self.build(case)
                 bar.update()
         bar.close()

@@ -105,8 +105,9 @@ class TrainingConfig:
         workers: processes preprocessing the cohort's images into the cache side by side (0: this process;
             ``None``: all cores, :func:`hecktor.training.cache.available_cores`). Training itself needs no
             data-loader workers: the cohort's network inputs are held in memory.
-        threads: torch's CPU threads while training (``None``: all cores). Set for the run and restored after it,
-            so a caller that runs on one thread (the demo) does not slow the training down.
+        threads: torch's CPU threads while training (``None``: all cores, or ``$OMP_NUM_THREADS`` where set). Set
+            for the run and restored after it, so a caller that runs on one thread (the demo) does not slow the
+            training down.
         progress: tqdm progress bars.
     """
 
@@ -580,11 +581,18 @@ def run_fold(
                       time.perf_counter() - started)
 
 
+def default_threads() -> int:
+    """The threads of a run that sets none: ``$OMP_NUM_THREADS`` where it is set (torch's own default honours it
+    too), else all cores (:func:`~hecktor.training.cache.available_cores`)."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else available_cores()
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[int]:
-    """torch's CPU threads set to ``threads`` (``None``: :func:`~hecktor.training.cache.available_cores`) for the
-    block, and restored after it."""
-    wanted = int(threads) if threads else available_cores()
+    """torch's CPU threads set to ``threads`` (``None``: :func:`default_threads`) for the block, and restored after
+    it."""
+    wanted = int(threads) if threads else default_threads()
     before = torch.get_num_threads()
     torch.set_num_threads(wanted)
     try:

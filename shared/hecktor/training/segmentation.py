@@ -46,7 +46,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from functools import partial
 from dataclasses import dataclass, field
@@ -577,10 +577,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path, keep_previous:
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        # CRC-32 is torch's default; forced on because load-time verification relies on it.
-        from torch.utils.serialization import config as serialization_config
-
-        with serialization_config.patch({"save.compute_crc32": True}):
+        with _crc32_on():
             torch.save(checkpoint, tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -588,6 +585,16 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path, keep_previous:
         if keep_previous and path.is_file():
             os.replace(path, previous_checkpoint_path(path))  # a kill right here leaves only .previous: resume uses it
     _fsync_folder(path.parent)
+
+
+def _crc32_on():
+    """torch.save with the CRC-32 of every record, which torch writes by default (and always did before the option
+    existed); forced on because :func:`verify_checkpoint_file` relies on it."""
+    try:
+        from torch.utils.serialization import config as serialization_config
+    except ImportError:
+        return nullcontext()
+    return serialization_config.patch({"save.compute_crc32": True})
 
 
 def _fsync_folder(folder: Path) -> None:
