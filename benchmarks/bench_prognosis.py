@@ -91,7 +91,8 @@ def part_a(args: argparse.Namespace) -> list[str]:
     for mode in ("clinical", "imaging", "fusion"):
         config = TrainingConfig(mode=mode, n_folds=5, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                                 learning_rate=args.lr, early_stopping_fraction=args.early_stopping_fraction,
-                                network=network, survival={"kind": "coxph", "alpha": args.alpha}, device=args.device)
+                                network=network, survival={"kind": "coxph", "alpha": args.alpha}, device=args.device,
+                                threads=torch.get_num_threads())  # --threads; the trainer's default is all cores
         print(f"training {mode} ...", flush=True)
         result = cross_validate(cohort, config, args.work / f"run_{mode}_{args.cases}", split=folds, progress=True)
         metrics = result.metrics()
