@@ -101,7 +101,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         config = HPVTrainingConfig(mode=mode, n_folds=5, seed=args.seed, epochs=args.epochs,
                                    batch_size=args.batch_size, learning_rate=args.lr,
                                    early_stopping_fraction=args.early_stopping_fraction, network=network,
-                                   device=args.device, progress=False)
+                                   device=args.device, threads=args.threads, progress=False)
         print(f"training {mode} ...", flush=True)
         result = cross_validate_hpv(cohort, config, args.work / f"run_{mode}_{args.cases}_{args.input_size}{args.tag}",
                                     split=folds, progress=False, overwrite=True,

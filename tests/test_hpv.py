@@ -410,7 +410,8 @@ def test_fusion_folds_in_the_bundle_give_exactly_the_out_of_fold_probabilities(c
     cohort = load_hpv_cohort(cohort_dir, PLAN, cache_dir=tmp_path / "cache", progress=False)
     assert "HPV Status" not in cohort.rows[0] and len(cohort) == len(cohort.images)
     config = HPVTrainingConfig(mode="fusion", n_folds=2, epochs=1, batch_size=8, learning_rate=3e-3,
-                               early_stopping_fraction=0.25, network=dict(NETWORK), device="cpu", progress=False)
+                               early_stopping_fraction=0.25, network=dict(NETWORK), device="cpu", threads=1,
+                               progress=False)
     result = cross_validate_hpv(cohort, config, tmp_path / "run")
     assert (tmp_path / "run" / "fold_0" / "training_log.csv").is_file()
     assert export_hpv.main([str(tmp_path / "run"), "--out", str(tmp_path / "bundle")]) == 0
@@ -462,7 +463,7 @@ def test_clinical_mode_on_the_real_hn1_table(real_data, tmp_path):
 def test_demo_function_trains_exports_and_scores_held_out_cases_beside_the_oracle(cohort_dir, tmp_path):
     held_out = generate_cohort(tmp_path / "held_out", cases=8, seed=5, size="small").out_dir
     config = HPVTrainingConfig(mode="fusion", n_folds=2, epochs=1, batch_size=8, network=dict(NETWORK),
-                               device="cpu", progress=False)
+                               device="cpu", threads=1, progress=False)
     lines = []
     result = demo_hpv(cohort_dir, held_out, tmp_path / "run", tmp_path / "bundle", config, plan=PLAN,
                       cache_dir=tmp_path / "cache", echo=lines.append)

@@ -23,8 +23,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from hecktor.errors import InputError
 from hecktor.networks.fused import MODES
 from hecktor.plan import BoxPlan
@@ -42,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, help="clinical mode only, instead of --data: a CSV with the HECKTOR 2025 "
                                                  "columns and HPV Status (default: none)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    cli.add_training_arguments(parser, workers_help="processes preprocessing the images into the cache")
+    cli.add_training_arguments(parser, workers_help="processes preprocessing the images into the cache (0: this "
+                                                    "process)")
     task = parser.add_argument_group("Task 3")
     task.add_argument("--folds-file", type=Path,
                       help="reuse the split of an earlier run (its folds.json) so modes compare on the same folds")
@@ -66,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's BoxPlan(), 96^3)")
     task.add_argument("--cache-dir", "--cache", type=Path, default=DEFAULT_CACHE,
                       help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
-    task.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    task.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                      help="torch's CPU threads while training (all cores: the cores this process may run on, or "
+                           "$OMP_NUM_THREADS where set)")
     defaults = cli.config_defaults(HPVTrainingConfig)
     defaults.pop("numeric_features")  # its help says what the default is
     cli.show_defaults(parser, defaults)
@@ -84,8 +85,6 @@ def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     if "run_dir" not in args:
         raise InputError("--out is required: the run folder to write")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train_hpv(config, args.run_dir, data=getattr(args, "data_root", None), csv=args.csv,
               plan=BoxPlan.load(args.plan) if args.plan is not None else None, cache_dir=args.cache_dir,
               split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True))

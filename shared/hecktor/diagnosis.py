@@ -21,7 +21,7 @@ the :class:`~hecktor.budget.BudgetPolicy`, flat placeholder images answered from
 every other odd input) is Task 2's :class:`~hecktor.prognosis.RiskPredictor`, run with a :class:`LogisticHead` per
 fold where Task 2 has its Cox model: its weighted mean of per-fold scores is here the mean of calibrated
 probabilities. Task 3 therefore answers every input exactly as Task 2 does, and whatever Task 2 learns to handle,
-Task 3 handles too. (Its warnings about degenerate inputs therefore speak of "the risk".)
+Task 3 handles too.
 
 Every number comes from the bundle (``plan.json``, ``model.json``, the fitted encoders, heads and the threshold),
 never from code defaults. Nothing here imports scikit-learn: the heads are closed-form.

@@ -65,6 +65,7 @@ from hecktor.training.prognosis import (  # Task 2's network plumbing, shared (p
     _split_for_early_stopping,
     box_entry,
     prepare_run_dir,
+    torch_threads,
 )
 from hecktor.training.run_log import RunLog
 
@@ -103,7 +104,9 @@ class HPVTrainingConfig:
         numeric_features: which of them are numeric (default: ``Age`` when present).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         feature_batch_size: patients per forward pass when scoring.
-        workers: processes preprocessing the cohort's images into the cache (0: this process).
+        workers: processes preprocessing the cohort's images into the cache (0: this process; ``None``: all cores).
+        threads: torch's CPU threads while training (``None``: all cores, or ``$OMP_NUM_THREADS`` where set), set for
+            the run and restored after it (Task 2's rule).
         progress: tqdm progress bars.
     """
 
@@ -128,7 +131,8 @@ class HPVTrainingConfig:
     numeric_features: list[str] | None = None
     device: str = "auto"
     feature_batch_size: int = 8
-    workers: int = 0
+    workers: int | None = None
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -138,8 +142,10 @@ class HPVTrainingConfig:
             raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
         if self.folds is not None:
             self.folds = select_folds(self.folds, self.n_folds)
-        if self.workers < 0:
-            raise InputError(f"workers must be >= 0, got {self.workers}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"workers must be >= 0 (or null: all cores), got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be >= 1 (or null: all cores), got {self.threads}")
         if self.epochs < 1 or self.batch_size < 2:
             raise InputError(f"epochs must be >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
         if not 0.0 <= self.early_stopping_fraction < 0.5:
@@ -260,7 +266,7 @@ def load_hpv_cohort(
     with_images: bool = True,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> HPVCohort:
     """A cohort from a HECKTOR Task 3 folder (``<root>/Task 3/<PID>/...`` and its CSV); patients of unknown status
     are left out (their images are not preprocessed).
@@ -271,7 +277,7 @@ def load_hpv_cohort(
         with_images: preprocess the images (fusion and imaging modes) through the cache (:func:`hpv_cache`).
         cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
         progress: tqdm bar over the cases to preprocess.
-        workers: processes preprocessing side by side (0: this process).
+        workers: processes preprocessing side by side (0: this process; ``None``: all cores).
     """
     plan = plan or BoxPlan()
     cohort = _cohort_from_rows(read_training_table(root, TASK.number), str(root))
@@ -692,13 +698,14 @@ def cross_validate_hpv(
     split = [(np.asarray(train_idx), np.asarray(val_idx)) for train_idx, val_idx in split]
     device = resolve_device(config.device)
     results = []
-    for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
-        train_idx, val_idx = split[k]
-        log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
-        result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
-        results.append(result)
-        if on_fold is not None:
-            on_fold(result)
+    with torch_threads(config.threads):
+        for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
+            train_idx, val_idx = split[k]
+            log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
+            result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
+            results.append(result)
+            if on_fold is not None:
+                on_fold(result)
     aucs = [r.auc if math.isfinite(r.auc) else 0.5 for r in results]  # an undefined AUC counts as chance
     weights = ensemble_weights(aucs)
     labels = cohort.labels
