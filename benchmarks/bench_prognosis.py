@@ -262,7 +262,9 @@ def part_a(args: argparse.Namespace) -> list[str]:
         changes = dict(changes)
         uses_truth = changes.pop("true", False)
         config = TrainingConfig(n_folds=5, seed=seed, network=network, device=args.device,
-                                segmentation_bundle=str(seg_bundle), crop_mm=args.crop_mm, progress=False, **changes)
+                                segmentation_bundle=str(seg_bundle), crop_mm=args.crop_mm, progress=False,
+                                # --threads (the trainer's default is all cores)
+                                threads=torch.get_num_threads(), **changes)
         print(f"fold seed {seed}: {name} ...", flush=True)
         run_dir = args.work / f"task2_{args.cases}" / f"{slugs[name]}_seed{seed}"
         result = cross_validate(truth_cohort if uses_truth else cohort, config, run_dir, split=splits[seed],

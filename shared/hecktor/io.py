@@ -501,6 +501,16 @@ def write_json_number(value: float, path: str | Path) -> Path:
     return write_text_atomic(json.dumps(number), path)
 
 
+def write_json_boolean(value: bool, path: str | Path) -> Path:
+    """Write one bare JSON boolean, exactly ``true`` or ``false`` (e.g. the Task 3 HPV status), atomically.
+
+    Only a real boolean (``bool`` or ``numpy.bool_``) is accepted: a number or a string is refused rather than
+    guessed at, so a predictor bug cannot reach the platform as a wrong answer."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"refusing to write {value!r} ({type(value).__name__}) to {path}: expected a boolean")
+    return write_text_atomic("true" if value else "false", path)
+
+
 # --------------------------------------------------------------------------------------------------- training data
 
 

@@ -63,8 +63,8 @@ TASK1_CSV = get_task(1).training_csv
 TASK2_CSV = get_task(2).training_csv
 TRUE_RISK_CSV = "true_risk.csv"
 COHORT_JSON = "cohort.json"
-HPV_FOLDER, HPV_CSV = "Task 3", "HECKTOR_2025_Training_Task_3.csv"
-_OUTPUT_NAMES = ("Task 1", "Task 2", HPV_FOLDER, TRUE_RISK_CSV, COHORT_JSON)
+TASK3_FOLDER, TASK3_CSV = get_task(3).training_folder, get_task(3).training_csv
+_OUTPUT_NAMES = ("Task 1", "Task 2", TASK3_FOLDER, TRUE_RISK_CSV, COHORT_JSON)
 
 # (centre name, CenterID, share of patients). Names follow the HECKTOR centres; the shares are invented.
 CENTRES = (
@@ -954,7 +954,7 @@ def generate_cohort(
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     started = time.perf_counter()
-    task1, task2, task3 = out_dir / "Task 1", out_dir / "Task 2", out_dir / HPV_FOLDER
+    task1, task2, task3 = out_dir / "Task 1", out_dir / "Task 2", out_dir / TASK3_FOLDER
     for folder in (task1, task2, task3):
         folder.mkdir()
 
@@ -987,7 +987,7 @@ def generate_cohort(
     header = ["PatientID", *CLINICAL_COLUMNS]
     _write_csv(task1 / TASK1_CSV, header, rows1)
     _write_csv(task2 / TASK2_CSV, header + ["RFS", "Relapse"], rows2)
-    _write_csv(task3 / HPV_CSV, header, rows1)
+    _write_csv(task3 / TASK3_CSV, header, rows1)
     _write_csv(
         out_dir / TRUE_RISK_CSV,
         ["PatientID", "true_log_hazard", "tumour_volume_ml", "suv_max", "n_nodes", "true_hpv_status",
