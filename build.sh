@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the two HECKTOR 2025 Grand-Challenge images from this repository and, on request, save each as the
-# gzipped image archive that the platform's upload page accepts.
+# Build the HECKTOR 2025 Grand-Challenge images (one per task of the registry, shared/hecktor/tasks.py) from this
+# repository and, on request, save each as the gzipped image archive that the platform's upload page accepts.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -17,8 +17,8 @@ Runs each task's image (the tasks of the registry, shared/hecktor/tasks.py) as G
 (--network none, input mounted read-only, output mounted, a separate volume for /tmp, read-only root file system,
 a $MEMORY memory cap, the image's non-root user, GPUs if present) on synthetic cases made by scripts/make_test_inputs.py (CT directions identity, flipped, oblique), then checks
 each output with scripts/check_outputs.py: a mask exists, is UInt8, has labels in {0,1,2} and lies on the input
-CT's grid; a JSON output holds one bare value of its kind (rfs.json: a finite number); and each case ends within
-its task's platform limit. Exits non-zero if any run or check fails.
+CT's grid; a JSON output holds one bare value of its kind (rfs.json: a finite number; hpv-status.json: true or
+false); and each case ends within its task's platform limit. Exits non-zero if any run or check fails.
 
 Options:
   --task N          test only this task (default: every task)

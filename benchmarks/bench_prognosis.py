@@ -91,7 +91,8 @@ def part_a(args: argparse.Namespace) -> list[str]:
     for mode in ("clinical", "imaging", "fusion"):
         config = TrainingConfig(mode=mode, n_folds=5, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                                 learning_rate=args.lr, early_stopping_fraction=args.early_stopping_fraction,
-                                network=network, survival={"kind": "coxph", "alpha": args.alpha}, device=args.device)
+                                network=network, survival={"kind": "coxph", "alpha": args.alpha}, device=args.device,
+                                threads=torch.get_num_threads())  # --threads; the trainer's default is all cores
         print(f"training {mode} ...", flush=True)
         result = cross_validate(cohort, config, args.work / f"run_{mode}_{args.cases}", split=folds, progress=True)
         metrics = result.metrics()
@@ -191,11 +192,11 @@ def part_c(args: argparse.Namespace) -> list[str]:
             cpu_started = time.process_time()
             risk = predictor.predict(ct, pet, case.ehr(task=2))
             cpu_s = time.process_time() - cpu_started
-            runs.append({"read_s": read_s, **predictor.last_timings, "cpu_s": cpu_s, "risk": risk})
-            print(f"  run {repeat + 1}: read {read_s:.2f} s, predict {predictor.last_timings['total_s']:.2f} s",
+            runs.append({"read_s": read_s, **predictor.last_report.timings, "cpu_s": cpu_s, "risk": risk})
+            print(f"  run {repeat + 1}: read {read_s:.2f} s, predict {predictor.last_report.timings['total_s']:.2f} s",
                   flush=True)
     first, rest = runs[0], runs[1:] or runs
-    median = {k: statistics.median(r[k] for r in rest) for k in ("read_s", "preprocess_s", "clinical_s", "network_s",
+    median = {k: statistics.median(r[k] for r in rest) for k in ("read_s", "preprocess_s", "clinical_s", "features_s",
                                                                   "survival_s", "total_s", "cpu_s")}
     ct_size = "×".join(str(s) for s in case.ct.GetSize())
     pet_size = "×".join(str(s) for s in case.pet.GetSize())
@@ -210,7 +211,7 @@ def part_c(args: argparse.Namespace) -> list[str]:
         "| --- | --- | --- |",
     ]
     for key, label in (("read_s", "read CT + PET"), ("preprocess_s", "preprocess (localise, box, resample, normalise)"),
-                       ("clinical_s", "clinical encoding (5 folds)"), ("network_s", "networks (5 folds)"),
+                       ("clinical_s", "clinical encoding (5 folds)"), ("features_s", "networks (5 folds)"),
                        ("survival_s", "Cox models + ensemble (5 folds)")):
         lines.append(f"| {label} | {first[key]:.2f} | {median[key]:.2f} |")
     per_case = first["read_s"] + first["total_s"]

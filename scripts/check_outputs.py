@@ -6,7 +6,7 @@ What is checked follows the task's output kind in the registry (:mod:`hecktor.ta
   UInt8 image with labels in {0, 1, 2}, and lies on the input CT's grid (same size, spacing, origin and direction;
   also checked against ``expected.json`` of ``make_test_inputs.py`` when given);
 * ``json-number`` (Task 2, ``OUTPUT/rfs.json``): one finite bare JSON number;
-* ``json-boolean``: one bare JSON ``true`` or ``false``.
+* ``json-boolean`` (Task 3, ``OUTPUT/hpv-status.json``): one bare JSON ``true`` or ``false``.
 
 For every kind: nothing else was left in the output folder (a stray file there is usually the temporary file of a
 write that did not finish).

@@ -11,19 +11,29 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SMOKE_DIR="${SMOKE_DIR:-/tmp/hecktor-smoke}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-TASK2_MODE="${TASK2_MODE:-fusion}"   # mode of the tiny Task 2 model trained when the repository has no bundle
 BASE_IMAGE="localhost/hecktor-base:bookworm"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
+die() {
+    echo "podman_smoke.sh: error: $*" >&2
+    exit 1
+}
+# The tasks, their container folders and how to make a tiny bundle come from the registry (shared/hecktor/tasks.py).
+registry() { PYTHONPATH="$REPO/shared${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m hecktor.tasks "$@"; }
+TASK_TABLE="$(registry --shell)" || die "cannot read the task registry with $PYTHON; run 'make setup' or set PYTHON"
+field_of() { awk -F'\t' -v n="$1" -v f="$2" '$1 == n { print $f }' <<<"$TASK_TABLE"; }
+all_tasks=()
+while IFS=$'\t' read -r n _; do all_tasks+=("$n"); done <<<"$TASK_TABLE"
 # runc here refuses containers whose default rlimits exceed what the host allows; these values work.
 ULIMITS="--ulimit nofile=1024:20000 --ulimit nproc=1024:1024"
 
 usage() {
     cat <<EOF
-Usage: sudo scripts/podman_smoke.sh [--task 1|2]... [--cases N]
+Usage: sudo scripts/podman_smoke.sh [--task N]... [--cases N]
 
-  --task 1|2   which container(s) to build and run (repeatable; default: 2). Task 1 is built with --no-mamba.
+  --task N     which container(s) to build and run, of the registry's tasks (${all_tasks[*]}; repeatable; default:
+               every task). Task 1 is built with --no-mamba.
   --cases N    synthetic cases per task for test_container.sh (default 2)
 
 Steps (each skipped when its result is already there, under \$SMOKE_DIR, default /tmp/hecktor-smoke):
@@ -32,15 +42,10 @@ Steps (each skipped when its result is already there, under \$SMOKE_DIR, default
   3. fetch the CPU torch==\$TORCH_VERSION wheel with the host's pip (default $TORCH_VERSION) for the build
   4. copy the build context (the files .dockerignore admits, plus build.sh) to \$SMOKE_DIR/context; where the
      repository has no exported bundle, train a tiny one on a synthetic cohort (untrained-quality, packaging only)
-     (Task 2: TASK2_MODE, default fusion)
+     with the task's smoke_commands of the registry ('python -m hecktor.tasks --smoke N')
   5. ENGINE=podman build.sh on that copy; then ENGINE=podman test_container.sh, or, where a container's
      inference.py does not exist yet, only the library import under the platform's run restrictions
 EOF
-}
-
-die() {
-    echo "podman_smoke.sh: error: $*" >&2
-    exit 1
 }
 
 tasks=()
@@ -48,7 +53,7 @@ cases=2
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --task)
-            [[ $# -ge 2 && ("$2" == 1 || "$2" == 2) ]] || die "--task must be 1 or 2"
+            [[ $# -ge 2 && -n "$(field_of "$2" 1)" ]] || die "--task must be one of ${all_tasks[*]}"
             tasks+=("$2"); shift 2 ;;
         --cases)
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--cases needs a positive whole number"
@@ -57,7 +62,7 @@ while [[ $# -gt 0 ]]; do
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
-[[ ${#tasks[@]} -gt 0 ]] || tasks=(2)
+[[ ${#tasks[@]} -gt 0 ]] || tasks=("${all_tasks[@]}")
 [[ "$(id -u)" == 0 ]] || die "run as root (podman here is rootful; debootstrap and apt-get need root)"
 "$PYTHON" -c "import hecktor" 2>/dev/null || die "$PYTHON cannot import hecktor; run 'make setup' or set PYTHON"
 
@@ -109,43 +114,48 @@ cp "$REPO/.dockerignore" "$REPO/build.sh" "$context/"
 cp -r "$REPO/shared" "$context/shared"
 placeholder_tasks=()
 for task in "${tasks[@]}"; do
-    mkdir -p "$context/task${task}_container/resources"
-    cp "$REPO/task${task}_container/Dockerfile" "$context/task${task}_container/"
-    if [[ -f "$REPO/task${task}_container/inference.py" ]]; then
-        cp "$REPO/task${task}_container/inference.py" "$context/task${task}_container/"
+    folder="$(field_of "$task" 2)"
+    mkdir -p "$context/$folder/resources"
+    cp "$REPO/$folder/Dockerfile" "$context/$folder/"
+    if [[ -f "$REPO/$folder/inference.py" ]]; then
+        cp "$REPO/$folder/inference.py" "$context/$folder/"
     else
         # The Dockerfile COPYs inference.py; until the real one exists, an entry point that refuses to run stands
         # in, and step 5 checks only the image (build, imports, user, restrictions), not inference.
         placeholder_tasks+=("$task")
         printf '%s\n' "import sys" "import hecktor" \
-            "sys.exit('podman_smoke.sh placeholder: task${task}_container/inference.py does not exist yet')" \
-            > "$context/task${task}_container/inference.py"
+            "sys.exit('podman_smoke.sh placeholder: $folder/inference.py does not exist yet')" \
+            > "$context/$folder/inference.py"
     fi
-    bundle="$REPO/task${task}_container/resources/bundle"
+    bundle="$REPO/$folder/resources/bundle"
     if [[ -f "$bundle/manifest.json" ]]; then
-        cp -r "$bundle" "$context/task${task}_container/resources/bundle"
+        cp -r "$bundle" "$context/$folder/resources/bundle"
         echo "Task $task: the repository's bundle"
         continue
     fi
     cohort="$SMOKE_DIR/cohort"
-    if [[ ! -f "$cohort/cohort.json" ]]; then
+    # A cohort of an older generator may lack a task's folder: made again when its version is not the library's.
+    if ! "$PYTHON" -c "import json, sys, hecktor.synthetic as s
+sys.exit(json.load(open(sys.argv[1]))['generator_version'] != s.GENERATOR_VERSION)" "$cohort/cohort.json" 2>/dev/null
+    then
         "$PYTHON" -m hecktor.synthetic --out "$cohort" --cases 24 --seed 0 --size small --overwrite >/dev/null
     fi
     run="$SMOKE_DIR/run-task$task"
     rm -rf "$run"
     echo "Task $task: no exported bundle in the repository; training a tiny one (packaging only)"
-    if [[ "$task" == 1 ]]; then
-        "$PYTHON" "$REPO/training/train_segmentation.py" --data-root "$cohort" --run-dir "$run" \
-            --config "$REPO/training/configs/tiny.json" --fold 0 --epochs 1 --device cpu --no-progress \
-            >"$SMOKE_DIR/train-task1.log" 2>&1 || die "tiny Task 1 training failed (see $SMOKE_DIR/train-task1.log)"
-        "$PYTHON" "$REPO/training/export_segmentation.py" "$run" --checkpoint last \
-            --out "$context/task1_container/resources/bundle"
-    else
-        "$PYTHON" "$REPO/training/train_prognosis.py" --mode "$TASK2_MODE" --data "$cohort" --out "$run" --folds 2 \
-            --epochs 1 --network tiny --device cpu --no-progress \
-            >"$SMOKE_DIR/train-task2.log" 2>&1 || die "tiny Task 2 training failed (see $SMOKE_DIR/train-task2.log)"
-        "$PYTHON" "$REPO/training/export_prognosis.py" "$run" --out "$context/task2_container/resources/bundle"
-    fi
+    log="$SMOKE_DIR/train-task$task.log"
+    : >"$log"
+    commands="$(registry --smoke "$task")" || die "cannot read Task $task's smoke commands from the registry"
+    [[ -n "$commands" ]] || die "the registry gives Task $task no smoke_commands to make a tiny bundle"
+    while IFS= read -r command; do
+        # The registry's placeholders: the interpreter, the cohort, the run folder and the bundle folder (quoted).
+        command="${command/#python /\"\$PYTHON\" }"
+        command="${command//DATA/\"$cohort\"}"
+        command="${command//RUN_DIR/\"$run\"}"
+        command="${command//BUNDLE/\"$context/$folder/resources/bundle\"}"
+        echo "+ $command" >>"$log"
+        (cd "$REPO" && eval "$command") >>"$log" 2>&1 || die "tiny Task $task bundle failed (see $log)"
+    done <<<"$commands"
 done
 
 step "5a. build.sh with podman"
@@ -153,7 +163,7 @@ build_flags=(--no-mamba --base-image "$BASE_IMAGE" --build-arg "TORCH_REQUIREMEN
     --build-arg "PIP_EXTRA_ARGS=--find-links /wheels")
 for task in "${tasks[@]}"; do
     start=$SECONDS
-    ENGINE=podman TASK1_IMAGE=hecktor-smoke-task1:latest TASK2_IMAGE=hecktor-smoke-task2:latest \
+    env ENGINE=podman "TASK${task}_IMAGE=hecktor-smoke-task$task:latest" \
         ENGINE_BUILD_ARGS="$ULIMITS --volume $wheels:/wheels:ro" \
         "$context/build.sh" --task "$task" "${build_flags[@]}"
     echo "Task $task image built in $((SECONDS - start)) s"
@@ -175,7 +185,7 @@ for task in "${tasks[@]}"; do
             --volume "$work/input:/input:ro" --volume "$work/output:/output" --volume "hecktor-smoke-tmp-$$:/tmp" \
             --entrypoint python "$image" -c "
 import os, socket, sys, tempfile
-import torch, SimpleITK, monai, hecktor, hecktor.io, hecktor.segment, hecktor.prognosis
+import torch, SimpleITK, monai, hecktor, hecktor.io, hecktor.segment, hecktor.prognosis, hecktor.diagnosis
 print('imports ok: torch', torch.__version__, 'monai', monai.__version__, 'hecktor', hecktor.__version__)
 print('uid', os.getuid(), 'cwd', os.getcwd(), 'files', sorted(os.listdir('.')), 'bundle', sorted(os.listdir('resources/bundle'))[:3])
 for path in ('/output/probe', tempfile.gettempdir() + '/probe'):
@@ -194,7 +204,7 @@ except OSError as error:
         podman volume rm -f "hecktor-smoke-tmp-$$" >/dev/null
         rm -rf "$work"
     else
-        ENGINE=podman TASK1_IMAGE=hecktor-smoke-task1:latest TASK2_IMAGE=hecktor-smoke-task2:latest \
+        env ENGINE=podman "TASK${task}_IMAGE=$image" \
             ENGINE_RUN_ARGS="$ULIMITS" PYTHON="$PYTHON" "$REPO/test_container.sh" --task "$task" --cases "$cases"
     fi
 done

@@ -6,16 +6,27 @@ UInt8, same size, spacing, origin and direction as the CT. Runs as is in the ima
 
     python task1_container/inference.py --input IN --output OUT [--resources BUNDLE] [--device cpu]
 
-Inputs and outcomes:
+Inputs and outcomes. By default (the platform's) a case is answered whenever an answer can be formed, because a case
+that exits non-zero or writes nothing is lost and a failed job can stop a submission's evaluation; ``--strict``
+(local validation) turns each dropped input into an error. Warnings go to stdout, one line per thing dropped or
+repaired.
 
-* any grid, flipped or oblique, any field of view: the mask lies on the CT's grid. No brain in the PET (a field of
-  view without the head): the region is placed below the top of the CT instead, with a warning.
-* NaN voxels: replaced by the padding values, with a warning.
+* any grid, flipped or oblique, any field of view, upper-case suffixes (``.MHA``, ``.NII.GZ``): the mask lies on the
+  CT's grid. No brain in the PET (a field of view without the head), or a brain outside the CT (PET and CT
+  misregistered, or overlapping by a few slices): the region is placed below the top of the CT, with a warning.
+* repaired, with a warning (in both modes): NaN voxels (padding values); a CT stored with a +1024 offset (no
+  negative value: 1024 subtracted); a PET in Bq/ml (rescaled so that the body reads about 1 SUV); PET voxels far
+  above any real uptake (1e20, float32's maximum: replaced by their neighbours' median); a single-frame 4-D image.
+* dropped, with a warning (``--strict``: an error): a PET that is missing, doubled, unreadable, 4-D with several
+  frames, all NaN, empty (constant) or not overlapping the CT: the CT is segmented alone (PET channel blank,
+  region placed from the CT; all background if even that fails).
+* a TIFF CT: read, with a warning that its origin and direction (not stored in TIFF) cannot be trusted.
 * flat placeholder images (1×1, 1×1×1; the platform's sanity check): an all-background mask on the CT's grid, with a
-  warning.
-* a missing folder or image, two images in a folder, an unreadable file, an all-NaN image, an empty PET, PET and CT
-  that do not overlap, a missing or inconsistent bundle: one line ``error: ...`` on stderr, exit status 2, and
-  nothing written to OUTPUT.
+  warning, in both modes.
+* no output can exist: no input folder, no usable CT (missing, doubled, unreadable, all NaN: no grid to write on), a
+  missing or inconsistent bundle, an output folder that cannot be written: one line ``error: ...`` on stderr, exit
+  status 2, and no output file (one left by an earlier run is removed; a successful run replaces it atomically).
+  Never a traceback.
 
 Time budget: the platform stops a case at 10 min (``--time-limit``), start-up included. When the projected time
 passes ``--time-budget`` (default 60 % of the limit) test-time augmentation is dropped, then folds, with a log line

@@ -6,18 +6,30 @@ as is in the image and from the repository::
 
     python task2_container/inference.py --input IN --output OUT [--resources BUNDLE] [--device cpu]
 
-Inputs and outcomes:
+Inputs and outcomes. By default (the platform's) a case is answered whenever an answer can be formed, because a case
+that exits non-zero or writes nothing is lost and a failed job can stop a submission's evaluation; ``--strict``
+(local validation) turns each dropped input into an error. Warnings go to stdout, one line per thing dropped or
+repaired.
 
-* ``ehr.json`` absent, keys missing, nulls, numbers written as strings, unknown categories, extra keys: a risk, with
-  each odd value encoded as the fitted encoder's ``Unknown`` (extra keys ignored). A file that is not valid JSON, or
-  not a JSON object: an error (below).
-* any grid, flipped or oblique, any field of view; no brain in the PET: the box is placed below the top of the CT,
-  with a warning. NaN voxels: replaced by the padding values, with a warning.
+* ``ehr.json`` absent, keys missing, nulls, numbers written as strings, unknown categories (a warning), extra keys:
+  a risk, with each odd value encoded as the fitted encoder's ``Unknown`` (extra keys ignored). Keys are matched
+  whatever their case (``age`` is read as ``Age``, with a warning); a UTF-8 byte-order mark, UTF-16/32 or Latin-1
+  text is decoded, with a warning.
+* dropped, with a warning (``--strict``: an error): an ``ehr.json`` that is not JSON, not a JSON object (a list, a
+  number, ``null``) or nested too deeply: every clinical value unknown; an implausible value (an age outside 0-120
+  years: in days, negative, 1e308, 400 digits; a list where a value belongs): that value unknown; an unusable PET
+  (missing, doubled, unreadable, 4-D with several frames, all NaN, empty, not overlapping the CT): the risk comes
+  from the CT and the record (PET channel blank); an unusable CT likewise (CT channel blank); neither: from the record
+  with a blank image.
+* any grid, flipped or oblique, any field of view, upper-case suffixes; no brain in the PET, or one outside the CT
+  (misregistration): the box is placed below the top of the CT, with a warning. Repaired, with a warning: NaN voxels,
+  a CT stored with a +1024 offset, a PET in Bq/ml, absurd PET voxels (1e20), a single-frame 4-D image. A TIFF CT:
+  a warning that its geometry cannot be trusted.
 * flat placeholder images (1×1, 1×1×1; the platform's sanity check): the risk is predicted from the clinical record
   with a blank image (a region outside every field of view), with a warning that it carries no imaging information.
-* a missing folder or image, two images in a folder, an unreadable file, an all-NaN image, an empty PET, PET and CT
-  that do not overlap, a malformed ``ehr.json``, a missing or inconsistent bundle: one line ``error: ...`` on
-  stderr, exit status 2, and nothing written to OUTPUT.
+* no output can exist: no input folder, a missing or inconsistent bundle, an output folder that cannot be written, a
+  non-finite risk: one line ``error: ...`` on stderr, exit status 2, and no output file (one left by an earlier run
+  is removed). Never a traceback.
 
 Time budget: the platform stops a case at 15 min (``--time-limit``), start-up included. When the projected time
 passes ``--time-budget`` (default 60 % of the limit), the folds of lowest ensemble weight are dropped (at least one

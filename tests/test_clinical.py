@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder, normalize_ehr, normalize_level, parse_number
+from hecktor.clinical import (
+    DEFAULT_FEATURES,
+    ClinicalEncoder,
+    normalize_ehr,
+    normalize_level,
+    parse_number,
+    sanitize_ehr,
+    unseen_values,
+)
 from hecktor.errors import BundleError, InputError
 
 # ../shared/data from the repository root: the workspace's real-data folder, absent in some checkouts (then skipped).
@@ -258,3 +266,58 @@ def test_real_hn1_table_encodes_with_the_expected_columns():
     row = encoder.transform([ehr])[0]
     assert row[names.index("Gender=1")] == 1 and row[names.index("M-stage=M0")] == 1
     assert row[names.index("Tobacco Consumption=Unknown")] == 1 and row[names.index("Performance Status=0")] == 1
+
+
+# ------------------------------------------------------------------------------------------- test-time records
+
+
+def test_sanitize_ehr_renames_keys_and_drops_implausible_values():
+    raw = {"age": 22630, "GENDER": 1, "m_stage": "M0", "Tobacco Consumption": 0, "tobacco consumption": 1,
+           "Performance Status": [[[0]]], "note": "kept"}
+    checked = sanitize_ehr(raw)
+    assert checked.record == {"Tobacco Consumption": 0, "note": "kept", "Age": None, "Gender": 1, "M-stage": "M0",
+                              "Performance Status": None}
+    assert checked.problems == ["ehr.json: Age 22630 is outside 0-120 years",
+                                "ehr.json: Performance Status is [[[...]]], not a single value"]
+    assert checked.warnings == [
+        "ehr.json: key 'age' read as 'Age'", "ehr.json: key 'GENDER' read as 'Gender'",
+        "ehr.json: key 'm_stage' read as 'M-stage'",
+        "ehr.json: key 'tobacco consumption' ignored: 'Tobacco Consumption' is also given",
+        "ehr.json: Age 22630 is outside 0-120 years: treated as unknown",
+        "ehr.json: Performance Status is [[[...]]], not a single value: treated as unknown"]
+    again = sanitize_ehr(checked.record)
+    assert again.record == checked.record and again.warnings == [] and again.problems == []
+
+
+@pytest.mark.parametrize("age, problem", [
+    (56, None), ("56", None), (0, None), (120.0, None), (None, None), (float("nan"), None),
+    (-1, "is outside 0-120 years"), (121, "is outside 0-120 years"), (1e308, "is outside 0-120 years"),
+    (10**400, "is outside 0-120 years"), (float("inf"), "is not a finite number of years"),
+    ("fifty", "is not a finite number of years"), (True, "is not a finite number of years"),
+    ({"value": 56}, "not a single value"),
+])
+def test_age_plausibility(age, problem):
+    checked = sanitize_ehr({"Age": age})
+    assert [problem in p for p in checked.problems] == ([] if problem is None else [True])
+    assert checked.record["Age"] == (None if problem is not None or age is None or age != age else age)
+    x = ClinicalEncoder().fit(TRAIN).transform([checked.record])
+    assert np.isfinite(x).all() and abs(x[0, 0]) < 10  # never a standardised age of 1e306
+
+
+def test_huge_integers_and_deep_values_never_raise():
+    huge = 10**400
+    assert parse_number(huge) is None and normalize_level(huge) == "1" + "0" * 400
+    assert parse_number(np.float64("inf")) is None and parse_number("1e999") is None
+    encoder = _fitted()
+    row = encoder.transform([{"Age": huge, "Gender": huge, "M-stage": [[["M0"]]]}])[0]
+    assert np.isfinite(row).all() and _block(encoder, row, "Gender")["Gender=Unknown"] == 1.0
+
+
+def test_unseen_values_name_the_codes_the_model_knows():
+    encoders = [ClinicalEncoder().fit(TRAIN[:2]), ClinicalEncoder().fit(TRAIN[2:])]
+    record = {"Gender": "female", "M-stage": "m1", "Performance Status": 7, "Treatment": None, "Age": 300}
+    assert unseen_values(encoders, record) == [
+        "ehr.json: Gender 'female' is not a code the model knows (0, 1): encoded as Unknown",
+        "ehr.json: Performance Status 7 is not a code the model knows (0, 1, 2, 10): encoded as Unknown"]
+    # M1 is known to the second encoder only: known to the model
+    assert unseen_values(encoders, {"Gender": 1, "M-stage": "M1"}) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -46,24 +47,66 @@ def test_missing_ehr_is_a_warning_not_an_error(tmp_path):
     assert io.read_case(folder, with_ehr=False).warnings == []
 
 
-@pytest.mark.parametrize(
-    "breakage, message",
-    [
-        (lambda f: [p.unlink() for p in (f / "images" / "ct").iterdir()], r"no image .* in .*images/ct"),
-        (lambda f: __import__("shutil").rmtree(f / "images" / "pet"), r"input folder not found: .*images/pet"),
-        (lambda f: (f / "images" / "ct" / "second.nii.gz").write_bytes(
-            next((f / "images" / "ct").iterdir()).read_bytes()), r"exactly one image in .*ct, found 2"),
-        (lambda f: [p.write_bytes(b"not an image") for p in (f / "images" / "pet").iterdir()], r"cannot read PET"),
-        (lambda f: (f / "ehr.json").write_text("{Age: 5"), r"ehr.json is not valid JSON"),
-        (lambda f: (f / "ehr.json").write_text("[1, 2]"), r"must hold a JSON object, got list"),
-    ],
-)
-def test_bad_input_folders_give_one_line_errors(tmp_path, breakage, message):
+BREAKAGES = [
+    ("CT", lambda f: [p.unlink() for p in (f / "images" / "ct").iterdir()], r"no image .* in .*images/ct"),
+    ("PET", lambda f: __import__("shutil").rmtree(f / "images" / "pet"), r"input folder not found: .*images/pet"),
+    ("CT", lambda f: (f / "images" / "ct" / "second.nii.gz").write_bytes(
+        next((f / "images" / "ct").iterdir()).read_bytes()), r"exactly one image in .*ct, found 2"),
+    ("PET", lambda f: [p.write_bytes(b"not an image") for p in (f / "images" / "pet").iterdir()], r"cannot read PET"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("{Age: 5"), r"ehr.json is not valid JSON"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("[1, 2]"), r"must hold a JSON object, got list"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("null"), r"must hold a JSON object, got null"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text("[" * 100000 + "]" * 100000), r"nested too deeply"),
+    ("ehr.json", lambda f: (f / "ehr.json").write_text('{"Age": ' + "7" * 5000 + "}"), r"is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("dropped, breakage, message", BREAKAGES)
+def test_bad_input_folders_give_one_line_errors_when_strict(tmp_path, dropped, breakage, message):
     folder, _, _ = _gc_folder(tmp_path)
     breakage(folder)
     with pytest.raises(InputError, match=message) as error:
-        io.read_case(folder)
+        io.read_case(folder, strict=True)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("dropped, breakage, message", BREAKAGES)
+def test_by_default_an_unusable_input_is_dropped_with_one_warning(tmp_path, dropped, breakage, message):
+    folder, ct, pet = _gc_folder(tmp_path)
+    breakage(folder)
+    case = io.read_case(folder)
+    assert not case.strict
+    assert [k for k in ("CT", "PET", "ehr.json") if getattr(case, {"ehr.json": "ehr"}.get(k, k.lower())) is None] \
+        == [dropped]
+    assert list(case.problems) == [dropped] and re.search(message, case.problems[dropped])
+    (line,) = [w for w in case.warnings if dropped in w]
+    assert line.startswith(f"{dropped} unusable (") and line.endswith(io.REMEDIES[dropped])
+    assert "\n" not in line
+
+
+def test_pets_that_cannot_be_used_are_dropped_and_named(tmp_path):
+    folder, ct, pet = _gc_folder(tmp_path)
+    (pet_path,) = (folder / "images" / "pet").iterdir()
+    zero = pet * 0
+    constant = zero + 2.5
+    all_nan = sitk.GetImageFromArray(np.full(sitk.GetArrayViewFromImage(pet).shape, np.nan, np.float32))
+    all_nan.CopyInformation(pet)
+    far = sitk.Image(pet)
+    far.SetOrigin((0.0, 0.0, 5000.0))
+    for image, message in ((zero, "PET is empty: every voxel equals 0"), (constant, "every voxel equals 2.5"),
+                           (all_nan, "PET holds no finite voxel"), (far, "PET and CT do not overlap")):
+        sitk.WriteImage(image, str(pet_path))
+        case = io.read_case(folder)
+        assert case.pet is None and case.ct is not None and message in case.problems["PET"]
+        with pytest.raises(InputError, match=message):
+            io.read_case(folder, strict=True)
+    # an all-NaN CT: dropped too (a predictor that needs it raises the problem)
+    sitk.WriteImage(pet, str(pet_path))
+    (ct_path,) = (folder / "images" / "ct").iterdir()
+    nan_ct = sitk.Cast(ct, sitk.sitkFloat32) * float("nan")
+    sitk.WriteImage(nan_ct, str(ct_path))
+    case = io.read_case(folder)
+    assert case.ct is None and case.pet is not None and "CT holds no finite voxel" in case.problems["CT"]
 
 
 def test_2d_and_flat_images_are_refused(tmp_path):
@@ -148,3 +191,113 @@ def test_bad_training_tables(tmp_path):
         io.list_training_cases(root, 1)
     with pytest.raises(InputError, match="HECKTOR folder not found"):
         io.list_training_cases(tmp_path / "nowhere", 1)
+
+
+# ------------------------------------------------------------------------------------------- hostile files
+
+
+def test_upper_case_suffixes_are_read_without_noise_on_stderr(tmp_path, capfd):
+    ct, pet, _, _ = head_phantom()
+    for name, image in (("ct.MHA", ct), ("pet.NII.GZ", pet), ("odd.Nii.Gz", pet)):
+        lower = tmp_path / name.lower()
+        sitk.WriteImage(image, str(lower))
+        lower.rename(tmp_path / name)
+        warnings: list[str] = []
+        read = io.read_image(tmp_path / name, "CT", warnings)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+        assert warnings == []
+    (tmp_path / "one").mkdir()
+    (tmp_path / "ct.MHA").rename(tmp_path / "one" / "X.MHA")
+    assert io.find_single_image(tmp_path / "one").name == "X.MHA"
+    assert capfd.readouterr().err == ""  # NIfTI prints "mixed case extension" to fd 2 when given such a name
+
+
+def test_4d_images_with_one_frame_are_read_as_3d_and_several_frames_refused(tmp_path):
+    _, pet, _, _ = head_phantom()
+    warnings: list[str] = []
+    read = io.read_image(_write(sitk.JoinSeries([pet]), tmp_path / "one.mha"), "PET", warnings)
+    assert read.GetDimension() == 3 and read.GetSize() == pet.GetSize() and read.GetOrigin() == pet.GetOrigin()
+    assert warnings == ["PET one.mha is 4-D with a single frame: read as its 3-D volume"]
+    with pytest.raises(InputError, match=r"not a 3-D volume \(size 40x40x36x2\)"):
+        io.read_image(_write(sitk.JoinSeries([pet, pet]), tmp_path / "two.mha"), "PET")
+
+
+def test_a_tiff_is_read_with_a_warning_that_its_geometry_is_lost(tmp_path):
+    ct, _, _, _ = head_phantom()
+    warnings: list[str] = []
+    read = io.read_image(_write(sitk.Cast(ct, sitk.sitkInt16), tmp_path / "ct.tif"), "CT", warnings)
+    assert read.GetSize() == ct.GetSize() and read.GetOrigin() != ct.GetOrigin()
+    assert len(warnings) == 1 and "TIFF file, which stores no origin or direction" in warnings[0]
+
+
+EHR = {"Age": 56, "Gender": 1, "Name": "Müller"}
+
+
+@pytest.mark.parametrize("encoding, data, note", [
+    ("utf-8", json.dumps(EHR, ensure_ascii=False).encode(), None),
+    ("utf-8-sig", json.dumps(EHR).encode("utf-8-sig"), "UTF-8 with a byte-order mark"),
+    ("utf-16", json.dumps(EHR).encode("utf-16"), "UTF-16"),
+    ("utf-16-le", json.dumps(EHR).encode("utf-16-le"), "UTF-16 (little-endian, no byte-order mark)"),
+    ("utf-16-be", json.dumps(EHR).encode("utf-16-be"), "UTF-16 (big-endian, no byte-order mark)"),
+    ("utf-32", json.dumps(EHR).encode("utf-32"), "UTF-32"),
+    ("latin-1", json.dumps(EHR, ensure_ascii=False).encode("latin-1"), "Latin-1"),
+])
+def test_ehr_in_any_unicode_encoding_or_latin1_is_decoded_with_a_warning(tmp_path, encoding, data, note):
+    (tmp_path / "ehr.json").write_bytes(data)
+    record, warnings = io.read_ehr(tmp_path / "ehr.json")
+    assert record == EHR
+    assert warnings == ([] if note is None else [f"ehr.json is {note} text, not UTF-8: decoded as such"])
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def test_outputs_are_readable_by_others_whatever_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        path = io.write_text_atomic("1.5", tmp_path / "rfs.json")
+        mask = io.write_mask(head_phantom()[2], tmp_path / "deep" / "output.mha")
+    finally:
+        os.umask(old)
+    for written in (path, mask):
+        mode = written.stat().st_mode & 0o777
+        assert mode & 0o644 == 0o644 and not mode & 0o022, oct(mode)
+    old = os.umask(0o022)
+    try:
+        assert io.write_text_atomic("2", tmp_path / "other.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_output_is_replaced_in_one_step(tmp_path):
+    target = tmp_path / "rfs.json"
+    target.write_text("stale")
+    inode = target.stat().st_ino
+    io.write_json_number(0.25, target)
+    assert target.read_text() == "0.25" and target.stat().st_ino != inode  # a rename, not a rewrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rfs.json"]
+    assert io.remove_output(target) and not target.exists() and not io.remove_output(target)
+
+
+def test_unwritable_output_locations_are_input_errors(tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match=r"cannot write .*a-file/rfs.json: .*the output folder must be a writable"):
+        io.write_json_number(1.0, a_file / "rfs.json")
+    (tmp_path / "output.mha").mkdir()  # a folder where the file goes
+    with pytest.raises(InputError, match=r"cannot write .*output.mha: Is a directory"):
+        io.write_mask(head_phantom()[2], tmp_path / "output.mha")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "output.mha"]  # no temporary left
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    with pytest.raises(InputError, match="Permission denied"):
+        io.write_text_atomic("1", tmp_path / "ro" / "x.json")
+
+
+def test_what_c_libraries_print_while_reading_is_captured_not_sent_to_stderr(capfd):
+    with io._quiet_stderr() as printed:
+        os.write(2, b"** nifti_image_read: junk\n")
+    assert printed == ["** nifti_image_read: junk"] and capfd.readouterr().err == ""

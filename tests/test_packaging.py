@@ -23,8 +23,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import DIRECTIONS
-from hecktor.tasks import get_task
-from hecktor.io import write_gc_input, write_mask, write_json_number
+from hecktor.tasks import get_task, task_numbers
+from hecktor.io import write_gc_input, write_mask, write_json_boolean, write_json_number
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("build.sh", "test_container.sh", "scripts/podman_smoke.sh")
@@ -38,7 +38,8 @@ def _load_script(name: str):
 
 
 check_outputs = _load_script("check_outputs")
-MASK_PATH, RFS_PATH = get_task(1).output, get_task(2).output
+MASK_PATH, RFS_PATH, HPV_PATH = get_task(1).output, get_task(2).output, get_task(3).output
+TASKS = task_numbers()
 make_test_inputs = _load_script("make_test_inputs")
 
 
@@ -63,9 +64,10 @@ def test_help_exits_zero(script):
 
 
 # A stand-in for docker/podman: appends its arguments as one JSON line to $FAKE_ENGINE_LOG. "run" plays the
-# container: it calls the task's inference.py on the host folders mounted at /input and /output.
+# container: it calls the inference.py of the task named by the image (hecktor-taskN) on the host folders mounted at
+# /input and /output.
 FAKE_ENGINE = """#!{python}
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_ENGINE_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
@@ -80,46 +82,51 @@ if args[0] == "save":
     sys.stdout.buffer.write(b"image archive of " + args[-1].encode())
 if args[0] == "run":
     mounts = dict(reversed(v.split(":", 2)[:2]) for k, v in zip(args, args[1:]) if k == "--volume")
-    task = "1" if "task1" in args[-1] else "2"
+    task = re.search(r"task(\\d+)", args[-1]).group(1)
     script = os.path.join(os.environ["FAKE_REPO"], f"task{{task}}_container", "inference.py")
     sys.exit(subprocess.call([sys.executable, script, "--input", mounts["/input"], "--output", mounts["/output"]]))
 """
 
-# A stand-in for the containers' inference.py: a mask of one label-1 box on the CT grid, or risk 0.25. FAKE_DEFECT
-# makes it write a wrong output, so the scripts' failure path is exercised.
+# A stand-in for the containers' inference.py, by the task's output kind in the registry: a mask of one label-1 box on
+# the CT grid, the number 0.25 or the boolean true. FAKE_DEFECT makes it write a wrong output, so the scripts'
+# failure path is exercised.
 FAKE_INFERENCE = """import argparse, json, os, sys
 from pathlib import Path
 import numpy as np, SimpleITK as sitk
-from hecktor.io import read_case, write_mask, write_json_number
+from hecktor.io import read_case, write_json_boolean, write_json_number, write_mask
+from hecktor.tasks import get_task
 parser = argparse.ArgumentParser()
 parser.add_argument("--input"); parser.add_argument("--output")
 args = parser.parse_args()
 defect = os.environ.get("FAKE_DEFECT", "")
 case = read_case(args.input)
 out = Path(args.output)
-if {task} == 1:
+spec = get_task({task})
+if spec.output_kind == "mask":
     array = np.zeros(sitk.GetArrayViewFromImage(case.ct).shape, np.uint8)
     array[2:5, 2:5, 2:5] = 3 if defect == "label3" else 1
     mask = sitk.GetImageFromArray(array)
     mask.CopyInformation(case.ct)
-    write_mask(mask, out / "images/tumor-lymph-node-segmentation/output.mha")
+    write_mask(mask, out / spec.output)
 elif defect == "object":
-    (out / "rfs.json").write_text(json.dumps({{"risk": 0.25}}))
+    (out / spec.output).write_text(json.dumps({{"value": 0.25}}))
+elif spec.output_kind == "json-number":
+    write_json_number(0.25, out / spec.output)
 else:
-    write_json_number(0.25, out / "rfs.json")
+    write_json_boolean(True, out / spec.output)
 """
 
 
-def _scratch_repo(tmp_path: Path, bundles=(1, 2), inference=(1, 2)) -> Path:
-    """A copy of the packaging files, with fake bundles and inference.py where asked."""
+def _scratch_repo(tmp_path: Path, bundles=TASKS, inference=TASKS) -> Path:
+    """A copy of the packaging files, with fake bundles and inference.py where asked (every task of the registry)."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     for name in ("build.sh", "test_container.sh", ".dockerignore"):
         shutil.copy2(REPO / name, repo / name)
     for name in ("make_test_inputs.py", "check_outputs.py"):
         shutil.copy2(REPO / "scripts" / name, repo / "scripts" / name)
-    for task in (1, 2):
-        folder = repo / f"task{task}_container"
+    for task in TASKS:
+        folder = repo / get_task(task).container
         folder.mkdir()
         shutil.copy2(REPO / folder.name / "Dockerfile", folder / "Dockerfile")
         if task in bundles:
@@ -134,8 +141,8 @@ def _engine_env(tmp_path: Path, repo: Path, **extra: str) -> dict[str, str]:
     engine = tmp_path / "fake-docker"
     engine.write_text(FAKE_ENGINE.format(python=sys.executable))
     engine.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("TASK1_IMAGE", "TASK2_IMAGE", "ENGINE_BUILD_ARGS",
-                                                          "ENGINE_RUN_ARGS", "FAKE_DEFECT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("ENGINE_BUILD_ARGS", "ENGINE_RUN_ARGS", "FAKE_DEFECT")
+           and not (k.startswith("TASK") and k.endswith("_IMAGE"))}
     env.update(ENGINE=str(engine), FAKE_ENGINE_LOG=str(tmp_path / "engine.log"), FAKE_REPO=str(repo),
                PYTHON=sys.executable, **extra)
     return env
@@ -146,15 +153,16 @@ def _engine_calls(tmp_path: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-@pytest.mark.parametrize("task, exporter", [(1, "export_segmentation.py"), (2, "export_prognosis.py")])
-def test_build_fails_with_one_clear_line_when_a_bundle_is_missing(tmp_path, task, exporter):
-    repo = _scratch_repo(tmp_path, bundles=[t for t in (1, 2) if t != task])
+@pytest.mark.parametrize("task", TASKS)
+def test_build_fails_with_one_clear_line_when_a_bundle_is_missing(tmp_path, task):
+    repo = _scratch_repo(tmp_path, bundles=[t for t in TASKS if t != task])
     result = subprocess.run([str(repo / "build.sh")], capture_output=True, text=True, env=_engine_env(tmp_path, repo))
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert f"task{task}_container/resources/bundle/manifest.json" in lines[0]
-    assert f"python training/{exporter} RUN_DIR" in lines[0]
+    assert f"{get_task(task).container}/resources/bundle/manifest.json" in lines[0]
+    assert get_task(task).export_command in lines[0]
+    assert {1: "export_segmentation.py", 2: "export_prognosis.py", 3: "export_hpv.py"}[task] in lines[0]
     assert _engine_calls(tmp_path) == []  # nothing was built before the check
 
 
@@ -168,6 +176,7 @@ def test_build_passes_context_dockerfile_tags_and_mamba_switch(tmp_path):
         ["build", "-f", f"{repo}/task1_container/Dockerfile", "-t", "hecktor-task1:latest",
          "--build-arg", "WITH_MAMBA=0", str(repo)],
         ["build", "-f", f"{repo}/task2_container/Dockerfile", "-t", "hecktor-task2:latest", str(repo)],
+        ["build", "-f", f"{repo}/task3_container/Dockerfile", "-t", "hecktor-task3:latest", str(repo)],
     ]
 
     (tmp_path / "engine.log").unlink()
@@ -188,7 +197,8 @@ def test_build_save_writes_gzipped_archives_and_reports_failures(tmp_path):
     result = subprocess.run([str(repo / "build.sh"), "--save", "--save-dir", str(out)], capture_output=True,
                             text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["hecktor-task1.tar.gz", "hecktor-task2.tar.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["hecktor-task1.tar.gz", "hecktor-task2.tar.gz",
+                                                     "hecktor-task3.tar.gz"]
     assert gzip.decompress((out / "hecktor-task2.tar.gz").read_bytes()) == b"image archive of hecktor-task2:latest"
     assert ["save", "hecktor-task1:latest"] in _engine_calls(tmp_path)
 
@@ -211,7 +221,7 @@ def test_test_container_runs_like_the_platform_and_checks_outputs(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
     runs = [c for c in _engine_calls(tmp_path) if c[0] == "run"]
-    assert [r[-1] for r in runs] == ["hecktor-task1:latest", "hecktor-task2:latest"]
+    assert [r[-1] for r in runs] == ["hecktor-task1:latest", "hecktor-task2:latest", "hecktor-task3:latest"]
     run = runs[0]
     for flag, value in (("--network", "none"), ("--memory", "16g"), ("--memory-swap", "16g"), ("--user", "user")):
         assert run[run.index(flag) + 1] == value
@@ -386,6 +396,31 @@ def test_checker_task2_rejects_each_defect(tmp_path, text, message):
     assert len(problems) == 1 and message in problems[0], problems
 
 
+def test_checker_task3_accepts_exactly_true_or_false(tmp_path):
+    for value in (True, False):
+        write_json_boolean(value, tmp_path / "hpv-status.json")
+        assert check_outputs.check_json_output(tmp_path, HPV_PATH, "json-boolean") == []
+    assert check_outputs.main(["--task", "3", "--input", str(tmp_path), "--output", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1", "must hold a bare true or false, got a JSON int"),
+        ('"true"', "got a JSON str"),
+        ("0.7", "got a JSON float"),
+        ("null", "got a JSON NoneType"),
+        ('{"hpv": true}', "got a JSON dict"),
+        ("True", "is not valid JSON holding true or false"),
+        ("", "is not valid JSON"),
+    ],
+)
+def test_checker_task3_rejects_each_defect(tmp_path, text, message):
+    (tmp_path / "hpv-status.json").write_text(text)
+    problems = check_outputs.check_json_output(tmp_path, HPV_PATH, "json-boolean")
+    assert len(problems) == 1 and message in problems[0], problems
+
+
 def test_checker_task2_rejects_missing_file_and_cli_exit_code(tmp_path, capsys):
     assert check_outputs.check_json_output(tmp_path, RFS_PATH, "json-number") == [f"output file missing: {tmp_path / 'rfs.json'}"]
     assert check_outputs.main(["--task", "2", "--input", str(tmp_path), "--output", str(tmp_path)]) == 1
@@ -438,9 +473,9 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-@pytest.mark.parametrize("task", [1, 2])
+@pytest.mark.parametrize("task", TASKS)
 def test_dockerfile_follows_the_platform_template(task):
-    instructions = _instructions(REPO / f"task{task}_container" / "Dockerfile")
+    instructions = _instructions(REPO / get_task(task).container / "Dockerfile")
     keywords = [k for k, _ in instructions]
     assert set(keywords) <= {"ARG", "FROM", "ENV", "RUN", "COPY", "WORKDIR", "USER", "ENTRYPOINT"}
     assert ("ARG", "BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime") in instructions
@@ -452,8 +487,8 @@ def test_dockerfile_follows_the_platform_template(task):
     assert ("WORKDIR", "/opt/app") in final
     # COPY sources and targets without the --chmod/--chown options.
     copies = [" ".join(w for w in v.split() if not w.startswith("--")) for k, v in final if k == "COPY"]
-    assert f"task{task}_container/inference.py /opt/app/inference.py" in copies
-    assert f"task{task}_container/resources/bundle /opt/app/resources/bundle" in copies
+    assert f"{get_task(task).container}/inference.py /opt/app/inference.py" in copies
+    assert f"{get_task(task).container}/resources/bundle /opt/app/resources/bundle" in copies
     # The exported bundle folder is 0700: the non-root user can read it only through COPY --chmod.
     assert all(v.startswith("--chmod=0755 ") for k, v in final if k == "COPY" and "/opt/app/" in v)
     env = " ".join(v for k, v in final if k == "ENV")
@@ -463,12 +498,15 @@ def test_dockerfile_follows_the_platform_template(task):
     runs = [v for k, v in final if k == "RUN"]
     pin = next(i for i, r in enumerate(runs) if "/etc/hecktor-constraints.txt" in r)
     assert all("-c /etc/hecktor-constraints.txt" in r for r in runs[pin + 1:] if "pip install" in r)
-    # Every COPY source is let through by .dockerignore (the context is the repository root).
+    # Every COPY source is let through by .dockerignore (the context is the repository root; a '*' matches within
+    # one path element, as in Docker's patterns).
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
     for copy in copies:
         source = copy.split()[0]
-        assert any(source == a or source.startswith(a + "/") or a.startswith(source + "/") for a in allowed), source
+        prefixes = ["/".join(source.split("/")[:n]) for n in range(1, source.count("/") + 2)]
+        assert any(any(re.fullmatch(re.escape(a).replace(r"\*", "[^/]*"), prefix) for prefix in prefixes)
+                   or a.startswith(source + "/") for a in allowed), source
 
 
 def test_build_context_holds_no_synthetic_generator_or_training_code():
@@ -509,7 +547,7 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
                 included = keep
         return included
 
-    files = {p.relative_to(REPO).as_posix() for top in ("shared", "task1_container", "task2_container")
+    files = {p.relative_to(REPO).as_posix() for top in ("shared", *(get_task(t).container for t in TASKS))
              for p in (REPO / top).rglob("*") if p.is_file()}
     # The training subpackage may not exist in this checkout yet; what lands there must stay out too.
     files |= {"shared/hecktor/training/__init__.py", "shared/hecktor/training/loops/segmentation.py",
@@ -517,8 +555,8 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
     context = {f for f in files if admitted(f)}
     for needed in ("shared/pyproject.toml", "shared/hecktor/__init__.py", "shared/hecktor/segment.py",
                    "shared/hecktor/prognosis.py", "shared/hecktor/io.py", "shared/hecktor/budget.py",
-                   "shared/hecktor/networks/hecmamba.py", "task1_container/inference.py",
-                   "task2_container/inference.py"):
+                   "shared/hecktor/networks/hecmamba.py", "shared/hecktor/diagnosis.py",
+                   *(f"{get_task(t).container}/inference.py" for t in TASKS)):
         assert needed in context, needed
     assert "shared/hecktor/synthetic.py" in files
     left_out = sorted(f for f in files - context if f.startswith("shared/hecktor/") and "__pycache__" not in f)
@@ -561,3 +599,21 @@ def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out():
     assert any("--no-build-isolation" in v and "mamba-ssm==" in v for k, v in builder if k == "RUN")
     task2 = (REPO / "task2_container" / "Dockerfile").read_text()
     assert "mamba" not in task2.lower()
+
+
+def test_every_task_tells_podman_smoke_how_to_make_a_tiny_bundle():
+    """scripts/podman_smoke.sh loops over the registry and runs each task's smoke_commands (python -m hecktor.tasks
+    --smoke N): scripts of this repository, with the --data/--out spellings and the placeholders it replaces."""
+    for task in TASKS:
+        spec = get_task(task)
+        commands = subprocess.run([sys.executable, "-m", "hecktor.tasks", "--smoke", str(task)], capture_output=True,
+                                  text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "shared")})
+        lines = commands.stdout.splitlines()
+        assert lines == list(spec.smoke_commands) and len(lines) == 2
+        train, export = (line.split() for line in lines)
+        assert train[0] == export[0] == "python" and (REPO / train[1]).is_file() and (REPO / export[1]).is_file()
+        assert train[train.index("--data") + 1] == "DATA" and train[train.index("--out") + 1] == "RUN_DIR"
+        assert export[1] == spec.export_command.split()[1] and export[2] == "RUN_DIR"
+        assert export[export.index("--out") + 1] == "BUNDLE"
+    smoke = (REPO / "scripts" / "podman_smoke.sh").read_text()
+    assert "--smoke" in smoke and "task1_container" not in smoke and "TASK2_MODE" not in smoke

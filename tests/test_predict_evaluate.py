@@ -1,5 +1,5 @@
 """``hecktor-predict`` and ``hecktor-evaluate`` (hecktor.predict, hecktor.evaluate): both input layouts against the
-predictors called directly, failures and exit codes, a json-boolean task added through the registry alone, and the
+predictors called directly, failures and exit codes, a json-boolean task through the registry alone, and the
 scores of hand-made masks and rankings whose numbers are worked out by hand below.
 
 The bundles are tiny untrained networks in the exact formats the containers load (as in test_containers.py)."""
@@ -249,8 +249,18 @@ def test_a_json_boolean_task_needs_only_its_registry_entry(cli, monkeypatch, coh
     assert rows[0] == ["PatientID", "hpv_status"]
     assert rows[1:] == [[pid, "true" if float(ages[pid]) > 60 else "false"] for pid in sorted(ages)]
 
-    status, _, stderr = cli(evaluate_cli, "--task", 3, "--pred", tmp_path / "predictions.csv", "--labels", cohort)
-    assert status == 2 and stderr == ["error: hecktor-evaluate cannot score Task 3 (json-boolean output) yet"]
+    # hecktor-evaluate scores a json-boolean task by its kind and target column too: balanced accuracy over the
+    # patients of known status (USZ-001's is unknown; MDA-001, 44 years, HPV-negative, predicted false: right;
+    # MDA-002, 55 years, HPV-positive, predicted false: wrong), no AUC without a probability column.
+    status, stdout, stderr = cli(evaluate_cli, "--task", 3, "--pred", tmp_path / "predictions.csv", "--labels", cohort,
+                                 "--json", tmp_path / "s.json")
+    assert status == 0 and stderr == []
+    report = json.loads((tmp_path / "s.json").read_text())
+    known = {pid: row["HPV Status"] for pid, row in ((r["PatientID"], r) for r in read_training_table(cohort, 2))
+             if row["HPV Status"] is not None}
+    assert known == {"MDA-001": "0", "MDA-002": "1"}
+    assert (report["balanced_accuracy"], report["auc"], report["n"], report["n_unknown_ignored"]) == (0.5, None, 2, 1)
+    assert "| balanced accuracy (hpv_status) | 0.500 |" in stdout
 
 
 # -------------------------------------------------------------------------------------------------------- evaluate

@@ -45,7 +45,8 @@ def fusion_run(cohort_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "fusion"
     cohort = load_hecktor_cohort(cohort_dir, PLAN, cache_dir=cache, progress=False)
     config = TrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=10, learning_rate=3e-3,
-                            early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu")
+                            early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu",
+                            threads=1)  # conftest's one thread: the trainer's default (all cores) stalls on a busy CI
     result = cross_validate(cohort, config, run_dir, progress=False)
     return result, run_dir, cache
 

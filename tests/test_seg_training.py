@@ -132,15 +132,15 @@ def test_resume_continues_from_the_saved_epoch(cohort, tmp_path, monkeypatch):
     straight.prepare()
     straight.train_fold(0)
 
-    # Kill the second run right after epoch 2 has been checkpointed and logged.
-    log = segmentation.RunLog.log
+    # Kill the second run right after epoch 2 has been logged and checkpointed.
+    save = segmentation.save_checkpoint
 
-    def log_then_crash(self, row):
-        log(self, row)
-        if row["epoch"] == 2:
+    def save_then_crash(checkpoint, path, **options):
+        save(checkpoint, path, **options)
+        if checkpoint["epoch"] == 2 and Path(path).name == "checkpoint_last.pt":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(segmentation.RunLog, "log", log_then_crash)
+    monkeypatch.setattr(segmentation, "save_checkpoint", save_then_crash)
     first = SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast))
     first.prepare()
     with pytest.raises(KeyboardInterrupt):

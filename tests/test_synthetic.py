@@ -69,7 +69,7 @@ def test_same_seed_gives_identical_bytes_and_smaller_cohorts_are_prefixes(tmp_pa
     other_seed = synthetic.generate_cohort(tmp_path / "d", 3, 8)
 
     files_a, files_b, files_c = (_all_files(tmp_path / n) for n in "abc")
-    assert len(files_a) == 3 * 5 + 4  # 3 patients x (3 + 2) images, 2 task CSVs, true_risk.csv, cohort.json
+    assert len(files_a) == 3 * 7 + 5  # 3 patients x (3 + 2 + 2) images, 3 task CSVs, true_risk.csv, cohort.json
     assert files_a == files_b  # NIfTI gzip, CSVs and JSON are byte-reproducible
 
     # The 3-case cohort is the start of the 5-case one: same patients, same image bytes, same rows.
@@ -88,7 +88,7 @@ def test_same_seed_gives_identical_bytes_and_smaller_cohorts_are_prefixes(tmp_pa
 
 def test_layout_and_csv_columns_follow_hecktor_2025(cohort40) -> None:
     out, summary = cohort40
-    assert sorted(p.name for p in out.iterdir()) == ["Task 1", "Task 2", "cohort.json", "true_risk.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["Task 1", "Task 2", "Task 3", "cohort.json", "true_risk.csv"]
     header1, rows1 = _read_csv(out / "Task 1" / "HECKTOR_2025_Training_Task_1.csv")
     header2, rows2 = _read_csv(out / "Task 2" / "HECKTOR_2025_Training_Task_2.csv")
     assert header1 == EXPECTED_HEADER
@@ -108,9 +108,10 @@ def test_layout_and_csv_columns_follow_hecktor_2025(cohort40) -> None:
             f"{pid}__CT.nii.gz",
             f"{pid}__PT.nii.gz",
         ]
-        assert sorted(p.name for p in (out / "Task 2" / pid).iterdir()) == [f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz"]
-        for name in (f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz"):
-            assert (out / "Task 2" / pid / name).read_bytes() == (out / "Task 1" / pid / name).read_bytes()
+        for task in ("Task 2", "Task 3"):
+            assert sorted(p.name for p in (out / task / pid).iterdir()) == [f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz"]
+            for name in (f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz"):
+                assert (out / task / pid / name).read_bytes() == (out / "Task 1" / pid / name).read_bytes()
         assert row["Gender"] in {"0", "1"} and row["Treatment"] in {"0", "1"}
         assert row["M-stage"] in {"M0", "M1", "Mx"}
         assert row["Tobacco Consumption"] in {"", "0", "1"} and row["Alcohol Consumption"] in {"", "0", "1"}
@@ -118,6 +119,9 @@ def test_layout_and_csv_columns_follow_hecktor_2025(cohort40) -> None:
         assert row["Performance Status"] in {"", "0", "1", "2", "3", "4"}
         assert row["Age"] == "" or 30 <= int(row["Age"]) <= 90
         assert float(row["RFS"]) >= 1.0 and row["Relapse"] in {"0", "1"}
+
+    header3, rows3 = _read_csv(out / "Task 3" / "HECKTOR_2025_Training_Task_3.csv")
+    assert header3 == EXPECTED_HEADER and rows3 == rows1  # the HPV Status column is Task 3's target
 
     # Missing values are empty cells, at roughly the documented rates (binomial bounds for 40 patients).
     missing = {c: sum(r[c] == "" for r in rows1) / 40 for c in EXPECTED_HEADER}
@@ -323,3 +327,25 @@ def test_module_runs_as_a_command() -> None:
     )
     assert result.returncode == 0
     assert "--size {small,realistic}" in result.stdout and "--cases" in result.stdout
+
+
+def test_hpv_status_depends_on_the_record_and_the_images_as_documented() -> None:
+    """Version 2 of the generator draws HPV status from HPV_MODEL (record and tumour), with the images of version 1."""
+    cases = [synthetic.make_case(5, "small", case_index=i) for i in range(60)]
+    for case in cases[:3]:
+        assert case.hpv_probability == pytest.approx(synthetic.hpv_probability(
+            case.true_clinical, case.features["tumour_volume_ml"], case.features["n_nodes"]))
+    status = np.array([c.true_clinical["HPV Status"] for c in cases])
+    p = np.array([c.hpv_probability for c in cases])
+    # Positive patients had the higher probabilities: the status was drawn from them.
+    assert p[status == 1].mean() > p[status == 0].mean() + 0.1
+    # Smaller primaries and more nodes raise P(HPV+), smoking lowers it (the model's signs).
+    base = {"Tobacco Consumption": 0, "Age": 62}
+    assert synthetic.hpv_probability(base, 8.0, 2) > synthetic.hpv_probability(base, 40.0, 2)
+    assert synthetic.hpv_probability(base, 20.0, 3) > synthetic.hpv_probability(base, 20.0, 0)
+    assert synthetic.hpv_probability({**base, "Tobacco Consumption": 1}, 20.0, 1) < \
+        synthetic.hpv_probability(base, 20.0, 1)
+    # The oracle's balanced accuracy, recorded in cohort.json, is the Bayes rule's on the recorded statuses.
+    assert synthetic.oracle_balanced_accuracy(status, p) > 0.6
+    assert synthetic.oracle_balanced_accuracy([1, 1], [0.2, 0.9]) is None
+    assert synthetic.oracle_balanced_accuracy([1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8]) == 0.5

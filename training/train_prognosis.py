@@ -6,12 +6,17 @@ Examples::
     python training/train_prognosis.py --mode imaging  --folds 5 --data /data/hecktor2025 --out runs/imaging
     python training/train_prognosis.py --mode clinical --folds 5 --csv  table.csv          --out runs/clinical
     python training/train_prognosis.py --mode clinical --survival-model coxnet --data DATA --out runs/coxnet
+    python training/train_prognosis.py --mode clinical --folds 5 --repeats 5 --csv table.csv --out runs/clinical5
 
 Prints the per-fold and mean out-of-fold C-index and writes ``RUN_DIR/metrics.json``
 (``{"cindex_mean": ..., "cindex_folds": [...], ...}``), ``config.json``, ``folds.json``, ``oof.csv``, per-fold
-training logs and the fold ensemble in ``RUN_DIR/model`` (export it with ``export_prognosis.py``). Settings not
-given take the defaults of ``hecktor.training.prognosis.TrainingConfig`` (shown below). Exit status 2 with one
-``error:`` line for a wrong input or option.
+training logs and the fold ensemble in ``RUN_DIR/model`` (export it with ``export_prognosis.py``). With
+``--repeats R`` the cross-validation runs again with the fold seeds ``--seed`` + 1 ... + R - 1 and metrics.json adds
+``cindex_mean_over_repeats``, ``cindex_sd_over_repeats`` (SD of the repeats' mean C-index), ``cindex_fold_sd_mean``
+(mean of the per-split SDs) and ``repeats`` (each repeat's metrics); everything else in RUN_DIR, the exported
+model included, is the first repeat's (seed ``--seed``). Settings not given take the defaults of
+``hecktor.training.prognosis.TrainingConfig`` (shown below). Exit status 2 with one ``error:`` line for a wrong
+input or option.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
-
-import torch
 
 from hecktor.errors import InputError
 from hecktor.networks.fused import MODES
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, help="clinical mode only, instead of --data: a CSV with the HECKTOR 2025 "
                                                  "columns (default: none)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    cli.add_training_arguments(parser, workers_help="processes preprocessing the images into the cache")
+    cli.add_training_arguments(parser, workers_help="processes preprocessing the images into the cache (0: this "
+                                                    "process)")
     task = parser.add_argument_group("Task 2")
     task.add_argument("--folds-file", type=Path,
                       help="reuse the split of an earlier run (its folds.json) so modes compare on the same folds")
@@ -69,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's BoxPlan(), 96^3)")
     task.add_argument("--cache-dir", "--cache", type=Path, default=DEFAULT_CACHE,
                       help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
-    task.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    task.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                      help="torch's CPU threads while training (all cores: the cores this process may run on, or "
+                           "$OMP_NUM_THREADS where set)")
+    task.add_argument("--repeats", type=int, default=1,
+                      help="cross-validate with this many fold seeds (--seed, --seed + 1, ...) and report the mean "
+                           "and spread; the exported model is the first repeat's")
     defaults = cli.config_defaults(TrainingConfig)
     defaults.pop("numeric_features")  # its help says what the default is
     cli.show_defaults(parser, defaults)
@@ -93,11 +102,10 @@ def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     if "run_dir" not in args:
         raise InputError("--out is required: the run folder to write")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train(config, args.run_dir, data=getattr(args, "data_root", None), csv=args.csv,
           plan=BoxPlan.load(args.plan) if args.plan is not None else None, cache_dir=args.cache_dir,
-          split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True))
+          split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True),
+          repeats=args.repeats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,11 @@ Examples::
 
 Settings come from the defaults of ``hecktor.training.segmentation.TrainingConfig`` (shown below), then the
 ``--config`` file, then the options given. Exit status 2 with one ``error:`` line for a wrong input or option.
+
+A killed run continues with ``--resume`` from each fold's last complete checkpoint (a damaged one is moved aside
+with a warning and the one before it used). Under ``torchrun``, when a rank dies the others stop with one
+``error:`` line and exit status 1; a rank that hangs is given up after ``$HECKTOR_DIST_TIMEOUT_S`` seconds
+(default 1800).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON training config, see training/configs/ (default: none)")
     parser.add_argument("--plan", default=argparse.SUPPRESS,
                         help="preprocessing plan JSON (default: the config's plan, else RegionPlan())")
-    cli.add_training_arguments(parser, legacy=True, workers_help="data-loader worker processes per process")
+    cli.add_training_arguments(parser, legacy=True,
+                               workers_help="processes per rank that build the preprocessing cache and load patches "
+                                            "(all cores: shared among the ranks on this machine)")
     task = parser.add_argument_group("Task 1")
     task.add_argument("--network", choices=NETWORKS, default=argparse.SUPPRESS, help="segmentation network")
     task.add_argument("--network-config", type=cli.json_object, default=argparse.SUPPRESS,

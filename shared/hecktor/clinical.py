@@ -18,9 +18,14 @@ Categorical values become a level string:
 Missing and unseen levels both go to the feature's ``Unknown`` column.
 
 Numeric values (``Age`` by default) are parsed as floats: numbers, numeric strings (``"56"``, ``" 56.0 "``) and
-booleans. Anything unparsable (``"abc"``), NaN or infinite is treated as *missing* and imputed with the training
-median, never raising. Imputed values are then standardised with the training mean and standard deviation (of the
-imputed training column; a standard deviation of 0 is replaced by 1).
+booleans. Anything unparsable (``"abc"``, an integer too large for a float), NaN or infinite is treated as *missing*
+and imputed with the training median, never raising. Imputed values are then standardised with the training mean and
+standard deviation (of the imputed training column; a standard deviation of 0 is replaced by 1).
+
+A test-time record (``ehr.json``) is first checked by :func:`sanitize_ehr`: keys are matched whatever their case and
+punctuation (``age`` is read as ``Age``), and an implausible value (an age outside :data:`PLAUSIBLE_RANGES`, a list or
+an object where one value belongs) is removed, so that it encodes as unknown, with a warning. The encoder itself is
+not changed by this (training tables are encoded as they always were).
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +62,16 @@ def normalize_level(value: Any) -> str | None:
     """A categorical value as its canonical level string, or None when missing (see the module docstring)."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else ("1" if value else "0")
+    if isinstance(value, numbers.Integral):
+        try:
+            return str(int(value))
+        except ValueError:  # more digits than Python converts to text: no code looks like that
+            return None
     if isinstance(value, numbers.Real):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
         if math.isnan(number):
             return None
         if math.isinf(number):
@@ -82,14 +98,14 @@ def parse_number(value: Any) -> float | None:
         return None
     if isinstance(value, (bool, np.bool_)):
         return float(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, numbers.Real):
+            number = float(value)
+        elif isinstance(value, str):
             number = float(value.strip())
-        except ValueError:
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):  # "abc"; an integer of hundreds of digits
         return None
     return number if math.isfinite(number) else None
 
@@ -321,3 +337,123 @@ def normalize_ehr(raw: object, source: str = "ehr.json") -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InputError(f"{source} must hold a JSON object, got {_json_type_name(raw)}")
     return dict(raw)
+
+
+# ------------------------------------------------------------------------------------------- test-time records
+
+PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {"Age": (0.0, 120.0, "years")}
+"""Numeric fields with the range a real value lies in (low, high, unit). An age in days (22,630) or in months, a
+negative age or 1e308 is outside it: encoding it would put the risk far outside anything seen in training."""
+
+_KNOWN_KEYS: tuple[str, ...] = CLINICAL_COLUMNS
+
+
+def _key_form(key: str) -> str:
+    """A key reduced to lower-case letters and digits: ``"M-Stage"``, ``"m_stage"`` and ``"M stage"`` meet."""
+    return re.sub(r"[^0-9a-z]", "", key.lower())
+
+
+def _shown(value: Any) -> str:
+    # reprlib bounds the length and depth of what is shown (a 400-digit integer, a list nested 900 deep)
+    shown = reprlib.Repr()
+    shown.maxlong = shown.maxstring = shown.maxother = 40
+    shown.maxlevel = 2
+    return shown.repr(value)
+
+
+@dataclass
+class CheckedRecord:
+    """What :func:`sanitize_ehr` made of a record.
+
+    Attributes:
+        record: the record with known keys spelled canonically and implausible values set to ``None``.
+        warnings: one line per key renamed or value removed.
+        problems: the lines of ``warnings`` that name an implausible value (without what was done about it): what a
+            strict read refuses.
+    """
+
+    record: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def sanitize_ehr(raw: Mapping[str, Any], source: str = "ehr.json",
+                 known_keys: Sequence[str] = _KNOWN_KEYS) -> CheckedRecord:
+    """Check a parsed test-time record before it is encoded; never raises on any JSON value.
+
+    * A key that matches a known field apart from case, spaces and punctuation (``age``, ``M_stage``) is renamed to
+      the field, with a warning; when the field is also present under its own name, the variant is ignored.
+    * A numeric field of :data:`PLAUSIBLE_RANGES` whose value is not a number, or lies outside the range, is set to
+      ``None`` (unknown), with a warning and a problem.
+    * A known field holding a list or an object (which no table has) is set to ``None``, with a warning and a problem.
+
+    Unknown keys are kept as they are (encoders ignore them). Checking a checked record changes nothing and warns
+    about nothing.
+
+    Args:
+        raw: the record (a JSON object).
+        source: the record's name in the messages.
+        known_keys: the canonical field names.
+    """
+    canonical = {_key_form(key): key for key in known_keys}
+    record: dict[str, Any] = {}
+    checked = CheckedRecord(record)
+    renamed: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        name = canonical.get(_key_form(key)) if isinstance(key, str) else None
+        if name is None or name == key:
+            record[key] = value
+        else:
+            renamed.append((key, name))
+    for key, name in renamed:  # after the exact spellings, which win
+        if name in record:
+            checked.warnings.append(f"{source}: key {key!r} ignored: {name!r} is also given")
+        else:
+            record[name] = raw[key]
+            checked.warnings.append(f"{source}: key {key!r} read as {name!r}")
+    for name in known_keys:
+        value = record.get(name)
+        if value is None:
+            continue
+        problem = None
+        if isinstance(value, (list, dict)):
+            problem = f"{source}: {name} is {_shown(value)}, not a single value"
+        elif name in PLAUSIBLE_RANGES:
+            low, high, unit = PLAUSIBLE_RANGES[name]
+            number = None if isinstance(value, (bool, np.bool_)) else parse_number(value)
+            if number is None and isinstance(value, (float, np.floating)) and math.isnan(value):
+                record[name] = None  # NaN: missing, as null
+            elif number is None and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+                # an integer too large for a float
+                problem = f"{source}: {name} {_shown(value)} is outside {low:g}-{high:g} {unit}"
+            elif number is None:
+                problem = f"{source}: {name} {_shown(value)} is not a finite number of {unit}"
+            elif not low <= number <= high:
+                problem = f"{source}: {name} {_shown(value)} is outside {low:g}-{high:g} {unit}"
+        if problem is not None:
+            record[name] = None
+            checked.problems.append(problem)
+            checked.warnings.append(f"{problem}: treated as unknown")
+    return checked
+
+
+def unseen_values(encoders: Sequence[ClinicalEncoder], record: Mapping[str, Any],
+                  source: str = "ehr.json") -> list[str]:
+    """One warning per categorical value of ``record`` that none of ``encoders`` learnt (it encodes as ``Unknown``).
+
+    Only fields for which the encoders know some level are checked: a field never recorded in training has no set
+    of known codes to compare with.
+    """
+    known: dict[str, list[str]] = {}
+    for encoder in encoders:
+        for name in encoder.categorical:
+            levels = known.setdefault(name, [])
+            levels.extend(level for level in encoder.levels.get(name, []) if level not in levels)
+    warnings = []
+    for name, levels in known.items():
+        level = normalize_level(record.get(name))
+        if level is not None and levels and level not in levels:
+            codes = ", ".join(sorted(levels, key=_level_sort_key))
+            warnings.append(f"{source}: {name} {_shown(record.get(name))} is not a code the model knows ({codes}): "
+                            "encoded as Unknown")
+    return warnings

@@ -8,6 +8,16 @@ Each container's ``inference.py`` is a few lines over this module::
     args = parser.parse_args(argv)
     return run(TASK, args, start_time=start_time, **the task's predictor options)
 
+**Answer whenever an answer can be formed.** On Grand Challenge a case that exits non-zero or writes nothing is lost,
+and a failed job can stop a submission's evaluation. So by default an unusable input is dropped and the case is
+answered from what remains, with one warning line (stdout) naming what was dropped and why
+(:func:`hecktor.io.read_case`): a PET that is empty, all NaN, unreadable, missing or not overlapping the CT; for the
+image-level tasks a CT likewise; a malformed ``ehr.json``; an implausible clinical value. ``--strict`` (local
+validation) turns each of these back into an error. Errors remain where no output can exist (no input folder, no
+usable CT for a mask on the CT's grid, no bundle, an output folder that cannot be written): one line
+``error: ...`` on stderr, exit status 2, and no output file (one left by an earlier run is removed). No traceback,
+whatever the input: an unexpected exception is reported the same way.
+
 The task (its output path and writer, its platform limit, whether it reads ``ehr.json``, its predictor class) comes
 from the registry :mod:`hecktor.tasks`; the prediction is the predictor's ``predict_case`` (for Task 1
 :meth:`Segmenter.predict <hecktor.segment.Segmenter.predict>`, for Task 2
@@ -25,7 +35,7 @@ from typing import Any
 
 from hecktor.budget import DEFAULT_SAFETY, TimeBudget, console_logging, process_start_time
 from hecktor.errors import HecktorError
-from hecktor.io import read_case
+from hecktor.io import read_case, remove_output
 from hecktor.tasks import TaskSpec, get_task
 
 __all__ = ["build_parser", "run"]
@@ -42,23 +52,41 @@ def build_parser(task: int | str | TaskSpec, default_resources: Path,
         description: ``--help``'s first line (default: from the registry).
     """
     spec = get_task(task)
+    dropped = ("a PET that is empty (constant), all NaN, unreadable, 4-D with several frames, missing or not "
+               "overlapping the CT is "
+               "ignored (" + ("the CT is segmented alone" if spec.output_kind == "mask" else
+                              "the answer comes from the CT and the clinical record; likewise an unusable CT") + ")")
+    if spec.uses_ehr:
+        dropped += ("; a malformed ehr.json (not JSON, not an object) counts as absent and an implausible clinical "
+                    "value (an age outside 0-120 years) as unknown")
+    epilog = (f"Default (the platform's): answer whenever an answer can be formed. {dropped[0].upper()}{dropped[1:]}, "
+              "each with one warning line on stdout. With --strict each of these is an error instead. Either way a "
+              "case that cannot be answered (no input folder" + (", no usable CT" if spec.output_kind == "mask" else "")
+              + ", no bundle, an output folder that cannot be written) prints one line 'error: ...' on stderr, "
+              "exits with status 2 and leaves no output file.")
     parser = argparse.ArgumentParser(
         description=description or f"HECKTOR 2025 Task {spec.number}: {spec.title} of one case.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=epilog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", type=Path, default=Path("/input"), help="case folder")
     parser.add_argument("--output", type=Path, default=Path("/output"), help="output folder")
     parser.add_argument("--resources", type=Path, default=default_resources, help="model bundle")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--time-limit", type=float, default=spec.limit_s, help="platform limit per case (s)")
     parser.add_argument("--time-budget", type=float, default=None,
-                        help=f"seconds to plan for, start-up included (default: {DEFAULT_SAFETY:.0%} of the limit)")
+                        help=f"seconds to plan for, start-up included (default: {DEFAULT_SAFETY * 100:.0f}%% of the "
+                             "limit)")
+    parser.add_argument("--strict", action="store_true",
+                        help="local validation: an input that the default drops (an unusable image, a malformed "
+                             "ehr.json, an implausible clinical value) is an error (exit 2, nothing written) instead "
+                             "of a warning; repairs (NaN voxels, a CT stored with a +1024 offset, a PET in Bq/ml) stay "
+                             "warnings")
     return parser
 
 
 def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: float | None = None,
         **predict_options: Any) -> int:
     """Run one case as the platform does; returns the exit status (0, or 2 with one ``error: ...`` line on stderr
-    and nothing written).
+    and no output file: one left by an earlier run is removed).
 
     Args:
         task: the task (see :mod:`hecktor.tasks`).
@@ -69,19 +97,29 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
     spec = get_task(task)
     start_time = process_start_time() if start_time is None else start_time
     logger = logging.getLogger(spec.container)
+    target = Path(args.output) / spec.output
     with console_logging():
         try:
             budget = TimeBudget(args.time_limit, budget_s=args.time_budget, start_time=start_time)
             predictor = spec.predictor().from_bundle(args.resources, device=args.device)
-            case = read_case(args.input, with_ehr=spec.uses_ehr)
+            case = read_case(args.input, with_ehr=spec.uses_ehr, strict=getattr(args, "strict", False))
             output = predictor.predict_case(case, budget=budget, **predict_options)
             report = predictor.last_report
             for line in report.warnings:
                 logger.warning("%s", line)
-            path = spec.writer(output, args.output / spec.output)
+            path = spec.writer(output, target)
         except HecktorError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return _fail(str(error), target)
+        except Exception as error:  # noqa: BLE001 - the platform must get one line, never a traceback
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else "no message"
+            return _fail(f"unexpected {type(error).__name__} ({detail}); please report this input", target)
         shown = f" = {output:.6g}" if spec.output_kind == "json-number" else ""
         logger.info("wrote %s%s: %s", path, shown, report.summary())
     return 0
+
+
+def _fail(message: str, target: Path) -> int:
+    """Print the one error line, remove an output left by an earlier run, and return the failure status."""
+    remove_output(target)
+    print(f"error: {message}", file=sys.stderr)
+    return 2

@@ -9,6 +9,10 @@
 * Task 2 (``json-number`` against ``RFS`` and ``Relapse``): ``--pred`` is ``predictions.csv``
   (``PatientID,risk``), ``--labels`` the Task 2 training table or its folder; the score is Harrell's C-index
   (:func:`hecktor.metrics.concordance_index`).
+* Task 3 (``json-boolean`` against ``HPV Status``): ``--pred`` is ``predictions.csv`` (``PatientID,hpv_status`` with
+  ``true``/``false``, and ``probability`` when ``hecktor-predict`` wrote it), ``--labels`` the Task 3 training table
+  or its folder; the score is the balanced accuracy, with the AUC of the probability (patients of unknown status,
+  an empty cell, are not scored).
 
 Every prediction must match one ground-truth case and every case must have a prediction: a missing, extra or
 off-grid prediction is one error naming the case. A Markdown report goes to stdout and, with ``--json``, the numbers
@@ -27,16 +31,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hecktor.errors import HecktorError, InputError
 from hecktor.io import (SURVIVAL_COLUMNS, list_training_cases, read_clinical_csv, read_image, task_folder,
                         write_text_atomic)
 from hecktor.labels import FOREGROUND, GTVN, GTVP
-from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, concordance_index, evaluate_segmentation,
-                             summarize_segmentation)
+from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, balanced_accuracy, concordance_index,
+                             evaluate_segmentation, roc_auc, summarize_segmentation)
 from hecktor.predict import CliParser, prediction_column
 from hecktor.tasks import TaskSpec, get_task, task_numbers
 
-__all__ = ["MASK_SUFFIXES", "find_masks", "evaluate_masks", "evaluate_risks", "evaluate", "to_markdown",
+__all__ = ["MASK_SUFFIXES", "find_masks", "evaluate_masks", "evaluate_risks", "evaluate_statuses", "evaluate",
+           "to_markdown",
            "write_json", "main"]
 
 MASK_SUFFIXES = (".nii.gz", ".mha")
@@ -213,6 +220,105 @@ def evaluate_risks(pred_csv: str | Path, labels: str | Path, task: int | str | T
     }
 
 
+_TRUE, _FALSE = frozenset({"true", "1", "1.0"}), frozenset({"false", "0", "0.0"})
+
+
+def _status_of(value: Any) -> bool | None:
+    """``true``/``false`` (or 1/0) as a boolean; ``None`` for anything else."""
+    text = str(value).strip().lower() if value is not None else ""
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def evaluate_statuses(pred_csv: str | Path, labels: str | Path, task: int | str | TaskSpec = 3) -> dict[str, Any]:
+    """Balanced accuracy (and AUC, where the table has a ``probability`` column) of predicted binary statuses
+    against the task's training table; patients whose status is unknown (an empty cell) are not scored.
+
+    Args:
+        pred_csv: ``PatientID,<value column>[,probability]`` (``predictions.csv`` of ``hecktor-predict``; values
+            ``true``/``false``).
+        labels: the task's training table (its target column, e.g. ``HPV Status``: 0, 1 or empty), its folder, or
+            that folder's parent.
+        task: a binary task (Task 3).
+
+    Returns:
+        ``{"task", "kind": "classification", "balanced_accuracy", "auc" (``None`` without probabilities),
+        "sensitivity", "specificity", "n", "positives", "tp", "fn", "tn", "fp", "n_unknown_ignored",
+        "value_column", "target", "cases": [{PatientID, value, probability, target}]}``.
+
+    Raises:
+        InputError: a missing prediction for a patient of known status, a prediction for a patient absent from the
+            table, a malformed value (naming it), or a class absent from the scored patients.
+    """
+    spec = get_task(task)
+    column, target = prediction_column(spec), spec.target_columns[0]
+    table = _survival_table(Path(labels), spec)
+    rows = read_clinical_csv(table)
+    if rows and target not in rows[0]:
+        raise InputError(f"{table} has no '{target}' column (columns: {', '.join(rows[0])})")
+    truth: dict[str, bool | None] = {}
+    for row in rows:
+        cell = row.get(target)
+        status = None if cell is None else _status_of(cell)
+        if cell is not None and status is None:
+            raise InputError(f"{table}: case {row['PatientID']} has {target} {cell!r}; expected 0, 1 or empty")
+        truth[row["PatientID"]] = status
+    pred_csv = Path(pred_csv)
+    if pred_csv.is_dir():
+        raise InputError(f"{pred_csv} is a folder; --pred takes the predictions table (e.g. "
+                         f"{pred_csv / 'predictions.csv'})")
+    predicted_rows = read_clinical_csv(pred_csv)
+    if predicted_rows and column not in predicted_rows[0]:
+        raise InputError(f"{pred_csv} has no '{column}' column (columns: {', '.join(predicted_rows[0])})")
+    with_probability = bool(predicted_rows) and "probability" in predicted_rows[0]
+    predictions: dict[str, tuple[bool, float | None]] = {}
+    for row in predicted_rows:
+        case_id = row["PatientID"]
+        if case_id in predictions:
+            raise InputError(f"{pred_csv}: case {case_id} appears twice; keep one prediction per case")
+        value = _status_of(row[column])
+        if value is None:
+            raise InputError(f"{pred_csv}: case {case_id} has {column} {row[column]!r}; expected true or false")
+        probability = None
+        if with_probability:
+            try:
+                probability = float(row["probability"])
+            except (TypeError, ValueError):
+                probability = math.nan
+            if not 0.0 <= probability <= 1.0:
+                raise InputError(f"{pred_csv}: case {case_id} has no probability in [0, 1] ({row['probability']!r})")
+        predictions[case_id] = (value, probability)
+    known = sorted(pid for pid, status in truth.items() if status is not None)
+    missing = [pid for pid in known if pid not in predictions]
+    extra = sorted(pid for pid in predictions if pid not in truth)
+    if missing:
+        raise InputError(f"no prediction for case {_listing(missing)} in {pred_csv} (expected a row "
+                         f"'{missing[0]},<{column}>'); predict every case of known {target}")
+    if extra:
+        raise InputError(f"prediction for case {_listing(extra)} in {pred_csv} has no row in {table}; remove it or "
+                         "point --labels at the table that holds the case")
+    y = np.asarray([truth[pid] for pid in known], dtype=bool)
+    guess = np.asarray([predictions[pid][0] for pid in known], dtype=bool)
+    tp, fn = int((guess & y).sum()), int((~guess & y).sum())
+    tn, fp = int((~guess & ~y).sum()), int((guess & ~y).sum())
+    auc = roc_auc(y, [predictions[pid][1] for pid in known]) if with_probability else None
+    return {
+        "task": spec.number,
+        "kind": "classification",
+        "balanced_accuracy": balanced_accuracy(y, guess),
+        "auc": auc,
+        "sensitivity": tp / (tp + fn),
+        "specificity": tn / (tn + fp),
+        "n": len(known),
+        "positives": int(y.sum()),
+        "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+        "n_unknown_ignored": sum(1 for pid in predictions if truth.get(pid, False) is None),
+        "value_column": column,
+        "target": target,
+        "cases": [{"PatientID": pid, column: predictions[pid][0], "probability": predictions[pid][1],
+                   target: int(truth[pid])} for pid in known],
+    }
+
+
 def evaluate(task: int | str | TaskSpec, pred: str | Path, labels: str | Path, **options: Any) -> dict[str, Any]:
     """Score a task's predictions by the kind of its output in the registry (:mod:`hecktor.tasks`)."""
     spec = get_task(task)
@@ -220,6 +326,8 @@ def evaluate(task: int | str | TaskSpec, pred: str | Path, labels: str | Path, *
         return evaluate_masks(pred, labels, spec, **options)
     if spec.output_kind == "json-number" and set(SURVIVAL_COLUMNS) <= set(spec.target_columns):
         return evaluate_risks(pred, labels, spec, **options)
+    if spec.output_kind == "json-boolean" and len(spec.target_columns) == 1:
+        return evaluate_statuses(pred, labels, spec, **options)
     raise InputError(f"hecktor-evaluate cannot score Task {spec.number} ({spec.output_kind} output) yet")
 
 
@@ -281,9 +389,30 @@ def _survival_markdown(report: Mapping[str, Any]) -> str:
     ]) + "\n"
 
 
+def _classification_markdown(report: Mapping[str, Any]) -> str:
+    auc = (f"| AUC (probability) | {_number(report['auc'])} |" if report["auc"] is not None else
+           "| AUC | n/a (the table has no probability column) |")
+    lines = [
+        f"## Task {report['task']}: {get_task(report['task']).title}, {report['n']} patient(s) of known status",
+        "",
+        "| score | value |",
+        "| --- | --- |",
+        f"| balanced accuracy ({report['value_column']}) | {_number(report['balanced_accuracy'])} |",
+        auc,
+        f"| sensitivity / specificity | {_number(report['sensitivity'])} / {_number(report['specificity'])} |",
+        f"| TP / FN / TN / FP | {report['tp']} / {report['fn']} / {report['tn']} / {report['fp']} |",
+        f"| positives | {report['positives']} |",
+    ]
+    if report["n_unknown_ignored"]:
+        lines.append(f"| predictions of unknown {report['target']} (not scored) | {report['n_unknown_ignored']} |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(report: Mapping[str, Any]) -> str:
     """The Markdown report of :func:`evaluate`'s result."""
-    return _segmentation_markdown(report) if report["kind"] == "segmentation" else _survival_markdown(report)
+    kinds = {"segmentation": _segmentation_markdown, "survival": _survival_markdown,
+             "classification": _classification_markdown}
+    return kinds[report["kind"]](report)
 
 
 def _strict_json(value: Any) -> Any:
@@ -312,15 +441,18 @@ def build_parser() -> CliParser:
         prog="hecktor-evaluate",
         description="Score predictions as the HECKTOR 2025 leaderboard does. Task 1: GTVp mean per-patient Dice, "
                     f"GTVn DSCagg and F1agg (lesions at IoU > {DEFAULT_IOU_THRESHOLD:g}), with HD95 and surface Dice "
-                    f"({DEFAULT_TOLERANCE_MM:g} mm) per label. Task 2: Harrell's C-index. Markdown on stdout; "
+                    f"({DEFAULT_TOLERANCE_MM:g} mm) per label. Task 2: Harrell's C-index. Task 3: balanced accuracy "
+                    "and, with a probability column, AUC. Markdown on stdout; "
                     "a missing, extra or off-grid prediction is an error naming the case (exit status 2).")
     parser.add_argument("--task", type=int, required=True, choices=task_numbers(), help="task number (required)")
     parser.add_argument("--pred", type=Path, required=True,
                         help="Task 1: folder of <PatientID>.nii.gz or .mha masks; Task 2: predictions.csv "
-                             "(PatientID,risk) (required)")
+                             "(PatientID,risk); Task 3: predictions.csv (PatientID,hpv_status[,probability]) "
+                             "(required)")
     parser.add_argument("--labels", type=Path, required=True,
                         help="Task 1: HECKTOR 'Task 1' folder or its parent; Task 2: the training table with RFS "
-                             "and Relapse, its 'Task 2' folder or that folder's parent (required)")
+                             "and Relapse, its 'Task 2' folder or that folder's parent; Task 3: the table with HPV "
+                             "Status, its 'Task 3' folder or that folder's parent (required)")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write every number (per case included) to this JSON file (default: none)")
     return parser

@@ -9,11 +9,14 @@ Layouts (see ``HECKTOR2025_INTERFACE.md``):
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import math
 import os
 import random
+import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -26,51 +29,118 @@ import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
+from hecktor.geometry import Grid, overlap_volume_ml
+from hecktor.tasks import CLINICAL_COLUMNS as _CLINICAL_COLUMNS
 from hecktor.tasks import get_task
 
 IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii", ".nii.gz")
-CLINICAL_COLUMNS = (
-    "CenterID",
-    "Age",
-    "Gender",
-    "Tobacco Consumption",
-    "Alcohol Consumption",
-    "Performance Status",
-    "Treatment",
-    "M-stage",
-    "HPV Status",
-)
+"""Image file suffixes read, in any letter case (``.MHA``, ``.NII.GZ``)."""
+TIFF_SUFFIXES = (".tif", ".tiff")
+CLINICAL_COLUMNS = _CLINICAL_COLUMNS  # declared once, in hecktor.tasks
 SURVIVAL_COLUMNS = ("RFS", "Relapse")
 
 
+def _image_suffix(name: str) -> str | None:
+    """The image suffix of a file name as written (any case), or ``None``."""
+    lowered = name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if lowered.endswith(suffix):
+            return name[len(name) - len(suffix):]
+    return None
+
+
 def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
+    return path.is_file() and not path.name.startswith(".") and _image_suffix(path.name) is not None
 
 
-def read_image(path: str | Path, what: str = "image") -> sitk.Image:
+@contextmanager
+def _quiet_stderr() -> Iterator[list[str]]:
+    """Capture what C libraries write straight to file descriptor 2 during the block (NIfTI and ITK print there):
+    a container's stderr must hold nothing but its one ``error: ...`` line. Yields a list that receives the captured
+    lines when the block ends."""
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (embedded interpreters)
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            captured.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _read_itk(path: Path) -> tuple[sitk.Image, list[str]]:
+    """``sitk.ReadImage`` of ``path`` whatever the case of its suffix (ITK picks readers by lower-case suffix, so an
+    ``.MHA`` or ``.NII.GZ`` file is read through a lower-case link in a temporary folder), with what the C libraries
+    printed captured rather than sent to stderr. Raises RuntimeError as ``sitk.ReadImage`` does."""
+    suffix = _image_suffix(path.name)
+    failure: RuntimeError | None = None
+    with tempfile.TemporaryDirectory(prefix="hecktor-read-") as folder:
+        source = path
+        if suffix is not None and suffix != suffix.lower():
+            source = Path(folder) / f"image{suffix.lower()}"
+            try:
+                source.symlink_to(path.resolve())
+            except OSError:
+                shutil.copyfile(path, source)
+        with _quiet_stderr() as printed:
+            try:
+                image = sitk.ReadImage(str(source))
+            except RuntimeError as error:
+                failure = error
+    if failure is not None:
+        raise RuntimeError(f"{failure}\n{printed[-1] if printed else ''}".strip())
+    return image, printed
+
+
+def read_image(path: str | Path, what: str = "image", warnings: list[str] | None = None) -> sitk.Image:
     """Read a 3-D scalar image, or raise :class:`InputError` naming the file.
 
     Rejects missing and unreadable files, vector images, and images that are not 3-D or are flat (a size of 1 along
-    an axis: the platform's sanity check uses 1×1 placeholders).
+    an axis: the platform's sanity check uses 1×1 placeholders). A 4-D image with a single frame is read as its 3-D
+    volume. Suffixes are matched in any case (``.MHA``, ``.NII.GZ``).
+
+    Args:
+        warnings: receives one line per thing noticed on the way (a single-frame 4-D image, a TIFF's missing
+            geometry, what the reader printed).
     """
     path = Path(path)
+    notes = warnings if warnings is not None else []
     if not path.is_file():
         raise InputError(f"{what} not found: {path}")
     try:
-        image = sitk.ReadImage(str(path))
+        image, printed = _read_itk(path)
     except RuntimeError as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
         raise InputError(f"cannot read {what} {path}: {detail[:200]}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1")
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1 and min(image.GetSize()[:3]) >= 2:
+        image = image[:, :, :, 0]
+        notes.append(f"{what} {path.name} is 4-D with a single frame: read as its 3-D volume")
     if image.GetDimension() != 3 or min(image.GetSize()) < 2:
         size = "x".join(str(s) for s in image.GetSize())
         raise InputError(f"{what} {path} is not a 3-D volume (size {size}); expected a 3-D scan")
+    if printed:
+        notes.append(f"{what} {path.name}: the reader said: {printed[-1][:200]}")
+    if path.name.lower().endswith(TIFF_SUFFIXES):
+        origin = ", ".join(f"{v:g}" for v in image.GetOrigin())
+        notes.append(f"{what} {path.name} is a TIFF file, which stores no origin or direction (read as origin "
+                     f"({origin}) mm, identity direction): its position relative to the other image cannot be "
+                     "trusted")
     return image
 
 
 def find_single_image(folder: str | Path) -> Path:
-    """The one image file in ``folder`` (.mha, .tif, .tiff, .nii, .nii.gz), or an :class:`InputError`."""
+    """The one image file in ``folder`` (.mha, .tif, .tiff, .nii, .nii.gz, any case), or an :class:`InputError`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"input folder not found: {folder}")
@@ -85,18 +155,87 @@ def find_single_image(folder: str | Path) -> Path:
     return images[0]
 
 
-def read_ehr(path: str | Path) -> dict[str, Any]:
-    """Parse ``ehr.json`` into a dict; a missing file, invalid JSON or a non-object is an :class:`InputError`."""
+# --------------------------------------------------------------------------------------------------- ehr.json
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),  # before UTF-16: its byte-order mark starts with UTF-16's
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF8, "utf-8-sig", "UTF-8 with a byte-order mark"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
+
+
+def decode_json_bytes(data: bytes) -> tuple[str, str | None]:
+    """The text of a JSON file and, when it was not plain UTF-8, the encoding it was decoded from.
+
+    Tries, in order: a byte-order mark (UTF-8, UTF-16, UTF-32), UTF-16/32 without a mark (recognised by the zero
+    bytes of ASCII text, RFC 4627), UTF-8, then Latin-1 (which decodes any bytes). Raises UnicodeDecodeError only when
+    a byte-order mark lies about the rest.
+    """
+    for bom, codec, name in _BOMS:
+        if data.startswith(bom):
+            return data.decode(codec), name
+    # JSON text never holds a zero byte, but UTF-16/32 text of ASCII characters does (NUL is valid UTF-8, so this
+    # comes first)
+    head = data[:4]
+    codec = None
+    if len(head) == 4:
+        if head[:3] == b"\x00\x00\x00":
+            codec, name = "utf-32-be", "UTF-32 (big-endian, no byte-order mark)"
+        elif head[1:] == b"\x00\x00\x00":
+            codec, name = "utf-32-le", "UTF-32 (little-endian, no byte-order mark)"
+        elif head[0] == 0:
+            codec, name = "utf-16-be", "UTF-16 (big-endian, no byte-order mark)"
+        elif head[1] == 0:
+            codec, name = "utf-16-le", "UTF-16 (little-endian, no byte-order mark)"
+    if codec is not None:
+        try:
+            return data.decode(codec), name
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        pass
+    return data.decode("latin-1"), "Latin-1"
+
+
+def read_ehr(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Parse ``ehr.json`` into a dict, and one warning per oddity that was got past (an encoding other than UTF-8).
+
+    A missing or unreadable file, text that is not JSON (including JSON nested too deeply to parse, and integers of
+    thousands of digits) and JSON that is not an object (a list, a number, ``null``) are an :class:`InputError`.
+    Values are not checked here: see :func:`hecktor.clinical.sanitize_ehr`.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"clinical record not found: {path}")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    warnings: list[str] = []
+    try:
+        text, encoding = decode_json_bytes(data)
+    except UnicodeDecodeError as error:
         raise InputError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    if encoding is not None:
+        warnings.append(f"{path.name} is {encoding} text, not UTF-8: decoded as such")
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        raise InputError(f"{path} is not valid JSON: nested too deeply to parse") from None
+    except ValueError as error:  # JSONDecodeError, and integers longer than Python converts
+        raise InputError(f"{path} is not valid JSON: {str(error)[:200]}") from None
+    if not isinstance(record, dict):
+        kind = "null" if record is None else type(record).__name__
+        raise InputError(f"{path} must hold a JSON object, got {kind}")
+    return record, warnings
+
+
+# ------------------------------------------------------------------------------------------ screening the images
 
 
 def is_placeholder(image: sitk.Image) -> bool:
@@ -105,15 +244,16 @@ def is_placeholder(image: sitk.Image) -> bool:
     return image.GetDimension() == 2 or (image.GetDimension() == 3 and min(image.GetSize()) < 2)
 
 
-def read_image_or_placeholder(path: str | Path, what: str = "image") -> tuple[sitk.Image, bool]:
+def read_image_or_placeholder(path: str | Path, what: str = "image",
+                              warnings: list[str] | None = None) -> tuple[sitk.Image, bool]:
     """As :func:`read_image`, but a flat placeholder (:func:`is_placeholder`) is returned as it is, flagged ``True``,
     instead of refused: the platform's sanity check must get a valid output."""
     path = Path(path)
     try:
-        return read_image(path, what), False
+        return read_image(path, what, warnings), False
     except InputError as refused:
         try:
-            image = sitk.ReadImage(str(path))
+            image, _ = _read_itk(path)
         except RuntimeError:
             raise refused from None
         if image.GetNumberOfComponentsPerPixel() != 1 or not is_placeholder(image):
@@ -121,58 +261,162 @@ def read_image_or_placeholder(path: str | Path, what: str = "image") -> tuple[si
         return image, True
 
 
+def _has_finite_voxel(array: np.ndarray) -> bool:
+    if not np.issubdtype(array.dtype, np.floating):
+        return array.size > 0
+    # slice by slice: a scan with finite voxels says so at its first slice, without a full-size mask
+    return any(np.isfinite(plane).any() for plane in array)
+
+
+def no_finite_voxel_problem(image: sitk.Image, what: str) -> str | None:
+    """The error line of an image without a single finite voxel (all NaN or infinite), else ``None``."""
+    if _has_finite_voxel(sitk.GetArrayViewFromImage(image)):
+        return None
+    return f"{what} holds no finite voxel (all NaN or infinite)"
+
+
+def empty_pet_problem(pet: sitk.Image) -> str | None:
+    """The error line of a PET whose finite voxels all hold one value (all zero: an empty or failed reconstruction),
+    else ``None``."""
+    array = sitk.GetArrayViewFromImage(pet)
+    values = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
+    if values.size == 0:
+        return "PET holds no finite voxel (all NaN or infinite)"
+    low, high = values.min(), values.max()
+    return None if low != high else f"PET is empty: every voxel equals {float(low):g}"
+
+
+def overlap_problem(ct: sitk.Image, pet: sitk.Image) -> str | None:
+    """The error line of a PET and a CT whose fields of view do not meet in physical space, else ``None``."""
+    if overlap_volume_ml(Grid.from_image(ct), Grid.from_image(pet)) > 0.0:
+        return None
+    ct_low, ct_high = Grid.from_image(ct).physical_bounds()
+    pet_low, pet_high = Grid.from_image(pet).physical_bounds()
+    return (f"PET and CT do not overlap in physical space (CT z {ct_low[2]:.0f}..{ct_high[2]:.0f} mm, "
+            f"PET z {pet_low[2]:.0f}..{pet_high[2]:.0f} mm); check the images' origins")
+
+
+# ------------------------------------------------------------------------------------------------ one case
+
+
 @dataclass
 class CaseInput:
     """One case as a container sees it: CT and PET images and the clinical record.
 
     Attributes:
-        ct, pet: the images as read (a flat placeholder is kept as it is; see ``placeholder``).
-        ehr: the clinical record, or ``None`` when absent or not read.
-        ct_path, pet_path: the files read.
-        warnings: what reading repaired or assumed, one line each.
+        ct, pet: the images as read (a flat placeholder is kept as it is; see ``placeholder``), or ``None`` when the
+            image is unusable (see ``problems``).
+        ehr: the clinical record with implausible values removed (:func:`hecktor.clinical.sanitize_ehr`), or
+            ``None`` when absent, malformed or not read.
+        ct_path, pet_path: the files read (``None`` when there was none to read).
+        warnings: what reading repaired, assumed or dropped, one line each.
         placeholder: CT or PET is a flat placeholder image, not a scan.
+        problems: why each dropped input (``"CT"``, ``"PET"``, ``"ehr.json"``) was dropped: the error line that a
+            strict read gives (a predictor that cannot do without that input raises it).
+        strict: read with ``strict=True``: nothing was dropped (predictors then raise rather than fall back).
     """
 
-    ct: sitk.Image
-    pet: sitk.Image
+    ct: sitk.Image | None
+    pet: sitk.Image | None
     ehr: dict[str, Any] | None
-    ct_path: Path
-    pet_path: Path
+    ct_path: Path | None
+    pet_path: Path | None
     warnings: list[str] = field(default_factory=list)
     placeholder: bool = False
+    problems: dict[str, str] = field(default_factory=dict)
+    strict: bool = False
 
 
-def read_case(input_dir: str | Path, *, with_ehr: bool = True) -> CaseInput:
+REMEDIES = {
+    "CT": "predicting without the CT (CT channel blank)",
+    "PET": "predicting without the PET (PET channel blank, head and neck placed from the CT)",
+    "ehr.json": "clinical values are treated as unknown",
+}
+"""What a non-strict :func:`read_case` does about each input it drops (the second half of its warning line)."""
+
+
+def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = False) -> CaseInput:
     """Read a Grand-Challenge input folder: ``images/ct/<uuid>.*``, ``images/pet/<uuid>.*`` and ``ehr.json``.
 
-    A flat placeholder image is read as it is, with a warning (``CaseInput.placeholder``). With ``with_ehr`` a
-    missing ``ehr.json`` means every clinical value is unknown (with a warning) and a malformed one is an
-    :class:`InputError`; without it ``ehr.json`` is not read at all (segmentation does not use it, so it must not
-    fail a case).
+    By default a case is answered whenever an answer can be formed, so an unusable input is *dropped* with one
+    warning line naming what and why, instead of failing the case (on Grand Challenge a failed case scores nothing
+    and can stop a submission's evaluation):
+
+    * CT or PET unusable (folder or file missing, two images, unreadable, not a 3-D scalar volume, no finite voxel;
+      PET empty (constant) or not overlapping the CT): that image is ``None``, its error line in ``problems``;
+    * ``ehr.json`` malformed (not JSON, not an object, ``null``): ``ehr`` is ``None`` (every value unknown);
+    * implausible clinical values (an age outside 0-120 years, a list where a value belongs): that value is
+      removed (unknown); keys are matched whatever their case (``age`` is read as ``Age``), with a warning.
+
+    With ``strict`` each of these raises its :class:`InputError` instead (local validation). A missing ``ehr.json``
+    is never an error (clinical values unknown, with a warning), nor is a flat placeholder image (the platform's
+    sanity check: read as it is, with a warning, ``placeholder`` set). Without ``with_ehr``, ``ehr.json`` is not
+    read at all (segmentation does not use it, so it must not fail a case). A missing ``input_dir`` is always an
+    error.
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(f"input folder not found: {input_dir}")
-    ct_path = find_single_image(input_dir / "images" / "ct")
-    pet_path = find_single_image(input_dir / "images" / "pet")
     warnings: list[str] = []
-    images, placeholder = [], False
-    for path, what in ((ct_path, "CT"), (pet_path, "PET")):
-        image, flat = read_image_or_placeholder(path, what)
+    problems: dict[str, str] = {}
+
+    def drop(key: str, message: str) -> None:
+        if strict:
+            raise InputError(message)
+        problems[key] = message
+        warnings.append(f"{key} unusable ({message}): {REMEDIES[key]}")
+
+    images: dict[str, sitk.Image | None] = {}
+    paths: dict[str, Path | None] = {}
+    placeholder = False
+    for what in ("CT", "PET"):
+        images[what], paths[what] = None, None
+        try:
+            paths[what] = find_single_image(input_dir / "images" / what.lower())
+            image, flat = read_image_or_placeholder(paths[what], what, warnings)
+        except InputError as error:
+            drop(what, str(error))
+            continue
         if flat:
             size = "x".join(str(s) for s in image.GetSize())
-            warnings.append(f"{what} {path.name} is a flat placeholder (size {size}), not a scan")
+            warnings.append(f"{what} {paths[what].name} is a flat placeholder (size {size}), not a scan")
             placeholder = True
-        images.append(image)
+        else:
+            problem = no_finite_voxel_problem(image, what) if what == "CT" else empty_pet_problem(image)
+            if problem is not None:
+                drop(what, problem)
+                continue
+        images[what] = image
+    ct, pet = images["CT"], images["PET"]
+    if ct is not None and pet is not None and not is_placeholder(ct) and not is_placeholder(pet):
+        problem = overlap_problem(ct, pet)
+        if problem is not None:
+            drop("PET", problem)
+            pet = None
+
     ehr = None
     if with_ehr:
         ehr_path = input_dir / "ehr.json"
-        if ehr_path.exists():
-            ehr = read_ehr(ehr_path)
-        else:
+        if not ehr_path.exists():
             warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
-    return CaseInput(ct=images[0], pet=images[1], ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings,
-                     placeholder=placeholder)
+        else:
+            from hecktor.clinical import sanitize_ehr  # clinical imports this module
+
+            try:
+                raw, notes = read_ehr(ehr_path)
+            except InputError as error:
+                drop("ehr.json", str(error))
+            else:
+                warnings.extend(notes)
+                checked = sanitize_ehr(raw, source=ehr_path.name)
+                if strict and checked.problems:
+                    raise InputError(checked.problems[0])
+                if checked.problems:
+                    problems["ehr.json"] = checked.problems[0]
+                warnings.extend(checked.warnings)
+                ehr = checked.record
+    return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=paths["CT"], pet_path=paths["PET"], warnings=warnings,
+                     placeholder=placeholder, problems=problems, strict=strict)
 
 
 # ---------------------------------------------------------------------------------------------------- atomic writes
@@ -184,27 +428,55 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed otherwise. Every file the toolkit writes goes through here, so a crash never leaves a partial file.
 
     The temporary name keeps ``path``'s suffix (SimpleITK and NumPy pick their writer from it) and lies in the same
-    folder (``os.replace`` is then an atomic rename). The result is readable by others (mode 0666 less the umask, as
-    ``open`` would make it): the platform may read ``/output`` as another user than the container's.
+    folder (``os.replace`` is then an atomic rename), so an output left by an earlier run is replaced in one step.
+    The result is readable by others (:data:`READABLE_MODE` at least, more if the umask allows): the platform may
+    read ``/output`` as another user than the container's. A folder that cannot be created or written (read-only,
+    or a file in its place) is an :class:`InputError` naming the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(handle)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {_os_reason(error)}; the output folder must be a writable "
+                         "folder") from None
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, READABLE_MODE | (0o666 & ~_umask()))
+            os.replace(tmp, path)
+        except OSError as error:
+            raise InputError(f"cannot write {path}: {_os_reason(error)}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+READABLE_MODE = 0o644
+"""Outputs are at least readable by everyone (owner read-write), whatever the process's umask: the platform may read
+``/output`` as another user than the container's."""
+
+
+def _os_reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
 
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def remove_output(path: str | Path) -> bool:
+    """Remove a file left at ``path`` (an output of an earlier run) so that a failed run leaves no stale output
+    beside its error; returns whether one was removed. Never raises."""
+    try:
+        Path(path).unlink()
+        return True
+    except OSError:
+        return False
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:
@@ -227,6 +499,16 @@ def write_json_number(value: float, path: str | Path) -> Path:
     if not math.isfinite(number):
         raise ValueError(f"refusing to write a non-finite number ({number}) to {path}")
     return write_text_atomic(json.dumps(number), path)
+
+
+def write_json_boolean(value: bool, path: str | Path) -> Path:
+    """Write one bare JSON boolean, exactly ``true`` or ``false`` (e.g. the Task 3 HPV status), atomically.
+
+    Only a real boolean (``bool`` or ``numpy.bool_``) is accepted: a number or a string is refused rather than
+    guessed at, so a predictor bug cannot reach the platform as a wrong answer."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"refusing to write {value!r} ({type(value).__name__}) to {path}: expected a boolean")
+    return write_text_atomic("true" if value else "false", path)
 
 
 # --------------------------------------------------------------------------------------------------- training data
@@ -364,13 +646,14 @@ def write_gc_input(
     return out_dir
 
 
-def ehr_from_row(row: Mapping[str, Any], with_centre: bool = True) -> dict[str, Any]:
-    """The ``ehr.json`` the platform would give for a training-table row: the clinical columns that the test
-    record carries (no HPV Status, no survival; ``CenterID`` only ``with_centre``), numbers as numbers, missing
-    values as null."""
+def ehr_from_row(row: Mapping[str, Any], task: int | str = 2) -> dict[str, Any]:
+    """The ``ehr.json`` the platform would give ``task`` for a training-table row: the task's record keys
+    (:attr:`hecktor.tasks.TaskSpec.ehr_keys`: no HPV Status, no survival), numbers as numbers, missing values as
+    null."""
+    keys = get_task(task).ehr_keys
     ehr: dict[str, Any] = {}
     for column in CLINICAL_COLUMNS:
-        if column == "HPV Status" or column not in row or (column == "CenterID" and not with_centre):
+        if column not in keys or column not in row:
             continue
         value = row[column]
         if isinstance(value, str):

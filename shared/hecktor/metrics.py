@@ -1,4 +1,4 @@
-"""Segmentation and survival metrics of HECKTOR 2025, on numpy label arrays and SimpleITK images.
+"""Segmentation, survival and classification metrics of HECKTOR 2025, on numpy label arrays and SimpleITK images.
 
 Arrays are in SimpleITK's (z, y, x) order and every ``spacing`` is given in the same (z, y, x) order, in mm
 (``image.GetSpacing()[::-1]``). Labels follow :data:`hecktor.LABELS` (1 = GTVp, 2 = GTVn).
@@ -29,6 +29,7 @@ Definitions
   Paired lesions are TP, unpaired ground-truth lesions FN, unpaired predicted lesions FP; TP, FP and FN are summed
   over all cases and ``F1agg = 2TP / (2TP + FP + FN)``.
 * **C-index**: Harrell's, as scikit-survival's ``concordance_index_censored``; see :func:`concordance_index`.
+* **Balanced accuracy** and **ROC AUC** of a binary status (Task 3): :func:`balanced_accuracy`, :func:`roc_auc`.
 
 Empty-mask conventions (used everywhere here, summaries included)
 -----------------------------------------------------------------
@@ -63,6 +64,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
+from scipy.stats import rankdata
 
 from hecktor import LABELS
 from hecktor.errors import InputError
@@ -392,6 +394,52 @@ def concordance_index(
     if comparable == 0:
         raise InputError("concordance_index: no comparable pair (needs at least one event before another time)")
     return float(numerator / comparable)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# binary classification (Task 3)
+# ----------------------------------------------------------------------------------------------------------------
+def _binary_labels(label: Sequence[bool | int], what: str) -> np.ndarray:
+    raw = np.asarray(label).reshape(-1)
+    if raw.size == 0 or not np.all(np.isin(raw.astype(np.float64), (0.0, 1.0))):
+        raise InputError(f"{what}: labels must be a non-empty sequence of 0/1 or booleans")
+    truth = raw.astype(bool)
+    if truth.all() or not truth.any():
+        raise InputError(f"{what}: needs both classes among the labels (got {int(truth.sum())} positive of "
+                         f"{truth.size})")
+    return truth
+
+
+def balanced_accuracy(label: Sequence[bool | int], predicted: Sequence[bool | int]) -> float:
+    """Balanced accuracy, the mean of sensitivity and specificity (Task 3's leaderboard metric; scikit-learn's
+    ``balanced_accuracy_score`` for two classes).
+
+    Raises:
+        InputError: unequal lengths, labels that are not 0/1, or a class absent from ``label`` (undefined).
+    """
+    truth = _binary_labels(label, "balanced_accuracy")
+    guess = np.asarray(predicted).reshape(-1)
+    if guess.size != truth.size or not np.all(np.isin(guess.astype(np.float64), (0.0, 1.0))):
+        raise InputError(f"balanced_accuracy: {guess.size} predictions of 0/1 needed for {truth.size} labels")
+    guess = guess.astype(bool)
+    return float(0.5 * (guess[truth].mean() + (~guess[~truth]).mean()))
+
+
+def roc_auc(label: Sequence[bool | int], score: Sequence[float]) -> float:
+    """Area under the ROC curve of a score (higher = more likely positive): the probability that a random positive
+    scores above a random negative, ties counting one half (the Mann-Whitney statistic; scikit-learn's
+    ``roc_auc_score``, which the tests compare against).
+
+    Raises:
+        InputError: unequal lengths, non-finite scores, labels that are not 0/1, or a class absent (undefined).
+    """
+    truth = _binary_labels(label, "roc_auc")
+    values = np.asarray(score, dtype=np.float64).reshape(-1)
+    if values.size != truth.size or not np.all(np.isfinite(values)):
+        raise InputError(f"roc_auc: {values.size} finite scores needed for {truth.size} labels")
+    ranks = rankdata(values)  # average ranks: a tie between a positive and a negative counts 1/2
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,18 @@ task's caches are keyed by that task's settings only.
 
 Schema versions: 1 was the single ``Plan`` of hecktor 0.1 that held both tasks' fields (``task1_region_mm_xyz``,
 ``task2_box_mm_xyz``, ...); :meth:`from_dict` still reads it, keeping the fields that the plan's kind uses.
+
+Fields added later, and models already exported: a field that changes preprocessing numbers has two values. Its
+dataclass default is the behaviour for *new* plans; its entry in the class's :attr:`~_PlanBase.ABSENT_VALUES` is the
+behaviour that existed before the field did, and :meth:`~_PlanBase.from_dict` gives it to a stored plan that lacks the
+field, so that a bundle exported earlier keeps predicting exactly as it was trained (``tests/test_bundle_compat.py``).
+
+==============================  =======================  ==============================================
+field                           new plans (default)      stored plans without it (``ABSENT_VALUES``)
+==============================  =======================  ==============================================
+``brain_relative_threshold``    ``0.5``                  ``None`` (absolute SUV threshold)
+``pet_outlier_ceiling``         ``10.0``                 ``None`` (plain z-score)
+==============================  =======================  ==============================================
 """
 
 from __future__ import annotations
@@ -39,6 +51,10 @@ _INTERPOLATIONS = ("linear", "nearest", "bspline")
 _META_KEYS = ("kind", "schema_version")
 
 PlanT = TypeVar("PlanT", bound="_PlanBase")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def canonical_json(data: Mapping[str, Any]) -> str:
@@ -63,15 +79,30 @@ class _PlanBase:
         label_interpolation: interpolation of label maps (nearest neighbour keeps labels intact).
         localization_spacing_mm: isotropic spacing of the coarse PET copy used to find the brain.
         brain_search_mm: only the top this-many mm of the scan are searched for the brain.
-        brain_suv_threshold: SUV above which a voxel counts as high uptake.
+        brain_suv_threshold: SUV above which a voxel counts as high uptake (when ``brain_relative_threshold`` is
+            ``None``).
         brain_min_volume_ml: smallest high-uptake component accepted as the brain.
         fallback_brain_depth_mm: when no brain is found, the anchor is this far below the top of the field of view.
+        brain_relative_threshold: a voxel counts as high uptake above this fraction of the 99th percentile of the
+            body's uptake in the searched region (the brain's level in a head-and-neck scan), so that localisation
+            does not depend on the PET's unit (SUV, Bq/ml, kBq/ml); ``None``: above ``brain_suv_threshold`` SUV
+            (plans stored before this field existed). On the synthetic cohort both find the same brain centre
+            within 0.5 mm, and neither takes a sarcoma for a brain.
+        pet_outlier_ceiling: PET voxels of the network region above this multiple of the region's 99th percentile of
+            positive uptake (or below minus it) are clipped to it and left out of the z-score's mean and standard
+            deviation, so that a few absurd voxels (1e20, float32's maximum) cannot collapse the normalisation. Real
+            uptake never comes near (tumours reach 3-4x the 99th percentile of a head-and-neck region), and a region
+            without such voxels is normalised exactly as by a plain z-score. ``None``: plain z-score (plans stored
+            before this field existed).
     """
 
     KIND: ClassVar[str] = ""
     # Names of schema-1 fields that became this kind's fields, and schema-1 fields that this kind drops.
     _LEGACY_RENAMES: ClassVar[dict[str, str]] = {}
     _LEGACY_IGNORED: ClassVar[tuple[str, ...]] = ()
+    ABSENT_VALUES: ClassVar[dict[str, Any]] = {"brain_relative_threshold": None, "pet_outlier_ceiling": None}
+    """Value of each field that a stored plan lacks: the behaviour before the field existed (the dataclass default is
+    the behaviour of new plans). Fields not listed take their dataclass default."""
 
     ct_window_hu: tuple[float, float] = (-1000.0, 1000.0)
     ct_pad_hu: float = -1000.0
@@ -83,6 +114,8 @@ class _PlanBase:
     brain_suv_threshold: float = 3.0
     brain_min_volume_ml: float = 100.0
     fallback_brain_depth_mm: float = 70.0
+    brain_relative_threshold: float | None = 0.5
+    pet_outlier_ceiling: float | None = 10.0
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -92,6 +125,12 @@ class _PlanBase:
         low, high = self.ct_window_hu
         if not low < high:
             raise InputError(f"{name}.ct_window_hu must be (low, high) with low < high, got {self.ct_window_hu}")
+        fraction = self.brain_relative_threshold
+        if fraction is not None and not (_is_number(fraction) and 0.0 < fraction < 1.0):
+            raise InputError(f"{name}.brain_relative_threshold must be a number in (0, 1) or null, got {fraction!r}")
+        ceiling = self.pet_outlier_ceiling
+        if ceiling is not None and not (_is_number(ceiling) and ceiling > 1.0):
+            raise InputError(f"{name}.pet_outlier_ceiling must be a number above 1 or null, got {ceiling!r}")
 
     def _check_positive(self, millimetres: tuple[str, ...], voxels: tuple[str, ...]) -> None:
         name = type(self).__name__
@@ -112,9 +151,9 @@ class _PlanBase:
 
     @classmethod
     def from_dict(cls: type[PlanT], data: Mapping[str, Any]) -> PlanT:
-        """A plan from its stored dict. Missing fields take today's defaults (a field added after the plan was
-        written); unknown fields, another kind or a newer schema are an :class:`InputError`. Schema-1 dicts (no
-        ``kind``) are read as described in the module docstring."""
+        """A plan from its stored dict. A missing field takes its :attr:`ABSENT_VALUES` entry (the behaviour before
+        the field existed) or else its dataclass default; unknown fields, another kind or a newer schema are an
+        :class:`InputError`. Schema-1 dicts (no ``kind``) are read as described in the module docstring."""
         if not isinstance(data, Mapping):
             raise InputError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}")
         data = dict(data)
@@ -133,6 +172,8 @@ class _PlanBase:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"unknown {cls.__name__} field(s) {unknown}; this plan was written by another version")
+        for name, value in cls.ABSENT_VALUES.items():
+            data.setdefault(name, value)
         # JSON turns tuples into lists; restore them so that equality and hashing hold after a round trip.
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 

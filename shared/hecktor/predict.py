@@ -15,8 +15,10 @@ its number:
 
 * ``mask``: one label map per case, ``OUT/<PatientID>.nii.gz`` on the case's CT grid, written atomically;
 * ``json-number`` / ``json-boolean``: one table ``OUT/predictions.csv`` with ``PatientID,<value column>`` (the
-  column named by the registry, e.g. ``risk`` for Task 2), each value written as the container's JSON would hold
-  it. A new task of either kind needs only its registry entry.
+  column named by the registry, e.g. ``risk`` for Task 2, ``hpv_status`` for Task 3), each value written as the
+  container's JSON would hold it, then any number the predictor's report offers (``table_values``; Task 3:
+  ``probability``, from which ``hecktor-evaluate`` computes the AUC). A new task of either kind needs only its
+  registry entry.
 
 A case that fails is reported in one line and the run goes on (``strict`` stops at the first); the exit status is 2
 when any case failed. Example::
@@ -165,7 +167,7 @@ def find_inputs(input_dir: str | Path, task: int | str | TaskSpec) -> InputFolde
                                 "treated as unknown")
         else:
             rows = read_clinical_csv(inputs.clinical_table)
-            inputs.records = {row["PatientID"]: ehr_from_row(row) for row in rows}
+            inputs.records = {row["PatientID"]: ehr_from_row(row, spec.number) for row in rows}
     return inputs
 
 
@@ -181,12 +183,15 @@ class FolderPrediction:
         values: case id -> the prediction (the mask's path for ``mask`` tasks, the value for ``json-*`` ones).
         failures: case id -> why it failed, one line.
         written: the files written.
+        extras: case id -> further numbers the predictor's report offers for the table (its ``table_values``, e.g.
+            Task 3's ``probability``), written as extra columns of ``predictions.csv``.
     """
 
     inputs: InputFolder
     values: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
+    extras: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def exit_status(self) -> int:
@@ -303,6 +308,10 @@ def predict_folder(
                 result.values[case_id] = targets[case_id]
             else:
                 result.values[case_id] = _json_value(value, spec)
+                # A report may offer more than the output holds (Task 3: the probability behind the boolean).
+                extras = getattr(predictor.last_report, "table_values", None) or {}
+                if extras:
+                    result.extras[case_id] = {name: float(v) for name, v in extras.items()}
         except HecktorError as error:
             if strict:
                 raise type(error)(f"case {case_id}: {error}") from None
@@ -318,15 +327,21 @@ def predict_folder(
                 stale.unlink()
 
     if spec.output_kind != "mask":  # written even when every case failed: no earlier table may pass for this run's
-        result.written.append(_write_predictions_table(result.values, targets[""], prediction_column(spec)))
+        result.written.append(_write_predictions_table(result.values, targets[""], prediction_column(spec),
+                                                       result.extras))
     return result
 
 
-def _write_predictions_table(values: dict[str, str], path: Path, column: str) -> Path:
+def _write_predictions_table(values: dict[str, str], path: Path, column: str,
+                             extras: dict[str, dict[str, float]] | None = None) -> Path:
+    extras = extras or {}
+    names = sorted({name for row in extras.values() for name in row})
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["PatientID", column])
-    writer.writerows([case_id, value] for case_id, value in values.items())
+    writer.writerow(["PatientID", column, *names])
+    for case_id, value in values.items():
+        more = extras.get(case_id, {})
+        writer.writerow([case_id, value, *(json.dumps(more[n]) if n in more else "" for n in names)])
     return write_text_atomic(text.getvalue(), path)
 
 

@@ -2,7 +2,10 @@
 
 One path for training and both containers:
 
-1. :func:`check_case` rejects unusable inputs with one clear line and repairs what can be repaired (NaN voxels).
+1. :func:`check_case` rejects unusable inputs with one clear line and repairs what can be repaired: NaN voxels,
+   a CT stored with a +1024 offset (:func:`repair_ct_offset`), a PET in Bq/ml rather than SUV
+   (:func:`repair_pet_unit`), absurd PET voxels (:func:`repair_implausible_pet`). Repairs restore the documented
+   units and values, so they apply whatever the plan (a clean input is never touched).
 2. :func:`~hecktor.localization.localize_head_and_neck` finds the anchor in the PET.
 3. The task's region grid is placed around the anchor, and CT and PET are resampled *directly* onto it
    (crop first: the whole field of view is never resampled), then normalised (:func:`normalize_ct`,
@@ -12,6 +15,10 @@ One path for training and both containers:
 
 The :class:`Region` returned by preprocessing is the "properties" record of nnU-Net: it carries the grid that the
 tensor lives on, so the inverse needs nothing else.
+
+Either image may be ``None`` (a container drops an unusable one; see :func:`hecktor.io.read_case`): its channel is
+then its padding value throughout, as for a region outside its field of view, and without a PET the region is placed
+from the CT (:func:`~hecktor.localization.localize_head_and_neck`'s fallback).
 """
 
 from __future__ import annotations
@@ -24,9 +31,19 @@ import SimpleITK as sitk
 import torch
 
 from hecktor.errors import InputError
-from hecktor.geometry import Grid, overlap_volume_ml, resample_to_grid, subgrid_covering
-from hecktor.localization import Localization, localize_head_and_neck
+from hecktor.geometry import Grid, resample_to_grid, subgrid_covering
+from hecktor.io import is_placeholder, no_finite_voxel_problem, overlap_problem
+from hecktor.localization import Localization, body_uptake, localize_head_and_neck
 from hecktor.plan import BoxPlan, Plan, RegionPlan
+
+CT_OFFSET = 1024.0
+"""The offset of CTs stored as unsigned values (HU + 1024) whose header lost the rescale intercept."""
+
+SUV_MAX_BODY_UPTAKE = 50.0
+"""A body whose median PET uptake exceeds this is not in SUV (SUV gives about 1; Bq/ml thousands)."""
+
+PET_IMPLAUSIBLE_MULTIPLE = 1000.0
+"""PET voxels above this multiple of the body's median uptake are implausible (tumours reach tens)."""
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +74,7 @@ def _replace_nan(image: sitk.Image, value: float, what: str, warnings: list[str]
     if n_bad == 0:
         return image
     if n_bad == array.size:
-        raise InputError(f"{what} holds no finite voxel (all NaN or infinite)")
+        raise InputError(no_finite_voxel_problem(image, what))
     repaired = np.where(bad, np.float32(value), array).astype(array.dtype)
     fixed = sitk.GetImageFromArray(repaired)
     fixed.CopyInformation(image)
@@ -65,18 +82,118 @@ def _replace_nan(image: sitk.Image, value: float, what: str, warnings: list[str]
     return fixed
 
 
-def check_case(ct: sitk.Image, pet: sitk.Image | None, plan: Plan) -> tuple[sitk.Image, sitk.Image | None, list[str]]:
-    """Validate a CT/PET pair before preprocessing.
+def _sample(array: np.ndarray, limit: int = 2**21) -> np.ndarray:
+    """Every other voxel along each axis of a large array (a fixed, deterministic subsample for percentiles)."""
+    return array[::2, ::2, ::2] if array.ndim == 3 and array.size > limit else array
+
+
+def repair_ct_offset(ct: sitk.Image) -> tuple[sitk.Image, str | None]:
+    """A CT stored as HU + 1024 (unsigned values 0..4095 whose header lost its rescale intercept), back in HU.
+
+    A CT in HU always holds negative values (air -1000, fat -100, lungs -850). A CT without any, whose soft tissue
+    (its values between 500 and 2000) has its median between 850 and 1250 (soft tissue is 0-100 HU), is taken to be
+    offset: 1024 is subtracted, with a warning. Anything else is returned unchanged.
+
+    Returns:
+        the CT (float32 when repaired) and the warning, if any.
+    """
+    array = sitk.GetArrayViewFromImage(ct)
+    minimum = float(array.min())  # numpy's min of a view: several times faster than ITK's filter on 50 M voxels
+    if minimum < 0:
+        return ct, None
+    sample = _sample(array)
+    tissue = sample[(sample >= 500) & (sample <= 2000)]
+    if tissue.size < max(64, 0.01 * sample.size):
+        return ct, None
+    level = float(np.median(tissue))
+    if not 850.0 <= level <= 1250.0:
+        return ct, None
+    fixed = sitk.Cast(ct, sitk.sitkFloat32) - CT_OFFSET
+    return fixed, (f"CT holds no negative value (minimum {minimum:g}, soft tissue at {level:.0f}): "
+                   f"read as stored with a +{CT_OFFSET:g} offset and {CT_OFFSET:g} subtracted to give HU")
+
+
+def repair_pet_unit(pet: sitk.Image, ct: sitk.Image | None) -> tuple[sitk.Image, float, str | None]:
+    """A PET in Bq/ml (or another activity unit whose body uptake is far above SUV's), rescaled to an approximate SUV.
+
+    The body's median uptake (:func:`~hecktor.localization.body_uptake`) is about 1 in SUV; above
+    :data:`SUV_MAX_BODY_UPTAKE` the PET is divided by it so that the body reads 1, with a warning (the injected dose and
+    the patient's weight that a true SUV needs are not in the image). Localisation thresholds and the warnings about
+    implausible voxels then work in SUV; the network input, a z-score, does not change with the unit.
+
+    Returns:
+        the PET (float32 when rescaled), its body uptake after the repair, and the warning, if any.
+    """
+    level = body_uptake(pet, ct)
+    if level <= SUV_MAX_BODY_UPTAKE:
+        return pet, level, None
+    fixed = sitk.Cast(pet, sitk.sitkFloat32) / level
+    return fixed, 1.0, (f"PET values are implausible for SUV (the body's median uptake is {level:,.0f}; about 1 in "
+                        f"SUV): read as Bq/ml and divided by {level:,.0f} so that the body reads 1 (an approximate "
+                        "SUV)")
+
+
+MAX_IMPLAUSIBLE_REPAIRS = 100_000
+"""Beyond this many implausible PET voxels, they are set to the padding value rather than to a local median."""
+
+
+def repair_implausible_pet(pet: sitk.Image, level: float, plan: Plan) -> tuple[sitk.Image, str | None]:
+    """PET voxels far above any real uptake (1e20, float32's maximum: corrupt data), replaced by the median of their
+    plausible neighbours.
+
+    A voxel is implausible when its magnitude exceeds :data:`PET_IMPLAUSIBLE_MULTIPLE` times the body's median uptake
+    ``level`` (about 500 SUV for a real body; tumours reach tens). Each is replaced by the median of the plausible
+    voxels of its 3x3x3 neighbourhood (the padding value if there is none, or if there are more than
+    :data:`MAX_IMPLAUSIBLE_REPAIRS` of them), as NaN voxels are replaced by the padding value: a few corrupt voxels
+    should neither cost a case nor dominate its normalisation. Real uptake is never touched.
+
+    Returns:
+        the PET (a new image when repaired) and the warning, if any.
+    """
+    if level <= 0:
+        return pet, None
+    ceiling = PET_IMPLAUSIBLE_MULTIPLE * level
+    array = sitk.GetArrayViewFromImage(pet)
+    bad = np.abs(array) > ceiling
+    count = int(np.count_nonzero(bad))
+    if count == 0:
+        return pet, None
+    peak = float(np.max(np.abs(array[bad])))
+    repaired = np.array(array, dtype=np.float32)
+    if count > MAX_IMPLAUSIBLE_REPAIRS:
+        repaired[bad] = np.float32(plan.pet_pad_suv)
+    else:
+        shape = np.asarray(array.shape)
+        for index in np.argwhere(bad):
+            low, high = np.maximum(index - 1, 0), np.minimum(index + 2, shape)
+            window = tuple(slice(a, b) for a, b in zip(low, high))
+            neighbours = array[window][~bad[window]]
+            repaired[tuple(index)] = np.median(neighbours) if neighbours.size else np.float32(plan.pet_pad_suv)
+    fixed = sitk.GetImageFromArray(repaired)
+    fixed.CopyInformation(pet)
+    return fixed, (f"PET: {count} voxel(s) above {PET_IMPLAUSIBLE_MULTIPLE:g}x the body's median uptake (largest "
+                   f"{peak:.3g}): implausible values, replaced by the median of their neighbours")
+
+
+def check_case(ct: sitk.Image | None, pet: sitk.Image | None,
+               plan: Plan) -> tuple[sitk.Image | None, sitk.Image | None, list[str]]:
+    """Validate a CT/PET pair before preprocessing (either may be ``None``: not given).
 
     Raises :class:`InputError` for an all-non-finite image, an empty PET (every voxel 0 or equal) and a PET that does
-    not overlap the CT in physical space. Non-finite voxels (NaN, inf) are replaced by the padding values
-    (``plan.ct_pad_hu``, ``plan.pet_pad_suv``) with a warning: a handful of bad voxels should not cost a case.
+    not overlap the CT in physical space. Repairs, each with a warning: non-finite voxels (NaN, inf) are replaced by
+    the padding values (``plan.ct_pad_hu``, ``plan.pet_pad_suv``: a handful of bad voxels should not cost a case); a
+    CT stored with a +1024 offset is brought back to HU (:func:`repair_ct_offset`); a PET in Bq/ml is rescaled to an
+    approximate SUV (:func:`repair_pet_unit`); PET voxels far above any real uptake are replaced by their
+    neighbours' median (:func:`repair_implausible_pet`).
 
     Returns:
         the (possibly repaired) CT and PET, and the warnings.
     """
     warnings: list[str] = []
-    ct = _replace_nan(ct, plan.ct_pad_hu, "CT", warnings)
+    if ct is not None:
+        ct = _replace_nan(ct, plan.ct_pad_hu, "CT", warnings)
+        ct, repaired = repair_ct_offset(ct)
+        warnings.extend([repaired] if repaired else [])
     if pet is None:
         return ct, None, warnings
     pet = _replace_nan(pet, plan.pet_pad_suv, "PET", warnings)
@@ -84,13 +201,14 @@ def check_case(ct: sitk.Image, pet: sitk.Image | None, plan: Plan) -> tuple[sitk
     stats.Execute(pet)
     if stats.GetMaximum() == stats.GetMinimum():
         raise InputError(f"PET is empty: every voxel equals {stats.GetMaximum():g}")
-    if overlap_volume_ml(Grid.from_image(ct), Grid.from_image(pet)) <= 0.0:
-        ct_low, ct_high = Grid.from_image(ct).physical_bounds()
-        pet_low, pet_high = Grid.from_image(pet).physical_bounds()
-        raise InputError(
-            f"PET and CT do not overlap in physical space (CT z {ct_low[2]:.0f}..{ct_high[2]:.0f} mm, "
-            f"PET z {pet_low[2]:.0f}..{pet_high[2]:.0f} mm); check the images' origins"
-        )
+    if ct is not None:
+        problem = overlap_problem(ct, pet)
+        if problem is not None:
+            raise InputError(problem)
+    pet, level, repaired = repair_pet_unit(pet, ct)
+    warnings.extend([repaired] if repaired else [])
+    pet, repaired = repair_implausible_pet(pet, level, plan)
+    warnings.extend([repaired] if repaired else [])
     return ct, pet, warnings
 
 
@@ -103,28 +221,60 @@ def normalize_ct(hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
     return out
 
 
-def normalize_pet(suv: np.ndarray) -> np.ndarray:
-    """Z-score the SUV values over the region (float32, a new array). A constant region maps to zeros."""
+def pet_outlier_limit(suv: np.ndarray, ceiling: float) -> float | None:
+    """The magnitude above which a PET value of a region is an outlier: ``ceiling`` times the 99th percentile of
+    the region's positive values (on :func:`_sample`), or ``None`` when the region holds no positive value."""
+    sample = _sample(suv)
+    positive = sample[sample > 0]
+    if positive.size == 0:
+        return None
+    reference = float(np.percentile(positive, 99.0))
+    return ceiling * reference if reference > 0 else None
+
+
+def normalize_pet(suv: np.ndarray, outlier_ceiling: float | None = None) -> np.ndarray:
+    """Z-score the SUV values over the region (float32, a new array). A constant region maps to zeros.
+
+    Args:
+        outlier_ceiling: with a number (``plan.pet_outlier_ceiling``), values whose magnitude exceeds
+            :func:`pet_outlier_limit` are clipped to it and left out of the mean and standard deviation, so that a
+            few absurd voxels cannot collapse the z-score; a region without such values is normalised exactly as
+            without it. ``None``: a plain z-score.
+    """
     out = np.array(suv, dtype=np.float32, copy=True)
+    kept = out
+    if outlier_ceiling is not None:
+        limit = pet_outlier_limit(out, outlier_ceiling)
+        if limit is not None:
+            outliers = np.abs(out) > limit
+            if outliers.any():
+                kept = out[~outliers]
+                np.clip(out, -limit, limit, out=out)
     # torch's std_mean is one multi-threaded pass; numpy's std makes two passes and a temporary of the same size.
-    std, mean = torch.std_mean(torch.from_numpy(out), correction=0)
+    std, mean = torch.std_mean(torch.from_numpy(kept), correction=0)
     out -= np.float32(mean)
     if float(std) > 1e-6:
         out /= np.float32(std)
     return out
 
 
-def resample_pair(ct: sitk.Image, pet: sitk.Image, grid: Grid, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
-    """CT (HU) and PET (SUV) resampled onto ``grid`` as float32 (z, y, x) arrays, padded outside their views."""
-    ct_array = sitk.GetArrayFromImage(resample_to_grid(ct, grid, plan.image_interpolation, plan.ct_pad_hu))
-    pet_array = sitk.GetArrayFromImage(resample_to_grid(pet, grid, plan.image_interpolation, plan.pet_pad_suv))
-    return ct_array, pet_array
+def resample_pair(ct: sitk.Image | None, pet: sitk.Image | None, grid: Grid,
+                  plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """CT (HU) and PET (SUV) resampled onto ``grid`` as float32 (z, y, x) arrays, padded outside their views (an
+    image that is ``None`` is its padding value throughout)."""
+    arrays = []
+    for image, pad in ((ct, plan.ct_pad_hu), (pet, plan.pet_pad_suv)):
+        if image is None:
+            arrays.append(np.full(grid.shape_zyx, pad, dtype=np.float32))
+        else:
+            arrays.append(sitk.GetArrayFromImage(resample_to_grid(image, grid, plan.image_interpolation, pad)))
+    return arrays[0], arrays[1]
 
 
-def network_input(ct: sitk.Image, pet: sitk.Image, grid: Grid, plan: Plan) -> np.ndarray:
-    """The 2-channel normalised tensor (2, z, y, x) of CT and PET on ``grid``."""
+def network_input(ct: sitk.Image | None, pet: sitk.Image | None, grid: Grid, plan: Plan) -> np.ndarray:
+    """The 2-channel normalised tensor (2, z, y, x) of CT and PET on ``grid`` (``None``: a blank channel)."""
     ct_array, pet_array = resample_pair(ct, pet, grid, plan)
-    return np.stack([normalize_ct(ct_array, plan.ct_window_hu), normalize_pet(pet_array)])
+    return np.stack([normalize_ct(ct_array, plan.ct_window_hu), normalize_pet(pet_array, plan.pet_outlier_ceiling)])
 
 
 def blank_network_input(shape_zyx: tuple[int, int, int], plan: Plan) -> np.ndarray:
@@ -132,7 +282,7 @@ def blank_network_input(shape_zyx: tuple[int, int, int], plan: Plan) -> np.ndarr
     ``plan.pet_pad_suv``, normalised as :func:`network_input` normalises them."""
     shape = tuple(int(s) for s in shape_zyx)
     ct = normalize_ct(np.full(shape, plan.ct_pad_hu, dtype=np.float32), plan.ct_window_hu)
-    pet = normalize_pet(np.full(shape, plan.pet_pad_suv, dtype=np.float32))
+    pet = normalize_pet(np.full(shape, plan.pet_pad_suv, dtype=np.float32), plan.pet_outlier_ceiling)
     return np.stack([ct, pet])
 
 
@@ -148,27 +298,53 @@ def box_grid(localization: Localization, plan: BoxPlan) -> Grid:
     return Grid.centered(center, plan.box_mm_xyz, size_xyz=plan.input_shape_zyx[::-1])
 
 
-def _prepare(ct: sitk.Image, pet: sitk.Image, plan: Plan) -> Region:
+def _prepare(ct: sitk.Image | None, pet: sitk.Image | None, plan: Plan) -> Region:
+    if ct is None and pet is None:
+        raise ValueError("preprocessing needs a CT or a PET")
     ct, pet, warnings = check_case(ct, pet, plan)
     localization = localize_head_and_neck(pet, plan, reference=ct)
-    if not localization.found:
+    # Without a PET the fallback is the caller's choice (a container has already said that it dropped the PET).
+    if not localization.found and pet is not None:
         warnings.append(f"head-and-neck localisation: {localization.reason}")
     grid = region_grid(localization, plan) if isinstance(plan, RegionPlan) else box_grid(localization, plan)
     return Region(network_input(ct, pet, grid, plan), grid, localization, warnings)
 
 
-def preprocess_region(ct: sitk.Image, pet: sitk.Image, plan: RegionPlan) -> Region:
-    """Segmentation network input: the head-and-neck region at ``plan.spacing_mm_xyz`` (default 1 mm)."""
+def preprocess_region(ct: sitk.Image, pet: sitk.Image | None, plan: RegionPlan) -> Region:
+    """Segmentation network input: the head-and-neck region at ``plan.spacing_mm_xyz`` (default 1 mm). Without a
+    PET (``None``) the region is placed from the CT and the PET channel is blank."""
     if not isinstance(plan, RegionPlan):
         raise TypeError(f"preprocess_region needs a RegionPlan, got {type(plan).__name__}")
     return _prepare(ct, pet, plan)
 
 
-def preprocess_box(ct: sitk.Image, pet: sitk.Image, plan: BoxPlan) -> Region:
-    """Image-level network input: the 200x200x310 mm box (by default) resampled to 96^3 in one trilinear step."""
+def preprocess_box(ct: sitk.Image | None, pet: sitk.Image | None, plan: BoxPlan) -> Region:
+    """Image-level network input: the 200x200x310 mm box (by default) resampled to 96^3 in one trilinear step.
+    Either image may be ``None`` (not both): its channel is blank, and without a PET the box is placed from the CT,
+    without a CT from the PET alone."""
     if not isinstance(plan, BoxPlan):
         raise TypeError(f"preprocess_box needs a BoxPlan, got {type(plan).__name__}")
     return _prepare(ct, pet, plan)
+
+
+def image_level_input(ct: sitk.Image | None, pet: sitk.Image | None,
+                      plan: BoxPlan) -> tuple[np.ndarray, list[str], bool]:
+    """The network input of an image-level task (Tasks 2 and 3) whatever images a case has: :func:`preprocess_box`
+    of the usable ones, or, when a flat placeholder is given (the platform's sanity check) or neither image is
+    usable (``None``), the blank input of a box outside every field of view (:func:`blank_network_input`).
+
+    Returns:
+        the (2, z, y, x) input, the warnings, and whether the input is blank because of a placeholder.
+    """
+    if (ct is not None and is_placeholder(ct)) or (pet is not None and is_placeholder(pet)):
+        return (blank_network_input(plan.input_shape_zyx, plan),
+                ["flat placeholder input: the prediction comes from the clinical record with a blank image"], True)
+    if ct is None and pet is None:
+        return (blank_network_input(plan.input_shape_zyx, plan),
+                ["neither CT nor PET is usable: the prediction comes from the clinical record with a blank image"],
+                False)
+    region = preprocess_box(ct, pet, plan)
+    return region.image, region.warnings, False
 
 
 def probabilities_to_ct_grid(probabilities: np.ndarray | torch.Tensor, grid: Grid, ct: sitk.Image) -> sitk.Image:

@@ -36,12 +36,12 @@ import torch
 
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle, write_bundle
-from hecktor.clinical import ClinicalEncoder, normalize_ehr
+from hecktor.clinical import ClinicalEncoder, normalize_ehr, sanitize_ehr, unseen_values
 from hecktor.errors import BundleError, InputError
-from hecktor.io import CaseInput, is_placeholder
+from hecktor.io import CaseInput
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.preprocessing import blank_network_input, preprocess_box
+from hecktor.preprocessing import image_level_input
 from hecktor.segment import resolve_device
 from hecktor.survival import ENSEMBLE_RULES, ensemble_risk
 from hecktor.survival_models import SurvivalModel, survival_model_from_dict
@@ -214,7 +214,8 @@ class RiskPredictor:
         return ensemble_risk(risks, self.weights)
 
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> float:
-        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call)."""
+        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call): a CT or PET that
+        reading dropped (``None``) is predicted without, a dropped ``ehr.json`` as an absent record."""
         risk = self.predict(case.ct, case.pet, case.ehr, budget=budget, **options)
         self.last_report.warnings[:0] = case.warnings
         return risk
@@ -231,12 +232,15 @@ class RiskPredictor:
         """Recurrence-free-survival risk of one case: higher means earlier relapse.
 
         Args:
-            ct: CT in HU, any grid (unused, and may be ``None``, in clinical mode).
-            pet: PET in SUV, its own grid (likewise). A flat placeholder CT or PET (the platform's sanity check)
-                gives the risk of the clinical record with a blank image (what preprocessing makes of a region
-                outside every field of view), with a warning in :attr:`last_report`.
+            ct: CT in HU, any grid, or ``None`` (its channel is then blank; unused in clinical mode).
+            pet: PET in SUV, its own grid, or ``None`` (its channel is then blank and the box is placed from the
+                CT). A flat placeholder CT or PET (the platform's sanity check), or neither image, gives the risk of
+                the clinical record with a blank image (what preprocessing makes of a region outside every field of
+                view), with a warning in :attr:`last_report`.
             ehr: the clinical record (``ehr.json``). ``None``, missing keys, nulls and unseen values all encode as
-                the fitted encoder's ``Unknown``; extra keys are ignored; a non-object is an :class:`InputError`.
+                the fitted encoder's ``Unknown``; extra keys are ignored; keys are matched whatever their case and
+                implausible values (an age outside 0-120 years) are dropped, with warnings
+                (:func:`hecktor.clinical.sanitize_ehr`); a non-object is an :class:`InputError`.
             folds: the folds allowed (default: all); they run heaviest weight first and their weights are
                 renormalised.
             budget: the case's deadline; ``None`` runs every fold.
@@ -248,19 +252,15 @@ class RiskPredictor:
         started = clock()
         # A non-object ehr.json (a list, a number) is an InputError; None (no ehr.json) means "all unknown".
         record = normalize_ehr(dict(ehr) if isinstance(ehr, Mapping) else ehr) if ehr is not None else {}
+        encoders = [fold.encoder for fold in self.folds if fold.encoder is not None]
+        if encoders:
+            checked = sanitize_ehr(record)
+            record = checked.record
+            report.warnings.extend(checked.warnings + unseen_values(encoders, record))
         tensor = None
         if self.uses_images:
-            if ct is None or pet is None:
-                raise ValueError(f"mode {self.mode!r} needs both CT and PET")
-            if is_placeholder(ct) or is_placeholder(pet):
-                report.placeholder = True
-                report.warnings.append("flat placeholder input: the risk comes from the clinical record with a "
-                                       "blank image")
-                image = blank_network_input(self.plan.input_shape_zyx, self.plan)
-            else:
-                region = preprocess_box(ct, pet, self.plan)
-                report.warnings.extend(region.warnings)
-                image = region.image
+            image, warnings, report.placeholder = image_level_input(ct, pet, self.plan)
+            report.warnings.extend(warnings)
             tensor = torch.as_tensor(image, dtype=torch.float32).to(self.device)[None]
         report.timings["preprocess_s"] = clock() - started
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle
-from hecktor.errors import BundleError, InputError
+from hecktor.errors import BundleError, HecktorError, InputError
 from hecktor.io import CaseInput, is_placeholder
 from hecktor.labels import N_CLASSES
 from hecktor.plan import RegionPlan
@@ -234,15 +234,31 @@ class Segmenter:
             torch.cuda.synchronize(self.device)
 
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> sitk.Image:
-        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call)."""
-        mask = self.predict(case.ct, case.pet, budget=budget, **options)
+        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call).
+
+        Without a usable CT there is no grid to write on: the CT's problem is raised as an :class:`InputError`. A
+        case whose PET was dropped is segmented from the CT alone; if even that fails (and the case was not read
+        strictly), the mask is all background on the CT's grid, with a warning naming the failure.
+        """
+        if case.ct is None:
+            raise InputError(case.problems.get("CT", "no usable CT in the case"))
+        try:
+            mask = self.predict(case.ct, case.pet, budget=budget, **options)
+        except (HecktorError, RuntimeError, MemoryError) as error:
+            if case.strict or case.pet is not None:
+                raise
+            self.last_report = PredictionReport(placeholder=True)
+            detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            self.last_report.warnings.append(f"segmentation from the CT alone failed ({detail}): the mask is all "
+                                             "background on the CT's grid")
+            mask = blank_mask(case.ct)
         self.last_report.warnings[:0] = case.warnings
         return mask
 
     def predict(
         self,
         ct: sitk.Image,
-        pet: sitk.Image,
+        pet: sitk.Image | None,
         *,
         folds: Sequence[int] | None = None,
         tta: bool = True,
@@ -257,11 +273,12 @@ class Segmenter:
         fold's mean, so that folds count equally.
 
         A flat placeholder CT or PET (the platform's sanity check) gives an all-background mask on the CT's grid,
-        with a warning in :attr:`last_report`.
+        with a warning in :attr:`last_report`. Without a PET (``None``: a container dropped an unusable one) the
+        region is placed from the CT and the PET channel is blank.
 
         Args:
             ct: CT in HU, any grid.
-            pet: PET in SUV, its own grid.
+            pet: PET in SUV, its own grid, or ``None``.
             folds: fold indices in the order to run them (default: all, in bundle order); the first is always kept.
             tta: mirror test-time augmentation.
             overlap: sliding-window overlap.
@@ -272,7 +289,7 @@ class Segmenter:
         policy = BudgetPolicy(budget, report)
         clock = policy.now
         started = clock()
-        if is_placeholder(ct) or is_placeholder(pet):
+        if is_placeholder(ct) or (pet is not None and is_placeholder(pet)):
             report.placeholder = True
             report.warnings.append("flat placeholder input: the mask is all background on the CT's grid")
             return self._finish(blank_mask(ct), report, budget, clock() - started)

@@ -6,8 +6,10 @@ The generator lays out a folder exactly like the HECKTOR 2025 training data::
     DIR/Task 1/HECKTOR_2025_Training_Task_1.csv
     DIR/Task 2/<PID>/<PID>__CT.nii.gz, <PID>__PT.nii.gz
     DIR/Task 2/HECKTOR_2025_Training_Task_2.csv      (+ RFS, Relapse)
-    DIR/true_risk.csv                                  (true log-hazard and the image features behind it)
-    DIR/cohort.json                                    (seed, size, true model, oracle C-index)
+    DIR/Task 3/<PID>/<PID>__CT.nii.gz, <PID>__PT.nii.gz
+    DIR/Task 3/HECKTOR_2025_Training_Task_3.csv      (HPV Status, the target, empty where unknown)
+    DIR/true_risk.csv                                  (true log-hazard, HPV status and P(HPV+), the image features)
+    DIR/cohort.json                                    (seed, size, true models, oracle C-index and balanced accuracy)
 
 Every case is an analytic head-and-neck phantom placed in physical space (LPS mm, +z superior). Each image is
 made by evaluating the same analytic shapes at the physical centres of *its own* voxels, so CT, PET and label
@@ -16,7 +18,9 @@ Shapes carry an approximate signed distance, which gives a one-voxel partial-vol
 is the zero level set sampled on the CT grid.
 
 Survival follows a proportional-hazards model with a Weibull baseline whose coefficients are written to
-``cohort.json``; times are drawn from the true (not the missing-masked) covariates.
+``cohort.json``; times are drawn from the true (not the missing-masked) covariates. HPV status (Task 3) is drawn from
+a logistic model of the true record and tumour (:data:`HPV_MODEL`: non-smokers, younger patients, smaller
+primaries and more nodes are more often HPV-positive); HPV-negative status raises the hazard.
 
 Each case draws from its own random stream, ``SeedSequence(seed, spawn_key=(case_index,))``, so a cohort of 10
 cases is a prefix of a cohort of 20 with the same seed, and the same seed gives byte-identical files.
@@ -53,13 +57,14 @@ from hecktor.tasks import get_task
 
 SIZES = ("small", "realistic")
 ORIENTATIONS = ("identity", "flip", "oblique")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: HPV status depends on the record and the images (Task 3); images as in 1
 
 TASK1_CSV = get_task(1).training_csv
 TASK2_CSV = get_task(2).training_csv
 TRUE_RISK_CSV = "true_risk.csv"
 COHORT_JSON = "cohort.json"
-_OUTPUT_NAMES = ("Task 1", "Task 2", TRUE_RISK_CSV, COHORT_JSON)
+TASK3_FOLDER, TASK3_CSV = get_task(3).training_folder, get_task(3).training_csv
+_OUTPUT_NAMES = ("Task 1", "Task 2", TASK3_FOLDER, TRUE_RISK_CSV, COHORT_JSON)
 
 # (centre name, CenterID, share of patients). Names follow the HECKTOR centres; the shares are invented.
 CENTRES = (
@@ -91,8 +96,24 @@ _NODE_MEAN = sum(n * p for n, p in enumerate(_NODE_PROBS))
 _NODE_SD = math.sqrt(sum(n * n * p for n, p in enumerate(_NODE_PROBS)) - _NODE_MEAN**2)
 _PS_PROBS = (0.50, 0.35, 0.10, 0.04, 0.01)
 _P_TOBACCO = 0.55
-_P_HPV_POS = {0: 0.75, 1: 0.50}  # by tobacco: smokers are less often HPV-positive
-_P_HPV_NEG = 1.0 - (_P_HPV_POS[0] * (1 - _P_TOBACCO) + _P_HPV_POS[1] * _P_TOBACCO)
+
+# HPV status (Task 3's target): logit P(HPV+) = intercept + sum(beta * (x - centre) / scale), the covariates being
+# true values. HPV-positive patients are more often non-smokers and younger, with smaller primaries and more nodal
+# disease (as in oropharyngeal cancer). The imaging covariates carry most of the variance of the logit (about 1.6 of
+# 2.2). Population prevalence and the Bayes rule's balanced accuracy (predict positive where P(HPV+) >= prevalence):
+# 0.56 and 0.73 over 4,000 simulated patients.
+HPV_MODEL: dict[str, Any] = {
+    "intercept": 0.3,
+    "covariates": {
+        "tobacco": {"beta": -1.2, "centre": _P_TOBACCO, "scale": 1.0},
+        "age_years": {"beta": -0.5, "centre": 62.0, "scale": 9.5},
+        "log_tumour_volume_ml": {"beta": -0.9, "centre": (_LOG_VOL_LO + _LOG_VOL_HI) / 2,
+                                 "scale": (_LOG_VOL_HI - _LOG_VOL_LO) / math.sqrt(12)},
+        "n_nodes": {"beta": 0.9, "centre": _NODE_MEAN, "scale": _NODE_SD},
+    },
+}
+HPV_PREVALENCE = 0.56
+_P_HPV_NEG = 1.0 - HPV_PREVALENCE
 _M_STAGE_PROBS = (("M0", 0.93), ("M1", 0.03), ("Mx", 0.04))
 
 TRUE_MODEL: dict[str, dict[str, float]] = {
@@ -608,7 +629,9 @@ def _draw_clinical(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
     gender = int(rng.random() < 0.82)
     tobacco = int(rng.random() < _P_TOBACCO)
     alcohol = int(rng.random() < (0.65 if tobacco else 0.30))
-    hpv = int(rng.random() < _P_HPV_POS[tobacco])
+    # The uniform that decides HPV status once the anatomy is drawn (hpv_status): drawn here, where version 1 of the
+    # generator drew HPV status, so that every later draw, and so every image, is as in version 1.
+    hpv_uniform = float(rng.random())
     ps = int(rng.choice(len(_PS_PROBS), p=_PS_PROBS))
     treatment = int(rng.random() < (0.75 if ps < 2 else 0.40))
     m_stage = _M_STAGE_PROBS[int(rng.choice(len(_M_STAGE_PROBS), p=[p for _, p in _M_STAGE_PROBS]))][0]
@@ -621,7 +644,7 @@ def _draw_clinical(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
         "Performance Status": ps,
         "Treatment": treatment,
         "M-stage": m_stage,
-        "HPV Status": hpv,
+        "HPV Status": hpv_uniform,  # replaced by the status in make_case
     }
 
 
@@ -637,6 +660,15 @@ def _covariates(true_clinical: dict[str, Any], volume_ml: float, suv_max: float,
         "tobacco": float(true_clinical["Tobacco Consumption"]),
         "chemoradiotherapy": float(true_clinical["Treatment"]),
     }
+
+
+def hpv_probability(true_clinical: dict[str, Any], volume_ml: float, n_nodes: int) -> float:
+    """P(HPV+) of :data:`HPV_MODEL` for a patient's true record and tumour."""
+    values = {"tobacco": float(true_clinical["Tobacco Consumption"]), "age_years": float(true_clinical["Age"]),
+              "log_tumour_volume_ml": math.log(volume_ml), "n_nodes": float(n_nodes)}
+    logit = HPV_MODEL["intercept"] + sum(m["beta"] * (values[k] - m["centre"]) / m["scale"]
+                                         for k, m in HPV_MODEL["covariates"].items())
+    return 1.0 / (1.0 + math.exp(-logit))
 
 
 def true_log_hazard(covariates: dict[str, float]) -> float:
@@ -681,6 +713,7 @@ class SyntheticCase:
         true_clinical: the same row before missing values were blanked.
         features: true image features of the survival model: tumour_volume_ml, suv_max, n_nodes.
         true_log_hazard: the generating model's log-hazard.
+        hpv_probability: P(HPV+) of :data:`HPV_MODEL`, from which the true HPV status was drawn.
         rfs_days: observed recurrence-free survival time (days).
         relapse: 1 if the relapse was observed, 0 if censored.
         landmarks: physical positions (LPS mm): brain_centre, brain_radii, tumour_centre, tumour_box (lo, hi),
@@ -699,13 +732,15 @@ class SyntheticCase:
     rfs_days: float
     relapse: int
     landmarks: dict[str, Any] = field(repr=False)
+    hpv_probability: float = float("nan")
     ct_orientation: str = "identity"
     pet_orientation: str = "identity"
 
     def ehr(self, task: int = 2) -> dict[str, Any]:
-        """The case's ``ehr.json`` content as the platform sends it: no HPV Status, no CenterID for Task 1."""
-        drop = {"HPV Status"} | ({"CenterID"} if task == 1 else set())
-        return {k: v for k, v in self.clinical.items() if k not in drop}
+        """The case's ``ehr.json`` content as the platform sends it for ``task``: the keys of the task's record
+        (:attr:`hecktor.tasks.TaskSpec.ehr_keys`; never HPV Status, CenterID for Task 2 only)."""
+        keys = get_task(task).ehr_keys
+        return {k: v for k, v in self.clinical.items() if k in keys}
 
 
 @dataclass
@@ -768,6 +803,8 @@ def make_case(
     # (grids, image noise), so a seed gives the same patients at both sizes.
     centre, true_clinical = _draw_clinical(rng)
     anatomy = _draw_anatomy(rng)
+    p_hpv = hpv_probability(true_clinical, anatomy.tumour_volume_ml, anatomy.n_nodes)
+    true_clinical["HPV Status"] = int(true_clinical["HPV Status"] < p_hpv)
     features = {
         "tumour_volume_ml": anatomy.tumour_volume_ml,
         "suv_max": anatomy.suv_max,
@@ -822,6 +859,7 @@ def make_case(
         landmarks=anatomy.landmarks,
         ct_orientation=ct_kind,
         pet_orientation=pet_kind,
+        hpv_probability=p_hpv,
     )
 
 
@@ -877,6 +915,16 @@ def oracle_c_index(
         return None
 
 
+def oracle_balanced_accuracy(status: Sequence[int], probability: Sequence[float]) -> float | None:
+    """Balanced accuracy of the Bayes rule for balanced accuracy, "HPV+ where P(HPV+) >= the population prevalence",
+    on patients with known ``status``; None where a class is absent."""
+    status = np.asarray(status, dtype=bool)
+    if status.all() or not status.any():
+        return None
+    predicted = np.asarray(probability, dtype=float) >= HPV_PREVALENCE
+    return float(0.5 * (predicted[status].mean() + (~predicted[~status]).mean()))
+
+
 def generate_cohort(
     out_dir: str | Path,
     cases: int,
@@ -906,39 +954,44 @@ def generate_cohort(
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     started = time.perf_counter()
-    task1, task2 = out_dir / "Task 1", out_dir / "Task 2"
-    task1.mkdir()
-    task2.mkdir()
+    task1, task2, task3 = out_dir / "Task 1", out_dir / "Task 2", out_dir / TASK3_FOLDER
+    for folder in (task1, task2, task3):
+        folder.mkdir()
 
     counters: dict[str, int] = {}
-    rows1, rows2, risk_rows = [], [], []
+    rows1, rows2, risk_rows, hpv_rows = [], [], [], []
     for index in tqdm(range(cases), desc="synthetic cases", unit="case", disable=not progress):
         case = make_case(seed, size, case_index=index)
         counters[case.centre] = counters.get(case.centre, 0) + 1
         pid = f"{case.centre}-{counters[case.centre]:03d}"
-        folder1, folder2 = task1 / pid, task2 / pid
-        folder1.mkdir()
-        folder2.mkdir()
+        folder1, folder2, folder3 = task1 / pid, task2 / pid, task3 / pid
+        for folder in (folder1, folder2, folder3):
+            folder.mkdir()
         # gzip through ITK writes mtime 0, so the files are byte-reproducible.
         sitk.WriteImage(case.ct, str(folder1 / f"{pid}__CT.nii.gz"), True)
         sitk.WriteImage(case.pet, str(folder1 / f"{pid}__PT.nii.gz"), True)
         sitk.WriteImage(case.label, str(folder1 / f"{pid}.nii.gz"), True)
         for name in (f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz"):
             shutil.copyfile(folder1 / name, folder2 / name)
+            shutil.copyfile(folder1 / name, folder3 / name)
         row = [pid] + [case.clinical[c] for c in CLINICAL_COLUMNS]
         rows1.append(row)
         rows2.append(row + [case.rfs_days, case.relapse])
         risk_rows.append(
             [pid, case.true_log_hazard, case.features["tumour_volume_ml"], case.features["suv_max"],
-             case.features["n_nodes"]]
+             case.features["n_nodes"], case.true_clinical["HPV Status"], case.hpv_probability]
         )
+        if case.clinical["HPV Status"] is not None:  # the recorded status: Task 3 trains and scores on these
+            hpv_rows.append((case.clinical["HPV Status"], case.hpv_probability))
 
     header = ["PatientID", *CLINICAL_COLUMNS]
     _write_csv(task1 / TASK1_CSV, header, rows1)
     _write_csv(task2 / TASK2_CSV, header + ["RFS", "Relapse"], rows2)
+    _write_csv(task3 / TASK3_CSV, header, rows1)
     _write_csv(
         out_dir / TRUE_RISK_CSV,
-        ["PatientID", "true_log_hazard", "tumour_volume_ml", "suv_max", "n_nodes"],
+        ["PatientID", "true_log_hazard", "tumour_volume_ml", "suv_max", "n_nodes", "true_hpv_status",
+         "hpv_probability"],
         risk_rows,
     )
     relapse = [r[-1] for r in rows2]
@@ -969,6 +1022,10 @@ def generate_cohort(
         "missing_rates": MISSING_RATES,
         "event_fraction": event_fraction,
         "oracle_c_index": c_index,
+        "hpv_model": {"logit": "intercept + sum(beta * (x - centre) / scale)", **HPV_MODEL,
+                      "population_prevalence": HPV_PREVALENCE},
+        "hpv_recorded": len(hpv_rows),
+        "oracle_hpv_balanced_accuracy": oracle_balanced_accuracy([s for s, _ in hpv_rows], [p for _, p in hpv_rows]),
     }
     (out_dir / COHORT_JSON).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return CohortSummary(

@@ -20,9 +20,18 @@ from typing import Any
 
 from hecktor.plan import BoxPlan, RegionPlan
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "task_numbers"]
+__all__ = ["CLINICAL_COLUMNS", "RECORD_KEYS", "TaskSpec", "TASKS", "get_task", "task_numbers"]
 
 OUTPUT_KINDS = ("mask", "json-number", "json-boolean")
+
+RECORD_KEYS = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "Performance Status", "Treatment",
+               "M-stage")
+"""The clinical fields of every task's ``ehr.json`` (Task 2's adds ``CenterID``; Task 3's HPV status is the target,
+never an input)."""
+
+CLINICAL_COLUMNS = ("CenterID", *RECORD_KEYS, "HPV Status")
+"""The clinical columns of the HECKTOR 2025 training tables (``hecktor.io`` reads them; HPV Status is Task 3's
+target and in no ``ehr.json``)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class TaskSpec:
             is the label map).
         has_label_maps: training cases carry ``<PID>.nii.gz`` label maps.
         uses_ehr: the container reads ``/input/ehr.json``.
+        ehr_keys: the keys of the platform's ``ehr.json`` for this task (tests and the synthetic cohort write them).
         container: the container's folder in the repository (``task1_container``).
         image: the default container image name (without tag).
         output: the output file, relative to ``/output``.
@@ -51,6 +61,9 @@ class TaskSpec:
         writer: ``writer(value, path)`` writes the output atomically; imported when called.
         value_column: the column holding a ``json-*`` output in tables of predictions (``hecktor-predict``'s
             ``predictions.csv``, ``hecktor-evaluate``'s input); empty: the output file's stem.
+        smoke_commands: shell commands, run from the repository root, that train and export a tiny bundle of
+            untrained quality on a synthetic cohort, for packaging checks (``scripts/podman_smoke.sh``); ``DATA``
+            (the cohort), ``RUN_DIR`` and ``BUNDLE`` stand for paths, ``python`` for the interpreter.
     """
 
     number: int
@@ -61,6 +74,7 @@ class TaskSpec:
     target_columns: tuple[str, ...]
     has_label_maps: bool
     uses_ehr: bool
+    ehr_keys: tuple[str, ...]
     container: str
     image: str
     output: Path
@@ -71,6 +85,7 @@ class TaskSpec:
     predictor: Callable[[], type]
     writer: Callable[[Any, Path], Path]
     value_column: str = ""
+    smoke_commands: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.output_kind not in OUTPUT_KINDS:
@@ -101,10 +116,22 @@ def _write_mask(value: Any, path: Path) -> Path:
     return write_mask(value, path)
 
 
+def _hpv_predictor() -> type:
+    from hecktor.diagnosis import HPVPredictor
+
+    return HPVPredictor
+
+
 def _write_number(value: Any, path: Path) -> Path:
     from hecktor.io import write_json_number
 
     return write_json_number(value, path)
+
+
+def _write_boolean(value: Any, path: Path) -> Path:
+    from hecktor.io import write_json_boolean
+
+    return write_json_boolean(value, path)
 
 
 TASKS: dict[int, TaskSpec] = {
@@ -119,6 +146,7 @@ TASKS: dict[int, TaskSpec] = {
             target_columns=(),
             has_label_maps=True,
             uses_ehr=False,
+            ehr_keys=RECORD_KEYS,
             container="task1_container",
             image="hecktor-task1",
             output=Path("images/tumor-lymph-node-segmentation/output.mha"),
@@ -128,6 +156,11 @@ TASKS: dict[int, TaskSpec] = {
             export_command="python training/export_segmentation.py RUN_DIR",
             predictor=_segmenter,
             writer=_write_mask,
+            smoke_commands=(
+                "python training/train_segmentation.py --data DATA --out RUN_DIR --config training/configs/tiny.json "
+                "--fold 0 --epochs 1 --device cpu --no-progress",
+                "python training/export_segmentation.py RUN_DIR --checkpoint last --out BUNDLE",
+            ),
         ),
         TaskSpec(
             number=2,
@@ -138,6 +171,7 @@ TASKS: dict[int, TaskSpec] = {
             target_columns=("RFS", "Relapse"),
             has_label_maps=False,
             uses_ehr=True,
+            ehr_keys=("CenterID", *RECORD_KEYS),
             container="task2_container",
             image="hecktor-task2",
             output=Path("rfs.json"),
@@ -148,6 +182,37 @@ TASKS: dict[int, TaskSpec] = {
             export_command="python training/export_prognosis.py RUN_DIR",
             predictor=_risk_predictor,
             writer=_write_number,
+            smoke_commands=(
+                "python training/train_prognosis.py --mode fusion --data DATA --out RUN_DIR --folds 2 --epochs 1 "
+                "--network tiny --device cpu --no-progress",
+                "python training/export_prognosis.py RUN_DIR --out BUNDLE",
+            ),
+        ),
+        TaskSpec(
+            number=3,
+            name="hpv",
+            title="HPV status",
+            training_folder="Task 3",
+            training_csv="HECKTOR_2025_Training_Task_3.csv",
+            target_columns=("HPV Status",),
+            has_label_maps=False,
+            uses_ehr=True,
+            ehr_keys=RECORD_KEYS,
+            container="task3_container",
+            image="hecktor-task3",
+            output=Path("hpv-status.json"),
+            output_kind="json-boolean",
+            value_column="hpv_status",
+            limit_s=600.0,
+            plan_class=BoxPlan,
+            export_command="python training/export_hpv.py RUN_DIR",
+            predictor=_hpv_predictor,
+            writer=_write_boolean,
+            smoke_commands=(
+                "python training/train_hpv.py --mode fusion --data DATA --out RUN_DIR --folds 2 --epochs 1 "
+                "--network tiny --device cpu --no-progress",
+                "python training/export_hpv.py RUN_DIR --out BUNDLE",
+            ),
         ),
     )
 }
@@ -186,6 +251,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="one tab-separated line per task for scripts: number, container folder, image, output "
                            "path, output kind, time limit (s), export command")
     form.add_argument("--numbers", action="store_true", help="the task numbers, one per line")
+    form.add_argument("--smoke", type=int, metavar="N",
+                      help="task N's smoke_commands, one per line (a tiny bundle for packaging checks)")
     return parser
 
 
@@ -194,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = [TASKS[n] for n in task_numbers()]
     if args.numbers:
         print("\n".join(str(s.number) for s in specs))
+    elif args.smoke is not None:
+        if args.smoke not in TASKS:
+            print(f"error: no task {args.smoke}; tasks: {', '.join(str(s.number) for s in specs)}", file=sys.stderr)
+            return 2
+        print("\n".join(TASKS[args.smoke].smoke_commands))
     elif args.shell:
         for s in specs:
             print("\t".join([str(s.number), s.container, s.image, str(s.output), s.output_kind, f"{s.limit_s:g}",

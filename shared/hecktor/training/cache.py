@@ -13,13 +13,18 @@ of the case's files) and what the preprocessing function reported. Every file is
 :func:`hecktor.io.atomic_path`, and the record after the arrays, so a record marks a complete entry: an entry
 without one (an interrupted build), with a changed source file, or with an array that does not match its record
 (a truncated or replaced file) is rebuilt, never loaded. Another plan means another folder, so a plan change never
-reads stale arrays.
+reads stale arrays. A run killed while writing leaves at most hidden temporary files (``.<PID>.<array>.npy.*``);
+the next build of that entry removes them.
+
+The trainers build the missing entries with several processes side by side (:func:`available_cores` of them by
+default, each on one thread).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,10 @@ CACHE_VERSION = 2
 
 PLAN_JSON = "plan.json"
 
+POOL_MIN_SECONDS = 30.0
+"""Worker processes are started only when the cases left to build would take this process longer than this (as
+timed on the first case); 0: whenever there are workers and cases."""
+
 Preprocess = Callable[[TrainingCase, Any], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
 """``preprocess(case, plan) -> (arrays, info)``: the arrays to store by name, and JSON-safe facts about them."""
 
@@ -48,6 +57,25 @@ class CacheEntry:
     patient_id: str
     arrays: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: a ``taskset`` or a container's CPU set counts, not
+    the machine's size)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None, share: int = 1) -> int:
+    """Worker processes to use: ``workers`` as given, or for ``None`` the available cores divided among ``share``
+    processes that run side by side (e.g. the ranks of a ``torchrun`` job on one machine), at least 1."""
+    if workers is None:
+        return max(1, available_cores() // max(1, share))
+    if workers < 0:
+        raise InputError(f"workers must be >= 0 (or unset: all cores), got {workers}")
+    return int(workers)
 
 
 def source_fingerprint(case: TrainingCase) -> list[list[Any]]:
@@ -133,7 +161,15 @@ class PreprocessingCache:
             "info": dict(info),
         }
         write_text_atomic(json.dumps(record, indent=1), self.record_path(case.patient_id))
+        self._remove_temporaries(case.patient_id, list(arrays))
         return CacheEntry(case.patient_id, arrays, dict(info))
+
+    def _remove_temporaries(self, patient_id: str, names: Sequence[str]) -> None:
+        """Temporary files of this entry left by a killed build (``atomic_path`` removes its own unless the process
+        dies). Only this entry's: under ``torchrun`` other ranks are writing other entries in the same folder."""
+        for target in [self.record_path(patient_id)] + [self.array_path(patient_id, name) for name in names]:
+            for leftover in self.dir.glob(f".{target.name}.*"):
+                leftover.unlink(missing_ok=True)
 
     def load(self, patient_id: str, mmap: Collection[str] = ()) -> CacheEntry:
         """A cached entry (see :meth:`prepare`). The arrays named in ``mmap`` are memory-mapped copy-on-write instead
@@ -151,7 +187,7 @@ class PreprocessingCache:
         return self.load(case.patient_id) if self.is_current(case) else self.build(case)
 
     def prepare(self, cases: Sequence[TrainingCase], *, rank: int = 0, world_size: int = 1, progress: bool = False,
-                workers: int = 0) -> dict[str, int]:
+                workers: int | None = 0) -> dict[str, int]:
         """Make sure that every case has a current entry and that the folder holds its ``plan.json``.
 
         Args:
@@ -159,7 +195,8 @@ class PreprocessingCache:
             rank, world_size: under ``torchrun`` every rank builds its share of the cases (the caller waits for the
                 others afterwards).
             progress: a tqdm bar over the cases to build.
-            workers: processes that build entries side by side (0: this process).
+            workers: processes that build entries side by side, each on one thread (0 or 1: this process; ``None``:
+                :func:`available_cores`); started only where the work pays for them (:data:`POOL_MIN_SECONDS`).
 
         Returns:
             ``{"built": ..., "reused": ...}``: entries of this rank's share.
@@ -171,20 +208,59 @@ class PreprocessingCache:
         mine = list(cases)[rank::world_size]
         todo = [case for case in mine if not self.is_current(case)]
         bar = tqdm(total=len(todo), desc="preprocessing", unit="case", disable=not progress)
-        if workers > 0 and len(todo) > 1:
+        workers = resolve_workers(workers)
+        if workers > 1 and len(todo) > 1 and POOL_MIN_SECONDS > 0:
+            # A worker costs seconds to start (it imports torch); build one case here first and use the pool only
+            # when the rest would take longer than that alone (tiny test cohorts don't; real ones do).
+            started = time.perf_counter()
+            self.build(todo[0])
+            bar.update()
+            if (time.perf_counter() - started) * (len(todo) - 1) < POOL_MIN_SECONDS:
+                workers = 1
+            todo_left = todo[1:]
+        else:
+            todo_left = todo
+        if workers > 1 and len(todo_left) > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn: forking a process that holds torch's and SimpleITK's thread pools can deadlock.
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-                for _ in pool.map(_build_quietly, [self] * len(todo), todo):
+            with ProcessPoolExecutor(min(workers, len(todo_left)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_one_thread_per_worker, initargs=(os.getpid(),)) as pool:
+                for _ in pool.map(_build_quietly, [self] * len(todo_left), todo_left):
                     bar.update()
         else:
-            for case in todo:
+            for case in todo_left:
                 self.build(case)
                 bar.update()
         bar.close()
         return {"built": len(todo), "reused": len(mine) - len(todo)}
+
+
+def _one_thread_per_worker(parent: int) -> None:
+    """Worker set-up: one thread for torch (imported later, with the first task) and SimpleITK, as the workers
+    already fill the cores and their thread pools side by side would only contend; and end with the parent."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when the process that started it dies: a trainer killed with SIGKILL would
+    otherwise leave its workers preprocessing the queued cases for a while. Elsewhere nothing is done (the workers
+    still stop once the queue is drained)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
 
 
 def _build_quietly(cache: PreprocessingCache, case: TrainingCase) -> None:

@@ -5,8 +5,8 @@ The common options carry one vocabulary across both tasks (the TrainingConfig fi
 
 ``--data DIR`` (HECKTOR layout root), ``--out RUN_DIR``, ``--folds N`` [n_folds], ``--fold K[,K...]|all`` [folds],
 ``--seed``, ``--epochs``, ``--batch-size``, ``--lr`` [learning_rate], ``--weight-decay``,
-``--augmentation/--no-augmentation``, ``--device`` (``auto``: CUDA when available), ``--workers``,
-``--progress/--no-progress``.
+``--augmentation/--no-augmentation``, ``--device`` (``auto``: CUDA when available), ``--workers`` (worker processes;
+default all cores: the cores this process may run on), ``--progress/--no-progress``.
 
 They are added with ``default=argparse.SUPPRESS``, so :func:`config_values` returns only what was typed, and the
 trainer's TrainingConfig supplies the rest (after a config file, where the CLI reads one); :func:`show_defaults`
@@ -27,6 +27,9 @@ from hecktor.errors import HecktorError
 
 EXIT_USER_ERROR = 2
 """Exit status of a command whose input or arguments are wrong (argparse's own status for a bad option)."""
+
+ALL_WHEN_UNSET = {"folds": "all", "workers": "all cores", "threads": "all cores"}
+"""What an unset (``None``) setting means, as ``--help`` shows it."""
 
 
 # ---------------------------------------------------------------------------------------------------- argument types
@@ -101,7 +104,9 @@ def show_defaults(parser: argparse.ArgumentParser, defaults: Mapping[str, Any]) 
     for action in parser._actions:  # argparse keeps no public list of its actions
         if action.dest in defaults:
             shown = defaults[action.dest]
-            action.shown_default = "all" if action.dest == "folds" and shown is None else shown
+            if shown is None and action.dest in ALL_WHEN_UNSET:
+                shown = ALL_WHEN_UNSET[action.dest]
+            action.shown_default = shown
 
 
 def config_defaults(config_class: type) -> dict[str, Any]:
@@ -159,12 +164,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fa
 # ------------------------------------------------------------------------------------------------------------- run
 def run_cli(function: Callable[[], Any]) -> int:
     """Call ``function`` (a command's work) and return its exit status: 0 on success; for a
-    :class:`~hecktor.errors.HecktorError` (a user's input or argument is wrong) one line ``error: ...`` on stderr
-    and :data:`EXIT_USER_ERROR`. Other exceptions are bugs and keep their traceback."""
+    :class:`~hecktor.errors.HecktorError` one line ``error: ...`` on stderr and the error's ``exit_status``:
+    :data:`EXIT_USER_ERROR` (a user's input or argument is wrong) unless the error says otherwise (e.g.
+    :class:`hecktor.training.segmentation.DistributedJobError`, 1: another process of the job failed). Other
+    exceptions are bugs and keep their traceback."""
     try:
         function()
     except HecktorError as error:
         message = " ".join(str(error).split())  # one line, whatever the message holds
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return int(getattr(error, "exit_status", EXIT_USER_ERROR))
     return 0

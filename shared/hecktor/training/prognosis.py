@@ -30,7 +30,8 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.segment import resolve_device
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
-from hecktor.training.cache import PreprocessingCache
+from hecktor.training.cache import PreprocessingCache, available_cores
 from hecktor.training.run_log import RunLog
 
 DEFAULT_CACHE = Path(os.environ.get("HECKTOR_CACHE", Path.home() / ".cache" / "hecktor"))
@@ -101,8 +102,12 @@ class TrainingConfig:
         ensemble_rule: see :func:`hecktor.survival.ensemble_weights`.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         feature_batch_size: patients per forward pass when extracting features.
-        workers: processes preprocessing the cohort's images into the cache (0: this process). Training itself
-            needs no data-loader workers: the cohort's network inputs are held in memory.
+        workers: processes preprocessing the cohort's images into the cache side by side (0: this process;
+            ``None``: all cores, :func:`hecktor.training.cache.available_cores`). Training itself needs no
+            data-loader workers: the cohort's network inputs are held in memory.
+        threads: torch's CPU threads while training (``None``: all cores, or ``$OMP_NUM_THREADS`` where set). Set
+            for the run and restored after it, so a caller that runs on one thread (the demo) does not slow the
+            training down.
         progress: tqdm progress bars.
     """
 
@@ -125,7 +130,8 @@ class TrainingConfig:
     ensemble_rule: str = "cindex_margin"
     device: str = "auto"
     feature_batch_size: int = 8
-    workers: int = 0
+    workers: int | None = None
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -135,8 +141,10 @@ class TrainingConfig:
             raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
         if self.folds is not None:
             self.folds = select_folds(self.folds, self.n_folds)
-        if self.workers < 0:
-            raise InputError(f"workers must be >= 0, got {self.workers}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"workers must be >= 0 (or null: all cores), got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be >= 1 (or null: all cores), got {self.threads}")
         if self.epochs < 1 or self.batch_size < 2:
             raise InputError(f"epochs must be >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
         if not 0.0 <= self.early_stopping_fraction < 0.5:
@@ -243,7 +251,7 @@ def load_hecktor_cohort(
     with_images: bool = True,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> Cohort:
     """A cohort from a HECKTOR Task 2 folder (``<root>/Task 2/<PID>/...`` and its CSV).
 
@@ -257,7 +265,7 @@ def load_hecktor_cohort(
         with_images: preprocess the images (fusion and imaging modes).
         cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
         progress: tqdm bar over the cases to preprocess.
-        workers: processes preprocessing side by side (0: this process).
+        workers: processes preprocessing side by side (0: this process; ``None``: all cores).
     """
     plan = plan or BoxPlan()
     cohort = _cohort_from_rows(read_training_table(root, 2), str(root))
@@ -573,6 +581,26 @@ def run_fold(
                       time.perf_counter() - started)
 
 
+def default_threads() -> int:
+    """The threads of a run that sets none: ``$OMP_NUM_THREADS`` where it is set (torch's own default honours it
+    too), else all cores (:func:`~hecktor.training.cache.available_cores`)."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else available_cores()
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """torch's CPU threads set to ``threads`` (``None``: :func:`default_threads`) for the block, and restored after
+    it."""
+    wanted = int(threads) if threads else default_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        torch.set_num_threads(before)
+
+
 def cross_validate(
     cohort: Cohort,
     config: TrainingConfig,
@@ -608,13 +636,14 @@ def cross_validate(
     split = [(np.asarray(train_idx), np.asarray(val_idx)) for train_idx, val_idx in split]
     device = resolve_device(config.device)
     results = []
-    for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
-        train_idx, val_idx = split[k]
-        log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
-        result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
-        results.append(result)
-        if on_fold is not None:
-            on_fold(result)
+    with torch_threads(config.threads):
+        for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
+            train_idx, val_idx = split[k]
+            log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
+            result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
+            results.append(result)
+            if on_fold is not None:
+                on_fold(result)
     weights = ensemble_weights([r.cindex for r in results], rule=config.ensemble_rule)
     plan = cohort.plan or BoxPlan()
     outcome = CrossValidationResult(config, cohort, plan, results, weights, time.perf_counter() - started, split)
@@ -634,8 +663,15 @@ def train(
     split_file: str | Path | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    repeats: int = 1,
 ) -> CrossValidationResult:
     """Load a cohort, cross-validate, save the run and report on the way (the ``train_prognosis.py`` call).
+
+    With ``repeats`` R > 1 the cross-validation is repeated with the fold seeds ``seed, seed + 1, ...,
+    seed + R - 1`` (each a new split and new network initialisations), since one split of a small cohort gives a
+    noisy C-index; ``metrics.json`` then adds the mean and spread over the repeats (:func:`summarize_repeats`).
+    The run folder (folds, OOF risks, training logs, the fold ensemble in ``model/``) is the first repeat's; the
+    others are kept in memory and only their metrics are written.
 
     Args:
         config: the run's settings.
@@ -647,7 +683,15 @@ def train(
         split_file: the ``folds.json`` of an earlier run, so that modes compare on the same folds.
         overwrite: replace an earlier run in ``run_dir``.
         echo: where the progress lines go (one per fold, and a summary).
+        repeats: cross-validations with successive fold seeds (see above).
+
+    Returns:
+        the first repeat's result.
     """
+    if repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {repeats}")
+    if repeats > 1 and split_file is not None:
+        raise InputError("--repeats draws a new split for every seed, --folds-file fixes one split; give only one")
     if (data is None) == (csv is None):
         raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
     if csv is not None and config.mode != "clinical":
@@ -674,8 +718,42 @@ def train(
     echo(f"mean out-of-fold C-index {metrics['cindex_mean']:.3f} ± {metrics['cindex_std']:.3f} "
          f"(pooled OOF {metrics['cindex_pooled_oof']:.3f}); ensemble weights "
          f"{', '.join(f'{w:.3f}' for w in metrics['ensemble_weights'])}; {metrics['train_seconds']:.0f} s")
+    per_repeat = [metrics]
+    for r in range(1, repeats):
+        repeat = cross_validate(cohort, dataclasses.replace(config, seed=config.seed + r), None).metrics()
+        per_repeat.append(repeat)
+        echo(f"repeat {r + 1}/{repeats} (seed {config.seed + r}): mean out-of-fold C-index "
+             f"{repeat['cindex_mean']:.3f} ± {repeat['cindex_std']:.3f} (pooled OOF {repeat['cindex_pooled_oof']:.3f}); "
+             f"{repeat['train_seconds']:.0f} s")
+    summary = summarize_repeats(per_repeat, [config.seed + r for r in range(repeats)])
+    write_text_atomic(json.dumps(_json_safe({**metrics, **summary}), indent=2) + "\n", Path(run_dir) / "metrics.json")
+    if repeats > 1:
+        echo(f"over {repeats} repeats (fold seeds {config.seed}-{config.seed + repeats - 1}): mean C-index "
+             f"{summary['cindex_mean_over_repeats']:.3f}, SD over repeats {summary['cindex_sd_over_repeats']:.3f}, "
+             f"mean SD over folds {summary['cindex_fold_sd_mean']:.3f}; the exported model is the first repeat's")
     echo(f"wrote {Path(run_dir) / 'metrics.json'} and the fold ensemble in {Path(run_dir) / 'model'}")
     return result
+
+
+def summarize_repeats(per_repeat: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Mean and spread of repeated cross-validations (one :meth:`CrossValidationResult.metrics` per fold seed).
+
+    Returns:
+        ``repeat_seeds``; ``cindex_mean_over_repeats`` (the mean over repeats of each repeat's mean fold C-index);
+        ``cindex_sd_over_repeats`` (their sample SD, ``None`` for one repeat: how much the split moves the
+        estimate); ``cindex_fold_sd_mean`` (the mean over repeats of each split's SD over its folds, ``cindex_std``);
+        ``cindex_pooled_oof_mean_over_repeats``; and ``repeats``, every repeat's metrics with its ``seed``.
+    """
+    means = np.asarray([m["cindex_mean"] for m in per_repeat], dtype=np.float64)
+    pooled = np.asarray([m["cindex_pooled_oof"] for m in per_repeat], dtype=np.float64)
+    return {
+        "repeat_seeds": [int(s) for s in seeds],
+        "cindex_mean_over_repeats": float(np.mean(means)),
+        "cindex_sd_over_repeats": float(np.std(means, ddof=1)) if len(means) > 1 else None,
+        "cindex_fold_sd_mean": float(np.mean([m["cindex_std"] for m in per_repeat])),
+        "cindex_pooled_oof_mean_over_repeats": float(np.nanmean(pooled)) if np.isfinite(pooled).any() else None,
+        "repeats": [{"seed": int(seed), **m} for seed, m in zip(seeds, per_repeat)],
+    }
 
 
 def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:

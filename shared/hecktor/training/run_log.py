@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: training runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from hecktor.io import atomic_path, write_text_atomic  # noqa: E402
+
 
 class RunLog:
     """Collects one row of metrics per epoch and keeps ``metrics.csv``, ``metrics.json`` and ``metrics.png`` in
@@ -40,12 +42,13 @@ class RunLog:
         self._write()
 
     def _write(self) -> None:
+        # Atomic writes: a run killed while logging keeps the previous files, which a resumed run reads back.
         columns = list(dict.fromkeys(key for row in self.rows for key in row))
-        with (self.out_dir / f"{self.name}.csv").open("w", newline="") as handle:
+        with atomic_path(self.out_dir / f"{self.name}.csv") as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        (self.out_dir / f"{self.name}.json").write_text(json.dumps(self.rows, indent=2))
+        write_text_atomic(json.dumps(self.rows, indent=2), self.out_dir / f"{self.name}.json")
         self._plot(columns)
 
     def _plot(self, columns: list[str]) -> None:
@@ -61,5 +64,6 @@ class RunLog:
             axis.grid(alpha=0.3)
         axes[-1, 0].set_xlabel("epoch")
         figure.tight_layout()
-        figure.savefig(self.out_dir / f"{self.name}.png", dpi=80)
+        with atomic_path(self.out_dir / f"{self.name}.png") as tmp:
+            figure.savefig(tmp, dpi=80)
         plt.close(figure)

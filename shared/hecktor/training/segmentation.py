@@ -9,6 +9,7 @@ A run directory looks like::
       folds.json         the cross-validation split (hecktor.folds.save_folds format, with case ids)
       fold_K/
         checkpoint_best.pt, checkpoint_last.pt   model + optimizer + scheduler + scaler + epoch + RNG state
+        checkpoint_last.previous.pt              the last checkpoint before the current one (save_checkpoint)
         metrics.csv, metrics.json, metrics.png   one row per epoch (hecktor.training.run_log)
 
 Each case is preprocessed once by :func:`hecktor.patches.preprocess_training_case` (the same resampling code as
@@ -21,9 +22,16 @@ whole cached regions.
 Every patch is drawn from a random stream keyed by (seed, epoch, rank, index), so runs are reproducible whatever
 the number of data-loader workers, and a resumed run draws exactly the patches an uninterrupted one would have.
 
+A run killed at any point (SIGKILL included) continues with ``resume`` from each fold's last complete checkpoint,
+losing at most the epoch in progress: checkpoints are written to a temporary file, verified (CRC-32 of every
+record) and renamed, and a damaged checkpoint (a copy cut short, a bad disk) is moved aside and the one before it
+used (:func:`save_checkpoint`, :func:`find_resume_checkpoint`).
+
 Multi-GPU / multi-process: launch the CLI with ``torchrun --nproc_per_node N``; every rank draws its own patches,
 gradients are averaged by DistributedDataParallel (``nccl`` on CUDA, ``gloo`` on CPU), validation cases are shared
-out between the ranks, and only rank 0 writes files.
+out between the ranks, and only rank 0 writes files. When a rank dies the others stop with one
+:class:`DistributedJobError` line (its connections close at once, or torchrun stops them); one that hangs is given
+up after the process-group timeout (:func:`init_distributed`, ``$HECKTOR_DIST_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -32,8 +40,14 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +61,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 import hecktor
-from hecktor.errors import InputError
+from hecktor.errors import HecktorError, InputError
 from hecktor.folds import kfold_split, load_folds, save_folds, select_folds
 from hecktor.geometry import Grid
 from hecktor.io import TrainingCase, atomic_path, list_training_cases, write_text_atomic
@@ -55,7 +69,7 @@ from hecktor.metrics import dice
 from hecktor.patches import preprocess_training_case, sample_patches, sampling_indices
 from hecktor.plan import RegionPlan
 from hecktor.segment import IN_CHANNELS, N_CLASSES, autocast_context, resolve_device, sliding_window_probabilities
-from hecktor.training.cache import PreprocessingCache
+from hecktor.training.cache import PreprocessingCache, resolve_workers
 from hecktor.training.run_log import RunLog
 
 CHECKPOINTS = ("best", "last")
@@ -143,7 +157,8 @@ class TrainingConfig:
         cache_dir: preprocessing cache (default: ``<run_dir>/../cache``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun the local rank picks
             the GPU).
-        workers: data-loader worker processes per rank.
+        workers: worker processes per rank that build the preprocessing cache and load patches (``None``: the
+            cores available to this process, divided among the ranks on this machine).
         seed: seeds the split, the weights' initialisation and every patch.
         amp: fp16 autocast with gradient scaling, on CUDA only.
         grad_clip: gradient-norm clipping (0 switches it off).
@@ -182,7 +197,7 @@ class TrainingConfig:
     around: str = "region"
     cache_dir: str | None = None
     device: str = "auto"
-    workers: int = 2
+    workers: int | None = None
     seed: int = 0
     amp: bool = True
     grad_clip: float = 12.0
@@ -213,8 +228,8 @@ class TrainingConfig:
         for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every", "sw_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise InputError(f"workers must be >= 0, got {self.workers}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"workers must be >= 0 (or null: all cores), got {self.workers}")
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise InputError(f"positive_fraction must lie in [0, 1], got {self.positive_fraction}")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -312,6 +327,20 @@ def build_segmentation_network(name: str, config: dict[str, Any]) -> nn.Module:
 # --------------------------------------------------------------------------------------------------- distributed
 
 
+DIST_TIMEOUT_ENV = "HECKTOR_DIST_TIMEOUT_S"
+DEFAULT_DIST_TIMEOUT_S = 1800.0
+"""Process-group timeout: how long a rank waits in a collective for a peer that is alive but stuck. A peer that dies
+is noticed at once (its connections close); the timeout is for a hung one, and must exceed the longest legitimate
+wait (a rank building more of the preprocessing cache than the others)."""
+
+
+class DistributedJobError(HecktorError):
+    """Another process of the ``torchrun`` job died or stopped answering, so this one stops too. Not a wrong input:
+    :func:`hecktor.training.cli.run_cli` prints its one line and exits with :attr:`exit_status` 1."""
+
+    exit_status = 1
+
+
 @dataclass(frozen=True)
 class DistributedContext:
     """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
@@ -319,6 +348,7 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -333,18 +363,97 @@ class DistributedContext:
             dist.barrier()
 
 
-def init_distributed(device_name: str) -> tuple[DistributedContext, torch.device]:
-    """Join the process group that ``torchrun`` describes in the environment, and pick this rank's device."""
+def dist_timeout_s() -> float:
+    """The process-group timeout in seconds: ``$HECKTOR_DIST_TIMEOUT_S``, else :data:`DEFAULT_DIST_TIMEOUT_S`."""
+    text = os.environ.get(DIST_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_DIST_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise InputError(f"{DIST_TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return value
+
+
+def init_distributed(device_name: str, timeout_s: float | None = None) -> tuple[DistributedContext, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment, and pick this rank's device.
+
+    Args:
+        device_name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        timeout_s: how long a collective waits for a stuck peer before it fails (default :func:`dist_timeout_s`).
+            Under ``torchrun`` this process also turns SIGTERM (torchrun stopping the job because another rank
+            failed) into a :class:`DistributedJobError`, so that every rank ends with one line, not a traceback.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     device = resolve_device(device_name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank if world_size > 1 else 0)
+    context = DistributedContext(rank, world_size, local_rank, local_world_size)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank, world_size, local_rank), device
+        timeout = timedelta(seconds=timeout_s if timeout_s is not None else dist_timeout_s())
+        with distributed_failures(context):
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        _stop_on_sigterm(context)
+    return context, device
+
+
+def _stop_on_sigterm(context: DistributedContext) -> None:
+    """Raise :class:`DistributedJobError` on SIGTERM, which torchrun sends to the surviving ranks when one fails
+    (left alone where someone else already handles SIGTERM, or off the main thread, where Python cannot)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise DistributedJobError(
+            f"rank {context.rank} of {context.world_size} was stopped (SIGTERM): torchrun stops every process of a "
+            "job when one fails; see the first failed rank's output, then continue with --resume")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+_COLLECTIVE_FAILURES = ("gloo", "nccl", "connection reset", "connection closed", "connection refused", "broken pipe",
+                        "timed out")
+
+
+def _is_collective_failure(error: BaseException) -> bool:
+    """An error of a collective or of the rendezvous (a peer gone or stuck), as opposed to a bug or a bad input.
+    Gloo raises plain RuntimeErrors, so their text is looked at too."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error).lower() for marker in _COLLECTIVE_FAILURES)
+
+
+def _short(error: BaseException) -> str:
+    """The gist of a backend error: its first sentence without the source location (``[.../pair.cc:537] ...``)."""
+    text = " ".join(str(error).split())
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0][:200]
+
+
+@contextmanager
+def distributed_failures(context: DistributedContext) -> Iterator[None]:
+    """Turn the failure of a collective (a peer died: connection closed; or hung: process-group timeout) into a
+    one-line :class:`DistributedJobError`; anything else passes through unchanged."""
+    try:
+        yield
+    except DistributedJobError:
+        raise
+    except Exception as error:
+        if not context.enabled or not _is_collective_failure(error):
+            raise
+        raise DistributedJobError(
+            f"rank {context.rank} of {context.world_size} lost contact with another process of the job "
+            f"({_short(error)}): it died or hung; see its output, then continue with --resume") from error
 
 
 # ----------------------------------------------------------------------------------------------------------- cache
@@ -604,18 +713,149 @@ def warmup_cosine(total_iterations: int, warmup_fraction: float, min_lr_ratio: f
     return factor
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write a checkpoint atomically: a run killed while saving keeps its previous checkpoint, never half a file."""
+CHECKPOINT_FORMAT = "hecktor-task1-checkpoint"
+
+
+class CheckpointError(InputError):
+    """A checkpoint file is truncated, corrupt or not a trainer checkpoint (it is never loaded)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was moved aside and an older one (or a fresh start) used instead."""
+
+
+def previous_checkpoint_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced: ``checkpoint_last.pt`` ->
+    ``checkpoint_last.previous.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path, keep_previous: bool = True) -> None:
+    """Write a checkpoint so that no kill, full disk or power cut can leave ``path`` holding part of one.
+
+    The checkpoint goes to a temporary file beside ``path`` (torch's zip format, with a CRC-32 of every record), is
+    flushed to disk and read back in full (:func:`verify_checkpoint_file`), and only then renamed onto ``path``. The
+    checkpoint it replaces is kept as :func:`previous_checkpoint_path`, so a ``path`` damaged later (a copy cut
+    short, a bad disk) still leaves one good checkpoint to resume from.
+
+    Args:
+        checkpoint: the state (tensors, numbers, strings and containers).
+        path: e.g. ``fold_0/checkpoint_last.pt``.
+        keep_previous: keep the replaced checkpoint (see above).
+    """
+    path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+        with _crc32_on():
+            torch.save(checkpoint, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        verify_checkpoint_file(tmp)
+        if keep_previous and path.is_file():
+            os.replace(path, previous_checkpoint_path(path))  # a kill right here leaves only .previous: resume uses it
+    _fsync_folder(path.parent)
+
+
+def _crc32_on():
+    """torch.save with the CRC-32 of every record, which torch writes by default (and always did before the option
+    existed); forced on because :func:`verify_checkpoint_file` relies on it."""
+    try:
+        from torch.utils.serialization import config as serialization_config
+    except ImportError:
+        return nullcontext()
+    return serialization_config.patch({"save.compute_crc32": True})
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (after a power cut the folder would otherwise still list old names)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform that cannot open folders
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def verify_checkpoint_file(path: str | Path) -> None:
+    """Check that ``path`` is a complete checkpoint archive: its zip directory is readable and every record matches
+    the CRC-32 written with it. Reads the whole file (about 0.1 s per 200 MB), loads nothing.
+
+    Raises:
+        CheckpointError: the file is truncated or corrupt.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint ({error})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: record {bad} fails its CRC-32 check")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint written by the trainer (tensors, numbers, strings and containers only: ``weights_only``)."""
+    """A checkpoint written by the trainer, verified before it is loaded (:func:`verify_checkpoint_file`; tensors,
+    numbers, strings and containers only: ``weights_only``).
+
+    Raises:
+        InputError: ``path`` does not exist.
+        CheckpointError: it is truncated, corrupt, or not a Task 1 trainer checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    verify_checkpoint_file(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, pickle errors, EOFError, ... for a bad archive
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_short(error)})") from None
+    missing = [key for key in ("model", "epoch") if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing or checkpoint.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a Task 1 trainer checkpoint (missing {missing or 'its format tag'})")
+    return checkpoint
+
+
+def find_resume_checkpoint(fold_dir: str | Path, map_location: str | torch.device = "cpu",
+                           name: str = "checkpoint_last.pt") -> tuple[dict[str, Any] | None, Path | None,
+                                                                      list[tuple[Path, str]]]:
+    """The newest good checkpoint of a fold to resume from: ``checkpoint_last.pt``, else the one it replaced
+    (``checkpoint_last.previous.pt``: the last one was damaged, or the run was killed between the two renames of
+    :func:`save_checkpoint`). Reads only; moving damaged files aside is :func:`set_aside`'s job.
+
+    Returns:
+        the checkpoint (``None``: nothing to resume from), its path, and each damaged file with the reason.
+    """
+    damaged: list[tuple[Path, str]] = []
+    last = Path(fold_dir) / name
+    for path in (last, previous_checkpoint_path(last)):
+        if not path.is_file():
+            continue
+        try:
+            return load_checkpoint(path, map_location=map_location), path, damaged
+        except CheckpointError as error:
+            damaged.append((path, str(error)))
+    return None, None, damaged
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Rename a damaged checkpoint to ``<name>.damaged`` (kept for inspection, never loaded) with a warning."""
+    target = path.with_name(path.name + ".damaged")
+    os.replace(path, target)
+    warnings.warn(f"{reason}; moved it to {target.name} and continue without it", CheckpointWarning, stacklevel=2)
+    return target
+
+
+def remove_stale_temporaries(fold_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed run left behind (``.checkpoint_*.pt.*``)."""
+    removed = []
+    for leftover in Path(fold_dir).glob(".checkpoint_*.pt.*"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
 
 
 def network_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -671,6 +911,7 @@ class SegmentationTrainer:
         self.resume = resume
         self.run_dir = Path(config.run_dir)
         self.context, self.device = init_distributed(config.device)
+        self.workers = resolve_workers(config.workers, share=self.context.local_world_size)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         self.network_config = resolve_network_config(config.network, config.network_config, config.deep_supervision)
         self.cache = region_cache(config.cache_root, config.plan, config.around)
@@ -705,7 +946,8 @@ class SegmentationTrainer:
             raise InputError(f"{config_path} was written with other {', '.join(changed)}; use a new --out folder")
         if not self.resume:
             started = [f"fold_{k}" for k in self.config.fold_list
-                       if (self.run_dir / f"fold_{k}" / "checkpoint_last.pt").is_file()]
+                       if any((self.run_dir / f"fold_{k}" / name).is_file()
+                              for name in ("checkpoint_last.pt", "checkpoint_last.previous.pt"))]
             if started:
                 raise InputError(f"{self.run_dir} already holds checkpoints ({', '.join(started)}); "
                                  "pass --resume to continue, or use a new --out folder")
@@ -720,7 +962,8 @@ class SegmentationTrainer:
         self.context.barrier()
         # Every rank builds its share of the missing entries, then all wait until the cache is complete.
         self.cache_stats = self.cache.prepare(self.cases, rank=self.context.rank, world_size=self.context.world_size,
-                                              progress=self.config.progress and self.context.is_main)
+                                              progress=self.config.progress and self.context.is_main,
+                                              workers=self.workers)
         self.context.barrier()
         folds_path = self.run_dir / FOLDS_JSON
         if self.context.is_main and not folds_path.is_file():
@@ -746,8 +989,8 @@ class SegmentationTrainer:
         )
         sampler = EpochSampler(config.iterations_per_epoch * config.batch_size)
         loader = DataLoader(
-            dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=config.workers > 0, drop_last=True,
+            dataset, batch_size=config.batch_size, sampler=sampler, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0, drop_last=True,
         )
         return loader, sampler
 
@@ -802,7 +1045,7 @@ class SegmentationTrainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format": "hecktor-task1-checkpoint",
+            "format": CHECKPOINT_FORMAT,
             "hecktor_version": hecktor.__version__,
             "fold": fold,
             "epoch": epoch,
@@ -817,6 +1060,37 @@ class SegmentationTrainer:
             "plan": self.config.plan.to_dict(),
             "plan_digest": self.config.plan.digest(),
         }
+
+    def _resume_checkpoint(self, fold_dir: Path) -> dict[str, Any] | None:
+        """The fold's newest good checkpoint (:func:`find_resume_checkpoint`), or ``None`` to start afresh.
+
+        A damaged checkpoint is never loaded: rank 0 moves it aside with a :class:`CheckpointWarning` once every
+        rank has read what it needs, and deletes the temporary files of writes that a killed run left behind. A
+        damaged ``checkpoint_best.pt`` is moved aside too, and the best score reset, so that the next validation
+        writes a new one.
+        """
+        checkpoint, path, damaged = find_resume_checkpoint(fold_dir, map_location=self.device)
+        best_path = fold_dir / "checkpoint_best.pt"
+        if best_path.is_file():
+            try:
+                verify_checkpoint_file(best_path)
+            except CheckpointError as error:
+                damaged.append((best_path, str(error)))
+                if checkpoint is not None:
+                    checkpoint["best"] = {"val_dice_mean": -1.0, "epoch": 0}
+        self.context.barrier()  # every rank has read the checkpoint before rank 0 moves files
+        if self.context.is_main:
+            for damaged_path, reason in damaged:
+                set_aside(damaged_path, reason)
+            remove_stale_temporaries(fold_dir)
+            if damaged and checkpoint is not None:
+                warnings.warn(f"resuming {fold_dir.name} from {path.name} (epoch {checkpoint['epoch']})",
+                              CheckpointWarning, stacklevel=2)
+            elif damaged:
+                warnings.warn(f"no good checkpoint left in {fold_dir}: {fold_dir.name} starts afresh",
+                              CheckpointWarning, stacklevel=2)
+        self.context.barrier()
+        return checkpoint
 
     def train_fold(self, fold: int) -> dict[str, Any]:
         """Train one fold to ``config.epochs``; returns its summary (best epoch and metrics, timings)."""
@@ -837,10 +1111,10 @@ class SegmentationTrainer:
         loss_function = make_loss(config.loss, config.dice_include_background, config.ce_class_weights).to(self.device)
         start_epoch, best = 0, {"val_dice_mean": -1.0, "epoch": 0}
 
-        if self.resume and last_path.is_file():
-            checkpoint = load_checkpoint(last_path, map_location=self.device)
+        checkpoint = self._resume_checkpoint(fold_dir) if self.resume else None
+        if checkpoint is not None:
             if checkpoint["plan_digest"] != config.plan.digest() or checkpoint["network"] != config.network:
-                raise InputError(f"{last_path} was trained with another plan or network; use a new --out folder")
+                raise InputError(f"{fold_dir} holds a checkpoint of another plan or network; use a new --out folder")
             network.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
@@ -913,10 +1187,12 @@ class SegmentationTrainer:
                     if self.context.is_main:
                         fold_dir.mkdir(parents=True, exist_ok=True)
                         save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold),
-                                     best_path)
+                                        best_path, keep_previous=False)
             if self.context.is_main:
-                save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold), last_path)
+                # The row first: a kill between the two resumes from the epoch before and rewrites this row, whereas the
+                # other order would leave an epoch without a row.
                 log.log(row)
+                save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold), last_path)
                 if config.progress:
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
                     tqdm.write(f"fold {fold} epoch {epoch + 1}: {shown}")
@@ -967,18 +1243,25 @@ class SegmentationTrainer:
         self.prepare()
         return [self.train_fold(fold) for fold in self.config.fold_list]
 
-    def close(self) -> None:
-        if self.context.enabled and dist.is_initialized():
+    def close(self, abort: bool = False) -> None:
+        """Leave the process group (not after a failure: with a peer gone, NCCL may block in the teardown, and the
+        process is about to exit anyway)."""
+        if self.context.enabled and dist.is_initialized() and not abort:
             dist.destroy_process_group()
 
 
 def train(config: TrainingConfig, resume: bool = False) -> list[dict[str, Any]]:
-    """Train the folds of ``config`` (the CLI's one call)."""
+    """Train the folds of ``config`` (the CLI's one call). Under ``torchrun``, a rank that dies or hangs makes the
+    others stop with a :class:`DistributedJobError` (see :func:`init_distributed`)."""
     trainer = SegmentationTrainer(config, resume=resume)
+    finished = False
     try:
-        return trainer.run()
+        with distributed_failures(trainer.context):
+            summaries = trainer.run()
+        finished = True
+        return summaries
     finally:
-        trainer.close()
+        trainer.close(abort=not finished)
 
 
 # ---------------------------------------------------------------------------------------------------- postprocessing

@@ -1,0 +1,507 @@
+"""Task 3 inference: CT, PET and the clinical record in, the HPV status (``True`` = HPV-positive) out.
+
+The path is the one cross-validation scored::
+
+    preprocess_box (as Task 2: localise, 200x200x310 mm box, one trilinear resampling to 96^3, CT window, PET z-score)
+      -> per fold: ClinicalEncoder.transform(ehr) -> FusedFeatureExtractor.extract_features -> 128-d features
+      -> per fold: LogisticHead: logit = w . features + b (the network's own binary head), then Platt calibration
+         P(HPV+) = sigmoid(slope * logit + intercept), fitted on the fold's inner hold-out
+      -> weighted mean of the folds' calibrated probabilities (weights from the folds' out-of-fold AUC)
+      -> HPV-positive when that probability reaches the bundle's threshold
+
+The three arms of the baseline comparison share this class through ``mode`` (as Task 2's):
+
+* ``"fusion"``: image + clinical record through the network;
+* ``"imaging"``: image only (the record is ignored; the bundle holds no encoder);
+* ``"clinical"``: no network and no image: a logistic regression on the encoded record (scikit-learn at training,
+  its coefficients stored as JSON).
+
+The fold ensemble itself (preprocessing, the clinical record's normalisation, folds run heaviest weight first under
+the :class:`~hecktor.budget.BudgetPolicy`, flat placeholder images answered from the record with a blank image, and
+every other odd input) is Task 2's :class:`~hecktor.prognosis.RiskPredictor`, run with a :class:`LogisticHead` per
+fold where Task 2 has its Cox model: its weighted mean of per-fold scores is here the mean of calibrated
+probabilities. Task 3 therefore answers every input exactly as Task 2 does, and whatever Task 2 learns to handle,
+Task 3 handles too.
+
+Every number comes from the bundle (``plan.json``, ``model.json``, the fitted encoders, heads and the threshold),
+never from code defaults. Nothing here imports scikit-learn: the heads are closed-form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from hecktor.budget import PredictionReport, TimeBudget
+from hecktor.bundle import Bundle, load_bundle, write_bundle
+from hecktor.clinical import ClinicalEncoder
+from hecktor.errors import BundleError
+from hecktor.io import CaseInput
+from hecktor.networks.fused import MODES, FusedFeatureExtractor
+from hecktor.plan import BoxPlan
+from hecktor.prognosis import FoldModel, RiskPredictor
+
+__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "ENSEMBLE_RULE", "PlattCalibration", "LogisticHead",
+           "ClassifierFold", "DiagnosisReport", "HPVPredictor", "fold_file_names", "sigmoid"]
+
+TASK = 3
+MODEL_FORMAT = "hecktor-task3-hpv"
+MODEL_FORMAT_VERSION = 1
+HEAD_FORMAT = "hecktor.LogisticHead"
+HEAD_FORMAT_VERSION = 1
+NETWORK_CLASS = "FusedFeatureExtractor"
+ENSEMBLE_RULE = "auc_margin"
+"""Fold weights ``max(AUC_k - 0.5, 0.001)``, normalised: Task 2's ``cindex_margin`` rule on the out-of-fold AUC (the
+C-index of a binary outcome); all equal if no fold beats chance."""
+_FIX = "re-export the bundle with training/export_hpv.py"
+
+
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+    """The logistic function, without overflow warnings for large ``|x|``."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def fold_file_names(index: int) -> dict[str, str]:
+    """Bundle file names of fold ``index``: network weights, fitted clinical encoder, logistic head."""
+    return {"network": f"fold_{index}_network.pt", "encoder": f"fold_{index}_encoder.json",
+            "head": f"fold_{index}_head.json"}
+
+
+# ----------------------------------------------------------------------------------------------------------- heads
+@dataclass(frozen=True)
+class PlattCalibration:
+    """Platt scaling of a logit: ``P(HPV+) = sigmoid(slope * logit + intercept)``.
+
+    A fold's logit comes from a model trained with class weights (or a logistic regression with balanced class
+    weights), so its raw probability is that of a population with equal classes; the calibration maps it back to the
+    prevalence of the data it was fitted on, so that the folds' probabilities can be averaged and one threshold
+    applies to all of them. Fitting happens at training time (:func:`hecktor.training.hpv.fit_platt`).
+
+    Attributes:
+        slope: multiplies the logit (> 0: calibration never reverses a fold's ranking).
+        intercept: shifts it.
+        method: how it was fitted, for the record (``platt`` or ``prior_shift``, the fallback without a hold-out:
+            slope 1 and the log prior odds of the training patients).
+    """
+
+    slope: float = 1.0
+    intercept: float = 0.0
+    method: str = "platt"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slope", float(self.slope))
+        object.__setattr__(self, "intercept", float(self.intercept))
+        if not (math.isfinite(self.slope) and math.isfinite(self.intercept)) or self.slope < 0:
+            raise ValueError(f"Platt calibration needs a finite slope >= 0 and a finite intercept, got "
+                             f"{self.slope}, {self.intercept}")
+
+    def __call__(self, logit: np.ndarray) -> np.ndarray:
+        return sigmoid(self.slope * np.asarray(logit, dtype=np.float64) + self.intercept)
+
+    @classmethod
+    def prior_shift(cls, prevalence: float) -> "PlattCalibration":
+        """Balanced-prior logits moved to ``prevalence`` (Bayes: posterior odds times the prior odds ratio)."""
+        prevalence = min(max(float(prevalence), 1e-3), 1 - 1e-3)
+        return cls(1.0, math.log(prevalence / (1.0 - prevalence)), "prior_shift")
+
+
+@dataclass(frozen=True)
+class LogisticHead:
+    """One fold's classifier on its features: ``logit = features @ coef + intercept``, then :class:`PlattCalibration`.
+
+    In the network modes the linear part is the network's own binary head (``risk_head``, trained with the
+    class-weighted cross-entropy on the fused features); in clinical mode it is a logistic regression on the encoded
+    record.
+
+    Attributes:
+        coef: ``(n_features,)`` weights.
+        intercept: bias of the logit.
+        calibration: the logit's Platt scaling.
+    """
+
+    coef: tuple[float, ...]
+    intercept: float
+    calibration: PlattCalibration = PlattCalibration()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coef", tuple(float(c) for c in np.asarray(self.coef, dtype=np.float64).ravel()))
+        object.__setattr__(self, "intercept", float(self.intercept))
+        if not self.coef or not all(math.isfinite(c) for c in self.coef) or not math.isfinite(self.intercept):
+            raise ValueError("a LogisticHead needs finite coefficients and intercept")
+
+    @property
+    def n_features(self) -> int:
+        return len(self.coef)
+
+    def logit(self, features: np.ndarray) -> np.ndarray:
+        """Uncalibrated logits ``(n,)`` of ``(n, n_features)`` features."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"the head takes (n, {self.n_features}) features, got {features.shape}")
+        return features @ np.asarray(self.coef) + float(self.intercept)
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """Calibrated P(HPV+) ``(n,)``."""
+        return self.calibration(self.logit(features))
+
+    # The name under which RiskPredictor's fold ensemble asks a fold's last stage for its score (Task 2: the Cox
+    # model's standardised risk); here the score is the calibrated probability.
+    standardized_risk = probability
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": HEAD_FORMAT,
+            "format_version": HEAD_FORMAT_VERSION,
+            "coef": list(self.coef),
+            "intercept": float(self.intercept),
+            "calibration": dataclasses.asdict(self.calibration),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "logistic head") -> "LogisticHead":
+        """Rebuild a head from :meth:`to_dict`; a malformed dict is a :class:`BundleError` naming ``source``."""
+        if not isinstance(data, Mapping) or data.get("format") != HEAD_FORMAT:
+            raise BundleError(f"{source} is not a saved LogisticHead (expected \"format\": \"{HEAD_FORMAT}\"); {_FIX}")
+        if data.get("format_version") != HEAD_FORMAT_VERSION:
+            raise BundleError(f"{source} has format_version {data.get('format_version')!r}, this library reads "
+                              f"{HEAD_FORMAT_VERSION}; {_FIX}")
+        try:
+            calibration = PlattCalibration(**{k: data["calibration"][k] for k in ("slope", "intercept", "method")})
+            return cls(tuple(data["coef"]), float(data["intercept"]), calibration)
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"{source} is incomplete or malformed ({type(error).__name__}: {error}); {_FIX}") \
+                from None
+
+
+@dataclass
+class ClassifierFold:
+    """One cross-validation fold of the Task 3 ensemble.
+
+    Attributes:
+        head: the fold's calibrated logistic head.
+        network: the fold's feature extractor (``None`` in clinical mode).
+        encoder: the clinical encoder fitted on the fold's training rows (``None`` in imaging mode).
+        auc: the fold's out-of-fold AUC (what its ensemble weight was computed from).
+    """
+
+    head: LogisticHead
+    network: FusedFeatureExtractor | None = None
+    encoder: ClinicalEncoder | None = None
+    auc: float | None = None
+
+
+@dataclass
+class DiagnosisReport(PredictionReport):
+    """:class:`~hecktor.budget.PredictionReport` of one Task 3 prediction, with what decided it.
+
+    Attributes:
+        probability: the ensemble's calibrated P(HPV+).
+        threshold: the bundle's decision threshold (HPV-positive when ``probability >= threshold``).
+        fold_probabilities: each used fold's calibrated probability, by fold index.
+    """
+
+    probability: float | None = None
+    threshold: float | None = None
+    fold_probabilities: dict[int, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def table_values(self) -> dict[str, float]:
+        """Extra columns for ``hecktor-predict``'s ``predictions.csv``: the probability (``hecktor-evaluate``
+        computes the AUC from it)."""
+        return {} if self.probability is None else {"probability": self.probability}
+
+    def summary(self) -> str:
+        if self.probability is None or self.threshold is None:
+            return super().summary()
+        verdict = "HPV-positive" if self.probability >= self.threshold else "HPV-negative"
+        return f"P(HPV+) {self.probability:.3f}, threshold {self.threshold:.3f}: {verdict}; {super().summary()}"
+
+    @classmethod
+    def extend(cls, report: PredictionReport, **values: Any) -> "DiagnosisReport":
+        """The ensemble's report with the Task 3 values added."""
+        return cls(**{f.name: getattr(report, f.name) for f in dataclasses.fields(PredictionReport)}, **values)
+
+
+# ------------------------------------------------------------------------------------------------------- predictor
+class HPVPredictor:
+    """A weighted fold ensemble of Task 3 classifiers, their decision threshold and the plan they were trained with.
+
+    Build it with :meth:`from_bundle` (the container) or from in-memory folds (training, tests).
+
+    Args:
+        folds: one :class:`ClassifierFold` per fold.
+        weights: ensemble weight of each fold (non-negative, summing to 1).
+        plan: the preprocessing plan of the training run.
+        mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
+        threshold: HPV-positive when the ensemble's calibrated probability is at least this, in (0, 1).
+        device: where the networks run; ``None`` picks CUDA when available.
+        info: free-form training record copied into ``model.json`` on export (metrics, config).
+
+    Attributes:
+        ensemble: the fold ensemble that scores a case (a :class:`~hecktor.prognosis.RiskPredictor` whose per-fold
+            score is the calibrated probability).
+        last_report: what the last :meth:`predict` call ran, dropped, repaired, spent and decided
+            (:class:`DiagnosisReport`, with the probability and the threshold).
+    """
+
+    def __init__(
+        self,
+        folds: Sequence[ClassifierFold],
+        weights: Sequence[float],
+        plan: BoxPlan,
+        mode: str,
+        threshold: float,
+        device: str | torch.device | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        threshold = float(threshold)
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"the decision threshold must lie in (0, 1), got {threshold}")
+        self.folds = list(folds)
+        for k, fold in enumerate(self.folds):
+            n_inputs = fold.network.feature_dim if fold.network is not None else (
+                fold.encoder.n_features if fold.encoder is not None else None)
+            if n_inputs is not None and fold.head.n_features != n_inputs:
+                raise ValueError(f"fold {k}'s head takes {fold.head.n_features} features but the fold makes "
+                                 f"{n_inputs}")
+        self.ensemble = RiskPredictor(
+            [FoldModel(survival=f.head, network=f.network, encoder=f.encoder, cindex=f.auc) for f in self.folds],
+            weights, plan, mode, device=device)
+        self.threshold = threshold
+        self.info = dict(info or {})
+        self.last_report = DiagnosisReport()
+
+    @property
+    def mode(self) -> str:
+        return self.ensemble.mode
+
+    @property
+    def plan(self) -> BoxPlan:
+        return self.ensemble.plan
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.ensemble.weights
+
+    @property
+    def device(self) -> torch.device:
+        return self.ensemble.device
+
+    @property
+    def uses_images(self) -> bool:
+        return self.ensemble.uses_images
+
+    @property
+    def folds_by_weight(self) -> list[int]:
+        """Fold indices from the heaviest to the lightest: the budget drops from the end."""
+        return self.ensemble.folds_by_weight
+
+    # ------------------------------------------------------------------------------------------------ prediction
+    def predict_probability(
+        self,
+        ct: sitk.Image | None,
+        pet: sitk.Image | None,
+        ehr: Mapping[str, Any] | None,
+        *,
+        folds: Sequence[int] | None = None,
+        budget: TimeBudget | None = None,
+    ) -> float:
+        """The ensemble's calibrated P(HPV+) of one case (arguments as :meth:`predict`)."""
+        probability = self.ensemble.predict(ct, pet, ehr, folds=folds, budget=budget)
+        self._record(self.ensemble.last_report, probability)
+        return probability
+
+    def predict(
+        self,
+        ct: sitk.Image | None,
+        pet: sitk.Image | None,
+        ehr: Mapping[str, Any] | None,
+        *,
+        folds: Sequence[int] | None = None,
+        budget: TimeBudget | None = None,
+    ) -> bool:
+        """HPV status of one case: ``True`` when HPV-positive.
+
+        Args:
+            ct: CT in HU, any grid (unused in clinical mode). Missing, flat placeholder or odd images are handled as
+                :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>` handles them.
+            pet: PET in SUV, its own grid (likewise).
+            ehr: the clinical record (``ehr.json``: Age, Gender, Tobacco Consumption, Alcohol Consumption,
+                Performance Status, Treatment, M-stage). ``None``, missing keys, nulls, strings for numbers and
+                unseen values all encode as the fitted encoder's ``Unknown`` (or the training median for a number);
+                extra keys, ``HPV Status`` included, are ignored; a non-object is an :class:`InputError`.
+            folds: the folds allowed (default: all); they run heaviest weight first and their weights are
+                renormalised.
+            budget: the case's deadline; ``None`` runs every fold.
+        """
+        probability = self.predict_probability(ct, pet, ehr, folds=folds, budget=budget)
+        return probability >= self.threshold
+
+    def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> bool:
+        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call)."""
+        probability = self.ensemble.predict_case(case, budget=budget, **options)
+        self._record(self.ensemble.last_report, probability)
+        return probability >= self.threshold
+
+    def predict_batch(self, images: np.ndarray | None, records: Sequence[Mapping[str, Any] | None], *,
+                      batch_size: int = 8) -> np.ndarray:
+        """Calibrated ensemble probabilities ``(n,)`` of cases already preprocessed by
+        :func:`~hecktor.preprocessing.preprocess_box` (training and benchmarks): the arithmetic of :meth:`predict`.
+        Compare with :attr:`threshold` for the statuses."""
+        return self.ensemble.predict_batch(images, records, batch_size=batch_size)
+
+    def _record(self, report: PredictionReport, probability: float) -> None:
+        self.last_report = DiagnosisReport.extend(
+            report, probability=float(probability), threshold=self.threshold,
+            fold_probabilities=dict(self.ensemble.last_fold_risks))
+
+    # --------------------------------------------------------------------------------------------------- bundles
+    def model_record(self) -> dict[str, Any]:
+        """The content of ``model.json``: mode, network config, ensemble weights, threshold and each fold's files."""
+        first_network = self.folds[0].network
+        folds = []
+        for k, fold in enumerate(self.folds):
+            names = fold_file_names(k)
+            folds.append({
+                "network": names["network"] if fold.network is not None else None,
+                "encoder": names["encoder"] if fold.encoder is not None else None,
+                "head": names["head"],
+                "auc": None if fold.auc is None or not math.isfinite(fold.auc) else float(fold.auc),
+                # Each fold's encoder is fitted on its own rows, so the clinical input width may differ by fold.
+                "n_clinical": None if fold.network is None else int(fold.network.config["n_clinical"]),
+            })
+        return {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "mode": self.mode,
+            "network": None if first_network is None else {"class": NETWORK_CLASS, "config": first_network.config},
+            "ensemble": {"rule": ENSEMBLE_RULE, "weights": [float(w) for w in self.weights],
+                         "combination": "weighted mean of the folds' calibrated probabilities"},
+            "decision": {"threshold": self.threshold, "positive": "probability >= threshold"},
+            "folds": folds,
+            "training": self.info,
+        }
+
+    def to_bundle(self, out_dir: str | Path) -> Path:
+        """Write a verified Task 3 bundle (see :mod:`hecktor.bundle`): plan, ``model.json`` and, per fold, the
+        network's state dict, the fitted clinical encoder and the logistic head as JSON. No pickle."""
+        record = self.model_record()
+        state_dicts, json_files = {}, {}
+        for k, fold in enumerate(self.folds):
+            names = fold_file_names(k)
+            if fold.network is not None:
+                if _without_width(fold.network.config) != _without_width(record["network"]["config"]):
+                    raise ValueError(f"fold {k}'s network config differs from fold 0's beyond the clinical input "
+                                     "width; a bundle holds one architecture")
+                state_dicts[names["network"]] = fold.network.state_dict()
+            if fold.encoder is not None:
+                json_files[names["encoder"]] = fold.encoder.to_dict()
+            json_files[names["head"]] = fold.head.to_dict()
+        return write_bundle(out_dir, task=TASK, plan=self.plan, model=record, state_dicts=state_dicts,
+                            json_files=json_files)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str | torch.device | None = None) -> "HPVPredictor":
+        """Load a verified Task 3 bundle; weights load with ``weights_only=True``. A bundle whose ``model.json``,
+        weights, encoders or heads do not fit together is a :class:`BundleError`."""
+        bundle = load_bundle(path, task=TASK)
+        mode, network_config, weights, threshold, fold_records = _model_description(bundle)
+        folds = []
+        for k, record in enumerate(fold_records):
+            encoder = None
+            if record["encoder"] is not None:
+                encoder = ClinicalEncoder.from_dict(bundle.load_json(record["encoder"]),
+                                                    source=str(bundle.file(record["encoder"])))
+            head = LogisticHead.from_dict(bundle.load_json(record["head"]), source=str(bundle.file(record["head"])))
+            network = None
+            if record["network"] is not None:
+                config = dict(network_config)
+                if record.get("n_clinical") is not None:
+                    config["n_clinical"] = int(record["n_clinical"])
+                network = _load_network(bundle, record["network"], config)
+            n_inputs = network.feature_dim if network is not None else encoder.n_features
+            if head.n_features != n_inputs:
+                raise BundleError(f"{bundle.file(record['head'])} takes {head.n_features} features but fold {k} "
+                                  f"produces {n_inputs}; {_FIX}")
+            if network is not None and encoder is not None and network.config["n_clinical"] != encoder.n_features:
+                raise BundleError(f"{bundle.file(record['encoder'])} encodes {encoder.n_features} clinical features "
+                                  f"but the network takes {network.config['n_clinical']}; {_FIX}")
+            folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=record.get("auc")))
+        return cls(folds, weights, bundle.plan, mode, threshold, device=device, info=bundle.model.get("training", {}))
+
+
+def _without_width(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key != "n_clinical"}
+
+
+def _load_network(bundle: Bundle, name: str, config: dict[str, Any]) -> FusedFeatureExtractor:
+    try:
+        network = FusedFeatureExtractor(**config)
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"{bundle.file('model.json')}: cannot build {NETWORK_CLASS} ({error}); {_FIX}") from None
+    try:
+        network.load_state_dict(bundle.load_state_dict(name))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0][:200]
+        raise BundleError(f"{bundle.file(name)} does not fit the network of model.json ({first}); {_FIX}") from None
+    return network
+
+
+def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, np.ndarray, float, list[dict[str, Any]]]:
+    """Mode, network config, ensemble weights, threshold and fold records from ``model.json``, checked."""
+    model = bundle.model
+    where = bundle.file("model.json")
+    if model.get("format") != MODEL_FORMAT or model.get("format_version") != MODEL_FORMAT_VERSION:
+        raise BundleError(f"{where} is not a {MODEL_FORMAT} v{MODEL_FORMAT_VERSION} description; {_FIX}")
+    mode = model.get("mode")
+    if mode not in MODES:
+        raise BundleError(f"{where}: mode must be one of {MODES}, got {mode!r}; {_FIX}")
+    network = model.get("network")
+    config = None
+    if mode == "clinical":
+        if network is not None:
+            raise BundleError(f"{where}: a clinical-mode model has no network; {_FIX}")
+    else:
+        if not isinstance(network, dict) or network.get("class") != NETWORK_CLASS or not isinstance(
+                network.get("config"), dict):
+            raise BundleError(f"{where}: mode {mode!r} needs a {NETWORK_CLASS} with a config object; {_FIX}")
+        config = network["config"]
+        if config.get("mode") != mode:
+            raise BundleError(f"{where}: the network's mode {config.get('mode')!r} is not the model's {mode!r}; {_FIX}")
+    folds = model.get("folds")
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) for f in folds):
+        raise BundleError(f"{where} lists no folds; {_FIX}")
+    ensemble = model.get("ensemble")
+    if not isinstance(ensemble, dict) or ensemble.get("rule") != ENSEMBLE_RULE:
+        raise BundleError(f"{where}: the ensemble rule must be {ENSEMBLE_RULE!r}; {_FIX}")
+    try:
+        weights = np.asarray(ensemble.get("weights"), dtype=np.float64).ravel()
+        threshold = float((model.get("decision") or {}).get("threshold"))
+    except (TypeError, ValueError):
+        raise BundleError(f"{where}: ensemble weights and the decision threshold must be numbers; {_FIX}") from None
+    if weights.size != len(folds) or np.any(~np.isfinite(weights)) or np.any(weights < 0) or not np.isclose(
+            weights.sum(), 1.0, atol=1e-9):
+        raise BundleError(f"{where}: need {len(folds)} non-negative ensemble weights summing to 1, got "
+                          f"{weights.tolist()}; {_FIX}")
+    if not 0.0 < threshold < 1.0:
+        raise BundleError(f"{where}: the decision threshold must lie in (0, 1), got {threshold}; {_FIX}")
+    for k, fold in enumerate(folds):
+        expected = fold_file_names(k)
+        wanted = {"network": mode != "clinical", "encoder": mode != "imaging", "head": True}
+        for part, present in wanted.items():
+            name = fold.get(part)
+            if present != (name is not None) or (name is not None and name != expected[part]):
+                state = f"{expected[part]!r}" if present else "null"
+                raise BundleError(f"{where}: fold {k} must list {part} = {state} for mode {mode!r}; {_FIX}")
+            if name is not None:
+                bundle.file(name)  # raises BundleError when the manifest does not list it
+    return mode, config, weights, threshold, folds
