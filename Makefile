@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo bench-preprocessing bench-scan bench-segmentation bench-gpu clean
+.PHONY: setup test test-all demo bench-preprocessing bench-scan bench-segmentation bench-nnunet bench-gpu clean
 
 setup: $(STAMP)
 
@@ -35,11 +35,19 @@ bench-scan: setup
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/bench_scan.py
 
-## Seed Tables 1-2 analogues on held-out synthetic cases: six configurations, two one-thread jobs side by side
-## (about 55 minutes on 2 cores). The numbers in README.md come from this exact command.
+## Seed Tables 1-2 analogues on held-out synthetic cases: HecMamba (current and seed recipes, ablations), MONAI
+## U-Net, V-Net, UNETR, DynUNet and, when installed (make bench-nnunet), nnU-Net v2; two one-thread jobs side by
+## side (about 90 minutes on 2 cores). The numbers in README.md come from this exact command.
 bench-segmentation: setup
 	$(BIN)/python benchmarks/bench_segmentation.py --work runs/bench_segmentation --patch 32 --epochs 40 \
 		--iterations 25 --jobs 2 --threads 1
+
+## nnU-Net v2 (benchmark-only) into the venv, then the table with its row. torchvision comes out again: see the
+## header of benchmarks/requirements-nnunet.txt (PyPI's CUDA build cannot load beside the CPU torch).
+bench-nnunet: setup
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements-nnunet.txt
+	$(BIN)/python -m pip uninstall --quiet -y torchvision
+	$(MAKE) bench-segmentation
 
 ## On a CUDA machine: full HecMamba training step and 5-fold TTA inference of a realistic case.
 bench-gpu: setup

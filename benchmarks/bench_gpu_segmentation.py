@@ -3,11 +3,14 @@
 Two parts, each printed as a Markdown table with seconds and peak GPU memory:
 
 * ``train``: HecMamba's full configuration (registry defaults: widths 48-384, two tri-orientated Mamba layers per
-  stage) on random 128^3 patches, batch 2, fp16 autocast with gradient scaling, AdamW, forward and backward, with
-  the pure-PyTorch scan (``HECKTOR_SCAN_BACKEND=torch``) and, when ``mamba_ssm`` is importable, its CUDA kernel.
+  stage) with deep supervision on (the trainer's default) on random 128^3 patches, batch 2, the trainer's default
+  loss over the deep-supervision outputs (``hecktor.training.segmentation.make_loss``), fp16 autocast with gradient
+  scaling, AdamW, forward and backward, with the pure-PyTorch scan (``HECKTOR_SCAN_BACKEND=torch``) and, when
+  ``mamba_ssm`` is importable, its CUDA kernel.
 * ``infer``: one ``realistic`` synthetic case (CT 512x512x~200, PET 200^3) through ``hecktor.segment.Segmenter``
   with 5 folds of the full network and mirror TTA, as the Task 1 container runs it (reading excluded, preprocessing
-  and the resampling onto the CT grid included). Weights are random: the time does not depend on their values.
+  and the resampling onto the CT grid included), the networks as a bundle holds them (no deep-supervision heads).
+  Weights are random: the time does not depend on their values.
   The target is 20 s per case for 5 folds with TTA (Grand Challenge's T4; an H100 is several times faster).
 
 This is the check the Task 1 issue asks for when a session has a GPU; ``--smoke`` runs a tiny version on the CPU so
@@ -56,14 +59,15 @@ def _sync(device: torch.device) -> None:
 
 def time_training(backend: str, config: dict, patch: int, batch: int, steps: int, device: torch.device) -> dict:
     """Seconds per optimiser step (median of ``steps`` after two warm-up steps) and peak memory."""
-    from monai.losses import DiceCELoss
+    from hecktor.training.segmentation import TrainingConfig, make_loss
 
     os.environ["HECKTOR_SCAN_BACKEND"] = backend
     torch.manual_seed(0)
-    network = build_network("hecmamba", config).to(device).train()
+    network = build_network("hecmamba", {**config, "deep_supervision": True}).to(device).train()
     optimiser = torch.optim.AdamW(network.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
-    loss_function = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    defaults = TrainingConfig(data_root="", run_dir="")
+    loss_function = make_loss(defaults.loss, defaults.dice_include_background, defaults.ce_class_weights).to(device)
     image = torch.randn(batch, 2, patch, patch, patch, device=device)
     label = torch.randint(0, 3, (batch, 1, patch, patch, patch), device=device)
     _reset_peak(device)
@@ -92,7 +96,7 @@ def time_inference(config: dict, plan: RegionPlan, folds: int, size: str, device
     networks = []
     for fold in range(folds):
         torch.manual_seed(fold)
-        networks.append(build_network("hecmamba", config))
+        networks.append(build_network("hecmamba", {**config, "deep_supervision": False}))
     segmenter = Segmenter(networks, plan, device=device)
     results = {}
     for label, tta in (("5 folds + TTA, first call", True), ("5 folds + TTA", True), ("5 folds, no TTA", False)):

@@ -177,30 +177,155 @@ def test_resume_continues_from_the_saved_epoch(cohort, tmp_path, monkeypatch):
 
 def test_export_gives_a_bundle_that_predicts_like_the_checkpoint(trained_run, cohort, tmp_path):
     run_dir, summary, trainer = trained_run
+    assert trainer.network_config["deep_supervision"] is True  # HecMamba trains with deep supervision by default
     out, folds = export_bundle(run_dir, tmp_path / "bundle")
     assert folds == [0]
     model = json.loads((out / "model.json").read_text())
     assert model["network"] == TINY["network"] and model["folds"] == ["fold_0.pt"]
-    assert model["network_config"] == trainer.network_config
-    assert model["trained"]["fold_indices"] == [0]
+    # The bundle's network is the trained one without its deep-supervision heads.
+    assert model["network_config"] == {**trainer.network_config, "deep_supervision": False}
+    assert model["trained"]["fold_indices"] == [0] and model["trained"]["deep_supervision"] is True
+    assert model["trained"]["loss"]["loss"] == "dicece" and model["trained"]["loss"]["batch_dice"] is False
     assert model["trained"]["per_fold"][0]["epoch"] == summary["best"]["epoch"]
-    # weights only: the state dict of the network, no optimizer state
+    # weights only: the state dict of the network, no optimizer state, no heads
     best = torch.load(run_dir / "fold_0" / "checkpoint_best.pt", weights_only=True)
     exported = torch.load(out / "fold_0.pt", weights_only=True)
-    assert exported.keys() == best["model"].keys()
+    heads = {k for k in best["model"] if k.startswith("ds_heads.")}
+    assert heads and exported.keys() == best["model"].keys() - heads
     assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
 
     network, _ = network_from_checkpoint(run_dir / "fold_0" / "checkpoint_best.pt")
+    assert network.ds_heads is not None and not network.training
     in_memory = Segmenter([network], TINY_PLAN, device="cpu")
     loaded = Segmenter.from_bundle(out, device="cpu")
+    assert loaded.networks[0].ds_heads is None
+    assert sum(p.numel() for p in loaded.networks[0].parameters()) < sum(p.numel() for p in network.parameters())
     case = list_training_cases(cohort, 1)[-1]
     ct, pet, _ = case.read()
     a, b = loaded.predict(ct, pet, tta=False), in_memory.predict(ct, pet, tta=False)
     assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
     assert a.GetSize() == ct.GetSize() and a.GetOrigin() == ct.GetOrigin() and a.GetDirection() == ct.GetDirection()
+    region = load_region(trainer.cache, case.patient_id)
+    np.testing.assert_array_equal(loaded.predict_probabilities(region.image.astype(np.float32), tta=False),
+                                  in_memory.predict_probabilities(region.image.astype(np.float32), tta=False))
 
     with pytest.raises(InputError, match="fold\\(s\\) \\[3\\]"):
         export_bundle(run_dir, tmp_path / "other", folds=[0, 3])
+
+
+def test_out_of_fold_predictions_are_scored_and_choose_the_postprocessing(trained_run, cohort, tmp_path):
+    from hecktor.evaluate import evaluate_masks
+
+    run_dir, summary, trainer = trained_run
+    _, val_ids = trainer.fold_cases(0)
+    folder = run_dir / "fold_0" / "validation"
+    assert sorted(p.name for p in folder.glob("*.nii.gz")) == sorted(f"{pid}.nii.gz" for pid in val_ids)
+    assert summary["predict_validation_s"] > 0
+    # Each is Segmenter.predict of the case with the fold's best network, on the case's CT grid.
+    case = next(c for c in list_training_cases(cohort, 1) if c.patient_id == val_ids[0])
+    ct, pet, label = case.read()
+    network, _ = network_from_checkpoint(run_dir / "fold_0" / "checkpoint_best.pt")
+    expected = Segmenter([network], TINY_PLAN, device="cpu").predict(ct, pet, tta=False, overlap=TINY["val_overlap"])
+    written = sitk.ReadImage(str(folder / f"{val_ids[0]}.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
+    assert written.GetSize() == ct.GetSize() and np.allclose(written.GetOrigin(), ct.GetOrigin())
+    # hecktor-evaluate scores the fold against the linked labels of exactly those cases.
+    report = evaluate_masks(folder, run_dir / "fold_0" / "validation_labels", progress=False)
+    assert report["n_cases"] == len(val_ids) and 0.0 <= report["gtvp_dice_mean"] <= 1.0
+
+    import choose_postprocessing
+
+    assert choose_postprocessing.main([str(run_dir)]) == 0
+    record = json.loads((run_dir / "postprocessing.json").read_text())
+    assert record["folds"] == [0] and record["cases"] == sorted(val_ids)
+    assert record["report"]["n_cases"] == len(val_ids)
+    out, _ = export_bundle(run_dir, tmp_path / "bundle")
+    model = json.loads((out / "model.json").read_text())
+    assert model["postprocessing"] == record["postprocessing"]
+    assert Segmenter.from_bundle(out, device="cpu").postprocessing.to_dict() == record["postprocessing"]
+    out, _ = export_bundle(run_dir, tmp_path / "plain", postprocessing=False)
+    assert "postprocessing" not in json.loads((out / "model.json").read_text())
+
+
+def test_loss_vocabulary_matches_monai_and_nnunet():
+    from monai.losses import DiceCELoss, DiceLoss
+
+    from hecktor.networks import deep_supervision_weights
+    from hecktor.training.segmentation import LOSSES, make_loss
+
+    assert set(LOSSES) == {"dicece", "batch_dicece", "dice", "batch_dice"}
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, 8)
+    labels = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    labels[1][labels[1] == 2] = 0  # the second patch holds no GTVn: per-sample and batch Dice differ
+    ce = torch.nn.functional.cross_entropy(logits, labels[:, 0])
+    # dicece: the seed's Dice + CE, MONAI DiceCELoss with its defaults (per sample, background included).
+    torch.testing.assert_close(make_loss("dicece")(logits, labels),
+                               DiceCELoss(to_onehot_y=True, softmax=True)(logits, labels))
+    # batch_dicece: nnU-Net's, batch Dice over the foreground + CE.
+    batch_fg = DiceLoss(to_onehot_y=True, softmax=True, batch=True, include_background=False)(logits, labels)
+    torch.testing.assert_close(make_loss("batch_dicece")(logits, labels), batch_fg + ce)
+    torch.testing.assert_close(make_loss("batch_dice")(logits, labels), batch_fg)
+    torch.testing.assert_close(make_loss("dice")(logits, labels),
+                               DiceLoss(to_onehot_y=True, softmax=True)(logits, labels))
+    # The loss the old name 'dicece' meant: batch Dice over all classes + CE.
+    torch.testing.assert_close(make_loss("batch_dicece", include_background=True)(logits, labels),
+                               DiceCELoss(to_onehot_y=True, softmax=True, batch=True)(logits, labels))
+    # Class weights act on the cross-entropy only.
+    weights = [1.0, 2.0, 4.0]
+    weighted_ce = torch.nn.functional.cross_entropy(logits, labels[:, 0], weight=torch.tensor(weights))
+    torch.testing.assert_close(make_loss("batch_dicece", ce_class_weights=weights)(logits, labels),
+                               batch_fg + weighted_ce)
+    # Deep supervision: nnU-Net's weights over the outputs, labels resized by nearest-exact interpolation.
+    outputs = [logits, torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 2, 2, 2)]
+    base = make_loss("batch_dicece")
+    expected = sum(w * base(o, torch.nn.functional.interpolate(labels.float(), size=o.shape[2:],
+                                                                mode="nearest-exact"))
+                   for w, o in zip(deep_supervision_weights(3), outputs))
+    torch.testing.assert_close(base(outputs, labels), expected)
+    assert deep_supervision_weights(3)[-1] == 0.0
+
+
+def test_deep_supervision_switch_and_loss_settings_are_checked(cohort, tmp_path):
+    from hecktor.training.segmentation import resolve_network_config
+
+    assert resolve_network_config("hecmamba", TINY["network_config"])["deep_supervision"] is True
+    assert resolve_network_config("hecmamba", TINY["network_config"], False)["deep_supervision"] is False
+    assert resolve_network_config("dynunet", {})["deep_supervision"] is True
+    assert "deep_supervision" not in resolve_network_config("unet", FAST_UNET)
+    with pytest.raises(InputError, match="'unet' has no deep-supervision heads"):
+        resolve_network_config("unet", FAST_UNET, True)
+    with pytest.raises(InputError, match="set it in one place"):
+        resolve_network_config("hecmamba", {"deep_supervision": True}, False)
+    with pytest.raises(InputError, match="ce_class_weights must be 3 positive numbers"):
+        tiny_config(cohort, tmp_path / "a", ce_class_weights=[1, 2])
+    with pytest.raises(InputError, match="needs a loss with cross-entropy"):
+        tiny_config(cohort, tmp_path / "a", loss="dice", ce_class_weights=[1, 1, 2])
+
+
+def test_run_folders_from_before_the_loss_renaming_are_read_with_their_old_meaning(trained_run, cohort, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "legacy"
+    shutil.copytree(trained_run[0], run_dir)
+    record = json.loads((run_dir / "config.json").read_text())
+    for key in ("deep_supervision", "dice_include_background", "ce_class_weights"):
+        record.pop(key)
+    (run_dir / "config.json").write_text(json.dumps({**record, "loss": "dicece"}))
+    with pytest.raises(InputError, match="before the loss names changed: its loss 'dicece' was batch Dice"):
+        SegmentationTrainer(tiny_config(cohort, run_dir), resume=True).prepare()
+    out, _ = export_bundle(run_dir, tmp_path / "bundle")
+    loss = json.loads((out / "model.json").read_text())["trained"]["loss"]
+    assert loss == {"loss": "batch_dicece", "batch_dice": True, "dice_include_background": True,
+                    "cross_entropy": True, "ce_class_weights": None, "recorded_as": "dicece"}
+
+
+def test_validation_lines_show_fold_iteration_loss_and_dice():
+    from hecktor.training.segmentation import validation_line
+
+    row = {"train_loss": 0.51234, "val_dice_GTVp": 0.8, "val_dice_GTVn": float("nan"), "val_dsc_agg_GTVn": 0.25}
+    assert validation_line(1, 250, 1000, row) == ("fold 1 iteration 250/1000: loss 0.5123, validation Dice "
+                                                  "GTVp 0.800, GTVn n/a (DSCagg 0.250)")
 
 
 def test_shipped_configs_are_valid(cohort, tmp_path):

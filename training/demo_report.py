@@ -171,8 +171,9 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         "Synthetic PET/CT cohort, CPU-sized models trained for minutes, and the two containers' `inference.py` run "
         "once per held-out case as the platform runs them (a fresh process per case, Grand-Challenge input folders), "
         "their outputs scored against the ground truth. The scores show that the pipeline works end to end, not "
-        "what the method can do: the demo's HecMamba has 1.4 M parameters (the default configuration 72 M) and "
-        f"trains {seg['epochs'] * seg['iterations_per_epoch']} iterations per fold on 48^3 patches at 4 mm (the "
+        "what the method can do: the demo's HecMamba has 1.5 M parameters (the default configuration 72 M) and "
+        f"trains {seg['epochs'] * seg['iterations_per_epoch']} iterations per fold on "
+        f"{seg['plan']['patch_size_zyx'][0]}^3 patches at {seg['plan']['spacing_mm_xyz'][0]:g} mm (the "
         "default: 25,000 on 128^3 patches at 1 mm).",
         "",
         f"Machine: {_machine()}.",

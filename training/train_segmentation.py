@@ -6,6 +6,7 @@ Examples::
     python training/train_segmentation.py --data DATA --out runs/unet --network unet --fold 0 --epochs 50
     torchrun --nproc_per_node 4 training/train_segmentation.py --data DATA --out runs/hecmamba --fold all
     python training/train_segmentation.py --data DATA --out runs/hecmamba --resume
+    python training/train_segmentation.py --data DATA --out runs/dynunet --network dynunet --loss batch_dicece
 
 Settings come from the defaults of ``hecktor.training.segmentation.TrainingConfig`` (shown below), then the
 ``--config`` file, then the options given. Exit status 2 with one ``error:`` line for a wrong input or option.
@@ -21,13 +22,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from hecktor.errors import InputError
 from hecktor.plan import RegionPlan
 from hecktor.training import cli
-from hecktor.training.segmentation import LOSSES, TrainingConfig, load_config_file, train
+from hecktor.training.segmentation import (LOSS_SPECS, LOSSES, VALIDATION_DIR, TrainingConfig,
+                                          load_config_file, train)
 
-NETWORKS = ("hecmamba", "unet", "vnet", "unetr", "segresnet")
+NETWORKS = ("hecmamba", "unet", "vnet", "unetr", "segresnet", "dynunet")
+
+
+def class_weights(text: str) -> list[float]:
+    """``--ce-class-weights 1,1,2``: three numbers (background, GTVp, GTVn)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="JSON object (or file) overriding network sizes (default: the network's defaults)")
     task.add_argument("--iterations-per-epoch", type=int, default=argparse.SUPPRESS,
                       help="batches per epoch and process")
-    task.add_argument("--loss", choices=LOSSES, default=argparse.SUPPRESS, help="Dice+CE or Dice")
+    task.add_argument("--loss", choices=LOSSES, default=argparse.SUPPRESS,
+                      help="; ".join(f"{name}: {spec.description}" for name, spec in LOSS_SPECS.items()))
+    task.add_argument("--dice-include-background", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                      help="background class in the Dice term (default: the loss's convention)")
+    task.add_argument("--ce-class-weights", type=class_weights, default=argparse.SUPPRESS, metavar="B,P,N",
+                      help="cross-entropy weights of background, GTVp, GTVn")
+    task.add_argument("--deep-supervision", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                      help="train the coarser decoder outputs too (default: on for hecmamba and dynunet)")
+    task.add_argument("--predict-validation", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                      help="after each fold, segment its validation cases into RUN_DIR/fold_K/validation/")
     task.add_argument("--positive-fraction", type=float, default=argparse.SUPPRESS,
                       help="share of patches centred on tumour (GTVp and GTVn equally often)")
     task.add_argument("--val-every", type=int, default=argparse.SUPPRESS, help="validate every N epochs")
@@ -81,13 +101,17 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    summaries = train(config_from_args(args), resume=args.resume)
+    config = config_from_args(args)
+    summaries = train(config, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return
     for summary in summaries:
         best = summary["best"]
         score = best.get("val_dice_mean", float("nan"))
         print(f"fold {summary['fold']}: best epoch {best.get('epoch')} val_dice_mean {score:.4f}")
+    if any((Path(config.run_dir) / f"fold_{s['fold']}" / VALIDATION_DIR).is_dir() for s in summaries):
+        print(f"out-of-fold predictions in {config.run_dir}/fold_K/{VALIDATION_DIR}/; next: "
+              f"python training/choose_postprocessing.py {config.run_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ The path is the one training validates with::
       -> MONAI sliding-window inference per fold (Gaussian blending, window = plan.patch_size_zyx)
       -> softmax, averaged over the folds (and over mirrored copies when flip test-time augmentation is on)
       -> probabilities_to_ct_grid (one resampling onto the CT's grid, then argmax)
+      -> the bundle's postprocessing (hecktor.postprocessing: connected components on the CT grid), if any
 
 Every number comes from the bundle (its ``plan.json`` and ``model.json``), never from code defaults, so the
 container cannot drift from training. :meth:`Segmenter.predict` is the one code path that segments a case: the
@@ -34,6 +35,7 @@ from hecktor.errors import BundleError, HecktorError, InputError
 from hecktor.io import CaseInput, is_placeholder
 from hecktor.labels import N_CLASSES
 from hecktor.plan import RegionPlan
+from hecktor.postprocessing import Postprocessing
 from hecktor.preprocessing import preprocess_region, probabilities_to_ct_grid
 
 IN_CHANNELS = 2
@@ -142,6 +144,8 @@ class Segmenter:
         fold_names: a name per network (the bundle's weight files), for reports.
         device: where inference runs; ``None`` picks CUDA when available.
         sw_batch_size: sliding windows per forward pass.
+        postprocessing: applied to every predicted label map (:class:`hecktor.postprocessing.Postprocessing`, the
+            bundle's ``model.json`` ``postprocessing``); ``None``: none.
 
     Attributes:
         last_report: what the last :meth:`predict` call ran, dropped, repaired and spent
@@ -155,6 +159,7 @@ class Segmenter:
         fold_names: Sequence[str] | None = None,
         device: str | torch.device | None = None,
         sw_batch_size: int = 2,
+        postprocessing: Postprocessing | None = None,
     ) -> None:
         if not networks:
             raise ValueError("a Segmenter needs at least one network")
@@ -165,6 +170,7 @@ class Segmenter:
         if len(self.fold_names) != len(self.networks):
             raise ValueError(f"{len(self.fold_names)} fold names for {len(self.networks)} networks")
         self.sw_batch_size = int(sw_batch_size)
+        self.postprocessing = postprocessing or Postprocessing()
         self.last_report = PredictionReport()
 
     @classmethod
@@ -191,7 +197,10 @@ class Segmenter:
                 raise BundleError(f"{bundle.file(fold)} does not fit network {name!r} of model.json ({first}); "
                                   "re-export the bundle") from None
             networks.append(network)
-        return cls(networks, bundle.plan, fold_names=folds, device=device, sw_batch_size=sw_batch_size)
+        postprocessing = Postprocessing.from_dict(bundle.model.get("postprocessing"),
+                                                  source=str(bundle.file("model.json")))
+        return cls(networks, bundle.plan, fold_names=folds, device=device, sw_batch_size=sw_batch_size,
+                   postprocessing=postprocessing)
 
     def predict_probabilities(
         self,
@@ -319,7 +328,7 @@ class Segmenter:
         probabilities = mean[0].cpu().numpy()  # the one copy to the host
         report.timings["network_s"] = clock() - network_started
         resampling = clock()
-        mask = probabilities_to_ct_grid(probabilities, region.grid, ct)
+        mask = self.postprocessing.apply(probabilities_to_ct_grid(probabilities, region.grid, ct))
         report.timings["postprocess_s"] = clock() - resampling
         report.folds = list(counts)
         report.passes = len(policy.pass_times)

@@ -72,12 +72,53 @@ from hecktor.segment import IN_CHANNELS, N_CLASSES, autocast_context, resolve_de
 from hecktor.training.cache import PreprocessingCache, resolve_workers
 from hecktor.training.run_log import RunLog
 
-LOSSES = ("dicece", "dice")
 CHECKPOINTS = ("best", "last")
 FOREGROUND = {"GTVp": 1, "GTVn": 2}
 CONFIG_JSON, PLAN_JSON, FOLDS_JSON = "config.json", "plan.json", "folds.json"
 RENAMED_SETTINGS = {"lr": "learning_rate", "augment": "augmentation"}
 """Former names of settings (both trainers now share one vocabulary); a config that uses one is refused by name."""
+VALIDATION_DIR = "validation"
+"""``fold_K/validation/<PID>.nii.gz``: the fold's out-of-fold predictions on the CT grid (:meth:`predict_validation`)."""
+VALIDATION_LABELS_DIR = "validation_labels"
+"""``fold_K/validation_labels/Task 1/<PID>/``: links to the validation cases' files, a HECKTOR folder holding exactly
+the cases of ``validation/`` (what ``hecktor-evaluate --labels`` needs to score one fold)."""
+POSTPROCESSING_JSON = "postprocessing.json"
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a loss name means.
+
+    Attributes:
+        batch_dice: Dice summed over the whole batch before dividing (nnU-Net's ``batch_dice``), rather than one Dice
+            per sample and class averaged (MONAI's default).
+        cross_entropy: add the cross-entropy of the softmax (weights: ``ce_class_weights``).
+        dice_background: the background class counts in the Dice term (MONAI's default); nnU-Net leaves it out.
+            ``TrainingConfig.dice_include_background`` overrides it.
+        description: one line for ``--help`` and the README.
+    """
+
+    batch_dice: bool
+    cross_entropy: bool
+    dice_background: bool
+    description: str
+
+
+LOSS_SPECS: dict[str, LossSpec] = {
+    "dicece": LossSpec(False, True, True, "the seed's Dice + CE: soft Dice per sample and class (background "
+                                          "included, MONAI DiceCELoss's defaults) + cross-entropy"),
+    "batch_dicece": LossSpec(True, True, False, "nnU-Net's: soft Dice over the whole batch, foreground classes only, "
+                                                "+ cross-entropy"),
+    "dice": LossSpec(False, False, True, "soft Dice per sample and class (background included), no cross-entropy"),
+    "batch_dice": LossSpec(True, False, False, "soft Dice over the whole batch, foreground only, no cross-entropy"),
+}
+LOSSES = tuple(LOSS_SPECS)
+LEGACY_LOSSES = {
+    "dicece": "batch Dice over all three classes + CE (now loss 'batch_dicece' with dice_include_background true)",
+    "dice": "batch Dice over all three classes (now loss 'batch_dice' with dice_include_background true)",
+}
+"""What the loss names meant in run folders written before the vocabulary above (their ``config.json`` lacks
+``deep_supervision``): both were MONAI losses with ``batch=True`` and the background in the Dice term."""
 
 
 # ---------------------------------------------------------------------------------------------------- configuration
@@ -99,7 +140,14 @@ class TrainingConfig:
         learning_rate, weight_decay: AdamW (CLI ``--lr``, ``--weight-decay``).
         warmup_fraction: share of all iterations spent warming the learning rate up linearly from 0; a cosine
             decay to ``min_lr_ratio * learning_rate`` follows.
-        loss: ``dicece`` (MONAI DiceCELoss) or ``dice`` (MONAI DiceLoss).
+        loss: a name of :data:`LOSS_SPECS`: ``dicece`` (the seed's per-sample Dice + CE), ``batch_dicece``
+            (nnU-Net's batch Dice + CE), ``dice`` or ``batch_dice`` (no cross-entropy).
+        dice_include_background: the background class in the Dice term (``None``: the loss's own convention).
+        ce_class_weights: cross-entropy weight per class (background, GTVp, GTVn); ``None``: all 1.
+        deep_supervision: train the network's coarser decoder outputs too (nnU-Net's weighting,
+            :func:`hecktor.networks.deep_supervision_weights`); ``None``: on for networks that have heads
+            (``hecmamba``, ``dynunet``), off for the others. Inference and exported bundles use the full-resolution
+            output only.
         augmentation: MONAI spatial and intensity augmentation of training patches.
         positive_fraction: share of patches centred on a tumour voxel; GTVp and GTVn are picked equally often.
         val_every: validate every this many epochs (and after the last one).
@@ -114,7 +162,13 @@ class TrainingConfig:
         seed: seeds the split, the weights' initialisation and every patch.
         amp: fp16 autocast with gradient scaling, on CUDA only.
         grad_clip: gradient-norm clipping (0 switches it off).
-        progress: tqdm progress bars (rank 0 only).
+        progress: tqdm progress bars and one line per epoch (rank 0 only).
+        log_validation: one line per validation (fold, iteration, loss, validation Dice per label) even without
+            ``progress`` (rank 0 only).
+        predict_validation: after each fold, segment its validation cases through :class:`hecktor.segment.Segmenter`
+            with the best checkpoint into ``fold_K/validation/<PID>.nii.gz`` (out-of-fold predictions on the CT
+            grid, the input of postprocessing's choice).
+        validation_tta: mirror test-time augmentation for those predictions.
     """
 
     data_root: str
@@ -132,6 +186,9 @@ class TrainingConfig:
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.01
     loss: str = "dicece"
+    dice_include_background: bool | None = None
+    ce_class_weights: list[float] | None = None
+    deep_supervision: bool | None = None
     augmentation: bool = True
     positive_fraction: float = 0.67
     val_every: int = 5
@@ -145,12 +202,23 @@ class TrainingConfig:
     amp: bool = True
     grad_clip: float = 12.0
     progress: bool = True
+    log_validation: bool = True
+    predict_validation: bool = True
+    validation_tta: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.plan, dict):
             self.plan = RegionPlan.from_dict(self.plan)
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.ce_class_weights is not None:
+            weights = [float(w) for w in self.ce_class_weights]
+            if len(weights) != N_CLASSES or min(weights) <= 0:
+                raise InputError(f"ce_class_weights must be {N_CLASSES} positive numbers (background, GTVp, GTVn), "
+                                 f"got {self.ce_class_weights}")
+            if not LOSS_SPECS[self.loss].cross_entropy:
+                raise InputError(f"ce_class_weights needs a loss with cross-entropy; loss {self.loss!r} has none")
+            self.ce_class_weights = weights
         if self.around not in ("region", "mask"):
             raise InputError(f"around must be 'region' or 'mask', got {self.around!r}")
         if self.n_folds < 2:
@@ -213,8 +281,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve_network_config(name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The network's full config: its defaults updated by ``overrides`` (unknown keys are refused)."""
+def resolve_network_config(name: str, overrides: dict[str, Any] | None,
+                           deep_supervision: bool | None = None) -> dict[str, Any]:
+    """The network's full config: its defaults updated by ``overrides`` (unknown keys are refused), with the
+    deep-supervision switch resolved.
+
+    Args:
+        name: a registered network.
+        overrides: network settings to change.
+        deep_supervision: ``TrainingConfig.deep_supervision``: ``None`` turns the heads on for a network that has
+            them (unless ``overrides`` says otherwise); ``True`` for a network without heads is an error.
+    """
     from hecktor.networks import network_config_defaults
 
     try:
@@ -225,7 +302,18 @@ def resolve_network_config(name: str, overrides: dict[str, Any] | None) -> dict[
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise InputError(f"network {name!r} has no setting(s) {unknown}; settings: {sorted(defaults)}")
+    supported = "deep_supervision" in defaults
+    if deep_supervision is None:
+        deep_supervision = bool(overrides.get("deep_supervision", supported))
+    elif "deep_supervision" in overrides and bool(overrides["deep_supervision"]) != bool(deep_supervision):
+        raise InputError(f"deep_supervision is {deep_supervision} but network_config says "
+                         f"{overrides['deep_supervision']}; set it in one place")
+    if deep_supervision and not supported:
+        raise InputError(f"network {name!r} has no deep-supervision heads (networks with heads: hecmamba, dynunet); "
+                         "set deep_supervision false")
     defaults.update(overrides)
+    if supported:
+        defaults["deep_supervision"] = bool(deep_supervision)
     # JSON has no tuples; store lists so that a config read back from JSON compares equal.
     return json.loads(json.dumps(defaults))
 
@@ -519,16 +607,97 @@ class EpochSampler(Sampler[int]):
 # ----------------------------------------------------------------------------------------------------- optimisation
 
 
-def make_loss(name: str) -> nn.Module:
-    """MONAI DiceCELoss or DiceLoss on logits and integer labels (B, 1, ...). Batch Dice (``batch=True``) sums the
-    overlap over the batch, so a patch without GTVn does not turn that class's Dice into a 0/0 term (nnU-Net)."""
-    from monai.losses import DiceCELoss, DiceLoss
+class DiceCrossEntropyLoss(nn.Module):
+    """Soft Dice (MONAI ``DiceLoss``) plus, optionally, cross-entropy, on logits (B, C, ...) and labels (B, 1, ...).
 
-    if name == "dicece":
-        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True, batch=True)
-    raise InputError(f"loss must be one of {LOSSES}, got {name!r}")
+    Written as a sum of MONAI's ``DiceLoss`` and torch's cross-entropy rather than as MONAI's ``DiceCELoss`` because
+    that one applies its ``weight`` to the Dice term as well; here class weights act on the cross-entropy only
+    (nnU-Net's Dice has none).
+
+    Args:
+        batch: one Dice over the whole batch per class (nnU-Net) instead of one per sample and class.
+        include_background: the background class in the Dice term.
+        cross_entropy: add the cross-entropy.
+        ce_class_weights: cross-entropy weight per class, or None.
+    """
+
+    def __init__(self, batch: bool, include_background: bool, cross_entropy: bool = True,
+                 ce_class_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=batch, include_background=include_background)
+        self.cross_entropy = cross_entropy
+        weights = None if ce_class_weights is None else torch.tensor([float(w) for w in ce_class_weights])
+        self.register_buffer("ce_class_weights", weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = self.dice(logits, labels)
+        if self.cross_entropy:
+            loss = loss + nn.functional.cross_entropy(logits, labels[:, 0].long(), weight=self.ce_class_weights)
+        return loss
+
+
+class SegmentationLoss(nn.Module):
+    """The training loss of one network output or, with deep supervision, of a list of outputs (full resolution
+    first): MONAI's ``DeepSupervisionLoss`` with nnU-Net's weights (:func:`hecktor.networks.deep_supervision_weights`:
+    halving per level, the coarsest weighted 0, normalised), the labels resized to each output with nearest-exact
+    interpolation.
+
+    Args:
+        base: the loss of one output (:class:`DiceCrossEntropyLoss`).
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self._deep: dict[int, nn.Module] = {}
+
+    def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.base(outputs.float(), labels)
+        from monai.losses import DeepSupervisionLoss
+
+        from hecktor.networks import deep_supervision_weights
+
+        n = len(outputs)
+        if n not in self._deep:
+            self._deep[n] = DeepSupervisionLoss(self.base, weights=deep_supervision_weights(n))
+        # Float labels: F.interpolate has no nearest-exact for integer tensors; the base loss casts them back.
+        return self._deep[n]([o.float() for o in outputs], labels.float())
+
+
+def make_loss(name: str, include_background: bool | None = None,
+              ce_class_weights: Sequence[float] | None = None) -> SegmentationLoss:
+    """The loss called ``name`` (:data:`LOSS_SPECS`) on logits, or on a list of deep-supervision logits.
+
+    Args:
+        name: ``dicece``, ``batch_dicece``, ``dice`` or ``batch_dice``.
+        include_background: the background class in the Dice term (``None``: the loss's convention).
+        ce_class_weights: cross-entropy weight per class (losses with cross-entropy only).
+    """
+    if name not in LOSS_SPECS:
+        raise InputError(f"loss must be one of {LOSSES}, got {name!r}")
+    spec = LOSS_SPECS[name]
+    background = spec.dice_background if include_background is None else bool(include_background)
+    return SegmentationLoss(DiceCrossEntropyLoss(spec.batch_dice, background, spec.cross_entropy, ce_class_weights))
+
+
+def describe_loss(run_config: dict[str, Any]) -> dict[str, Any]:
+    """What the loss of a run was, from its ``config.json``, in today's vocabulary: ``{"loss", "batch_dice",
+    "dice_include_background", "cross_entropy", "ce_class_weights"}``. A run folder written before the loss names
+    changed (no ``deep_supervision`` key) is read with the old meanings (:data:`LEGACY_LOSSES`)."""
+    name = run_config.get("loss")
+    if name is None:
+        return {"loss": None}
+    if "deep_supervision" not in run_config:  # written before the loss vocabulary changed
+        return {"loss": f"batch_{name}", "batch_dice": True, "dice_include_background": True,
+                "cross_entropy": name == "dicece", "ce_class_weights": None, "recorded_as": name}
+    spec = LOSS_SPECS[name]
+    background = run_config.get("dice_include_background")
+    return {"loss": name, "batch_dice": spec.batch_dice,
+            "dice_include_background": spec.dice_background if background is None else bool(background),
+            "cross_entropy": spec.cross_entropy, "ce_class_weights": run_config.get("ce_class_weights")}
 
 
 def warmup_cosine(total_iterations: int, warmup_fraction: float, min_lr_ratio: float):
@@ -697,6 +866,34 @@ def network_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]
     return network.eval(), checkpoint
 
 
+def validation_line(fold: int, iteration: int, total_iterations: int, row: dict[str, Any]) -> str:
+    """One progress line per validation: fold, iteration, training loss, validation Dice per label (mean per case;
+    GTVn also aggregated)."""
+    def number(key: str) -> str:
+        value = row.get(key, float("nan"))
+        return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+    return (f"fold {fold} iteration {iteration}/{total_iterations}: loss {row['train_loss']:.4f}, validation Dice "
+            f"GTVp {number('val_dice_GTVp')}, GTVn {number('val_dice_GTVn')} (DSCagg {number('val_dsc_agg_GTVn')})")
+
+
+def link_case_files(case: TrainingCase, root: Path) -> Path:
+    """``root/Task 1/<PID>/`` holding symbolic links to the case's CT, PET and label (a HECKTOR folder of chosen
+    cases, without copying images)."""
+    from hecktor.tasks import get_task
+
+    folder = root / get_task(1).training_folder / case.patient_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in (case.ct_path, case.pet_path, case.label_path):
+        if source is None:
+            continue
+        link = folder / Path(source).name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(source).resolve())
+    return folder
+
+
 # ---------------------------------------------------------------------------------------------------------- trainer
 
 
@@ -716,7 +913,7 @@ class SegmentationTrainer:
         self.context, self.device = init_distributed(config.device)
         self.workers = resolve_workers(config.workers, share=self.context.local_world_size)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
-        self.network_config = resolve_network_config(config.network, config.network_config)
+        self.network_config = resolve_network_config(config.network, config.network_config, config.deep_supervision)
         self.cache = region_cache(config.cache_root, config.plan, config.around)
         self.cases = list_training_cases(config.data_root, task=1)
         self.patient_ids = [case.patient_id for case in self.cases]
@@ -737,8 +934,13 @@ class SegmentationTrainer:
         if not config_path.is_file():
             return
         previous = json.loads(config_path.read_text())
+        if "deep_supervision" not in previous and previous.get("loss") in LEGACY_LOSSES:
+            raise InputError(f"{config_path} was written before the loss names changed: its loss "
+                             f"{previous['loss']!r} was {LEGACY_LOSSES[previous['loss']]}, while {previous['loss']!r} "
+                             "is now per-sample Dice; it can be exported but not continued, use a new --out folder")
         current = self._run_record()
-        fixed = ("plan", "network", "network_config", "n_folds", "seed", "around", "loss")
+        fixed = ("plan", "network", "network_config", "n_folds", "seed", "around", "loss", "dice_include_background",
+                 "ce_class_weights")
         changed = [key for key in fixed if previous.get(key) != current.get(key)]
         if changed:
             raise InputError(f"{config_path} was written with other {', '.join(changed)}; use a new --out folder")
@@ -906,7 +1108,7 @@ class SegmentationTrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(total_iterations, config.warmup_fraction, config.min_lr_ratio))
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
-        loss_function = make_loss(config.loss)
+        loss_function = make_loss(config.loss, config.dice_include_background, config.ce_class_weights).to(self.device)
         start_epoch, best = 0, {"val_dice_mean": -1.0, "epoch": 0}
 
         checkpoint = self._resume_checkpoint(fold_dir) if self.resume else None
@@ -927,6 +1129,8 @@ class SegmentationTrainer:
         else:
             torch.manual_seed(config.seed + 1000 * self.context.rank)
         if start_epoch >= config.epochs:
+            if config.predict_validation and not self.has_validation_predictions(fold):
+                self.predict_validation(fold)
             return {"fold": fold, "epochs": start_epoch, "best": best, "skipped": True}
 
         model: nn.Module = network
@@ -950,8 +1154,9 @@ class SegmentationTrainer:
                 labels = labels.to(self.device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast_context(self.device, self.use_amp):
-                    logits = model(images)
-                    loss = loss_function(logits.float(), labels)
+                    # A list (full resolution first) when the network has deep supervision; one tensor otherwise.
+                    outputs = model(images)
+                    loss = loss_function(outputs, labels)
                 scaler.scale(loss).backward()
                 if config.grad_clip > 0:
                     scaler.unscale_(optimizer)
@@ -991,10 +1196,47 @@ class SegmentationTrainer:
                 if config.progress:
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
                     tqdm.write(f"fold {fold} epoch {epoch + 1}: {shown}")
+                elif config.log_validation and "val_dice_mean" in row:
+                    print(validation_line(fold, (epoch + 1) * config.iterations_per_epoch, total_iterations, row),
+                          flush=True)
             self.context.barrier()
 
         summary.update({"epochs": config.epochs, "best": best, "epoch_losses": epoch_losses, "skipped": False})
+        if config.predict_validation:
+            started = time.perf_counter()
+            self.predict_validation(fold)
+            summary["predict_validation_s"] = time.perf_counter() - started
         return summary
+
+    def has_validation_predictions(self, fold: int) -> bool:
+        """Whether ``fold_K/validation/`` holds a prediction for every validation case of the fold."""
+        folder = self.run_dir / f"fold_{fold}" / VALIDATION_DIR
+        return all((folder / f"{pid}.nii.gz").is_file() for pid in self.fold_cases(fold)[1])
+
+    def predict_validation(self, fold: int, checkpoint: str = "best") -> Path:
+        """Out-of-fold predictions: the fold's validation cases segmented from their CT and PET files by
+        :meth:`hecktor.segment.Segmenter.predict` (the containers' path: whole region, back onto the CT grid, no
+        postprocessing) with the fold's ``checkpoint`` network, written to ``fold_K/validation/<PID>.nii.gz``; and
+        ``fold_K/validation_labels/Task 1/<PID>/`` links to those cases' files, so that
+        ``hecktor-evaluate --task 1 --pred fold_K/validation --labels fold_K/validation_labels`` scores the fold.
+        Ranks share the cases out. Returns the predictions folder."""
+        from hecktor.io import write_mask
+        from hecktor.segment import Segmenter
+
+        fold_dir = self.run_dir / f"fold_{fold}"
+        out = fold_dir / VALIDATION_DIR
+        self.context.barrier()  # rank 0 wrote the checkpoint
+        network, _ = network_from_checkpoint(fold_dir / f"checkpoint_{checkpoint}.pt")
+        segmenter = Segmenter([network], self.config.plan, device=self.device, sw_batch_size=self.config.sw_batch_size)
+        _, val_ids = self.fold_cases(fold)
+        cases = {case.patient_id: case for case in self.cases}
+        for pid in val_ids[self.context.rank::self.context.world_size]:
+            ct, pet, _ = cases[pid].read()
+            write_mask(segmenter.predict(ct, pet, tta=self.config.validation_tta, overlap=self.config.val_overlap),
+                       out / f"{pid}.nii.gz")
+            link_case_files(cases[pid], fold_dir / VALIDATION_LABELS_DIR)
+        self.context.barrier()
+        return out
 
     def run(self) -> list[dict[str, Any]]:
         """Prepare the data, then train every selected fold in turn."""
@@ -1022,23 +1264,90 @@ def train(config: TrainingConfig, resume: bool = False) -> list[dict[str, Any]]:
         trainer.close(abort=not finished)
 
 
+# ---------------------------------------------------------------------------------------------------- postprocessing
+
+
+def choose_run_postprocessing(run_dir: str | Path, data_root: str | Path | None = None,
+                              candidates_ml: Sequence[float] | None = None) -> dict[str, Any]:
+    """Choose a run's postprocessing on its out-of-fold predictions (``fold_K/validation/``) and write it to
+    ``RUN_DIR/postprocessing.json`` (:func:`export_bundle` puts it into the bundle).
+
+    Args:
+        run_dir: a training run whose folds predicted their validation cases (``predict_validation``).
+        data_root: the HECKTOR folder holding the labels (default: the run's ``data_root``).
+        candidates_ml: GTVn thresholds to try (default :data:`hecktor.postprocessing.GTVN_MIN_VOLUME_CANDIDATES_ML`).
+
+    Returns:
+        what was written: ``{"postprocessing": {...}, "report": {...}, "folds": [...], "cases": [...]}``.
+    """
+    from hecktor.io import read_image
+    from hecktor.postprocessing import GTVN_MIN_VOLUME_CANDIDATES_ML, choose_postprocessing
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_JSON
+    if not config_path.is_file():
+        raise InputError(f"{run_dir} is not a training run ({CONFIG_JSON} missing); pass the --out folder of "
+                         "train_segmentation.py")
+    data_root = data_root or json.loads(config_path.read_text()).get("data_root")
+    labels = {case.patient_id: case.label_path for case in list_training_cases(data_root, task=1, require_label=True)}
+    predictions: dict[str, Path] = {}
+    folds = []
+    for folder in sorted(run_dir.glob(f"fold_*/{VALIDATION_DIR}")):
+        found = sorted(folder.glob("*.nii.gz"))
+        if found:
+            folds.append(int(folder.parent.name.split("_")[1]))
+        predictions.update({path.name[: -len(".nii.gz")]: path for path in found})
+    if not predictions:
+        raise InputError(f"no out-of-fold predictions in {run_dir}/fold_*/{VALIDATION_DIR}; train with "
+                         "predict_validation on (the default)")
+    unknown = sorted(set(predictions) - set(labels))
+    if unknown:
+        raise InputError(f"out-of-fold prediction(s) {unknown[:5]} have no label in {data_root}; pass --data")
+    cases = ((read_image(predictions[pid], "prediction"), read_image(labels[pid], "label"), pid)
+             for pid in sorted(predictions))
+    chosen, report = choose_postprocessing(
+        cases, GTVN_MIN_VOLUME_CANDIDATES_ML if candidates_ml is None else candidates_ml)
+    record = _finite_or_none({"postprocessing": chosen.to_dict(), "report": report, "folds": folds,
+                              "cases": sorted(predictions)})
+    write_text_atomic(json.dumps(record, indent=2) + "\n", run_dir / POSTPROCESSING_JSON)
+    return record
+
+
+def _finite_or_none(value: Any) -> Any:
+    """NaN (a score no case defines) as None: standard JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 # ----------------------------------------------------------------------------------------------------------- export
 
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
-                  folds: Sequence[int] | None = None) -> tuple[Path, list[int]]:
+                  folds: Sequence[int] | None = None, postprocessing: bool = True) -> tuple[Path, list[int]]:
     """Write the Task 1 bundle of a run: every fold's weights (model only, no optimizer), the plan and model.json.
+
+    Deep-supervision heads are left out (:func:`hecktor.networks.strip_deep_supervision`): the bundle's network is
+    the one inference runs, and predicts exactly as the trained network does in eval mode. The postprocessing that
+    ``RUN_DIR/postprocessing.json`` records (:func:`choose_run_postprocessing`) goes into ``model.json``, where
+    :class:`hecktor.segment.Segmenter` applies it.
 
     Args:
         run_dir: a training run directory.
         out_dir: the bundle folder (replaced atomically).
         checkpoint: ``best`` or ``last``.
         folds: the folds to export (default: every ``fold_K`` folder holding that checkpoint).
+        postprocessing: include the run's chosen postprocessing when there is one.
 
     Returns:
         the bundle path and the exported fold indices.
     """
     from hecktor.bundle import write_bundle
+    from hecktor.networks import strip_deep_supervision
 
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
@@ -1054,7 +1363,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     if not chosen or missing:
         raise InputError(f"no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'} in {run_dir}; train them first")
 
-    state_dicts, per_fold, network, network_config = {}, [], None, None
+    state_dicts, per_fold, network, network_config, trained_config = {}, [], None, None, None
     for fold in chosen:
         path = run_dir / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
         state = load_checkpoint(path)
@@ -1063,12 +1372,16 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
         if state.get("plan_digest") != plan.digest() and RegionPlan.from_dict(state.get("plan", {})) != plan:
             raise InputError(f"{path} was trained with another plan than {plan_path}; retrain or fix the run")
         if network is None:
-            network, network_config = state["network"], state["network_config"]
-        elif (state["network"], state["network_config"]) != (network, network_config):
+            network, trained_config = state["network"], state["network_config"]
+            # Networks with heads export without them; the others' configs stay as they were trained.
+            network_config = (strip_deep_supervision({}, trained_config)[1] if "deep_supervision" in trained_config
+                              else trained_config)
+        elif (state["network"], state["network_config"]) != (network, trained_config):
             raise InputError(f"{path} holds another network than fold {chosen[0]}; export folds of one run only")
+        weights, _ = strip_deep_supervision(state["model"])
         # Load into the network once: a bundle must never hold weights that its own loader would refuse.
-        build_segmentation_network(network, network_config).load_state_dict(state["model"])
-        state_dicts[f"fold_{fold}.pt"] = state["model"]
+        build_segmentation_network(network, network_config).load_state_dict(weights)
+        state_dicts[f"fold_{fold}.pt"] = weights
         per_fold.append({"fold": fold, "epoch": int(state["epoch"]), "best": state["best"]})
 
     model = {
@@ -1085,12 +1398,20 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
             "epochs": run_config.get("epochs"),
             "iterations_per_epoch": run_config.get("iterations_per_epoch"),
             "batch_size": run_config.get("batch_size"),
-            "loss": run_config.get("loss"),
+            "loss": describe_loss(run_config),
+            "deep_supervision": bool((trained_config or {}).get("deep_supervision", False)),
             "augmentation": run_config.get("augmentation"),
             "seed": run_config.get("seed"),
             "per_fold": per_fold,
             "hecktor_version": hecktor.__version__,
         },
     }
+    choice_path = run_dir / POSTPROCESSING_JSON
+    if postprocessing and choice_path.is_file():
+        from hecktor.postprocessing import Postprocessing
+
+        choice = json.loads(choice_path.read_text())
+        model["postprocessing"] = Postprocessing.from_dict(choice["postprocessing"], source=str(choice_path)).to_dict()
+        model["trained"]["postprocessing_choice"] = {k: v for k, v in choice.items() if k != "postprocessing"}
     out = write_bundle(out_dir, task=1, plan=plan, model=model, state_dicts=state_dicts)
     return out, chosen
