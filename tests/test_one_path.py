@@ -1,5 +1,6 @@
 """Every user of a trained model runs a case through the same predictor method: the containers' inference.py,
-hecktor-predict, the demo and the benchmarks all reach Segmenter.predict (Task 1) and RiskPredictor.predict (Task 2).
+hecktor-predict, the demo (which runs the containers' inference.py) and the GPU benchmark all reach Segmenter.predict
+(Task 1), RiskPredictor.predict (Task 2) and HPVPredictor.predict (Task 3).
 
 A spy wraps each predict method (keeping its behaviour) and counts the calls; each caller is run on a tiny case
 with the committed fixture bundles (tests/fixtures/bundles)."""
@@ -14,20 +15,28 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, head_phantom
+from hecktor.diagnosis import HPVPredictor
 from hecktor.io import write_gc_input
 from hecktor.prognosis import RiskPredictor
 from hecktor.segment import Segmenter
-from hecktor.tasks import get_task
+from hecktor.tasks import get_task, task_numbers
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bundles"
 EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
-PREDICTORS = {1: Segmenter, 2: RiskPredictor}
+PREDICTORS = {1: Segmenter, 2: RiskPredictor, 3: HPVPredictor}
+CALLS = {1: {1: 1, 2: 0, 3: 0}, 2: {1: 0, 2: 1, 3: 0}, 3: {1: 0, 2: 1, 3: 1}}
+"""predict calls per task's case: Task 3's fold ensemble is a RiskPredictor (HPVPredictor.ensemble)."""
+
+
+def test_every_registered_task_is_covered_here():
+    assert sorted(PREDICTORS) == task_numbers()
+    assert all(get_task(task).predictor() is cls for task, cls in PREDICTORS.items())
 
 
 @pytest.fixture
 def spies(monkeypatch):
-    """Calls of Segmenter.predict and RiskPredictor.predict, by task."""
-    calls = {1: 0, 2: 0}
+    """Calls of each task's predictor's predict, by task."""
+    calls = {task: 0 for task in PREDICTORS}
     for task, cls in PREDICTORS.items():
         original = cls.predict
 
@@ -52,17 +61,17 @@ def _load(path: Path, name: str):
     return module
 
 
-@pytest.mark.parametrize("task", [1, 2])
+@pytest.mark.parametrize("task", [1, 2, 3])
 def test_container_inference_py_calls_the_predictor(task, spies, case_folder, tmp_path):
     spec = get_task(task)
     inference = _load(REPO / spec.container / "inference.py", f"inference_{task}")
     status = inference.main(["--input", str(case_folder), "--output", str(tmp_path), "--resources",
                              str(FIXTURES / f"task{task}"), "--device", "cpu"])
     assert status == 0 and (tmp_path / spec.output).is_file()
-    assert spies == {task: 1, 3 - task: 0}
+    assert spies == CALLS[task]
 
 
-@pytest.mark.parametrize("task", [1, 2])
+@pytest.mark.parametrize("task", [1, 2, 3])
 def test_container_run_as_a_script_calls_the_predictor(task, spies, case_folder, tmp_path, monkeypatch):
     """As the image runs it (python inference.py), here in-process so the spy sees the call."""
     spec = get_task(task)
@@ -70,10 +79,10 @@ def test_container_run_as_a_script_calls_the_predictor(task, spies, case_folder,
                                       "--resources", str(FIXTURES / f"task{task}"), "--device", "cpu"])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / spec.container / "inference.py"), run_name="__main__")
-    assert exit_info.value.code == 0 and spies[task] == 1
+    assert exit_info.value.code == 0 and spies == CALLS[task]
 
 
-@pytest.mark.parametrize("task", [1, 2])
+@pytest.mark.parametrize("task", [1, 2, 3])
 def test_hecktor_predict_calls_the_predictor(task, spies, case_folder, tmp_path):
     from hecktor.predict import predict_folder
 
@@ -82,7 +91,7 @@ def test_hecktor_predict_calls_the_predictor(task, spies, case_folder, tmp_path)
     (cases / "case-1").symlink_to(case_folder, target_is_directory=True)
     result = predict_folder(task, FIXTURES / f"task{task}", cases, tmp_path / "out", device="cpu", progress=False,
                             say=lambda line: None)
-    assert result.exit_status == 0 and spies[task] == 1
+    assert result.exit_status == 0 and spies == CALLS[task]
 
 
 def test_gpu_benchmark_times_segmenter_predict(spies, monkeypatch):
@@ -97,3 +106,23 @@ def test_gpu_benchmark_times_segmenter_predict(spies, monkeypatch):
     result = bench.time_inference(tiny, RegionPlan(spacing_mm_xyz=(8.0, 8.0, 8.0), patch_size_zyx=(32, 32, 32)), 1,
                                   "small", torch.device("cpu"))
     assert spies[1] == len(result["rows"]) == 3
+
+
+def test_task2_default_mode_segments_through_the_nested_segmenter(spies, case_folder, tmp_path):
+    """Task 2's biomarkers mode reaches Segmenter.predict (its nested Task 1 model) from inside RiskPredictor.predict."""
+    inference = _load(REPO / get_task(2).container / "inference.py", "inference_2_biomarkers")
+    status = inference.main(["--input", str(case_folder), "--output", str(tmp_path), "--resources",
+                             str(FIXTURES / "task2-biomarkers"), "--device", "cpu"])
+    assert status == 0 and spies == {1: 1, 2: 1, 3: 0}
+
+
+@pytest.mark.parametrize("task", task_numbers())
+def test_demo_runs_each_registered_container_inference_py(task, monkeypatch, tmp_path):
+    """The demo scores what the containers write: it runs each task's inference.py (as a subprocess, so the spy
+    cannot see inside; the command is checked instead)."""
+    demo = _load(REPO / "training" / "demo.py", "demo")
+    commands = []
+    monkeypatch.setattr(demo, "measure", lambda command, log_path, env=None: commands.append(command) or {})
+    demo.run_inference(task, tmp_path / "in", tmp_path / "out", tmp_path / "log.txt")
+    assert Path(commands[0][1]) == REPO / get_task(task).container / "inference.py"
+    assert commands[0][2:4] == ["--input", str(tmp_path / "in")]

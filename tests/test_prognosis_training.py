@@ -285,3 +285,14 @@ def test_fusion_biomarkers_oof_risk_is_what_the_bundle_predicts_with_the_same_ma
         risk = predictor.predict(ct, pet, ehr_from_row(cohort.rows[i]), folds=[1])
         assert risk == pytest.approx(fold.oof_risk[position], abs=1e-4)
         assert predictor.last_biomarkers.values == pytest.approx(cohort.biomarkers[i], rel=1e-6, abs=1e-9)
+
+
+def test_a_fold_without_a_comparable_pair_is_one_clear_error(cohort_dir, tmp_path):
+    """Too few relapses for the folds: the fold that cannot be scored (so not weighted) is named, with the fix."""
+    cohort = load_csv_cohort(cohort_dir / "Task 2" / "HECKTOR_2025_Training_Task_2.csv")
+    cohort.event[:] = 0
+    cohort.event[:5] = 1  # a relapse per fold, each after every other patient's follow-up: nothing to compare
+    cohort.time[:5] = cohort.time.max() + 1.0
+    with pytest.raises(InputError, match=r"fold 0: its \d+ validation patients \(\d relapses\) hold no comparable "
+                                         r"pair.*fewer folds"):
+        cross_validate(cohort, TrainingConfig(mode="clinical", n_folds=5, seed=0), None, progress=False)

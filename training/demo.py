@@ -1,28 +1,33 @@
-"""The one-command demo (``make demo``): synthetic cohort -> HecMamba and fusion training -> the containers' bundles ->
-both ``inference.py`` on held-out cases laid out as Grand-Challenge input folders -> scores -> report.
+"""The one-command demo (``make demo``): synthetic cohort -> the three tasks' models trained -> the containers'
+bundles -> every ``inference.py`` on held-out cases laid out as Grand-Challenge input folders -> scores -> report.
 
-Everything is CPU-sized so that it runs in minutes on two cores; the numbers show that the pipeline works end to end,
-not what the method scores (see the report's notes). Example::
+Everything is CPU-sized so that it runs in about a quarter of an hour on two cores; the numbers show that the
+pipeline works end to end, not what the method scores (see the report's notes). Example::
 
     python training/demo.py                      # -> demo_output/report.md
     python training/demo.py --out /tmp/demo --train-cases 24 --held-out 6 --epochs 4
 
-Stages (each a function, so they can be run alone from Python):
+The tasks come from the registry (:mod:`hecktor.tasks`); each has a training stage here (:data:`TRAINERS`, by the
+task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so they can be run alone from Python):
 
 1. :func:`make_cohorts`: ``--train-cases`` synthetic training cases in the HECKTOR layout, and ``--held-out`` other
-   patients (another seed) as Grand-Challenge input folders for each task, with their labels and survival.
-2. :func:`train_segmentation`: the small HecMamba of ``training/configs/demo.json`` (1.5 M parameters, 32^3 patches
-   at 4 mm, Dice + CE with deep supervision), folds 0 and 1 of its 5-fold split trained side by side (one process
-   and one thread each, one progress line per validation), for ``--epochs`` epochs of 25 iterations (24 by default,
-   600 iterations, three fifths of demo.json's 40, to fit 15 minutes); each fold then predicts its validation
-   cases, the postprocessing is chosen on those out-of-fold predictions, and the bundle is exported to
-   ``task1_container/resources/bundle``.
-3. :func:`train_prognosis`: the fusion model (tiny backbone, 48^3 input), 5 folds; exported to
+   patients (another seed) as Grand-Challenge input folders for each task, with their labels, survival and HPV status.
+2. :func:`train_segmentation` (Task 1): the small HecMamba of ``training/configs/demo.json`` (1.5 M parameters, 32^3
+   patches at 4 mm, Dice + CE with deep supervision), both folds of a 2-fold split trained side by side (one process
+   and one thread each, one progress line per validation), for ``--epochs`` epochs of 25 iterations (24 by default:
+   600 iterations, three fifths of demo.json's 40, to fit the time); each fold then predicts its validation cases
+   (so every training patient has an out-of-fold mask, which Task 2 needs), the postprocessing is chosen on those
+   predictions, and the bundle is exported to ``task1_container/resources/bundle``.
+3. :func:`train_prognosis` (Task 2): ``biomarkers`` mode (the default of ``train_prognosis.py``): a Cox model on the
+   record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; exported, with the Task 1 model nested, to
    ``task2_container/resources/bundle``.
-4. :func:`run_containers`: ``inference.py`` of each task once per held-out case, each a fresh process on the CPU as
+4. :func:`train_hpv` (Task 3): the fusion model (tiny backbone, 48^3 input) with a logistic head, 5 folds; exported
+   to ``task3_container/resources/bundle``.
+5. :func:`run_containers`: every task's ``inference.py`` once per held-out case, each a fresh process on the CPU as
    the container would run it (two at a time, one thread each); wall time, CPU time and peak memory of each.
-5. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``) and the held-out C-index.
-6. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
+6. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``), the held-out C-index and the HPV
+   balanced accuracy, each beside its oracle (the synthetic cohort's true hazard and P(HPV+)).
+7. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
 """
 
 from __future__ import annotations
@@ -44,19 +49,36 @@ import SimpleITK as sitk
 
 from hecktor.errors import InputError
 from hecktor.io import write_gc_input
-from hecktor.metrics import concordance_index, evaluate_segmentation, summarize_segmentation
+from hecktor.metrics import balanced_accuracy, concordance_index, evaluate_segmentation, summarize_segmentation
 from hecktor.plan import BoxPlan
-from hecktor.synthetic import generate_cohort, make_case, oracle_c_index
-from hecktor.tasks import get_task
+from hecktor.synthetic import generate_cohort, make_case, oracle_balanced_accuracy, oracle_c_index
+from hecktor.tasks import TaskSpec, get_task, task_numbers
 from hecktor.training import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
-BUNDLES = {1: REPO / "task1_container" / "resources" / "bundle", 2: REPO / "task2_container" / "resources" / "bundle"}
 HELD_OUT_SEED_OFFSET = 1000  # held-out patients come from another seed: no patient is shared with training
-TASK2_PLAN = BoxPlan(input_shape_zyx=(48, 48, 48))
-DEMO_CLINICAL_FEATURES = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "Performance Status",
-                          "Treatment")
+BOX_PLAN = BoxPlan(input_shape_zyx=(48, 48, 48))
+"""Tasks 2 and 3's CPU-sized input (the default: 96^3)."""
+SEG_FOLDS = 2
+"""Task 1's split: two folds, both trained, so that every training patient has an out-of-fold mask (Task 2's
+biomarkers are computed on those, as on test patients)."""
+
+
+def bundle_dir(task: int | str | TaskSpec) -> Path:
+    """Where the task's container expects its bundle (the registry's ``bundle_dir``, in this repository)."""
+    return REPO / get_task(task).bundle_dir
+
+
+def tasks() -> list[TaskSpec]:
+    """The registered tasks, each with its demo trainer and scorer (a registered task without them is an error, so
+    that a new task cannot silently drop out of the demo)."""
+    specs = [get_task(n) for n in task_numbers()]
+    missing = [s.name for s in specs if s.name not in TRAINERS or s.name not in SCORERS]
+    if missing:
+        raise InputError(f"the demo has no training or scoring stage for task(s) {', '.join(missing)}: add them to "
+                         "TRAINERS and SCORERS in training/demo.py")
+    return specs
 
 
 class Stopwatch:
@@ -94,13 +116,15 @@ def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int) -> dict[
     for index in range(held_out):
         case = make_case(seed + HELD_OUT_SEED_OFFSET, "small", case_index=index)
         pid = f"HELDOUT-{index:03d}"
-        for task in (1, 2):
-            write_gc_input(case.ct, case.pet, out / "held_out" / f"task{task}" / pid, case.ehr(task=task), seed=index)
+        for spec in tasks():
+            write_gc_input(case.ct, case.pet, out / "held_out" / f"task{spec.number}" / pid,
+                           case.ehr(task=spec.number) if spec.uses_ehr else None, seed=index)
         (out / "held_out" / "labels").mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(case.label, str(out / "held_out" / "labels" / f"{pid}.nii.gz"), True)
         cases.append({"patient_id": pid, "rfs_days": case.rfs_days, "relapse": case.relapse,
                       "true_log_hazard": case.true_log_hazard, "ct_orientation": case.ct_orientation,
-                      "n_nodes": int(case.features["n_nodes"])})
+                      "n_nodes": int(case.features["n_nodes"]), "hpv_status": case.clinical["HPV Status"],
+                      "hpv_probability": case.hpv_probability})
     with (out / "held_out" / "survival.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(cases[0]))
         writer.writeheader()
@@ -119,13 +143,13 @@ SEG_VAL_EVERY = 8
 
 def segmentation_config(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     """``training/configs/demo.json`` (plan, network, loss, learning rate, iterations per epoch), with ``epochs``
-    epochs, folds 0 and 1 of its 5-fold split, validation every :data:`SEG_VAL_EVERY` epochs (one progress line
-    each), on the CPU without loader workers."""
+    epochs, both folds of a :data:`SEG_FOLDS`-fold split, validation every :data:`SEG_VAL_EVERY` epochs (one progress
+    line each), out-of-fold predictions after each fold, on the CPU without loader workers."""
     from hecktor.training.segmentation import load_config_file
 
     config = load_config_file(CONFIGS / "demo.json")
     config.update({"data_root": str(data), "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache"),
-                   "folds": [0, 1], "epochs": epochs, "val_every": min(SEG_VAL_EVERY, epochs),
+                   "n_folds": SEG_FOLDS, "folds": list(range(SEG_FOLDS)), "epochs": epochs, "val_every": min(SEG_VAL_EVERY, epochs),
                    "workers": 0, "device": "cpu", "progress": False, "log_validation": True,
                    "predict_validation": True})
     return config
@@ -148,16 +172,19 @@ def _train_fold(config: dict[str, Any], fold: int) -> dict[str, Any]:
         trainer.close()
 
 
-def train_segmentation(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
-    """Folds 0 and 1 trained side by side (one process and one thread each: two cores; each prints one line per
+def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
+                       trained: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Task 1: both folds trained side by side (one process and one thread each: two cores; each prints one line per
     validation), each predicting its validation cases at the end; the postprocessing chosen on those out-of-fold
     predictions; then exported."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from hecktor.segment import Segmenter
     from hecktor.training.segmentation import (SegmentationTrainer, TrainingConfig, choose_run_postprocessing,
                                                export_bundle)
 
+    run_dir, epochs = runs / get_task(1).name, options.epochs
     config = segmentation_config(data, run_dir, epochs)
     trainer = SegmentationTrainer(TrainingConfig.from_dict(config))
     try:
@@ -165,38 +192,56 @@ def train_segmentation(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]
     finally:
         trainer.close()
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        summaries = list(pool.map(_train_fold, [config, config], config["folds"]))
+        summaries = list(pool.map(_train_fold, [config] * len(config["folds"]), config["folds"]))
     # Both folds predicted their validation cases: the postprocessing is chosen on those out-of-fold predictions.
     choice = choose_run_postprocessing(run_dir)
     print(f"[demo]   postprocessing chosen on {choice['report']['n_cases']} out-of-fold cases: "
           f"{choice['postprocessing']}", flush=True)
-    _, folds = export_bundle(run_dir, BUNDLES[1], checkpoint="best")
-    return {"folds": folds, "network": config["network"], "network_config": trainer.network_config,
+    bundle, folds = export_bundle(run_dir, bundle_dir(1), checkpoint="best")
+    parameters = sum(p.numel() for p in Segmenter.from_bundle(bundle, device="cpu").networks[0].parameters())
+    return {"run_dir": str(run_dir), "folds": folds, "n_folds": SEG_FOLDS, "parameters": parameters, "network": config["network"], "network_config": trainer.network_config,
             "plan": trainer.config.plan.to_dict(), "epochs": epochs,
             "iterations_per_epoch": config["iterations_per_epoch"], "batch_size": config["batch_size"],
             "loss": config.get("loss"), "deep_supervision": trainer.network_config.get("deep_supervision"),
             "postprocessing": choice["postprocessing"], "best": [s["best"] for s in summaries]}
 
 
-def train_prognosis(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
-    from hecktor.networks.fused import TINY_BACKBONE
-    from hecktor.training.prognosis import TrainingConfig, cross_validate, export_bundle, load_hecktor_cohort
+def train_prognosis(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
+    """Task 2 in ``biomarkers`` mode: the record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; the
+    bundle nests Task 1's (the container segments, then measures the biomarkers)."""
+    from hecktor.training.prognosis import TrainingConfig, export_bundle, train
 
-    cohort = load_hecktor_cohort(data, TASK2_PLAN, cache_dir=run_dir.parent / "cache", progress=False)
-    # Every field is encoded as a number (one column each) and M-stage is left out. This was chosen while a bundle
-    # could not hold folds whose encoders differ in width (a rare level such as M1 seen by some folds only); bundles
-    # now record the width per fold, and the choice is kept so the demo's reported numbers stay reproducible.
-    config = TrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=epochs, learning_rate=3e-3,
-                            early_stopping_fraction=0.0, network=dict(TINY_BACKBONE), device="cpu",
-                            clinical_features=list(DEMO_CLINICAL_FEATURES),
-                            numeric_features=list(DEMO_CLINICAL_FEATURES))
-    result = cross_validate(cohort, config, run_dir, progress=False, overwrite=True)
-    export_bundle(run_dir, BUNDLES[2])
+    run_dir = runs / get_task(2).name
+    config = TrainingConfig(mode="biomarkers", n_folds=5, seed=0, device="cpu", progress=False)
+    result = train(config, run_dir, data=data, plan=BOX_PLAN, cache_dir=runs / "cache", overwrite=True,
+                   segmentation=trained[get_task(1).name]["run_dir"], echo=lambda line: print(f"[demo]   {line}"))
+    export_bundle(run_dir, bundle_dir(2))
     metrics = result.metrics()
-    return {"cindex_oof_mean": metrics["cindex_mean"], "cindex_oof_pooled": metrics["cindex_pooled_oof"],
-            "ensemble_weights": metrics["ensemble_weights"], "epochs": epochs, "n_folds": config.n_folds,
-            "input_shape_zyx": list(TASK2_PLAN.input_shape_zyx),
-            "clinical_features": list(DEMO_CLINICAL_FEATURES)}
+    return {"mode": config.mode, "survival": config.survival, "cindex_oof_mean": metrics["cindex_mean"],
+            "cindex_oof_pooled": metrics["cindex_pooled_oof"], "ensemble_weights": metrics["ensemble_weights"],
+            "n_folds": config.n_folds, "clinical_features": list(config.clinical_features),
+            "biomarkers": list(config.biomarkers or []) or "all"}
+
+
+def train_hpv(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
+    """Task 3: the fusion model (tiny backbone, 48^3 input, ``--hpv-epochs`` epochs), 5 folds, exported."""
+    from hecktor.training.hpv import NETWORK_PRESETS, HPVTrainingConfig, export_hpv_bundle, train_hpv as train
+
+    run_dir = runs / get_task(3).name
+    config = HPVTrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=options.hpv_epochs, learning_rate=3e-3,
+                               network=dict(NETWORK_PRESETS["tiny"]), device="cpu", progress=False)
+    result = train(config, run_dir, data=data, plan=BOX_PLAN, cache_dir=runs / "cache", overwrite=True,
+                   echo=lambda line: print(f"[demo]   {line}"))
+    export_hpv_bundle(run_dir, bundle_dir(3))
+    metrics = result.metrics()
+    return {"mode": config.mode, "epochs": config.epochs, "n_folds": config.n_folds,
+            "input_shape_zyx": list(BOX_PLAN.input_shape_zyx), "prevalence": metrics["prevalence"],
+            "balanced_accuracy_oof_mean": metrics["balanced_accuracy_mean"], "auc_oof_mean": metrics["auc_mean"],
+            "threshold": metrics["threshold"]}
+
+
+TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis, "hpv": train_hpv}
+"""The demo's training stage of each task, by registry name, in registry order (Task 2 uses Task 1's run)."""
 
 
 # --------------------------------------------------------------------------------------------------- inference
@@ -228,7 +273,7 @@ def measure(command: Sequence[str], log_path: Path, env: dict[str, str] | None =
 
 def run_inference(task: int, input_dir: Path, output_dir: Path, log_path: Path) -> dict[str, Any]:
     """One ``inference.py`` run as a subprocess on the CPU, on one thread (see :func:`measure`)."""
-    command = [sys.executable, str(REPO / f"task{task}_container" / "inference.py"), "--input", str(input_dir),
+    command = [sys.executable, str(REPO / get_task(task).container / "inference.py"), "--input", str(input_dir),
                "--output", str(output_dir), "--device", "cpu"]
     # One thread: with two, torch's thread pool spends most of its time waiting whenever anything else runs on the
     # machine (measured here: 4.2 s instead of 1.5 s per sliding-window pass). The container itself keeps torch's
@@ -237,7 +282,7 @@ def run_inference(task: int, input_dir: Path, output_dir: Path, log_path: Path) 
 
 
 def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict[int, dict[str, dict[str, Any]]]:
-    """Both tasks' ``inference.py`` once per held-out case, ``jobs`` processes at a time (one thread each)."""
+    """Every task's ``inference.py`` once per held-out case, ``jobs`` processes at a time (one thread each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(task: int, pid: str) -> dict[str, Any]:
@@ -251,9 +296,9 @@ def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict
 
     runs: dict[int, dict[str, dict[str, Any]]] = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait on the subprocesses
-        for task in (1, 2):
-            records = list(pool.map(lambda pid: one(task, pid), patient_ids))
-            runs[task] = dict(zip(patient_ids, records))
+        for spec in tasks():
+            records = list(pool.map(lambda pid: one(spec.number, pid), patient_ids))
+            runs[spec.number] = dict(zip(patient_ids, records))
     failed = [(task, pid, r) for task, records in runs.items() for pid, r in records.items() if r["status"] != 0]
     if failed:
         task, pid, record = failed[0]
@@ -264,47 +309,84 @@ def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict
 # ------------------------------------------------------------------------------------------------------ scoring
 
 
-def score(out: Path, cohorts: dict[str, Any]) -> dict[str, Any]:
+def _output(out: Path, task: int, pid: str) -> Path:
+    return out / "outputs" / f"task{task}" / pid / get_task(task).output
+
+
+def score_segmentation(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
+    """Task 1: the challenge's metrics of the masks against the labels."""
     per_case = []
-    for case in cohorts["held_out"]:
+    for case in held_out:
         pid = case["patient_id"]
-        prediction = sitk.ReadImage(str(out / "outputs" / "task1" / pid / get_task(1).output))
+        prediction = sitk.ReadImage(str(_output(out, 1, pid)))
         truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{pid}.nii.gz"))
         per_case.append(evaluate_segmentation(prediction, truth, case_id=pid))
-        case["risk"] = json.loads((out / "outputs" / "task2" / pid / get_task(2).output).read_text())
-    held_out = cohorts["held_out"]
+    return {"segmentation": summarize_segmentation(per_case), "per_case": per_case}
+
+
+def score_prognosis(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
+    """Task 2: Harrell's C of the risks, beside the true log-hazard's."""
+    for case in held_out:
+        case["risk"] = json.loads(_output(out, 2, case["patient_id"]).read_text())
     times = [c["rfs_days"] for c in held_out]
     events = [c["relapse"] for c in held_out]
     cindex = concordance_index(times, events, [c["risk"] for c in held_out]) if any(events) else float("nan")
-    return {"segmentation": summarize_segmentation(per_case), "per_case": per_case, "cindex": cindex,
+    return {"cindex": cindex,
             "oracle_cindex": oracle_c_index(events, times, [c["true_log_hazard"] for c in held_out])}
+
+
+def score_hpv(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
+    """Task 3: balanced accuracy of the predicted statuses on the patients whose status is recorded (the
+    challenge's metric), beside the Bayes rule on the true P(HPV+) (:func:`hecktor.synthetic.oracle_balanced_accuracy`)."""
+    for case in held_out:
+        case["hpv_predicted"] = json.loads(_output(out, 3, case["patient_id"]).read_text())
+    known = [c for c in held_out if c["hpv_status"] is not None]
+    labels = [int(c["hpv_status"]) for c in known]
+    both_classes = 0 < sum(labels) < len(labels)
+    return {"hpv_n": len(known), "hpv_n_positive": sum(labels),
+            "hpv_balanced_accuracy": balanced_accuracy(labels, [bool(c["hpv_predicted"]) for c in known])
+            if both_classes else float("nan"),
+            "hpv_oracle_balanced_accuracy": oracle_balanced_accuracy(labels, [c["hpv_probability"] for c in known])}
+
+
+SCORERS = {"segmentation": score_segmentation, "prognosis": score_prognosis, "hpv": score_hpv}
+"""How the demo scores each task's container outputs, by registry name."""
+
+
+def score(out: Path, cohorts: dict[str, Any]) -> dict[str, Any]:
+    """Every task's scores on the held-out cases (one dict)."""
+    scores: dict[str, Any] = {}
+    for spec in tasks():
+        scores.update(SCORERS[spec.name](out, cohorts["held_out"]))
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------------------- main
 
 
-def run_demo(out: Path, train_cases: int, held_out: int, seed: int, seg_epochs: int, prognosis_epochs: int,
-             jobs: int = 2) -> Path:
+def run_demo(out: Path, options: argparse.Namespace) -> Path:
     import demo_report
     import torch
 
     # The demo's networks are tiny: one thread per process is several times faster than a pool of two, whose threads
     # mostly wait on each other (and stall outright when the machine is busy). The containers keep torch's default.
     torch.set_num_threads(1)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep rather than spin on shared cores
     out.mkdir(parents=True, exist_ok=True)
     for name in ("runs", "held_out", "outputs"):  # this demo's own folders only: a re-run starts clean
         shutil.rmtree(out / name, ignore_errors=True)
+    specs = tasks()
     watch = Stopwatch()
-    cohorts = watch.run("synthetic cohorts", make_cohorts, out, train_cases, held_out, seed)
-    segmentation = watch.run("Task 1 training (HecMamba, 2 folds side by side) and export", train_segmentation,
-                             out / "data", out / "runs" / "segmentation", seg_epochs)
-    prognosis = watch.run("Task 2 training (fusion) and export", train_prognosis, out / "data",
-                          out / "runs" / "prognosis", prognosis_epochs)
+    cohorts = watch.run("synthetic cohorts", make_cohorts, out, options.train_cases, options.held_out, options.seed)
+    trained: dict[str, Any] = {}
+    for spec in specs:
+        trained[spec.name] = watch.run(f"Task {spec.number} training ({spec.name}) and export", TRAINERS[spec.name],
+                                       out / "data", out / "runs", options, trained)
     patient_ids = [c["patient_id"] for c in cohorts["held_out"]]
-    runs = watch.run("both inference.py on the held-out cases", run_containers, out, patient_ids, jobs)
+    runs = watch.run("every inference.py on the held-out cases", run_containers, out, patient_ids, options.jobs)
     scores = watch.run("scoring", score, out, cohorts)
-    results = {"cohorts": cohorts, "segmentation_training": segmentation, "prognosis_training": prognosis,
-               "runs": runs, "scores": scores, "stages": watch.stages, "seed": seed, "jobs": jobs}
+    results = {"cohorts": cohorts, "training": trained, "runs": runs, "scores": scores, "stages": watch.stages,
+               "seed": options.seed, "jobs": options.jobs}
     report = watch.run("report", demo_report.write_report, out, results)
     results["total"] = watch.total()
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
@@ -327,20 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="output folder")
     parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
-    parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through both containers")
+    parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through every container")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--epochs", type=int, default=24,
                         help="Task 1 epochs per fold (of demo.json's 25 iterations; demo.json itself says 40)")
-    parser.add_argument("--prognosis-epochs", type=int, default=30, help="Task 2 epochs per fold")
+    parser.add_argument("--hpv-epochs", type=int, default=20, help="Task 3 (fusion) epochs per fold")
     parser.add_argument("--jobs", type=int, default=2, help="inference.py processes at a time (one thread each)")
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.train_cases < 10 or args.held_out < 2:
-        raise InputError("--train-cases must be at least 10 and --held-out at least 2")
-    report = run_demo(args.out, args.train_cases, args.held_out, args.seed, args.epochs, args.prognosis_epochs,
-                      max(1, args.jobs))
+    if args.train_cases < 24 or args.held_out < 2:
+        # Fewer than 24 training patients leave some of Tasks 2 and 3's five validation folds without a relapse or a
+        # patient of each HPV status to score them by.
+        raise InputError("--train-cases must be at least 24 and --held-out at least 2")
+    args.jobs = max(1, args.jobs)
+    report = run_demo(args.out, args)
     print(f"[demo] report: {report}")
 
 

@@ -162,17 +162,19 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
                            f"Held-out patients (n = {len(held_out)}), Task 2 container risk")
     results["kaplan_meier"] = km
 
-    seg, prog = results["segmentation_training"], results["prognosis_training"]
+    trained = results["training"]
+    seg, prog, hpv = (trained[get_task(n).name] for n in (1, 2, 3))
     summary = scores["segmentation"]
     runs = {int(task): records for task, records in results["runs"].items()}  # int keys in memory, str in JSON
     lines = [
         "# HECKTOR 2025 toolkit: demo report",
         "",
-        "Synthetic PET/CT cohort, CPU-sized models trained for minutes, and the two containers' `inference.py` run "
-        "once per held-out case as the platform runs them (a fresh process per case, Grand-Challenge input folders), "
-        "their outputs scored against the ground truth. The scores show that the pipeline works end to end, not "
-        "what the method can do: the demo's HecMamba has 1.5 M parameters (the default configuration 72 M) and "
-        f"trains {seg['epochs'] * seg['iterations_per_epoch']} iterations per fold on "
+        f"Synthetic PET/CT cohort, CPU-sized models trained for minutes, and the {len(runs)} containers' "
+        "`inference.py` run once per held-out case as the platform runs them (a fresh process per case, "
+        "Grand-Challenge input folders), their outputs scored against the ground truth. The scores show that the "
+        "pipeline works end to end, not what the method can do: the demo's HecMamba has "
+        f"{seg['parameters'] / 1e6:.1f} M parameters (the default configuration 72 M) and trains "
+        f"{seg['epochs'] * seg['iterations_per_epoch']} iterations per fold on "
         f"{seg['plan']['patch_size_zyx'][0]}^3 patches at {seg['plan']['spacing_mm_xyz'][0]:g} mm (the "
         "default: 25,000 on 128^3 patches at 1 mm).",
         "",
@@ -186,15 +188,22 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"* Held-out: {len(held_out)} other synthetic patients (another seed), laid out as Grand-Challenge input "
         "folders (UUID-named `.mha`, `ehr.json`; CT grids identity, axis-flipped or oblique).",
         f"* Task 1: HecMamba (`training/configs/demo.json`: widths {seg['network_config']['widths']}, hidden size "
-        f"{seg['network_config']['hidden_size']}) on {seg['plan']['patch_size_zyx']} patches at "
-        f"{seg['plan']['spacing_mm_xyz']} mm, folds {seg['folds']} of a 5-fold split, {seg['epochs']} epochs of "
-        f"{seg['iterations_per_epoch']} iterations of {seg['batch_size']} patches; best validation Dice per fold "
-        f"{', '.join(_f(b.get('val_dice_mean'), 3) for b in seg['best'])}. Inference with 4-fold mirror TTA.",
-        f"* Task 2: fusion model (tiny ResNet backbone + clinical MLP, {prog['input_shape_zyx']} input), "
-        f"{prog['n_folds']} folds, {prog['epochs']} epochs, clinical fields {', '.join(prog['clinical_features'])} "
-        f"(M-stage left out, see `training/demo.py`); out-of-fold C-index {_f(prog['cindex_oof_mean'])} "
-        f"(pooled {_f(prog['cindex_oof_pooled'])}); ensemble weights "
-        f"{', '.join(f'{w:.2f}' for w in prog['ensemble_weights'])}.",
+        f"{seg['network_config']['hidden_size']}, loss {seg['loss']}, deep supervision "
+        f"{'on' if seg['deep_supervision'] else 'off'}) on {seg['plan']['patch_size_zyx']} patches at "
+        f"{seg['plan']['spacing_mm_xyz']} mm, both folds of a {seg['n_folds']}-fold split (every training patient "
+        f"gets an out-of-fold mask, which Task 2 needs), {seg['epochs']} epochs of {seg['iterations_per_epoch']} "
+        f"iterations of {seg['batch_size']} patches; best validation Dice per fold "
+        f"{', '.join(_f(b.get('val_dice_mean'), 3) for b in seg['best'])}; postprocessing chosen on the out-of-fold "
+        f"predictions: {seg['postprocessing']}. Inference with mirror TTA (the container's default).",
+        f"* Task 2: `{prog['mode']}` mode (the record and the PET biomarkers of Task 1's out-of-fold masks; survival "
+        f"model {prog['survival'].get('kind')}), {prog['n_folds']} folds; out-of-fold C-index "
+        f"{_f(prog['cindex_oof_mean'])} (pooled {_f(prog['cindex_oof_pooled'])}); ensemble weights "
+        f"{', '.join(f'{w:.2f}' for w in prog['ensemble_weights'])}. The container segments with the nested Task 1 "
+        "model, then measures the biomarkers.",
+        f"* Task 3: `{hpv['mode']}` model (tiny ResNet backbone + clinical MLP, logistic head, "
+        f"{hpv['input_shape_zyx']} input), {hpv['n_folds']} folds, {hpv['epochs']} epochs; out-of-fold balanced "
+        f"accuracy {_f(hpv['balanced_accuracy_oof_mean'])}, AUC {_f(hpv['auc_oof_mean'])}; threshold "
+        f"{_f(hpv['threshold'])} (training prevalence {_f(hpv['prevalence'])}).",
         "",
         "## Scores on the held-out cases",
         "",
@@ -212,31 +221,35 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"| C-index of the Task 2 risk | {_f(scores['cindex'])} (oracle, the true log-hazard: "
         f"{_f(scores['oracle_cindex'])}) |",
         f"| log-rank p, high vs low predicted risk | {_f(km['logrank_p'], 3)} |",
+        f"| Task 3 balanced accuracy | {_f(scores['hpv_balanced_accuracy'])} on {scores['hpv_n']} patients of known "
+        f"status ({scores['hpv_n_positive']} HPV-positive; oracle, the true P(HPV+): "
+        f"{_f(scores['hpv_oracle_balanced_accuracy'])}) |",
         "",
         "## Container runs (CPU, one process per case)",
         "",
         "Wall time includes the interpreter's start-up, imports and model loading, as the platform counts it. CPU "
         "time and peak resident memory are the process's own (measured by a small launcher process, so that the "
-        f"demo's own memory does not count). {results.get('jobs', 1)} process(es) ran at a time, one thread each.",
+        f"demo's own memory does not count). {results.get('jobs', 1)} process(es) ran at a time, one thread each. "
+        "Task 2's run includes its nested Task 1 segmentation (without TTA).",
         "",
         "| container | cases | wall time, median | CPU time, median | peak memory, median |",
         "| --- | --- | --- | --- | --- |",
-        f"| Task 1 | {len(runs[1])} | {_resource_rows(runs[1])} |",
-        f"| Task 2 | {len(runs[2])} | {_resource_rows(runs[2])} |",
+        *(f"| Task {task} | {len(records)} | {_resource_rows(records)} |" for task, records in sorted(runs.items())),
         "",
-        "| case | CT grid | GTVp Dice | GTVn Dice | GTVp HD95 (mm) | Task 1 wall / CPU / memory | risk | RFS (days), "
-        "relapse | Task 2 wall / CPU / memory |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | CT grid | GTVp Dice | GTVn Dice | GTVp HD95 (mm) | risk | RFS (days), relapse | HPV predicted / "
+        "recorded | " + " | ".join(f"Task {task} wall / CPU / memory" for task in sorted(runs)) + " |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in runs) + " |",
     ]
-    task1_runs, task2_runs = runs[1], runs[2]
     for case in held_out:
         pid = case["patient_id"]
-        r1, r2, m = task1_runs[pid], task2_runs[pid], per_case[pid]
+        m = per_case[pid]
+        recorded = "unknown" if case["hpv_status"] is None else str(bool(case["hpv_status"])).lower()
+        usage = " | ".join(f"{r['wall_s']:.1f} s / {r['cpu_s']:.1f} s / {r['peak_rss_mb']:.0f} MB"
+                           for r in (runs[task][pid] for task in sorted(runs)))
         lines.append(
             f"| {pid} | {case['ct_orientation']} | {_f(m['GTVp']['dice'])} | {_f(m['GTVn']['dice'])} | "
-            f"{_f(m['GTVp']['hd95'], 1)} | {r1['wall_s']:.1f} s / {r1['cpu_s']:.1f} s / {r1['peak_rss_mb']:.0f} MB | "
-            f"{case['risk']:.3f} | {case['rfs_days']:.0f}, {case['relapse']} | "
-            f"{r2['wall_s']:.1f} s / {r2['cpu_s']:.1f} s / {r2['peak_rss_mb']:.0f} MB |")
+            f"{_f(m['GTVp']['hd95'], 1)} | {case['risk']:.3f} | {case['rfs_days']:.0f}, {case['relapse']} | "
+            f"{str(case['hpv_predicted']).lower()} / {recorded} | {usage} |")
     lines += ["", "## Figures", ""]
     for path in overlays:
         lines.append(f"![{path.stem}](figures/{path.name})")

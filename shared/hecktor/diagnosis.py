@@ -347,10 +347,11 @@ class HPVPredictor:
         return probability >= self.threshold
 
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> bool:
-        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call)."""
-        probability = self.ensemble.predict_case(case, budget=budget, **options)
-        self._record(self.ensemble.last_report, probability)
-        return probability >= self.threshold
+        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call): a CT or PET that
+        reading dropped (``None``) is predicted without, a dropped ``ehr.json`` as an absent record."""
+        status = self.predict(case.ct, case.pet, case.ehr, budget=budget, **options)
+        self.last_report.warnings[:0] = case.warnings
+        return status
 
     def predict_batch(self, images: np.ndarray | None, records: Sequence[Mapping[str, Any] | None], *,
                       batch_size: int = 8) -> np.ndarray:

@@ -792,7 +792,11 @@ def run_fold(
         features = np.concatenate([features, scaler.transform(cohort.biomarkers).astype(np.float64)], axis=1)
     survival = build_survival_model(config.survival).fit(features[train_idx], cohort.time[train_idx], cohort.event[train_idx])
     oof = survival.standardized_risk(features[val_idx])
-    cindex = concordance_index(cohort.time[val_idx], cohort.event[val_idx], oof)
+    cindex = _safe_cindex(cohort.time[val_idx], cohort.event[val_idx], oof)
+    if math.isnan(cindex):  # the ensemble weight needs it
+        raise InputError(f"fold {index}: its {len(val_idx)} validation patients ({int(cohort.event[val_idx].sum())} "
+                         "relapses) hold no comparable pair, so the fold has no C-index to weight it by; use fewer "
+                         "folds (--folds) or more patients")
     model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler)
     return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
                       time.perf_counter() - started)
