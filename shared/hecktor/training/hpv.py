@@ -53,20 +53,7 @@ from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
 from hecktor.tasks import RECORD_KEYS, get_task
 from hecktor.training.cache import PreprocessingCache
-from hecktor.training.crossval import (  # what the Task 2 and Task 3 trainers share
-    Batches,
-    FoldRunConfig,
-    export_run,
-    fit_encoder,
-    fit_epochs,
-    forward_all,
-    load_cached_images,
-    pool_oof,
-    resolve_split,
-    run_folds,
-    save_run,
-    split_for_early_stopping,
-)
+from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
 from hecktor.training.crossval import json_safe as _json_safe
 from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
@@ -81,7 +68,7 @@ TARGET = TASK.target_columns[0]  # "HPV Status"
 
 # ---------------------------------------------------------------------------------------------------------- config
 @dataclass
-class HPVTrainingConfig(FoldRunConfig):
+class HPVTrainingConfig(crossval.FoldRunConfig):
     """Everything that decides a Task 3 cross-validation run (written to ``RUN_DIR/config.json``).
 
     Args:
@@ -259,8 +246,8 @@ def load_hpv_cohort(
     if not with_images:
         return cohort
     cases = {case.patient_id: case for case in list_training_cases(root, TASK.number)}
-    cohort.images = load_cached_images(hpv_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
-                                       progress=progress, workers=workers)
+    cohort.images = crossval.load_cached_images(hpv_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
+                                                progress=progress, workers=workers)
     return cohort
 
 
@@ -382,7 +369,7 @@ class HPVCrossValidationResult:
 
     def oof_probability(self) -> np.ndarray:
         """Every patient's calibrated probability from the fold that did not train on it (NaN: fold not trained)."""
-        return pool_oof(len(self.cohort), self.folds, "oof_probability")
+        return crossval.pool_oof(len(self.cohort), self.folds, "oof_probability")
 
     def oof_prediction(self) -> np.ndarray:
         """Every patient's OOF status at its fold's cross-fitted threshold (-1: fold not trained)."""
@@ -454,10 +441,10 @@ class HPVCrossValidationResult:
             return (f"{pid},{fold},{self.cohort.labels[i]},"
                     + (f"{probability[i]:.6f},{predicted[i]}" if math.isfinite(probability[i]) else ","))
 
-        return save_run(run_dir, metrics=self.metrics(), config=self.config, split=self.split,
-                        patient_ids=self.cohort.patient_ids,
-                        oof_header="PatientID,fold,hpv_status,oof_probability,oof_prediction", oof_row=row,
-                        predictor=self.predictor(device="cpu"))
+        return crossval.save_run(run_dir, metrics=self.metrics(), config=self.config, split=self.split,
+                                 patient_ids=self.cohort.patient_ids,
+                                 oof_header="PatientID,fold,hpv_status,oof_probability,oof_prediction", oof_row=row,
+                                 predictor=self.predictor(device="cpu"))
 
 
 # ---------------------------------------------------------------------------------------------------------- training
@@ -471,7 +458,7 @@ def _shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list
 
 def train_classifier(
     config: HPVTrainingConfig,
-    data: Batches,
+    data: crossval.Batches,
     n_clinical: int,
     train_idx: np.ndarray,
     labels: np.ndarray,
@@ -495,7 +482,7 @@ def train_classifier(
     device = data.device
     torch.manual_seed(seed)
     network = FusedFeatureExtractor(n_clinical=n_clinical, mode=config.mode, **config.network).to(device)
-    inner, held = split_for_early_stopping(labels[train_idx], config.early_stopping_fraction, seed)
+    inner, held = crossval.split_for_early_stopping(labels[train_idx], config.early_stopping_fraction, seed)
     fit_idx = train_idx[inner]
     held_idx = train_idx[held] if held is not None else None
     fit_labels = labels[fit_idx].astype(np.float64)
@@ -513,7 +500,7 @@ def train_classifier(
         return (torch.nn.functional.binary_cross_entropy_with_logits(
             logit, label_t[idx].to(device), reduction="none") * weight).sum() / weight.sum()
 
-    network, best_epoch = fit_epochs(
+    network, best_epoch = crossval.fit_epochs(
         network, config, data, fit_idx, held_idx, seed=seed,
         batches=lambda rng: _shuffled_batches(len(fit_idx), config.batch_size, rng), loss=loss,
         held_out=lambda held_logit: {"heldout_auc": _safe_auc(labels[held_idx], held_logit)},
@@ -557,7 +544,7 @@ def run_fold(
     started = time.perf_counter()
     labels = cohort.labels
     seed = config.seed * 1000 + index
-    encoder, clinical = fit_encoder(config, cohort.rows, train_idx)
+    encoder, clinical = crossval.fit_encoder(config, cohort.rows, train_idx)
     network, best_epoch = None, None
     if config.mode == "clinical":
         head, calibration_patients = _clinical_head(config, clinical[train_idx].astype(np.float64), labels[train_idx],
@@ -566,7 +553,7 @@ def run_fold(
     else:
         if cohort.images is None:
             raise InputError(f"mode {config.mode!r} needs images; load the cohort with with_images=True")
-        data = Batches(cohort.images, clinical, device)
+        data = crossval.Batches(cohort.images, clinical, device)
         log = RunLog(log_dir, name="training_log") if log_dir is not None else None
         network, best_epoch, held_idx = train_classifier(
             config, data, encoder.n_features if encoder is not None else 0, train_idx, labels, seed=seed, log=log,
@@ -574,13 +561,13 @@ def run_fold(
         weight = network.risk_head.weight.detach().cpu().double().numpy().ravel()
         bias = float(network.risk_head.bias.detach().cpu().double().numpy()[0])
         if held_idx is not None:
-            _, held_logit = forward_all(network, data, held_idx, config.feature_batch_size)
+            _, held_logit = crossval.forward_all(network, data, held_idx, config.feature_batch_size)
             calibration, calibration_patients = fit_platt(held_logit, labels[held_idx]), len(held_idx)
         else:
             calibration = PlattCalibration.prior_shift(float(labels[train_idx].mean()))
             calibration_patients = 0
         head = LogisticHead(tuple(weight), bias, calibration)
-        features, _ = forward_all(network, data, val_idx, config.feature_batch_size)
+        features, _ = crossval.forward_all(network, data, val_idx, config.feature_batch_size)
         oof = head.probability(features)
         network.cpu()
     model = ClassifierFold(head=head, network=network, encoder=encoder, auc=_safe_auc(labels[val_idx], oof))
@@ -616,8 +603,8 @@ def cross_validate_hpv(
     progress = config.progress if progress is None else progress
     if run_dir is not None:
         prepare_run_dir(Path(run_dir), overwrite)
-    split = resolve_split(split, cohort.labels, cohort.centres, config)
-    results = run_folds(config, cohort, split, run_dir, run_fold, progress=progress, on_fold=on_fold)
+    split = crossval.resolve_split(split, cohort.labels, cohort.centres, config)
+    results = crossval.run_folds(config, cohort, split, run_dir, run_fold, progress=progress, on_fold=on_fold)
     aucs = [r.auc if math.isfinite(r.auc) else 0.5 for r in results]  # an undefined AUC counts as chance
     weights = ensemble_weights(aucs)
     labels = cohort.labels
@@ -706,7 +693,7 @@ def export_hpv_bundle(run_dir: str | Path, out_dir: str | Path) -> HPVPredictor:
     Raises:
         InputError: ``run_dir`` is not a finished Task 3 run, or ``out_dir`` is the run's own model folder.
     """
-    return export_run(run_dir, out_dir, HPVPredictor, "Task 3", "training/train_hpv.py")
+    return crossval.export_run(run_dir, out_dir, HPVPredictor, "Task 3", "training/train_hpv.py")
 
 
 # ---------------------------------------------------------------------------------------------- held-out scoring
