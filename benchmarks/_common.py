@@ -28,7 +28,7 @@ REAL_CSV = REPO.parent / "shared" / "data" / "real" / "clinical" / "tcia_hn1_hec
 """The real HN1 table of part (b)."""
 
 
-def fmt_mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> str:
     """``mean ± SD`` (population SD) with three decimals."""
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 

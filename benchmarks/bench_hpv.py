@@ -50,24 +50,15 @@ from hecktor.training.hpv import (
     load_hpv_csv_cohort,
 )
 
-from _common import (  # a sibling module: benchmarks run as scripts, with their folder first on sys.path
-    REAL_CSV,
-    add_common_arguments,
-    add_device_arguments,
-    add_network_arguments,
-    add_training_arguments,
-    fmt_mean_sd,
-    random_fusion_folds,
-    synthetic_cohort,
-    time_inference,
-    write_report,
-)
+# _common is a sibling module: benchmarks run as scripts, with their folder first on sys.path.
+import _common as common
+from _common import mean_sd
 
 # ------------------------------------------------------------------------------------------------------------- (a)
 def part_a(args: argparse.Namespace) -> list[str]:
     from hecktor.synthetic import HPV_PREVALENCE
 
-    cohort_dir, description = synthetic_cohort(args)
+    cohort_dir, description = common.synthetic_cohort(args)
     plan = BoxPlan(input_shape_zyx=(args.input_size,) * 3)
     started = time.perf_counter()
     cohort = load_hpv_cohort(cohort_dir, plan, cache_dir=args.work / "cache", progress=True)
@@ -104,7 +95,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         rows.append((mode, m["balanced_accuracy_folds"], m["balanced_accuracy_pooled_oof"],
                      m["balanced_accuracy_in_sample_threshold"], m["auc_folds"], m["auc_pooled_oof"],
                      m["train_seconds"]))
-        print(f"  {mode}: balanced accuracy {fmt_mean_sd(m['balanced_accuracy_folds'])}, AUC {fmt_mean_sd(m['auc_folds'])} in "
+        print(f"  {mode}: balanced accuracy {mean_sd(m['balanced_accuracy_folds'])}, AUC {mean_sd(m['auc_folds'])} in "
               f"{m['train_seconds']:.0f} s", flush=True)
     rows.append(("oracle (true P(HPV+) ≥ prevalence)", oracle_ba,
                  balanced_accuracy(labels, true_p >= HPV_PREVALENCE), None, oracle_auc, roc_auc(labels, true_p), None))
@@ -122,8 +113,8 @@ def part_a(args: argparse.Namespace) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, ba, pooled, in_sample, auc, pooled_auc, seconds in rows:
-        lines.append(f"| {name} | {fmt_mean_sd(ba)} | {pooled:.3f} | "
-                     f"{'—' if in_sample is None else f'{in_sample:.3f}'} | {fmt_mean_sd(auc)} | {pooled_auc:.3f} | "
+        lines.append(f"| {name} | {mean_sd(ba)} | {pooled:.3f} | "
+                     f"{'—' if in_sample is None else f'{in_sample:.3f}'} | {mean_sd(auc)} | {pooled_auc:.3f} | "
                      f"{'—' if seconds is None else f'{seconds:.0f}'} |")
     by_mode = {r[0]: np.mean(r[1]) for r in rows}
     oracle_mean = np.mean(oracle_ba)
@@ -182,9 +173,10 @@ def part_b(args: argparse.Namespace) -> list[str]:
         m = cross_validate_hpv(cohort, config, None, progress=False).metrics()
         means_ba.append(m["balanced_accuracy_mean"])
         means_auc.append(m["auc_mean"])
-        lines.append(f"| {seed} | {fmt_mean_sd(m['balanced_accuracy_folds'])} | {m['balanced_accuracy_pooled_oof']:.3f} | "
-                     f"{fmt_mean_sd(m['auc_folds'])} | {m['auc_pooled_oof']:.3f} |")
-    lines += ["", f"Over the {args.real_seeds} fold seeds: balanced accuracy {fmt_mean_sd(means_ba)}, AUC {fmt_mean_sd(means_auc)} "
+        lines.append(f"| {seed} | {mean_sd(m['balanced_accuracy_folds'])} | {m['balanced_accuracy_pooled_oof']:.3f} | "
+                     f"{mean_sd(m['auc_folds'])} | {m['auc_pooled_oof']:.3f} |")
+    lines += ["", f"Over the {args.real_seeds} fold seeds: balanced accuracy {mean_sd(means_ba)}, "
+              f"AUC {mean_sd(means_auc)} "
               "(mean ± SD of the seeds' means). Features: Age, Gender, Performance Status, Treatment, M-stage (HN1 "
               "records no tobacco or alcohol)."]
     return lines
@@ -195,20 +187,22 @@ def random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> HPVPredictor:
     """A 5-fold full-size ResNet-18 fusion ensemble with random weights (timing does not depend on their values)."""
     rng = np.random.default_rng(seed)
     folds = []
-    for k, encoder, network in random_fusion_folds(n_folds):
+    for k, encoder, network in common.random_fusion_folds(n_folds):
         head = LogisticHead(tuple(rng.normal(size=network.feature_dim) * 0.1), 0.0, PlattCalibration(0.8, 0.2))
         folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=0.6 + 0.01 * k))
     return HPVPredictor(folds, ensemble_weights([f.auc for f in folds]), BoxPlan(), "fusion", 0.55, device="cpu")
 
 
 def part_c(args: argparse.Namespace) -> list[str]:
-    return time_inference(random_fusion_ensemble(), HPVPredictor, 3, args, "logistic heads + calibration (5 folds)")
+    """(c) Per-case inference time of a random 5-fold full-size fusion ensemble."""
+    return common.time_inference(random_fusion_ensemble(), HPVPredictor, 3, args,
+                                 "logistic heads + calibration (5 folds)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_arguments(parser, "bench_hpv", ("a", "b", "c"))
+    common.add_common_arguments(parser, "bench_hpv", ("a", "b", "c"))
     parser.add_argument("--cases", type=int, default=300, help="(a) synthetic cohort size (before unknown status)")
     parser.add_argument("--cohort-seed", type=int, default=1, help="(a) synthetic cohort seed")
     parser.add_argument("--modes", nargs="+", choices=("clinical", "imaging", "fusion", "true-features"),
@@ -217,21 +211,22 @@ def main(argv: list[str] | None = None) -> int:
                              "node count, a ceiling for what the network could learn)")
     parser.add_argument("--input-size", type=int, default=32,
                         help="(a) side of the input cube (the plan's; the product uses 96)")
-    add_network_arguments(parser, NETWORK_PRESETS)
+    common.add_network_arguments(parser, NETWORK_PRESETS)
     parser.add_argument("--network-config", type=json.loads, default={},
                         help="(a) further FusedFeatureExtractor arguments as JSON, e.g. '{\"fused_dim\": 16}'")
     parser.add_argument("--tag", default="", help="(a) suffix of the run folders (to keep runs of other settings)")
-    add_training_arguments(parser)
-    add_device_arguments(parser)
+    common.add_training_arguments(parser)
+    common.add_device_arguments(parser)
     parser.add_argument("--real-seeds", type=int, default=5, help="(b) fold seeds")
     parser.add_argument("--repeats", type=int, default=3, help="(c) inference runs")
-    parser.add_argument("--real-csv", type=Path, default=REAL_CSV, help="(b) the HN1 table")
+    parser.add_argument("--real-csv", type=Path, default=common.REAL_CSV, help="(b) the HN1 table")
     args = parser.parse_args(argv)
     args.modes = [TRUE_FEATURES if m == "true-features" else m for m in args.modes]
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
 
-    return write_report(args, {"a": part_a, "b": part_b, "c": part_c}, "## Task 3 HPV-status benchmark", "bench_hpv")
+    return common.write_report(args, {"a": part_a, "b": part_b, "c": part_c}, "## Task 3 HPV-status benchmark",
+                               "bench_hpv")
 
 
 if __name__ == "__main__":

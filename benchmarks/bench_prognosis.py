@@ -65,19 +65,9 @@ from hecktor.training.prognosis import (
     load_hecktor_cohort,
 )
 
-from _common import (  # a sibling module: benchmarks run as scripts, with their folder first on sys.path
-    REAL_CSV,
-    REPO,
-    add_common_arguments,
-    add_device_arguments,
-    add_network_arguments,
-    add_training_arguments,
-    fmt_mean_sd,
-    random_fusion_folds,
-    synthetic_cohort,
-    time_inference,
-    write_report,
-)
+# _common is a sibling module: benchmarks run as scripts, with their folder first on sys.path.
+import _common as common
+from _common import mean_sd
 
 # ------------------------------------------------------------------------------------------------------------- (a)
 TASK1_ITERATIONS_PER_EPOCH = 25
@@ -90,7 +80,7 @@ def task1_config(cohort_dir: Path, run_dir: Path, args: argparse.Namespace) -> d
     checkpoint makes the out-of-fold masks: no model selection on the patients it then segments)."""
     from hecktor.training.segmentation import load_config_file
 
-    config = load_config_file(REPO / "training" / "configs" / "demo.json")
+    config = load_config_file(common.REPO / "training" / "configs" / "demo.json")
     config["plan"]["patch_size_zyx"] = [args.seg_patch] * 3
     epochs = max(1, args.seg_iterations // TASK1_ITERATIONS_PER_EPOCH)
     config.update({"data_root": str(cohort_dir), "run_dir": str(run_dir),
@@ -214,7 +204,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
     from hecktor.biomarkers import TumourCrop
     from hecktor.training.prognosis import add_segmentation_features, export_segmentation_bundle
 
-    cohort_dir, description = synthetic_cohort(args)
+    cohort_dir, description = common.synthetic_cohort(args)
 
     # Task 1 cross-validation, once: its out-of-fold masks give every Task 2 row with biomarkers its features.
     seg_run = args.work / f"seg_cv_{args.cases}"
@@ -272,7 +262,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         results[name][seed] = {"folds": metrics["cindex_folds"], "pooled": metrics["cindex_pooled_oof"],
                                "seconds": metrics["train_seconds"]}
         results_path.write_text(json.dumps(results, indent=2))  # a long run keeps what it measured
-        print(f"  {name}: {fmt_mean_sd(metrics['cindex_folds'])} in {metrics['train_seconds']:.0f} s", flush=True)
+        print(f"  {name}: {mean_sd(metrics['cindex_folds'])} in {metrics['train_seconds']:.0f} s", flush=True)
 
     first = args.fold_seeds[0]
     lines = [
@@ -309,7 +299,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         seconds = f"{row['seconds']:.0f}" if row["seconds"] else "—"
         repeated = f"{np.mean(means):.3f} ± {np.std(means):.3f}" + (
             f" ({len(means)} seeds)" if len(means) != len(args.fold_seeds) else "")
-        lines.append(f"| {name} | {fmt_mean_sd(row['folds'])} | {row['pooled']:.3f} | {per} | {seconds} | {repeated} |")
+        lines.append(f"| {name} | {mean_sd(row['folds'])} | {row['pooled']:.3f} | {per} | {seconds} | {repeated} |")
     results_path.write_text(json.dumps(results, indent=2))
     lines += ["", "The oracle scores the true log-hazard, built from every true covariate (HPV status and the values "
               "later blanked as missing included); the models see the recorded table, and the default clinical "
@@ -341,7 +331,8 @@ def part_b(args: argparse.Namespace) -> list[str]:
         name = "seven seed features" + (" + HPV Status" if "HPV Status" in features else "")
         default = " (default)" if survival == TrainingConfig().survival and "HPV Status" not in features else ""
         per = ", ".join(f"{c:.3f}" for c in metrics["cindex_folds"])
-        lines.append(f"| {name} | ridge Cox, alpha {survival['alpha']:g}{default} | {fmt_mean_sd(metrics['cindex_folds'])} | "
+        lines.append(f"| {name} | ridge Cox, alpha {survival['alpha']:g}{default} | "
+                     f"{mean_sd(metrics['cindex_folds'])} | "
                      f"{metrics['cindex_pooled_oof']:.3f} | {per} |")
     lines += ["", "Reference: a ridge Cox model on the seven seed features reaches about 0.56 on this table."]
     return lines
@@ -352,7 +343,7 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
     """A 5-fold full-size ResNet-18 fusion ensemble with random weights (timing does not depend on their values)."""
     rng = np.random.default_rng(seed)
     folds = []
-    for k, encoder, network in random_fusion_folds(n_folds):
+    for k, encoder, network in common.random_fusion_folds(n_folds):
         survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, network.feature_dim)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k))
@@ -360,8 +351,9 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
 
 
 def part_c(args: argparse.Namespace) -> list[str]:
-    return time_inference(_random_fusion_ensemble(), RiskPredictor, 2, args, "Cox models + ensemble (5 folds)",
-                          "; on 2 otherwise idle cores the wall time of predict approaches half of it")
+    """(c) Per-case inference time of a random 5-fold full-size fusion ensemble."""
+    return common.time_inference(_random_fusion_ensemble(), RiskPredictor, 2, args, "Cox models + ensemble (5 folds)",
+                                 "; on 2 otherwise idle cores the wall time of predict approaches half of it")
 
 
 # ------------------------------------------------------------------------------------------------------------- (d)
@@ -423,7 +415,7 @@ def part_d(args: argparse.Namespace) -> list[str]:
         if (trained / "manifest.json").is_file():
             segmentation, what = trained, "the 5 folds of part (a)'s Task 1 cross-validation (trained weights)"
         else:
-            demo = load_config_file(REPO / "training" / "configs" / "demo.json")
+            demo = load_config_file(common.REPO / "training" / "configs" / "demo.json")
             plan = RegionPlan.from_dict({**demo["plan"], "patch_size_zyx": [args.seg_patch] * 3})
             segmentation = _random_task1_bundle(tmp / "task1", demo["network_config"], plan)
             what = "5 demo-sized HecMamba folds with random weights (part (a) not run)"
@@ -474,15 +466,15 @@ def part_d(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_arguments(parser, "bench_prognosis", ("a", "b", "c", "d"))
+    common.add_common_arguments(parser, "bench_prognosis", ("a", "b", "c", "d"))
     parser.add_argument("--cases", type=int, default=300, help="(a) synthetic cohort size")
     parser.add_argument("--cohort-seed", type=int, default=1, help="(a) synthetic cohort seed")
     parser.add_argument("--input-size", type=int, default=32,
                         help="(a) side of the Task 2 input cube (the plan's; the product uses 96)")
-    add_network_arguments(parser, NETWORK_PRESETS)
-    add_training_arguments(parser)
+    common.add_network_arguments(parser, NETWORK_PRESETS)
+    common.add_training_arguments(parser)
     parser.add_argument("--alpha", type=float, default=TrainingConfig().survival["alpha"], help="(a) ridge penalty")
-    add_device_arguments(parser)
+    common.add_device_arguments(parser)
     parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="(a) seeds of the repeated 5-fold splits (the first gives the per-fold columns)")
     parser.add_argument("--only", nargs="+", help="(a) rows whose name contains one of these (default: all)")
@@ -491,13 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seg-patch", type=int, default=32, help="(a) Task 1 patch side (voxels of 4 mm)")
     parser.add_argument("--seg-jobs", type=int, default=2, help="(a) Task 1 folds trained at a time")
     parser.add_argument("--repeats", type=int, default=3, help="(c) inference runs")
-    parser.add_argument("--real-csv", type=Path, default=REAL_CSV, help="(b) the HN1 table")
+    parser.add_argument("--real-csv", type=Path, default=common.REAL_CSV, help="(b) the HN1 table")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
 
-    return write_report(args, {"a": part_a, "b": part_b, "c": part_c, "d": part_d}, "## Task 2 prognosis benchmark",
-                        "bench_prognosis")
+    return common.write_report(args, {"a": part_a, "b": part_b, "c": part_c, "d": part_d},
+                               "## Task 2 prognosis benchmark", "bench_prognosis")
 
 
 if __name__ == "__main__":
