@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from conftest import head_phantom
 from hecktor.bundle import load_bundle
+from hecktor.diagnosis import HPVPredictor
 from hecktor.metrics import dice
 from hecktor.plan import RegionPlan
 from hecktor.prognosis import RiskPredictor
@@ -53,6 +54,22 @@ def test_task2_fixture_predicts_what_it_predicted_at_export(phantom):
     ct, pet = phantom
     risk = RiskPredictor.from_bundle(FIXTURES / "task2", device="cpu").predict(ct, pet, EXPECTED["ehr"])
     assert risk == pytest.approx(EXPECTED["task2_risk"], abs=1e-6)
+
+
+def test_task2_biomarkers_fixture_segments_measures_and_predicts_what_it_did_at_export(phantom):
+    """The default Task 2 mode: the nested Task 1 bundle segments, the biomarkers are measured, the Cox folds score."""
+    ct, pet = phantom
+    predictor = RiskPredictor.from_bundle(FIXTURES / "task2-biomarkers", device="cpu")
+    risk = predictor.predict(ct, pet, EXPECTED["ehr"])
+    assert predictor.last_biomarkers.values == pytest.approx(EXPECTED["task2_biomarkers"], rel=1e-4)
+    assert risk == pytest.approx(EXPECTED["task2_biomarkers_risk"], abs=1e-5)
+
+
+def test_task3_fixture_predicts_what_it_predicted_at_export(phantom):
+    ct, pet = phantom
+    predictor = HPVPredictor.from_bundle(FIXTURES / "task3", device="cpu")
+    assert bool(predictor.predict(ct, pet, EXPECTED["ehr"])) is EXPECTED["task3_status"]
+    assert predictor.last_report.probability == pytest.approx(EXPECTED["task3_probability"], abs=1e-6)
 
 
 def test_a_plan_field_added_later_does_not_invalidate_a_bundle(tmp_path, monkeypatch, phantom):

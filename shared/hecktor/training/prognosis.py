@@ -345,48 +345,43 @@ def load_hecktor_cohort(
 
 
 # ---------------------------------------------------------------------------------------- Task 1 masks, biomarkers
-VALIDATION_FOLDER = "validation"
-"""``RUN_DIR/fold_k/validation/<PID>.nii.gz``: fold k's prediction of its validation patients (out-of-fold masks)."""
-
-
 def validation_mask_path(segmentation_run: str | Path, fold: int, patient_id: str) -> Path:
-    return Path(segmentation_run) / f"fold_{fold}" / VALIDATION_FOLDER / f"{patient_id}.nii.gz"
+    """Where the Task 1 trainer writes fold ``fold``'s out-of-fold mask of ``patient_id``."""
+    from hecktor.training.segmentation import VALIDATION_DIR
+
+    return Path(segmentation_run) / f"fold_{fold}" / VALIDATION_DIR / f"{patient_id}.nii.gz"
 
 
-# INTERIM -- until the Task 1 trainer (hecktor.training.segmentation) writes RUN_DIR/fold_k/validation/<PID>.nii.gz
-# through Segmenter after each fold (another change in progress), this function writes them with the same call:
-# Segmenter([fold k's network], plan).predict(ct, pet, tta=False). The lead reconciles the two; the file layout is
-# the same, so masks written by either are used by the other.
 def write_validation_masks(
     segmentation_run: str | Path,
     *,
     folds: Sequence[int] | None = None,
-    checkpoint: str = "last",
+    checkpoint: str = "best",
     device: str = "cpu",
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Out-of-fold masks of a Task 1 cross-validation run: fold *k*'s network segments fold *k*'s validation
-    patients through :meth:`Segmenter.predict <hecktor.segment.Segmenter.predict>` (no TTA, the whole region, as at
-    test time) into ``RUN_DIR/fold_k/validation/<PID>.nii.gz`` (UInt8 on the CT's grid). Masks already there are
-    kept.
+    """Out-of-fold masks of a Task 1 cross-validation run, in ``RUN_DIR/fold_k/validation/<PID>.nii.gz`` (UInt8 on the
+    CT's grid). The Task 1 trainer writes them after each fold (``predict_validation``, on by default, with the best
+    checkpoint); masks already there are used as they are, and only the validation patients of a fold without them
+    (a run trained with ``predict_validation`` off, or before it existed) are segmented here, by the same function
+    and settings (:func:`hecktor.training.segmentation.predict_validation_cases`).
 
     Args:
         segmentation_run: a ``train_segmentation.py --out`` folder (``config.json``, ``plan.json``, ``folds.json``,
             ``fold_k/checkpoint_<checkpoint>.pt``).
         folds: the folds whose validation patients to segment (default all; e.g. one per process).
-        checkpoint: ``last`` (default: no model selection on the validation patients) or ``best``.
+        checkpoint: the checkpoint that segments missing masks: ``best`` (default, as the trainer) or ``last``.
 
     Returns:
         the mask path of every validation patient of ``folds``, by patient ID.
 
     Raises:
-        InputError: not a finished cross-validation (a fold without its checkpoint).
+        InputError: not a finished cross-validation (a fold without masks or a checkpoint to make them).
     """
     from hecktor.folds import load_folds as load_split
     from hecktor.plan import RegionPlan
-    from hecktor.segment import Segmenter
-    from hecktor.training.segmentation import CONFIG_JSON, FOLDS_JSON, PLAN_JSON, network_from_checkpoint
+    from hecktor.training.segmentation import CONFIG_JSON, FOLDS_JSON, PLAN_JSON, predict_validation_cases
 
     run = Path(segmentation_run)
     for name in (CONFIG_JSON, PLAN_JSON, FOLDS_JSON):
@@ -394,34 +389,32 @@ def write_validation_masks(
             raise InputError(f"{run} is not a Task 1 training run ({name} missing); train it with "
                              "training/train_segmentation.py --fold all")
     config = json.loads((run / CONFIG_JSON).read_text())
-    plan = RegionPlan.load(run / PLAN_JSON)
     cases = {case.patient_id: case for case in list_training_cases(config["data_root"], 1)}
     ids = sorted(cases)
     split = load_split(run / FOLDS_JSON, case_ids=ids)
-    missing = [k for k in range(len(split)) if not (run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt").is_file()]
-    if missing:
-        raise InputError(f"{run}: fold(s) {missing} have no checkpoint_{checkpoint}.pt; out-of-fold masks need every "
-                         "fold (train_segmentation.py --fold all)")
     masks: dict[str, Path] = {}
+    todo: dict[int, list[str]] = {}
     for k, (_, val_idx) in enumerate(split):
         if folds is not None and k not in folds:
             continue
-        todo = []
         for i in val_idx:
-            path = validation_mask_path(run, k, ids[i])
-            masks[ids[i]] = path
-            if not path.is_file():
-                todo.append(ids[i])
-        if not todo:
-            continue
-        network, _ = network_from_checkpoint(run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt")
-        segmenter = Segmenter([network], plan, fold_names=[f"fold_{k}"], device=device)
+            masks[ids[i]] = validation_mask_path(run, k, ids[i])
+        missing = [ids[i] for i in val_idx if not masks[ids[i]].is_file()]
+        if missing:
+            todo[k] = missing
+    absent = [k for k in todo if not (run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt").is_file()]
+    if absent:
+        raise InputError(f"{run}: fold(s) {absent} have neither out-of-fold masks nor checkpoint_{checkpoint}.pt; "
+                         "biomarkers need every fold (train_segmentation.py --fold all)")
+    plan = RegionPlan.load(run / PLAN_JSON) if todo else None
+    for k, pids in todo.items():
         if echo is not None:
-            echo(f"Task 1 fold {k}: segmenting {len(todo)} validation patient(s) into "
-                 f"{run / f'fold_{k}' / VALIDATION_FOLDER}")
-        for pid in tqdm(todo, desc=f"Task 1 fold {k} masks", unit="case", leave=False, disable=not progress):
-            ct, pet, _ = cases[pid].read()
-            write_mask(segmenter.predict(ct, pet, tta=False), validation_mask_path(run, k, pid))
+            echo(f"Task 1 fold {k}: segmenting {len(pids)} validation patient(s) into "
+                 f"{validation_mask_path(run, k, pids[0]).parent}")
+        predict_validation_cases(run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt", plan, [cases[p] for p in pids],
+                                 run / f"fold_{k}", device=device, tta=bool(config.get("validation_tta", False)),
+                                 overlap=float(config.get("val_overlap", 0.5)),
+                                 sw_batch_size=int(config.get("sw_batch_size", 2)), progress=progress)
     return masks
 
 
@@ -755,7 +748,7 @@ def train(
         repeats: cross-validations with successive fold seeds (see above).
         segmentation: biomarker modes: a Task 1 cross-validation run (``train_segmentation.py --fold all``). Its
             out-of-fold masks (written by :func:`write_validation_masks` where absent) give the training patients'
-            biomarkers; its folds (last checkpoints) are exported to ``RUN_DIR/segmentation_bundle`` and nested in
+            biomarkers; its folds (best checkpoints) are exported to ``RUN_DIR/segmentation_bundle`` and nested in
             the Task 2 bundle. Task 2 patients outside the Task 1 cohort are segmented by that bundle.
 
     Returns:
@@ -829,11 +822,11 @@ SEGMENTATION_BUNDLE = "segmentation_bundle"
 
 
 def export_segmentation_bundle(segmentation_run: str | Path, run_dir: str | Path) -> Path:
-    """The Task 1 bundle of every fold of ``segmentation_run`` (last checkpoints, as the out-of-fold masks) in
-    ``RUN_DIR/segmentation_bundle``."""
+    """The Task 1 bundle of every fold of ``segmentation_run`` (best checkpoints: the networks of the out-of-fold
+    masks, and of the Task 1 container's bundle) in ``RUN_DIR/segmentation_bundle``."""
     from hecktor.training.segmentation import export_bundle as export_task1
 
-    out, _ = export_task1(segmentation_run, Path(run_dir) / SEGMENTATION_BUNDLE, checkpoint="last")
+    out, _ = export_task1(segmentation_run, Path(run_dir) / SEGMENTATION_BUNDLE, checkpoint="best")
     return out
 
 

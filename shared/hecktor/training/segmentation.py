@@ -894,6 +894,40 @@ def link_case_files(case: TrainingCase, root: Path) -> Path:
     return folder
 
 
+def predict_validation_cases(
+    checkpoint: str | Path,
+    plan: RegionPlan,
+    cases: Sequence[TrainingCase],
+    fold_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    tta: bool = False,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Out-of-fold predictions of one fold: ``cases`` (its validation cases) segmented from their CT and PET files by
+    :meth:`hecktor.segment.Segmenter.predict` (the containers' path: whole region, back onto the CT grid, no
+    postprocessing) with the network of ``checkpoint``, written to ``fold_dir/validation/<PID>.nii.gz``, and
+    ``fold_dir/validation_labels/Task 1/<PID>/`` links to the cases' files, so that ``hecktor-evaluate --task 1 --pred
+    fold_K/validation --labels fold_K/validation_labels`` scores the fold. The trainer calls it after each fold; Task 2's
+    biomarker modes call it for folds of older runs that have none (:func:`hecktor.training.prognosis.
+    write_validation_masks`). Returns the mask path of each case, by patient ID."""
+    from hecktor.io import write_mask
+    from hecktor.segment import Segmenter
+
+    fold_dir = Path(fold_dir)
+    network, _ = network_from_checkpoint(checkpoint)
+    segmenter = Segmenter([network], plan, fold_names=[fold_dir.name], device=device, sw_batch_size=sw_batch_size)
+    masks = {}
+    for case in tqdm(cases, desc=f"{fold_dir.name} validation", unit="case", leave=False, disable=not progress):
+        ct, pet, _ = case.read()
+        masks[case.patient_id] = write_mask(segmenter.predict(ct, pet, tta=tta, overlap=overlap),
+                                            fold_dir / VALIDATION_DIR / f"{case.patient_id}.nii.gz")
+        link_case_files(case, fold_dir / VALIDATION_LABELS_DIR)
+    return masks
+
+
 # ---------------------------------------------------------------------------------------------------------- trainer
 
 
@@ -1220,23 +1254,16 @@ class SegmentationTrainer:
         ``fold_K/validation_labels/Task 1/<PID>/`` links to those cases' files, so that
         ``hecktor-evaluate --task 1 --pred fold_K/validation --labels fold_K/validation_labels`` scores the fold.
         Ranks share the cases out. Returns the predictions folder."""
-        from hecktor.io import write_mask
-        from hecktor.segment import Segmenter
-
         fold_dir = self.run_dir / f"fold_{fold}"
-        out = fold_dir / VALIDATION_DIR
         self.context.barrier()  # rank 0 wrote the checkpoint
-        network, _ = network_from_checkpoint(fold_dir / f"checkpoint_{checkpoint}.pt")
-        segmenter = Segmenter([network], self.config.plan, device=self.device, sw_batch_size=self.config.sw_batch_size)
         _, val_ids = self.fold_cases(fold)
         cases = {case.patient_id: case for case in self.cases}
-        for pid in val_ids[self.context.rank::self.context.world_size]:
-            ct, pet, _ = cases[pid].read()
-            write_mask(segmenter.predict(ct, pet, tta=self.config.validation_tta, overlap=self.config.val_overlap),
-                       out / f"{pid}.nii.gz")
-            link_case_files(cases[pid], fold_dir / VALIDATION_LABELS_DIR)
+        predict_validation_cases(fold_dir / f"checkpoint_{checkpoint}.pt", self.config.plan,
+                                 [cases[pid] for pid in val_ids[self.context.rank::self.context.world_size]], fold_dir,
+                                 device=self.device, tta=self.config.validation_tta, overlap=self.config.val_overlap,
+                                 sw_batch_size=self.config.sw_batch_size)
         self.context.barrier()
-        return out
+        return fold_dir / VALIDATION_DIR
 
     def run(self) -> list[dict[str, Any]]:
         """Prepare the data, then train every selected fold in turn."""
