@@ -30,23 +30,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
-from hecktor.clinical import ClinicalEncoder
 from hecktor.diagnosis import ClassifierFold, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.folds import make_folds
-from hecktor.io import find_single_image, read_image, write_gc_input
 from hecktor.metrics import balanced_accuracy, roc_auc
-from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
 from hecktor.training.hpv import (
@@ -57,24 +50,15 @@ from hecktor.training.hpv import (
     load_hpv_csv_cohort,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_CSV = REPO.parent / "shared" / "data" / "real" / "clinical" / "tcia_hn1_hecktor2025_columns.csv"
-
-
-def _fmt(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
+# _common is a sibling module: benchmarks run as scripts, with their folder first on sys.path.
+import _common as common
+from _common import mean_sd
 
 # ------------------------------------------------------------------------------------------------------------- (a)
 def part_a(args: argparse.Namespace) -> list[str]:
-    from hecktor.synthetic import HPV_PREVALENCE, generate_cohort
+    from hecktor.synthetic import HPV_PREVALENCE
 
-    cohort_dir = args.work / f"synthetic_{args.cases}_{args.cohort_seed}"
-    if not (cohort_dir / "cohort.json").is_file():
-        print(f"generating {args.cases} small synthetic cases in {cohort_dir} ...", flush=True)
-        generate_cohort(cohort_dir, cases=args.cases, seed=args.cohort_seed, size="small", overwrite=True,
-                        progress=True)
-    description = json.loads((cohort_dir / "cohort.json").read_text())
+    cohort_dir, description = common.synthetic_cohort(args)
     plan = BoxPlan(input_shape_zyx=(args.input_size,) * 3)
     started = time.perf_counter()
     cohort = load_hpv_cohort(cohort_dir, plan, cache_dir=args.work / "cache", progress=True)
@@ -111,7 +95,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         rows.append((mode, m["balanced_accuracy_folds"], m["balanced_accuracy_pooled_oof"],
                      m["balanced_accuracy_in_sample_threshold"], m["auc_folds"], m["auc_pooled_oof"],
                      m["train_seconds"]))
-        print(f"  {mode}: balanced accuracy {_fmt(m['balanced_accuracy_folds'])}, AUC {_fmt(m['auc_folds'])} in "
+        print(f"  {mode}: balanced accuracy {mean_sd(m['balanced_accuracy_folds'])}, AUC {mean_sd(m['auc_folds'])} in "
               f"{m['train_seconds']:.0f} s", flush=True)
     rows.append(("oracle (true P(HPV+) ≥ prevalence)", oracle_ba,
                  balanced_accuracy(labels, true_p >= HPV_PREVALENCE), None, oracle_auc, roc_auc(labels, true_p), None))
@@ -129,8 +113,8 @@ def part_a(args: argparse.Namespace) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, ba, pooled, in_sample, auc, pooled_auc, seconds in rows:
-        lines.append(f"| {name} | {_fmt(ba)} | {pooled:.3f} | "
-                     f"{'—' if in_sample is None else f'{in_sample:.3f}'} | {_fmt(auc)} | {pooled_auc:.3f} | "
+        lines.append(f"| {name} | {mean_sd(ba)} | {pooled:.3f} | "
+                     f"{'—' if in_sample is None else f'{in_sample:.3f}'} | {mean_sd(auc)} | {pooled_auc:.3f} | "
                      f"{'—' if seconds is None else f'{seconds:.0f}'} |")
     by_mode = {r[0]: np.mean(r[1]) for r in rows}
     oracle_mean = np.mean(oracle_ba)
@@ -189,9 +173,10 @@ def part_b(args: argparse.Namespace) -> list[str]:
         m = cross_validate_hpv(cohort, config, None, progress=False).metrics()
         means_ba.append(m["balanced_accuracy_mean"])
         means_auc.append(m["auc_mean"])
-        lines.append(f"| {seed} | {_fmt(m['balanced_accuracy_folds'])} | {m['balanced_accuracy_pooled_oof']:.3f} | "
-                     f"{_fmt(m['auc_folds'])} | {m['auc_pooled_oof']:.3f} |")
-    lines += ["", f"Over the {args.real_seeds} fold seeds: balanced accuracy {_fmt(means_ba)}, AUC {_fmt(means_auc)} "
+        lines.append(f"| {seed} | {mean_sd(m['balanced_accuracy_folds'])} | {m['balanced_accuracy_pooled_oof']:.3f} | "
+                     f"{mean_sd(m['auc_folds'])} | {m['auc_pooled_oof']:.3f} |")
+    lines += ["", f"Over the {args.real_seeds} fold seeds: balanced accuracy {mean_sd(means_ba)}, "
+              f"AUC {mean_sd(means_auc)} "
               "(mean ± SD of the seeds' means). Features: Age, Gender, Performance Status, Treatment, M-stage (HN1 "
               "records no tobacco or alcohol)."]
     return lines
@@ -201,82 +186,23 @@ def part_b(args: argparse.Namespace) -> list[str]:
 def random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> HPVPredictor:
     """A 5-fold full-size ResNet-18 fusion ensemble with random weights (timing does not depend on their values)."""
     rng = np.random.default_rng(seed)
-    rows = [{"Age": str(40 + i), "Gender": str(i % 2), "Tobacco Consumption": str(i % 2), "Alcohol Consumption": "0",
-             "Performance Status": str(i % 3), "Treatment": str(i % 2), "M-stage": "M0"} for i in range(30)]
     folds = []
-    for k in range(n_folds):
-        encoder = ClinicalEncoder().fit(rows)
-        torch.manual_seed(k)
-        network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **NETWORK_PRESETS["resnet18"]).eval()
+    for k, encoder, network in common.random_fusion_folds(n_folds):
         head = LogisticHead(tuple(rng.normal(size=network.feature_dim) * 0.1), 0.0, PlattCalibration(0.8, 0.2))
         folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=0.6 + 0.01 * k))
     return HPVPredictor(folds, ensemble_weights([f.auc for f in folds]), BoxPlan(), "fusion", 0.55, device="cpu")
 
 
 def part_c(args: argparse.Namespace) -> list[str]:
-    from hecktor.synthetic import make_case
-
-    torch.set_num_threads(2)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        print("generating one realistic synthetic case and a random 5-fold ResNet-18 bundle ...", flush=True)
-        case = make_case(args.seed, "realistic")
-        write_gc_input(case.ct, case.pet, tmp / "input", ehr=case.ehr(task=3), seed=args.seed)
-        random_fusion_ensemble().to_bundle(tmp / "bundle")
-        bundle_mb = sum(p.stat().st_size for p in (tmp / "bundle").iterdir()) / 2**20
-
-        started = time.perf_counter()
-        predictor = HPVPredictor.from_bundle(tmp / "bundle", device="cpu")
-        load_s = time.perf_counter() - started
-        runs = []
-        for repeat in range(args.repeats):
-            started = time.perf_counter()
-            ct = read_image(find_single_image(tmp / "input" / "images" / "ct"), "CT")
-            pet = read_image(find_single_image(tmp / "input" / "images" / "pet"), "PET")
-            read_s = time.perf_counter() - started
-            cpu_started = time.process_time()
-            status = predictor.predict(ct, pet, case.ehr(task=3))
-            cpu_s = time.process_time() - cpu_started
-            timings = predictor.last_report.timings
-            runs.append({"read_s": read_s, **timings, "cpu_s": cpu_s, "status": status})
-            print(f"  run {repeat + 1}: read {read_s:.2f} s, predict {timings['total_s']:.2f} s", flush=True)
-    first, rest = runs[0], runs[1:] or runs
-    keys = ("read_s", "preprocess_s", "clinical_s", "features_s", "survival_s", "network_s", "total_s", "cpu_s")
-    median = {k: statistics.median(r[k] for r in rest) for k in keys}
-    ct_size = "×".join(str(s) for s in case.ct.GetSize())
-    pet_size = "×".join(str(s) for s in case.pet.GetSize())
-    lines = [
-        "### (c) Per-case inference time, 5-fold fusion ensemble, full-size ResNet-18 at 96³, CPU, 2 threads",
-        "",
-        f"One `realistic` synthetic case (CT {ct_size}, PET {pet_size}) read from `.mha`; bundle "
-        f"{bundle_mb:.0f} MB, loaded in {load_s:.1f} s (once per container run). {args.repeats} runs; first run "
-        "and the median of the later runs.",
-        "",
-        "| stage | first run (s) | median of later runs (s) |",
-        "| --- | --- | --- |",
-    ]
-    for key, label in (("read_s", "read CT + PET"), ("preprocess_s", "preprocess (localise, box, resample, normalise)"),
-                       ("clinical_s", "clinical encoding (5 folds)"), ("features_s", "networks (5 folds)"),
-                       ("survival_s", "logistic heads + calibration (5 folds)")):
-        lines.append(f"| {label} | {first[key]:.2f} | {median[key]:.2f} |")
-    per_case = first["read_s"] + first["total_s"]
-    lines.append(f"| **read + predict** | **{per_case:.2f}** | **{median['read_s'] + median['total_s']:.2f}** |")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    lines += ["", f"Target ≤ 20 s per case; with bundle loading the first case takes {per_case + load_s:.1f} s. "
-              f"CPU time of predict (both threads together): first {first['cpu_s']:.1f} s, median "
-              f"{median['cpu_s']:.1f} s. Load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores."]
-    return lines
+    """(c) Per-case inference time of a random 5-fold full-size fusion ensemble."""
+    return common.time_inference(random_fusion_ensemble(), HPVPredictor, 3, args,
+                                 "logistic heads + calibration (5 folds)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=("a", "b", "c"), default=["a", "b", "c"])
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hecktor_bench_hpv",
-                        help="cohort, cache and runs of part (a) (reused between invocations)")
-    parser.add_argument("--report", type=Path, default=None, help="Markdown report (default: WORK/bench_hpv.md)")
-    parser.add_argument("--seed", type=int, default=0, help="fold split, training and case seed")
+    common.add_common_arguments(parser, "bench_hpv", ("a", "b", "c"))
     parser.add_argument("--cases", type=int, default=300, help="(a) synthetic cohort size (before unknown status)")
     parser.add_argument("--cohort-seed", type=int, default=1, help="(a) synthetic cohort seed")
     parser.add_argument("--modes", nargs="+", choices=("clinical", "imaging", "fusion", "true-features"),
@@ -285,36 +211,22 @@ def main(argv: list[str] | None = None) -> int:
                              "node count, a ceiling for what the network could learn)")
     parser.add_argument("--input-size", type=int, default=32,
                         help="(a) side of the input cube (the plan's; the product uses 96)")
-    parser.add_argument("--network", choices=sorted(NETWORK_PRESETS), default="tiny", help="(a) backbone")
-    parser.add_argument("--conv1-stride", type=int, default=None, help="(a) stem stride override")
+    common.add_network_arguments(parser, NETWORK_PRESETS)
     parser.add_argument("--network-config", type=json.loads, default={},
                         help="(a) further FusedFeatureExtractor arguments as JSON, e.g. '{\"fused_dim\": 16}'")
     parser.add_argument("--tag", default="", help="(a) suffix of the run folders (to keep runs of other settings)")
-    parser.add_argument("--epochs", type=int, default=20, help="(a)")
-    parser.add_argument("--batch-size", type=int, default=16, help="(a)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="(a)")
-    parser.add_argument("--early-stopping-fraction", type=float, default=0.2, help="(a)")
-    parser.add_argument("--device", default="auto", help="(a) training device (auto: CUDA when available)")
-    parser.add_argument("--threads", type=int, default=2, help="(a) CPU threads for training")
+    common.add_training_arguments(parser)
+    common.add_device_arguments(parser)
     parser.add_argument("--real-seeds", type=int, default=5, help="(b) fold seeds")
     parser.add_argument("--repeats", type=int, default=3, help="(c) inference runs")
-    parser.add_argument("--real-csv", type=Path, default=REAL_CSV, help="(b) the HN1 table")
+    parser.add_argument("--real-csv", type=Path, default=common.REAL_CSV, help="(b) the HN1 table")
     args = parser.parse_args(argv)
     args.modes = [TRUE_FEATURES if m == "true-features" else m for m in args.modes]
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
 
-    sections = {"a": part_a, "b": part_b, "c": part_c}
-    report = ["## Task 3 HPV-status benchmark", ""]
-    for part in sorted(args.parts):
-        lines = sections[part](args)
-        print("\n" + "\n".join(lines) + "\n", flush=True)
-        report += lines + [""]
-    args.report = args.report or args.work / "bench_hpv.md"
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join(report))
-    print(f"wrote {args.report}")
-    return 0
+    return common.write_report(args, {"a": part_a, "b": part_b, "c": part_c}, "## Task 3 HPV-status benchmark",
+                               "bench_hpv")
 
 
 if __name__ == "__main__":

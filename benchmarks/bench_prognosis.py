@@ -65,14 +65,9 @@ from hecktor.training.prognosis import (
     load_hecktor_cohort,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
-REAL_CSV = REPO.parent / "shared" / "data" / "real" / "clinical" / "tcia_hn1_hecktor2025_columns.csv"
-
-
-def _fmt(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
+# _common is a sibling module: benchmarks run as scripts, with their folder first on sys.path.
+import _common as common
+from _common import mean_sd
 
 # ------------------------------------------------------------------------------------------------------------- (a)
 TASK1_ITERATIONS_PER_EPOCH = 25
@@ -85,7 +80,7 @@ def task1_config(cohort_dir: Path, run_dir: Path, args: argparse.Namespace) -> d
     checkpoint makes the out-of-fold masks: no model selection on the patients it then segments)."""
     from hecktor.training.segmentation import load_config_file
 
-    config = load_config_file(REPO / "training" / "configs" / "demo.json")
+    config = load_config_file(common.REPO / "training" / "configs" / "demo.json")
     config["plan"]["patch_size_zyx"] = [args.seg_patch] * 3
     epochs = max(1, args.seg_iterations // TASK1_ITERATIONS_PER_EPOCH)
     config.update({"data_root": str(cohort_dir), "run_dir": str(run_dir),
@@ -207,15 +202,9 @@ def part_a(args: argparse.Namespace) -> list[str]:
     import dataclasses
 
     from hecktor.biomarkers import TumourCrop
-    from hecktor.synthetic import generate_cohort
     from hecktor.training.prognosis import add_segmentation_features, export_segmentation_bundle
 
-    cohort_dir = args.work / f"synthetic_{args.cases}_{args.cohort_seed}"
-    if not (cohort_dir / "cohort.json").is_file():
-        print(f"generating {args.cases} small synthetic cases in {cohort_dir} ...", flush=True)
-        generate_cohort(cohort_dir, cases=args.cases, seed=args.cohort_seed, size="small", overwrite=True,
-                        progress=True)
-    description = json.loads((cohort_dir / "cohort.json").read_text())
+    cohort_dir, description = common.synthetic_cohort(args)
 
     # Task 1 cross-validation, once: its out-of-fold masks give every Task 2 row with biomarkers its features.
     seg_run = args.work / f"seg_cv_{args.cases}"
@@ -273,7 +262,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         results[name][seed] = {"folds": metrics["cindex_folds"], "pooled": metrics["cindex_pooled_oof"],
                                "seconds": metrics["train_seconds"]}
         results_path.write_text(json.dumps(results, indent=2))  # a long run keeps what it measured
-        print(f"  {name}: {_fmt(metrics['cindex_folds'])} in {metrics['train_seconds']:.0f} s", flush=True)
+        print(f"  {name}: {mean_sd(metrics['cindex_folds'])} in {metrics['train_seconds']:.0f} s", flush=True)
 
     first = args.fold_seeds[0]
     lines = [
@@ -310,7 +299,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         seconds = f"{row['seconds']:.0f}" if row["seconds"] else "—"
         repeated = f"{np.mean(means):.3f} ± {np.std(means):.3f}" + (
             f" ({len(means)} seeds)" if len(means) != len(args.fold_seeds) else "")
-        lines.append(f"| {name} | {_fmt(row['folds'])} | {row['pooled']:.3f} | {per} | {seconds} | {repeated} |")
+        lines.append(f"| {name} | {mean_sd(row['folds'])} | {row['pooled']:.3f} | {per} | {seconds} | {repeated} |")
     results_path.write_text(json.dumps(results, indent=2))
     lines += ["", "The oracle scores the true log-hazard, built from every true covariate (HPV status and the values "
               "later blanked as missing included); the models see the recorded table, and the default clinical "
@@ -342,7 +331,8 @@ def part_b(args: argparse.Namespace) -> list[str]:
         name = "seven seed features" + (" + HPV Status" if "HPV Status" in features else "")
         default = " (default)" if survival == TrainingConfig().survival and "HPV Status" not in features else ""
         per = ", ".join(f"{c:.3f}" for c in metrics["cindex_folds"])
-        lines.append(f"| {name} | ridge Cox, alpha {survival['alpha']:g}{default} | {_fmt(metrics['cindex_folds'])} | "
+        lines.append(f"| {name} | ridge Cox, alpha {survival['alpha']:g}{default} | "
+                     f"{mean_sd(metrics['cindex_folds'])} | "
                      f"{metrics['cindex_pooled_oof']:.3f} | {per} |")
     lines += ["", "Reference: a ridge Cox model on the seven seed features reaches about 0.56 on this table."]
     return lines
@@ -352,13 +342,8 @@ def part_b(args: argparse.Namespace) -> list[str]:
 def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
     """A 5-fold full-size ResNet-18 fusion ensemble with random weights (timing does not depend on their values)."""
     rng = np.random.default_rng(seed)
-    rows = [{"Age": str(40 + i), "Gender": str(i % 2), "Tobacco Consumption": str(i % 2), "Alcohol Consumption": "0",
-             "Performance Status": str(i % 3), "Treatment": str(i % 2), "M-stage": "M0"} for i in range(30)]
     folds = []
-    for k in range(n_folds):
-        encoder = ClinicalEncoder().fit(rows)
-        torch.manual_seed(k)
-        network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **NETWORK_PRESETS["resnet18"]).eval()
+    for k, encoder, network in common.random_fusion_folds(n_folds):
         survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, network.feature_dim)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
         folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k))
@@ -366,60 +351,9 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
 
 
 def part_c(args: argparse.Namespace) -> list[str]:
-    from hecktor.synthetic import make_case
-
-    torch.set_num_threads(2)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        print("generating one realistic synthetic case and a random 5-fold ResNet-18 bundle ...", flush=True)
-        case = make_case(args.seed, "realistic")
-        write_gc_input(case.ct, case.pet, tmp / "input", ehr=case.ehr(task=2), seed=args.seed)
-        _random_fusion_ensemble().to_bundle(tmp / "bundle")
-        bundle_mb = sum(p.stat().st_size for p in (tmp / "bundle").iterdir()) / 2**20
-
-        started = time.perf_counter()
-        predictor = RiskPredictor.from_bundle(tmp / "bundle", device="cpu")
-        load_s = time.perf_counter() - started
-        runs = []
-        for repeat in range(args.repeats):
-            started = time.perf_counter()
-            ct = read_image(find_single_image(tmp / "input" / "images" / "ct"), "CT")
-            pet = read_image(find_single_image(tmp / "input" / "images" / "pet"), "PET")
-            read_s = time.perf_counter() - started
-            cpu_started = time.process_time()
-            risk = predictor.predict(ct, pet, case.ehr(task=2))
-            cpu_s = time.process_time() - cpu_started
-            runs.append({"read_s": read_s, **predictor.last_report.timings, "cpu_s": cpu_s, "risk": risk})
-            print(f"  run {repeat + 1}: read {read_s:.2f} s, predict {predictor.last_report.timings['total_s']:.2f} s",
-                  flush=True)
-    first, rest = runs[0], runs[1:] or runs
-    median = {k: statistics.median(r[k] for r in rest) for k in ("read_s", "preprocess_s", "clinical_s", "features_s",
-                                                                  "survival_s", "total_s", "cpu_s")}
-    ct_size = "×".join(str(s) for s in case.ct.GetSize())
-    pet_size = "×".join(str(s) for s in case.pet.GetSize())
-    lines = [
-        "### (c) Per-case inference time, 5-fold fusion ensemble, full-size ResNet-18 at 96³, CPU, 2 threads",
-        "",
-        f"One `realistic` synthetic case (CT {ct_size}, PET {pet_size}) read from `.mha`; bundle "
-        f"{bundle_mb:.0f} MB, loaded in {load_s:.1f} s (once per container run). {args.repeats} runs; first run "
-        "and the median of the later runs.",
-        "",
-        "| stage | first run (s) | median of later runs (s) |",
-        "| --- | --- | --- |",
-    ]
-    for key, label in (("read_s", "read CT + PET"), ("preprocess_s", "preprocess (localise, box, resample, normalise)"),
-                       ("clinical_s", "clinical encoding (5 folds)"), ("features_s", "networks (5 folds)"),
-                       ("survival_s", "Cox models + ensemble (5 folds)")):
-        lines.append(f"| {label} | {first[key]:.2f} | {median[key]:.2f} |")
-    per_case = first["read_s"] + first["total_s"]
-    lines.append(f"| **read + predict** | **{per_case:.2f}** | **{median['read_s'] + median['total_s']:.2f}** |")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    lines += ["", f"Target ≤ 20 s per case; with bundle loading the first case takes {per_case + load_s:.1f} s. "
-              f"CPU time of predict (both threads together): first {first['cpu_s']:.1f} s, median "
-              f"{median['cpu_s']:.1f} s; on 2 otherwise idle cores the wall time of predict approaches half of it. "
-              f"Load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores."]
-    return lines
+    """(c) Per-case inference time of a random 5-fold full-size fusion ensemble."""
+    return common.time_inference(_random_fusion_ensemble(), RiskPredictor, 2, args, "Cox models + ensemble (5 folds)",
+                                 "; on 2 otherwise idle cores the wall time of predict approaches half of it")
 
 
 # ------------------------------------------------------------------------------------------------------------- (d)
@@ -481,7 +415,7 @@ def part_d(args: argparse.Namespace) -> list[str]:
         if (trained / "manifest.json").is_file():
             segmentation, what = trained, "the 5 folds of part (a)'s Task 1 cross-validation (trained weights)"
         else:
-            demo = load_config_file(REPO / "training" / "configs" / "demo.json")
+            demo = load_config_file(common.REPO / "training" / "configs" / "demo.json")
             plan = RegionPlan.from_dict({**demo["plan"], "patch_size_zyx": [args.seg_patch] * 3})
             segmentation = _random_task1_bundle(tmp / "task1", demo["network_config"], plan)
             what = "5 demo-sized HecMamba folds with random weights (part (a) not run)"
@@ -532,24 +466,15 @@ def part_d(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=("a", "b", "c", "d"), default=["a", "b", "c", "d"])
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hecktor_bench_prognosis",
-                        help="cohort, cache and runs of part (a) (reused between invocations)")
-    parser.add_argument("--report", type=Path, default=None, help="Markdown report (default: WORK/bench_prognosis.md)")
-    parser.add_argument("--seed", type=int, default=0, help="fold split, training and case seed")
+    common.add_common_arguments(parser, "bench_prognosis", ("a", "b", "c", "d"))
     parser.add_argument("--cases", type=int, default=300, help="(a) synthetic cohort size")
     parser.add_argument("--cohort-seed", type=int, default=1, help="(a) synthetic cohort seed")
     parser.add_argument("--input-size", type=int, default=32,
                         help="(a) side of the Task 2 input cube (the plan's; the product uses 96)")
-    parser.add_argument("--network", choices=sorted(NETWORK_PRESETS), default="tiny", help="(a) backbone")
-    parser.add_argument("--conv1-stride", type=int, default=None, help="(a) stem stride override")
-    parser.add_argument("--epochs", type=int, default=20, help="(a)")
-    parser.add_argument("--batch-size", type=int, default=16, help="(a)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="(a)")
+    common.add_network_arguments(parser, NETWORK_PRESETS)
+    common.add_training_arguments(parser)
     parser.add_argument("--alpha", type=float, default=TrainingConfig().survival["alpha"], help="(a) ridge penalty")
-    parser.add_argument("--early-stopping-fraction", type=float, default=0.2, help="(a)")
-    parser.add_argument("--device", default="auto", help="(a) training device (auto: CUDA when available)")
-    parser.add_argument("--threads", type=int, default=2, help="(a) CPU threads for training")
+    common.add_device_arguments(parser)
     parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="(a) seeds of the repeated 5-fold splits (the first gives the per-fold columns)")
     parser.add_argument("--only", nargs="+", help="(a) rows whose name contains one of these (default: all)")
@@ -558,22 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seg-patch", type=int, default=32, help="(a) Task 1 patch side (voxels of 4 mm)")
     parser.add_argument("--seg-jobs", type=int, default=2, help="(a) Task 1 folds trained at a time")
     parser.add_argument("--repeats", type=int, default=3, help="(c) inference runs")
-    parser.add_argument("--real-csv", type=Path, default=REAL_CSV, help="(b) the HN1 table")
+    parser.add_argument("--real-csv", type=Path, default=common.REAL_CSV, help="(b) the HN1 table")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
 
-    sections = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}
-    report = ["## Task 2 prognosis benchmark", ""]
-    for part in sorted(args.parts):
-        lines = sections[part](args)
-        print("\n" + "\n".join(lines) + "\n", flush=True)
-        report += lines + [""]
-    args.report = args.report or args.work / "bench_prognosis.md"
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join(report))
-    print(f"wrote {args.report}")
-    return 0
+    return common.write_report(args, {"a": part_a, "b": part_b, "c": part_c, "d": part_d},
+                               "## Task 2 prognosis benchmark", "bench_prognosis")
 
 
 if __name__ == "__main__":

@@ -29,18 +29,14 @@ Everything here is :func:`hecktor.container.run` over :meth:`hecktor.diagnosis.H
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from hecktor.container import build_parser, run
-
-TASK = 3
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "resources" / "bundle"
+from hecktor.container import main as run_case
 
 
 def main(argv: list[str] | None = None, *, start_time: float | None = None) -> int:
-    """Run one case; ``start_time`` (``time.time()`` scale) defaults to this process's start."""
-    args = build_parser(TASK, DEFAULT_BUNDLE).parse_args(argv)
-    return run(TASK, args, start_time=start_time)
+    """Run one case (:func:`hecktor.container.main`, the bundle in ``resources/bundle`` beside this file);
+    ``start_time`` (``time.time()`` scale) defaults to this process's start."""
+    return run_case(3, __file__, argv, start_time=start_time)
 
 
 if __name__ == "__main__":

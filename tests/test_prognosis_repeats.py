@@ -12,7 +12,7 @@ import torch
 
 from hecktor.prognosis import RiskPredictor
 from hecktor.synthetic import generate_cohort
-from hecktor.training import prognosis
+from hecktor.training import crossval, prognosis
 from hecktor.training.prognosis import TrainingConfig, cross_validate, load_csv_cohort
 from train_prognosis import build_parser, main
 
@@ -83,7 +83,7 @@ def test_training_uses_all_cores_by_default_and_restores_the_caller_threads(tabl
         return run_fold(*args, **kwargs)
 
     monkeypatch.setattr(prognosis, "run_fold", recording_run_fold)
-    monkeypatch.setattr(prognosis, "available_cores", lambda: 3)
+    monkeypatch.setattr(crossval, "available_cores", lambda: 3)  # the threads rule both trainers share
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # a caller on one thread, like the demo

@@ -24,10 +24,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "task3_container" / "resourc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("run_dir", type=Path, help="folder written by training/train_hpv.py --out")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle folder (replaced if it exists)")
-    return parser
+    return cli.export_parser(__doc__, "training/train_hpv.py", DEFAULT_OUT)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from hecktor.errors import InputError
 from hecktor.networks.fused import MODES
-from hecktor.plan import BoxPlan
 from hecktor.training import cli
 from hecktor.training.hpv import DEFAULT_CACHE, NETWORK_PRESETS, HPVTrainingConfig, train_hpv
 
@@ -35,39 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, required=True,
                         help="fusion (PET/CT + clinical), imaging (PET/CT only) or clinical (logistic regression on "
                              "the record, no network)")
-    cli.add_data_arguments(parser, "HECKTOR folder holding 'Task 3/' (images and its CSV)",
-                           data_default="none; give --data or --csv")
-    parser.add_argument("--csv", type=Path, help="clinical mode only, instead of --data: a CSV with the HECKTOR 2025 "
-                                                 "columns and HPV Status (default: none)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    cli.add_training_arguments(parser, workers_help="processes preprocessing the images into the cache (0: this "
-                                                    "process)")
+    cli.add_cohort_arguments(parser, "Task 3", " and HPV Status")
     task = parser.add_argument_group("Task 3")
-    task.add_argument("--folds-file", type=Path,
-                      help="reuse the split of an earlier run (its folds.json) so modes compare on the same folds")
+    cli.add_folds_file_argument(task)
     task.add_argument("--early-stopping-fraction", type=float, default=argparse.SUPPRESS,
                       help="share of each fold's training patients held out to pick the best epoch and fit the "
                            "Platt calibration (0: last epoch, prevalence-shift calibration)")
     task.add_argument("--class-weighted", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                       help="each class weighs half of the loss (class_weight='balanced')")
-    task.add_argument("--network", dest="network_preset", choices=sorted(NETWORK_PRESETS), default="resnet18",
-                      help="backbone preset (tiny: a few thousand parameters, for tests and smoke runs)")
-    task.add_argument("--network-config", type=cli.json_object, default={},
-                      help="extra FusedFeatureExtractor arguments as JSON (inline or file), e.g. '{\"dropout\": 0.1}'")
+    cli.add_network_arguments(task, NETWORK_PRESETS)
     task.add_argument("--logistic-c", type=float, default=argparse.SUPPRESS,
                       help="clinical mode: inverse L2 strength of the logistic regression")
     task.add_argument("--calibration-folds", type=int, default=argparse.SUPPRESS,
                       help="clinical mode: inner folds whose out-of-sample logits fit the Platt calibration")
-    task.add_argument("--features", dest="clinical_features", type=cli.comma_list, default=argparse.SUPPRESS,
-                      help="comma-separated clinical fields to encode")
-    task.add_argument("--numeric-features", type=cli.comma_list, default=argparse.SUPPRESS,
-                      help="comma-separated numeric fields among --features (default: Age when present)")
-    task.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's BoxPlan(), 96^3)")
-    task.add_argument("--cache-dir", "--cache", type=Path, default=DEFAULT_CACHE,
-                      help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
-    task.add_argument("--threads", type=int, default=argparse.SUPPRESS,
-                      help="torch's CPU threads while training (all cores: the cores this process may run on, or "
-                           "$OMP_NUM_THREADS where set)")
+    cli.add_feature_arguments(task)
+    cli.add_box_arguments(task, DEFAULT_CACHE)
     defaults = cli.config_defaults(HPVTrainingConfig)
     defaults.pop("numeric_features")  # its help says what the default is
     cli.show_defaults(parser, defaults)
@@ -77,17 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> HPVTrainingConfig:
     """The run's config: HPVTrainingConfig defaults, then the options given."""
     values = cli.config_values(args, HPVTrainingConfig)
-    values["network"] = {**NETWORK_PRESETS[args.network_preset], **args.network_config}
+    values["network"] = cli.network_from_args(args, NETWORK_PRESETS)
     return HPVTrainingConfig(**values)
 
 
 def run(args: argparse.Namespace) -> None:
-    config = config_from_args(args)
-    if "run_dir" not in args:
-        raise InputError("--out is required: the run folder to write")
-    train_hpv(config, args.run_dir, data=getattr(args, "data_root", None), csv=args.csv,
-              plan=BoxPlan.load(args.plan) if args.plan is not None else None, cache_dir=args.cache_dir,
-              split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True))
+    train_hpv(config_from_args(args), **cli.cohort_inputs(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,7 +35,6 @@ from typing import Sequence
 
 from hecktor.errors import InputError
 from hecktor.biomarkers import BIOMARKER_NAMES
-from hecktor.plan import BoxPlan
 from hecktor.prognosis import PREDICTOR_MODES
 from hecktor.survival import ENSEMBLE_RULES
 from hecktor.survival_models import SURVIVAL_MODELS
@@ -50,24 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "C-index on the synthetic benchmark), fusion+biomarkers (the same + a network on a "
                              "tumour-centred crop with the mask), fusion (PET/CT box + record), imaging (PET/CT box "
                              "only) or clinical (record only, no network)")
-    cli.add_data_arguments(parser, "HECKTOR folder holding 'Task 2/' (images and its CSV)",
-                           data_default="none; give --data or --csv")
-    parser.add_argument("--csv", type=Path, help="clinical mode only, instead of --data: a CSV with the HECKTOR 2025 "
-                                                 "columns (default: none)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    cli.add_training_arguments(parser, workers_help="processes preprocessing the images into the cache (0: this "
-                                                    "process)")
+    cli.add_cohort_arguments(parser, "Task 2")
     task = parser.add_argument_group("Task 2")
-    task.add_argument("--folds-file", type=Path,
-                      help="reuse the split of an earlier run (its folds.json) so modes compare on the same folds")
+    cli.add_folds_file_argument(task)
     task.add_argument("--min-events", type=int, default=argparse.SUPPRESS, help="relapses in every batch")
     task.add_argument("--ties", choices=("breslow", "efron"), default=argparse.SUPPRESS, help="Cox-loss tie handling")
     task.add_argument("--early-stopping-fraction", type=float, default=argparse.SUPPRESS,
                       help="share of each fold's training patients held out to pick the best epoch (0: last epoch)")
-    task.add_argument("--network", dest="network_preset", choices=sorted(NETWORK_PRESETS), default="resnet18",
-                      help="backbone preset (tiny: a few thousand parameters, for tests and smoke runs)")
-    task.add_argument("--network-config", type=cli.json_object, default={},
-                      help="extra FusedFeatureExtractor arguments as JSON (inline or file), e.g. '{\"dropout\": 0.1}'")
+    cli.add_network_arguments(task, NETWORK_PRESETS)
     task.add_argument("--survival", type=cli.json_object, default=argparse.SUPPRESS,
                       help="per-fold survival model as JSON, e.g. '{\"kind\": \"coxnet\", \"alpha\": 0.05, "
                            "\"l1_ratio\": 0.5}'")
@@ -75,18 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--survival-model", choices=sorted(SURVIVAL_MODELS), metavar="KIND",
                       help=f"shortcut for --survival '{{\"kind\": KIND}}' (that kind's default parameters); kinds: "
                            f"{', '.join(sorted(SURVIVAL_MODELS))}")
-    task.add_argument("--features", dest="clinical_features", type=cli.comma_list, default=argparse.SUPPRESS,
-                      help="comma-separated clinical fields to encode")
-    task.add_argument("--numeric-features", type=cli.comma_list, default=argparse.SUPPRESS,
-                      help="comma-separated numeric fields among --features (default: Age when present)")
+    cli.add_feature_arguments(task)
     task.add_argument("--ensemble-rule", choices=ENSEMBLE_RULES, default=argparse.SUPPRESS,
                       help="fold weights of the ensemble (hecktor.survival.ensemble_weights)")
-    task.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's BoxPlan(), 96^3)")
-    task.add_argument("--cache-dir", "--cache", type=Path, default=DEFAULT_CACHE,
-                      help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
-    task.add_argument("--threads", type=int, default=argparse.SUPPRESS,
-                      help="torch's CPU threads while training (all cores: the cores this process may run on, or "
-                           "$OMP_NUM_THREADS where set)")
+    cli.add_box_arguments(task, DEFAULT_CACHE)
     task.add_argument("--repeats", type=int, default=1,
                       help="cross-validate with this many fold seeds (--seed, --seed + 1, ...) and report the mean "
                            "and spread; the exported model is the first repeat's")
@@ -113,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     """The run's config: TrainingConfig defaults, then the options given."""
     values = cli.config_values(args, TrainingConfig)
-    values["network"] = {**NETWORK_PRESETS[args.network_preset], **args.network_config}
+    values["network"] = cli.network_from_args(args, NETWORK_PRESETS)
     if args.survival_model is not None:
         kind = values.get("survival", {}).get("kind", args.survival_model)
         if kind != args.survival_model:
@@ -124,13 +105,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    config = config_from_args(args)
-    if "run_dir" not in args:
-        raise InputError("--out is required: the run folder to write")
-    train(config, args.run_dir, data=getattr(args, "data_root", None), csv=args.csv,
-          plan=BoxPlan.load(args.plan) if args.plan is not None else None, cache_dir=args.cache_dir,
-          split_file=args.folds_file, overwrite=args.overwrite, echo=lambda line: print(line, flush=True),
-          segmentation=args.segmentation, repeats=args.repeats)
+    train(config_from_args(args), **cli.cohort_inputs(args), segmentation=args.segmentation, repeats=args.repeats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

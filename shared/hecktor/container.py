@@ -38,7 +38,7 @@ from hecktor.errors import HecktorError
 from hecktor.io import read_case, remove_output
 from hecktor.tasks import TaskSpec, get_task
 
-__all__ = ["build_parser", "run"]
+__all__ = ["build_parser", "run", "main"]
 
 
 def build_parser(task: int | str | TaskSpec, default_resources: Path,
@@ -116,6 +116,21 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
         shown = f" = {output:.6g}" if spec.output_kind == "json-number" else ""
         logger.info("wrote %s%s: %s", path, shown, report.summary())
     return 0
+
+
+def main(task: int | str | TaskSpec, script: str | Path, argv: list[str] | None = None, *,
+         start_time: float | None = None) -> int:
+    """The whole ``inference.py`` of a task with no options of its own: :func:`build_parser` with the bundle in
+    ``resources/bundle`` beside ``script`` (the ``inference.py``), then :func:`run`.
+
+    Args:
+        task: the task (see :mod:`hecktor.tasks`).
+        script: the calling ``inference.py`` (its ``__file__``).
+        argv: the command line (default ``sys.argv[1:]``).
+        start_time: when the case's clock started (``time.time()`` scale; default: this process's start).
+    """
+    args = build_parser(task, Path(script).resolve().parent / "resources" / "bundle").parse_args(argv)
+    return run(task, args, start_time=start_time)
 
 
 def _fail(message: str, target: Path) -> int:

@@ -43,6 +43,9 @@ import torch
 from hecktor.budget import PredictionReport, TimeBudget
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import ClinicalEncoder
+from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
+    check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
+    network_and_encoder_files
 from hecktor.errors import BundleError
 from hecktor.io import CaseInput
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
@@ -57,7 +60,6 @@ MODEL_FORMAT = "hecktor-task3-hpv"
 MODEL_FORMAT_VERSION = 1
 HEAD_FORMAT = "hecktor.LogisticHead"
 HEAD_FORMAT_VERSION = 1
-NETWORK_CLASS = "FusedFeatureExtractor"
 ENSEMBLE_RULE = "auc_margin"
 """Fold weights ``max(AUC_k - 0.5, 0.001)``, normalised: Task 2's ``cindex_margin`` rule on the out-of-fold AUC (the
 C-index of a binary outcome); all equal if no fold beats chance."""
@@ -399,13 +401,8 @@ class HPVPredictor:
         state_dicts, json_files = {}, {}
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
-            if fold.network is not None:
-                if _without_width(fold.network.config) != _without_width(record["network"]["config"]):
-                    raise ValueError(f"fold {k}'s network config differs from fold 0's beyond the clinical input "
-                                     "width; a bundle holds one architecture")
-                state_dicts[names["network"]] = fold.network.state_dict()
-            if fold.encoder is not None:
-                json_files[names["encoder"]] = fold.encoder.to_dict()
+            network_and_encoder_files(k, fold.network, fold.encoder, names, (record["network"] or {}).get("config"),
+                                      state_dicts, json_files)
             json_files[names["head"]] = fold.head.to_dict()
         return write_bundle(out_dir, task=TASK, plan=self.plan, model=record, state_dicts=state_dicts,
                             json_files=json_files)
@@ -418,69 +415,28 @@ class HPVPredictor:
         mode, network_config, weights, threshold, fold_records = _model_description(bundle)
         folds = []
         for k, record in enumerate(fold_records):
-            encoder = None
-            if record["encoder"] is not None:
-                encoder = ClinicalEncoder.from_dict(bundle.load_json(record["encoder"]),
-                                                    source=str(bundle.file(record["encoder"])))
+            encoder = load_fold_encoder(bundle, record)
             head = LogisticHead.from_dict(bundle.load_json(record["head"]), source=str(bundle.file(record["head"])))
-            network = None
-            if record["network"] is not None:
-                config = dict(network_config)
-                if record.get("n_clinical") is not None:
-                    config["n_clinical"] = int(record["n_clinical"])
-                network = _load_network(bundle, record["network"], config)
+            network = load_fold_network(bundle, record, network_config, _FIX)
             n_inputs = network.feature_dim if network is not None else encoder.n_features
             if head.n_features != n_inputs:
                 raise BundleError(f"{bundle.file(record['head'])} takes {head.n_features} features but fold {k} "
                                   f"produces {n_inputs}; {_FIX}")
-            if network is not None and encoder is not None and network.config["n_clinical"] != encoder.n_features:
-                raise BundleError(f"{bundle.file(record['encoder'])} encodes {encoder.n_features} clinical features "
-                                  f"but the network takes {network.config['n_clinical']}; {_FIX}")
+            check_clinical_width(bundle, record, network, encoder, _FIX)
             folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=record.get("auc")))
         return cls(folds, weights, bundle.plan, mode, threshold, device=device, info=bundle.model.get("training", {}))
-
-
-def _without_width(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key != "n_clinical"}
-
-
-def _load_network(bundle: Bundle, name: str, config: dict[str, Any]) -> FusedFeatureExtractor:
-    try:
-        network = FusedFeatureExtractor(**config)
-    except (TypeError, ValueError) as error:
-        raise BundleError(f"{bundle.file('model.json')}: cannot build {NETWORK_CLASS} ({error}); {_FIX}") from None
-    try:
-        network.load_state_dict(bundle.load_state_dict(name))
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0][:200]
-        raise BundleError(f"{bundle.file(name)} does not fit the network of model.json ({first}); {_FIX}") from None
-    return network
 
 
 def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, np.ndarray, float, list[dict[str, Any]]]:
     """Mode, network config, ensemble weights, threshold and fold records from ``model.json``, checked."""
     model = bundle.model
     where = bundle.file("model.json")
-    if model.get("format") != MODEL_FORMAT or model.get("format_version") != MODEL_FORMAT_VERSION:
-        raise BundleError(f"{where} is not a {MODEL_FORMAT} v{MODEL_FORMAT_VERSION} description; {_FIX}")
+    check_format(bundle, MODEL_FORMAT, MODEL_FORMAT_VERSION, _FIX)
     mode = model.get("mode")
     if mode not in MODES:
         raise BundleError(f"{where}: mode must be one of {MODES}, got {mode!r}; {_FIX}")
-    network = model.get("network")
-    config = None
-    if mode == "clinical":
-        if network is not None:
-            raise BundleError(f"{where}: a clinical-mode model has no network; {_FIX}")
-    else:
-        if not isinstance(network, dict) or network.get("class") != NETWORK_CLASS or not isinstance(
-                network.get("config"), dict):
-            raise BundleError(f"{where}: mode {mode!r} needs a {NETWORK_CLASS} with a config object; {_FIX}")
-        config = network["config"]
-        if config.get("mode") != mode:
-            raise BundleError(f"{where}: the network's mode {config.get('mode')!r} is not the model's {mode!r}; {_FIX}")
-    folds = model.get("folds")
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) for f in folds):
-        raise BundleError(f"{where} lists no folds; {_FIX}")
+    config = check_network_record(bundle, mode, None if mode == "clinical" else mode, _FIX)
+    folds = check_fold_records(bundle, _FIX)
     ensemble = model.get("ensemble")
     if not isinstance(ensemble, dict) or ensemble.get("rule") != ENSEMBLE_RULE:
         raise BundleError(f"{where}: the ensemble rule must be {ENSEMBLE_RULE!r}; {_FIX}")
@@ -489,20 +445,9 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, np.n
         threshold = float((model.get("decision") or {}).get("threshold"))
     except (TypeError, ValueError):
         raise BundleError(f"{where}: ensemble weights and the decision threshold must be numbers; {_FIX}") from None
-    if weights.size != len(folds) or np.any(~np.isfinite(weights)) or np.any(weights < 0) or not np.isclose(
-            weights.sum(), 1.0, atol=1e-9):
-        raise BundleError(f"{where}: need {len(folds)} non-negative ensemble weights summing to 1, got "
-                          f"{weights.tolist()}; {_FIX}")
+    check_weights(bundle, weights, len(folds), _FIX)
     if not 0.0 < threshold < 1.0:
         raise BundleError(f"{where}: the decision threshold must lie in (0, 1), got {threshold}; {_FIX}")
-    for k, fold in enumerate(folds):
-        expected = fold_file_names(k)
-        wanted = {"network": mode != "clinical", "encoder": mode != "imaging", "head": True}
-        for part, present in wanted.items():
-            name = fold.get(part)
-            if present != (name is not None) or (name is not None and name != expected[part]):
-                state = f"{expected[part]!r}" if present else "null"
-                raise BundleError(f"{where}: fold {k} must list {part} = {state} for mode {mode!r}; {_FIX}")
-            if name is not None:
-                bundle.file(name)  # raises BundleError when the manifest does not list it
+    check_fold_files(bundle, folds, mode, fold_file_names,
+                     {"network": mode != "clinical", "encoder": mode != "imaging", "head": True}, _FIX)
     return mode, config, weights, threshold, folds

@@ -50,6 +50,9 @@ from hecktor.biomarkers import Biomarkers, BiomarkerScaler, TumourCrop, compute_
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import ClinicalEncoder, normalize_ehr, sanitize_ehr, unseen_values
+from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
+    check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
+    network_and_encoder_files
 from hecktor.errors import BundleError, InputError
 from hecktor.io import CaseInput, is_placeholder
 from hecktor.localization import localize_head_and_neck
@@ -65,7 +68,6 @@ __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "PREDICTOR_MODES", "BIOMARKER
 
 MODEL_FORMAT = "hecktor-task2-risk"
 MODEL_FORMAT_VERSION = 1
-NETWORK_CLASS = "FusedFeatureExtractor"
 _FIX = "re-export the bundle with training/export_prognosis.py"
 
 BIOMARKER_MODES = ("biomarkers", "fusion+biomarkers")
@@ -520,13 +522,8 @@ class RiskPredictor:
         state_dicts, json_files = {}, {}
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
-            if fold.network is not None:
-                if _without_width(fold.network.config) != _without_width(record["network"]["config"]):
-                    raise ValueError(f"fold {k}'s network config differs from fold 0's beyond the clinical input "
-                                     "width; a bundle holds one architecture")
-                state_dicts[names["network"]] = fold.network.state_dict()
-            if fold.encoder is not None:
-                json_files[names["encoder"]] = fold.encoder.to_dict()
+            network_and_encoder_files(k, fold.network, fold.encoder, names, (record["network"] or {}).get("config"),
+                                      state_dicts, json_files)
             if fold.biomarkers is not None:
                 json_files[names["biomarkers"]] = fold.biomarkers.to_dict()
             json_files[names["survival"]] = fold.survival.to_dict()
@@ -544,29 +541,19 @@ class RiskPredictor:
             segmentation, settings = _segmentation_description(bundle, mode)
         folds = []
         for k, record in enumerate(fold_records):
-            encoder = None
-            if record["encoder"] is not None:
-                encoder = ClinicalEncoder.from_dict(bundle.load_json(record["encoder"]),
-                                                    source=str(bundle.file(record["encoder"])))
+            encoder = load_fold_encoder(bundle, record)
             survival = survival_model_from_dict(bundle.load_json(record["survival"]))
             scaler = None
             if record.get("biomarkers") is not None:
                 scaler = BiomarkerScaler.from_dict(bundle.load_json(record["biomarkers"]),
                                                    source=str(bundle.file(record["biomarkers"])))
-            network = None
-            if record["network"] is not None:
-                config = dict(network_config)
-                if record.get("n_clinical") is not None:
-                    config["n_clinical"] = int(record["n_clinical"])
-                network = _load_network(bundle, record["network"], config)
+            network = load_fold_network(bundle, record, network_config, _FIX)
             n_inputs = network.feature_dim if network is not None else encoder.n_features
             n_inputs += scaler.n_features if scaler is not None else 0
             if survival.n_features != n_inputs:
                 raise BundleError(f"{bundle.file(record['survival'])} expects {survival.n_features} features but "
                                   f"fold {k} produces {n_inputs}; {_FIX}")
-            if network is not None and encoder is not None and network.config["n_clinical"] != encoder.n_features:
-                raise BundleError(f"{bundle.file(record['encoder'])} encodes {encoder.n_features} clinical features "
-                                  f"but the network takes {network.config['n_clinical']}; {_FIX}")
+            check_clinical_width(bundle, record, network, encoder, _FIX)
             folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=record.get("cindex"),
                                    biomarkers=scaler))
         segmenter = None
@@ -590,72 +577,27 @@ def tumour_cube(ct: sitk.Image, pet: sitk.Image, mask: sitk.Image | None, crop: 
     return tumour_crop_input(ct, pet, mask, crop, plan, fallback)
 
 
-def _without_width(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key != "n_clinical"}
-
-
-def _load_network(bundle: Bundle, name: str, config: dict[str, Any]) -> FusedFeatureExtractor:
-    try:
-        network = FusedFeatureExtractor(**config)
-    except (TypeError, ValueError) as error:
-        raise BundleError(f"{bundle.file('model.json')}: cannot build {NETWORK_CLASS} ({error}); {_FIX}") from None
-    try:
-        network.load_state_dict(bundle.load_state_dict(name))
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0][:200]
-        raise BundleError(f"{bundle.file(name)} does not fit the network of model.json ({first}); {_FIX}") from None
-    return network
-
-
 def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, str, np.ndarray, list[dict[str, Any]]]:
     """Mode, network config, ensemble rule and weights, fold records from ``model.json``, checked."""
     model = bundle.model
     where = bundle.file("model.json")
-    if model.get("format") != MODEL_FORMAT or model.get("format_version") != MODEL_FORMAT_VERSION:
-        raise BundleError(f"{where} is not a {MODEL_FORMAT} v{MODEL_FORMAT_VERSION} description; {_FIX}")
+    check_format(bundle, MODEL_FORMAT, MODEL_FORMAT_VERSION, _FIX)
     mode = model.get("mode")
     if mode not in PREDICTOR_MODES:
         raise BundleError(f"{where}: mode must be one of {PREDICTOR_MODES}, got {mode!r}; {_FIX}")
-    network = model.get("network")
-    config = None
-    if network_mode(mode) is None:
-        if network is not None:
-            raise BundleError(f"{where}: a {mode}-mode model has no network; {_FIX}")
-    else:
-        if not isinstance(network, dict) or network.get("class") != NETWORK_CLASS or not isinstance(
-            network.get("config"), dict
-        ):
-            raise BundleError(f"{where}: mode {mode!r} needs a {NETWORK_CLASS} with a config object; {_FIX}")
-        config = network["config"]
-        if config.get("mode") != network_mode(mode):
-            raise BundleError(f"{where}: the network's mode {config.get('mode')!r} is not the model's "
-                              f"{network_mode(mode)!r}; {_FIX}")
+    config = check_network_record(bundle, mode, network_mode(mode), _FIX)
     ensemble = model.get("ensemble")
-    folds = model.get("folds")
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) for f in folds):
-        raise BundleError(f"{where} lists no folds; {_FIX}")
+    folds = check_fold_records(bundle, _FIX)
     if not isinstance(ensemble, dict) or ensemble.get("rule") not in ENSEMBLE_RULES:
         raise BundleError(f"{where}: ensemble rule must be one of {ENSEMBLE_RULES}; {_FIX}")
     try:
         weights = np.asarray(ensemble.get("weights"), dtype=np.float64).ravel()
     except (TypeError, ValueError):
         raise BundleError(f"{where}: ensemble weights must be numbers; {_FIX}") from None
-    if weights.size != len(folds) or np.any(~np.isfinite(weights)) or np.any(weights < 0) or not np.isclose(
-        weights.sum(), 1.0, atol=1e-9
-    ):
-        raise BundleError(f"{where}: need {len(folds)} non-negative ensemble weights summing to 1, got "
-                          f"{weights.tolist()}; {_FIX}")
-    for k, fold in enumerate(folds):
-        expected = fold_file_names(k)
-        wanted = {"network": network_mode(mode) is not None, "encoder": mode != "imaging",
-                  "biomarkers": mode in BIOMARKER_MODES, "survival": True}
-        for part, present in wanted.items():
-            name = fold.get(part)
-            if present != (name is not None) or (name is not None and name != expected[part]):
-                state = f"{expected[part]!r}" if present else "null"
-                raise BundleError(f"{where}: fold {k} must list {part} = {state} for mode {mode!r}; {_FIX}")
-            if name is not None:
-                bundle.file(name)  # raises BundleError when the manifest does not list it
+    check_weights(bundle, weights, len(folds), _FIX)
+    check_fold_files(bundle, folds, mode, fold_file_names,
+                     {"network": network_mode(mode) is not None, "encoder": mode != "imaging",
+                      "biomarkers": mode in BIOMARKER_MODES, "survival": True}, _FIX)
     return mode, config, ensemble["rule"], weights, folds
 
 

@@ -175,3 +175,76 @@ def run_cli(function: Callable[[], Any]) -> int:
         print(f"error: {message}", file=sys.stderr, flush=True)
         return int(getattr(error, "exit_status", EXIT_USER_ERROR))
     return 0
+
+
+# ------------------------------------------------------------------------------- fold-ensemble trainers (Tasks 2, 3)
+def add_cohort_arguments(parser: argparse.ArgumentParser, folder: str, csv_columns: str = "") -> None:
+    """What ``train_prognosis.py`` and ``train_hpv.py`` take first: ``--data`` (a HECKTOR folder holding
+    ``folder/``) or ``--csv`` (clinical mode; a CSV with the HECKTOR 2025 columns, then ``csv_columns``),
+    ``--overwrite`` and the common training options."""
+    add_data_arguments(parser, f"HECKTOR folder holding '{folder}/' (images and its CSV)",
+                       data_default="none; give --data or --csv")
+    parser.add_argument("--csv", type=Path, help="clinical mode only, instead of --data: a CSV with the HECKTOR 2025 "
+                                                 f"columns{csv_columns} (default: none)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    add_training_arguments(parser, workers_help="processes preprocessing the images into the cache (0: this "
+                                                "process)")
+
+
+def add_folds_file_argument(group: argparse._ActionsContainer) -> None:
+    """``--folds-file``: the split of an earlier run."""
+    group.add_argument("--folds-file", type=Path,
+                       help="reuse the split of an earlier run (its folds.json) so modes compare on the same folds")
+
+
+def add_network_arguments(group: argparse._ActionsContainer, presets: Mapping[str, Any]) -> None:
+    """``--network`` (a backbone preset of ``presets``, dest ``network_preset``) and ``--network-config``
+    (:func:`network_from_args` joins them)."""
+    group.add_argument("--network", dest="network_preset", choices=sorted(presets), default="resnet18",
+                       help="backbone preset (tiny: a few thousand parameters, for tests and smoke runs)")
+    group.add_argument("--network-config", type=json_object, default={},
+                       help="extra FusedFeatureExtractor arguments as JSON (inline or file), e.g. '{\"dropout\": 0.1}'")
+
+
+def add_feature_arguments(group: argparse._ActionsContainer) -> None:
+    """``--features`` (dest ``clinical_features``) and ``--numeric-features``."""
+    group.add_argument("--features", dest="clinical_features", type=comma_list, default=argparse.SUPPRESS,
+                       help="comma-separated clinical fields to encode")
+    group.add_argument("--numeric-features", type=comma_list, default=argparse.SUPPRESS,
+                       help="comma-separated numeric fields among --features (default: Age when present)")
+
+
+def add_box_arguments(group: argparse._ActionsContainer, default_cache: Path) -> None:
+    """``--plan`` (a BoxPlan JSON), ``--cache-dir`` and ``--threads``."""
+    group.add_argument("--plan", type=Path, help="preprocessing plan JSON (default: the library's BoxPlan(), 96^3)")
+    group.add_argument("--cache-dir", "--cache", type=Path, default=default_cache,
+                       help="cache of preprocessed inputs (keyed by the plan's digest); env HECKTOR_CACHE")
+    group.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                       help="torch's CPU threads while training (all cores: the cores this process may run on, or "
+                            "$OMP_NUM_THREADS where set)")
+
+
+def network_from_args(args: argparse.Namespace, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The network config of ``--network`` and ``--network-config`` (the latter wins)."""
+    return {**presets[args.network_preset], **args.network_config}
+
+
+def cohort_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments of ``train`` / ``train_hpv`` after the config: ``run_dir`` (``--out``, required), the data,
+    the plan, the cache, the split file, ``overwrite`` and a flushing ``echo``."""
+    from hecktor.errors import InputError
+    from hecktor.plan import BoxPlan
+
+    if "run_dir" not in args:
+        raise InputError("--out is required: the run folder to write")
+    return {"run_dir": args.run_dir, "data": getattr(args, "data_root", None), "csv": args.csv,
+            "plan": BoxPlan.load(args.plan) if args.plan is not None else None, "cache_dir": args.cache_dir,
+            "split_file": args.folds_file, "overwrite": args.overwrite, "echo": lambda line: print(line, flush=True)}
+
+
+def export_parser(description: str, trainer: str, default_out: Path) -> ArgumentParser:
+    """The parser of an export command: the run folder written by ``trainer --out`` and ``--out`` (the bundle)."""
+    parser = ArgumentParser(description=description)
+    parser.add_argument("run_dir", type=Path, help=f"folder written by {trainer} --out")
+    parser.add_argument("--out", type=Path, default=default_out, help="bundle folder (replaced if it exists)")
+    return parser

@@ -32,7 +32,6 @@ stopping split are Task 2's (:mod:`hecktor.training.prognosis`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,31 +41,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from hecktor.clinical import DEFAULT_NUMERIC, ClinicalEncoder, parse_number
+from hecktor.clinical import parse_number
 from hecktor.diagnosis import ENSEMBLE_RULE, ClassifierFold, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import InputError
-from hecktor.folds import load_folds, make_folds, save_folds, select_folds
-from hecktor.io import list_training_cases, read_clinical_csv, read_training_table, write_text_atomic
+from hecktor.folds import load_folds
+from hecktor.io import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.segment import resolve_device
 from hecktor.survival import ensemble_weights
 from hecktor.tasks import RECORD_KEYS, get_task
 from hecktor.training.cache import PreprocessingCache
-from hecktor.training.prognosis import (  # Task 2's network plumbing, shared (package-internal helpers)
-    DEFAULT_CACHE,
-    NETWORK_PRESETS,
-    _Batches,
-    _forward_all,
-    _json_safe,
-    _split_for_early_stopping,
-    box_entry,
-    prepare_run_dir,
-    torch_threads,
-)
+from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
+from hecktor.training.crossval import json_safe as _json_safe
+from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
 
 __all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "fit_platt",
@@ -79,7 +68,7 @@ TARGET = TASK.target_columns[0]  # "HPV Status"
 
 # ---------------------------------------------------------------------------------------------------------- config
 @dataclass
-class HPVTrainingConfig:
+class HPVTrainingConfig(crossval.FoldRunConfig):
     """Everything that decides a Task 3 cross-validation run (written to ``RUN_DIR/config.json``).
 
     Args:
@@ -136,41 +125,13 @@ class HPVTrainingConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.n_folds < 2:
-            raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
-        if self.folds is not None:
-            self.folds = select_folds(self.folds, self.n_folds)
-        if self.workers is not None and self.workers < 0:
-            raise InputError(f"workers must be >= 0 (or null: all cores), got {self.workers}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be >= 1 (or null: all cores), got {self.threads}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise InputError(f"epochs must be >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
-        if not 0.0 <= self.early_stopping_fraction < 0.5:
-            raise InputError(f"early_stopping_fraction must lie in [0, 0.5), got {self.early_stopping_fraction}")
+        self.check_common(MODES)
         if not self.logistic_c > 0 or self.calibration_folds < 2:
             raise InputError(f"logistic_c must be > 0 and calibration_folds >= 2 (got {self.logistic_c}, "
                              f"{self.calibration_folds})")
-        forbidden = {"n_clinical", "mode"} & set(self.network)
-        if forbidden:
-            raise InputError(f"network config must not set {sorted(forbidden)}: the trainer sets them")
         if TARGET in self.clinical_features:
             raise InputError(f"{TARGET!r} is what Task 3 predicts; it cannot be a clinical feature")
-        self.clinical_features = list(self.clinical_features)
-        if self.numeric_features is None:
-            self.numeric_features = [name for name in DEFAULT_NUMERIC if name in self.clinical_features]
-
-    @property
-    def fold_list(self) -> list[int]:
-        return select_folds(self.folds, self.n_folds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def new_encoder(self) -> ClinicalEncoder:
-        return ClinicalEncoder(features=self.clinical_features, numeric=self.numeric_features or ())
+        self.fill_clinical_defaults()
 
 
 # ---------------------------------------------------------------------------------------------------------- cohorts
@@ -285,12 +246,8 @@ def load_hpv_cohort(
     if not with_images:
         return cohort
     cases = {case.patient_id: case for case in list_training_cases(root, TASK.number)}
-    cache = hpv_cache(cache_dir, plan)
-    cache.prepare([cases[pid] for pid in cohort.patient_ids], progress=progress, workers=workers)
-    images = np.empty((len(cohort), 2, *plan.input_shape_zyx), dtype=np.float32)
-    for i, pid in enumerate(cohort.patient_ids):
-        images[i] = cache.load(pid).arrays["image"]
-    cohort.images = images
+    cohort.images = crossval.load_cached_images(hpv_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
+                                                progress=progress, workers=workers)
     return cohort
 
 
@@ -412,10 +369,7 @@ class HPVCrossValidationResult:
 
     def oof_probability(self) -> np.ndarray:
         """Every patient's calibrated probability from the fold that did not train on it (NaN: fold not trained)."""
-        probability = np.full(len(self.cohort), np.nan)
-        for fold in self.folds:
-            probability[fold.val_idx] = fold.oof_probability
-        return probability
+        return crossval.pool_oof(len(self.cohort), self.folds, "oof_probability")
 
     def oof_prediction(self) -> np.ndarray:
         """Every patient's OOF status at its fold's cross-fitted threshold (-1: fold not trained)."""
@@ -481,23 +435,16 @@ class HPVCrossValidationResult:
     def save(self, run_dir: str | Path) -> Path:
         """Write the run: ``metrics.json``, ``config.json``, ``folds.json``, ``oof.csv`` and the fold models as a
         bundle in ``RUN_DIR/model`` (what ``export_hpv.py`` copies)."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps(_json_safe(self.metrics()), indent=2) + "\n", run_dir / "metrics.json")
-        write_text_atomic(json.dumps(self.config.to_dict(), indent=2) + "\n", run_dir / "config.json")
-        save_folds(self.split, run_dir / "folds.json", self.cohort.patient_ids)
-        fold_of = np.empty(len(self.cohort), dtype=np.int64)
-        for k, (_, val_idx) in enumerate(self.split):
-            fold_of[val_idx] = k
         probability, predicted = self.oof_probability(), self.oof_prediction()
-        lines = ["PatientID,fold,hpv_status,oof_probability,oof_prediction"] + [  # empty: that fold was not trained
-            f"{pid},{fold_of[i]},{self.cohort.labels[i]},"
-            + (f"{probability[i]:.6f},{predicted[i]}" if math.isfinite(probability[i]) else ",")
-            for i, pid in enumerate(self.cohort.patient_ids)
-        ]
-        write_text_atomic("\n".join(lines) + "\n", run_dir / "oof.csv")
-        self.predictor(device="cpu").to_bundle(run_dir / "model")
-        return run_dir
+
+        def row(i: int, pid: str, fold: int) -> str:  # empty: that fold was not trained
+            return (f"{pid},{fold},{self.cohort.labels[i]},"
+                    + (f"{probability[i]:.6f},{predicted[i]}" if math.isfinite(probability[i]) else ","))
+
+        return crossval.save_run(run_dir, metrics=self.metrics(), config=self.config, split=self.split,
+                                 patient_ids=self.cohort.patient_ids,
+                                 oof_header="PatientID,fold,hpv_status,oof_probability,oof_prediction", oof_row=row,
+                                 predictor=self.predictor(device="cpu"))
 
 
 # ---------------------------------------------------------------------------------------------------------- training
@@ -511,7 +458,7 @@ def _shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list
 
 def train_classifier(
     config: HPVTrainingConfig,
-    data: _Batches,
+    data: crossval.Batches,
     n_clinical: int,
     train_idx: np.ndarray,
     labels: np.ndarray,
@@ -535,7 +482,7 @@ def train_classifier(
     device = data.device
     torch.manual_seed(seed)
     network = FusedFeatureExtractor(n_clinical=n_clinical, mode=config.mode, **config.network).to(device)
-    inner, held = _split_for_early_stopping(labels[train_idx], config.early_stopping_fraction, seed)
+    inner, held = crossval.split_for_early_stopping(labels[train_idx], config.early_stopping_fraction, seed)
     fit_idx = train_idx[inner]
     held_idx = train_idx[held] if held is not None else None
     fit_labels = labels[fit_idx].astype(np.float64)
@@ -547,50 +494,18 @@ def train_classifier(
                     else np.ones(2))
     weight_t = torch.as_tensor(class_weight[labels.astype(np.int64)], dtype=torch.float32)
     label_t = torch.as_tensor(labels, dtype=torch.float32)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    rng = np.random.default_rng(seed + 1)
-    best_score, best_epoch, best_state = -math.inf, None, None
-    bar = tqdm(range(1, config.epochs + 1), desc=description, unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        started = time.perf_counter()
-        network.train()
-        losses = []
-        for positions in _shuffled_batches(len(fit_idx), config.batch_size, rng):
-            idx = fit_idx[positions]
-            flip = rng.random(len(idx)) < 0.5 if config.augmentation else None
-            image, clinical = data.get(idx, flip)
-            logit = network(image, clinical)
-            weight = weight_t[idx].to(device)
-            loss = (torch.nn.functional.binary_cross_entropy_with_logits(
-                logit, label_t[idx].to(device), reduction="none") * weight).sum() / weight.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                               "lr": optimizer.param_groups[0]["lr"]}
-        scheduler.step()
-        if held_idx is not None:
-            _, held_logit = _forward_all(network, data, held_idx, config.feature_batch_size)
-            score = _safe_auc(labels[held_idx], held_logit)
-            row["heldout_auc"] = score
-            # ">" keeps the earliest of equally good epochs; NaN never wins.
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-        row["seconds"] = time.perf_counter() - started
-        shown = {"loss": f"{row['train_loss']:.3f}"}
-        if held_idx is not None:
-            shown["heldout_auc"] = f"{row['heldout_auc']:.3f}"
-        bar.set_postfix(shown)
-        if log is not None:
-            log.log(row)
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    else:
-        best_epoch = config.epochs if held_idx is None else None
-    return network.eval(), best_epoch, held_idx
+
+    def loss(logit: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        weight = weight_t[idx].to(device)
+        return (torch.nn.functional.binary_cross_entropy_with_logits(
+            logit, label_t[idx].to(device), reduction="none") * weight).sum() / weight.sum()
+
+    network, best_epoch = crossval.fit_epochs(
+        network, config, data, fit_idx, held_idx, seed=seed,
+        batches=lambda rng: _shuffled_batches(len(fit_idx), config.batch_size, rng), loss=loss,
+        held_out=lambda held_logit: {"heldout_auc": _safe_auc(labels[held_idx], held_logit)},
+        score_key="heldout_auc", shown_key="heldout_auc", log=log, progress=progress, description=description)
+    return network, best_epoch, held_idx
 
 
 def _clinical_head(config: HPVTrainingConfig, x_train: np.ndarray, y_train: np.ndarray,
@@ -629,10 +544,7 @@ def run_fold(
     started = time.perf_counter()
     labels = cohort.labels
     seed = config.seed * 1000 + index
-    encoder, clinical = None, None
-    if config.mode != "imaging":
-        encoder = config.new_encoder().fit([cohort.rows[i] for i in train_idx])
-        clinical = encoder.transform(cohort.rows)
+    encoder, clinical = crossval.fit_encoder(config, cohort.rows, train_idx)
     network, best_epoch = None, None
     if config.mode == "clinical":
         head, calibration_patients = _clinical_head(config, clinical[train_idx].astype(np.float64), labels[train_idx],
@@ -641,7 +553,7 @@ def run_fold(
     else:
         if cohort.images is None:
             raise InputError(f"mode {config.mode!r} needs images; load the cohort with with_images=True")
-        data = _Batches(cohort.images, clinical, device)
+        data = crossval.Batches(cohort.images, clinical, device)
         log = RunLog(log_dir, name="training_log") if log_dir is not None else None
         network, best_epoch, held_idx = train_classifier(
             config, data, encoder.n_features if encoder is not None else 0, train_idx, labels, seed=seed, log=log,
@@ -649,13 +561,13 @@ def run_fold(
         weight = network.risk_head.weight.detach().cpu().double().numpy().ravel()
         bias = float(network.risk_head.bias.detach().cpu().double().numpy()[0])
         if held_idx is not None:
-            _, held_logit = _forward_all(network, data, held_idx, config.feature_batch_size)
+            _, held_logit = crossval.forward_all(network, data, held_idx, config.feature_batch_size)
             calibration, calibration_patients = fit_platt(held_logit, labels[held_idx]), len(held_idx)
         else:
             calibration = PlattCalibration.prior_shift(float(labels[train_idx].mean()))
             calibration_patients = 0
         head = LogisticHead(tuple(weight), bias, calibration)
-        features, _ = _forward_all(network, data, val_idx, config.feature_batch_size)
+        features, _ = crossval.forward_all(network, data, val_idx, config.feature_batch_size)
         oof = head.probability(features)
         network.cpu()
     model = ClassifierFold(head=head, network=network, encoder=encoder, auc=_safe_auc(labels[val_idx], oof))
@@ -691,21 +603,8 @@ def cross_validate_hpv(
     progress = config.progress if progress is None else progress
     if run_dir is not None:
         prepare_run_dir(Path(run_dir), overwrite)
-    if split is None:
-        split = make_folds(cohort.labels, config.n_folds, seed=config.seed, groups=cohort.centres)
-    elif len(split) != config.n_folds:
-        raise InputError(f"the given split has {len(split)} folds but the config asks for {config.n_folds} (--folds)")
-    split = [(np.asarray(train_idx), np.asarray(val_idx)) for train_idx, val_idx in split]
-    device = resolve_device(config.device)
-    results = []
-    with torch_threads(config.threads):
-        for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
-            train_idx, val_idx = split[k]
-            log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
-            result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
-            results.append(result)
-            if on_fold is not None:
-                on_fold(result)
+    split = crossval.resolve_split(split, cohort.labels, cohort.centres, config)
+    results = crossval.run_folds(config, cohort, split, run_dir, run_fold, progress=progress, on_fold=on_fold)
     aucs = [r.auc if math.isfinite(r.auc) else 0.5 for r in results]  # an undefined AUC counts as chance
     weights = ensemble_weights(aucs)
     labels = cohort.labels
@@ -794,15 +693,7 @@ def export_hpv_bundle(run_dir: str | Path, out_dir: str | Path) -> HPVPredictor:
     Raises:
         InputError: ``run_dir`` is not a finished Task 3 run, or ``out_dir`` is the run's own model folder.
     """
-    run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
-    if not (model_dir / "manifest.json").is_file():
-        raise InputError(f"{run_dir} is not a finished Task 3 run (no {model_dir / 'manifest.json'}); train it with "
-                         "training/train_hpv.py")
-    if Path(out_dir).resolve() == model_dir.resolve():
-        raise InputError(f"--out {out_dir} is the run's own model folder; choose another folder")
-    HPVPredictor.from_bundle(model_dir, device="cpu").to_bundle(out_dir)
-    return HPVPredictor.from_bundle(out_dir, device="cpu")
+    return crossval.export_run(run_dir, out_dir, HPVPredictor, "Task 3", "training/train_hpv.py")
 
 
 # ---------------------------------------------------------------------------------------------- held-out scoring

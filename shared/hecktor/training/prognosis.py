@@ -40,8 +40,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +50,9 @@ import torch
 from tqdm import tqdm
 
 from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers
-from hecktor.clinical import DEFAULT_FEATURES, DEFAULT_NUMERIC, ClinicalEncoder
+from hecktor.clinical import DEFAULT_FEATURES
 from hecktor.errors import InputError
-from hecktor.folds import load_folds, make_folds, save_folds, select_folds
+from hecktor.folds import load_folds
 from hecktor.io import (
     TrainingCase,
     list_training_cases,
@@ -69,10 +68,26 @@ from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskPredictor, SegmentationSettings, \
     network_mode
-from hecktor.segment import resolve_device
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
-from hecktor.training.cache import PreprocessingCache, available_cores
+from hecktor.training.cache import PreprocessingCache
+from hecktor.training.crossval import (  # noqa: F401  (default_threads, torch_threads: importable from here too)
+    Batches,
+    FoldRunConfig,
+    default_threads,
+    export_run,
+    fit_encoder,
+    fit_epochs,
+    forward_all,
+    load_cached_images,
+    pool_oof,
+    resolve_split,
+    run_folds,
+    save_run,
+    split_for_early_stopping,
+    torch_threads,
+)
+from hecktor.training.crossval import json_safe as _json_safe
 from hecktor.training.run_log import RunLog
 
 logger = logging.getLogger(__name__)
@@ -107,7 +122,7 @@ DEFAULT_SURVIVAL: dict[str, dict[str, Any]] = {
 
 # ---------------------------------------------------------------------------------------------------------- config
 @dataclass
-class TrainingConfig:
+class TrainingConfig(FoldRunConfig):
     """Everything that decides a cross-validation run (written to ``RUN_DIR/config.json``).
 
     Args:
@@ -182,26 +197,8 @@ class TrainingConfig:
     crop_mm: float = 128.0
 
     def __post_init__(self) -> None:
-        if self.mode not in PREDICTOR_MODES:
-            raise InputError(f"mode must be one of {PREDICTOR_MODES}, got {self.mode!r}")
-        if self.n_folds < 2:
-            raise InputError(f"at least 2 folds are needed, got {self.n_folds}")
-        if self.folds is not None:
-            self.folds = select_folds(self.folds, self.n_folds)
-        if self.workers is not None and self.workers < 0:
-            raise InputError(f"workers must be >= 0 (or null: all cores), got {self.workers}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be >= 1 (or null: all cores), got {self.threads}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise InputError(f"epochs must be >= 1 and batch size >= 2 (got {self.epochs}, {self.batch_size})")
-        if not 0.0 <= self.early_stopping_fraction < 0.5:
-            raise InputError(f"early_stopping_fraction must lie in [0, 0.5), got {self.early_stopping_fraction}")
-        forbidden = {"n_clinical", "mode"} & set(self.network)
-        if forbidden:
-            raise InputError(f"network config must not set {sorted(forbidden)}: the trainer sets them")
-        self.clinical_features = list(self.clinical_features)
-        if self.numeric_features is None:
-            self.numeric_features = [name for name in DEFAULT_NUMERIC if name in self.clinical_features]
+        self.check_common(PREDICTOR_MODES)
+        self.fill_clinical_defaults()
         if self.survival is None:
             self.survival = dict(DEFAULT_SURVIVAL[self.mode])
         try:
@@ -218,16 +215,6 @@ class TrainingConfig:
             self.segmentation_settings()
         except ValueError as error:
             raise InputError(str(error)) from None
-
-    @property
-    def fold_list(self) -> list[int]:
-        return select_folds(self.folds, self.n_folds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def new_encoder(self) -> ClinicalEncoder:
-        return ClinicalEncoder(features=self.clinical_features, numeric=self.numeric_features or ())
 
     @property
     def uses_biomarkers(self) -> bool:
@@ -352,12 +339,8 @@ def load_hecktor_cohort(
     if not with_images:
         return cohort
     cases = {case.patient_id: case for case in list_training_cases(root, 2)}
-    cache = box_cache(cache_dir, plan)
-    cache.prepare([cases[pid] for pid in cohort.patient_ids], progress=progress, workers=workers)
-    images = np.empty((len(cohort), 2, *plan.input_shape_zyx), dtype=np.float32)
-    for i, pid in enumerate(cohort.patient_ids):
-        images[i] = cache.load(pid).arrays["image"]
-    cohort.images = images
+    cohort.images = load_cached_images(box_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
+                                       progress=progress, workers=workers)
     return cohort
 
 
@@ -526,10 +509,7 @@ class CrossValidationResult:
 
     def oof_risk(self) -> np.ndarray:
         """Every patient's standardised risk from the fold that did not train on it (NaN in folds not trained)."""
-        risk = np.full(len(self.cohort), np.nan)
-        for fold in self.folds:
-            risk[fold.val_idx] = fold.oof_risk
-        return risk
+        return pool_oof(len(self.cohort), self.folds, "oof_risk")
 
     def metrics(self) -> dict[str, Any]:
         oof = self.oof_risk()
@@ -567,34 +547,15 @@ class CrossValidationResult:
     def save(self, run_dir: str | Path) -> Path:
         """Write the run: ``metrics.json``, ``config.json``, ``folds.json``, ``oof.csv`` and the fold models as a
         bundle in ``RUN_DIR/model`` (what ``export_prognosis.py`` copies)."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps(_json_safe(self.metrics()), indent=2) + "\n", run_dir / "metrics.json")
-        write_text_atomic(json.dumps(self.config.to_dict(), indent=2) + "\n", run_dir / "config.json")
-        save_folds(self.split, run_dir / "folds.json", self.cohort.patient_ids)
-        fold_of = np.empty(len(self.cohort), dtype=np.int64)
-        for k, (_, val_idx) in enumerate(self.split):
-            fold_of[val_idx] = k
         oof = self.oof_risk()
-        lines = ["PatientID,fold,RFS,Relapse,oof_risk"] + [  # an empty oof_risk: that fold was not trained
-            f"{pid},{fold_of[i]},{self.cohort.time[i]:g},{self.cohort.event[i]},"
-            + (f"{oof[i]:.6f}" if math.isfinite(oof[i]) else "")
-            for i, pid in enumerate(self.cohort.patient_ids)
-        ]
-        write_text_atomic("\n".join(lines) + "\n", run_dir / "oof.csv")
-        self.predictor(device="cpu").to_bundle(run_dir / "model")
-        return run_dir
 
+        def row(i: int, pid: str, fold: int) -> str:  # an empty oof_risk: that fold was not trained
+            return (f"{pid},{fold},{self.cohort.time[i]:g},{self.cohort.event[i]},"
+                    + (f"{oof[i]:.6f}" if math.isfinite(oof[i]) else ""))
 
-def _json_safe(value: Any) -> Any:
-    """NaN (an undefined C-index) as JSON null: ``json.dumps`` would write the non-standard ``NaN``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+        return save_run(run_dir, metrics=self.metrics(), config=self.config, split=self.split,
+                        patient_ids=self.cohort.patient_ids, oof_header="PatientID,fold,RFS,Relapse,oof_risk",
+                        oof_row=row, predictor=self.predictor(device="cpu"))
 
 
 def _safe_cindex(time_: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
@@ -606,61 +567,9 @@ def _safe_cindex(time_: np.ndarray, event: np.ndarray, risk: np.ndarray) -> floa
 
 
 # ---------------------------------------------------------------------------------------------------------- training
-def _split_for_early_stopping(
-    event: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Positions (into the fold's training set) to train on and to hold out; ``None`` when no hold-out is made.
-
-    The hold-out is stratified by event and needs at least two events (otherwise its C-index is undefined)."""
-    n = len(event)
-    n_out = int(round(fraction * n))
-    n_events_out = int(round(fraction * event.sum()))
-    if fraction <= 0 or n_out < 4 or n_events_out < 2 or event.sum() - n_events_out < 2:
-        return np.arange(n), None
-    rng = np.random.default_rng(seed)
-    events, censored = np.flatnonzero(event), np.flatnonzero(event == 0)
-    held = np.concatenate([rng.choice(events, n_events_out, replace=False),
-                           rng.choice(censored, min(len(censored), n_out - n_events_out), replace=False)])
-    held = np.sort(held)
-    return np.setdiff1d(np.arange(n), held), held
-
-
-class _Batches:
-    """Tensors of a set of patients: images and encoded records, moved to the device batch by batch."""
-
-    def __init__(self, images: np.ndarray | None, clinical: np.ndarray | None, device: torch.device):
-        self.images, self.clinical, self.device = images, clinical, device
-
-    def get(self, idx: np.ndarray, flip: np.ndarray | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        image = None
-        if self.images is not None:
-            image = torch.from_numpy(self.images[idx]).to(self.device)
-            if flip is not None and flip.any():
-                # Mirror x (the last axis: patient left-right) for the selected samples only.
-                mask = torch.from_numpy(flip).to(self.device)
-                image = torch.where(mask[:, None, None, None, None], torch.flip(image, dims=(-1,)), image)
-        clinical = torch.from_numpy(self.clinical[idx]).to(self.device) if self.clinical is not None else None
-        return image, clinical
-
-
-@torch.inference_mode()
-def _forward_all(
-    network: FusedFeatureExtractor, data: _Batches, idx: np.ndarray, batch: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fused features ``(n, 128)`` and head risks ``(n,)`` of the patients ``idx`` (eval mode)."""
-    network.eval()
-    features, risks = [], []
-    for start in range(0, len(idx), batch):
-        image, clinical = data.get(idx[start:start + batch])
-        f = network.extract_features(image, clinical)
-        features.append(f.float().cpu().numpy())
-        risks.append(network.risk_head(f).squeeze(1).float().cpu().numpy())
-    return np.concatenate(features), np.concatenate(risks)
-
-
 def train_network(
     config: TrainingConfig,
-    data: _Batches,
+    data: Batches,
     n_clinical: int,
     train_idx: np.ndarray,
     time_: np.ndarray,
@@ -687,57 +596,26 @@ def train_network(
     channels = {"image_channels": int(data.images.shape[1])} if data.images is not None else {}
     network = FusedFeatureExtractor(n_clinical=n_clinical, mode=network_mode(config.mode),
                                     **{**config.network, **channels}).to(device)
-    inner, held = _split_for_early_stopping(event[train_idx], config.early_stopping_fraction, seed)
+    inner, held = split_for_early_stopping(event[train_idx], config.early_stopping_fraction, seed)
     fit_idx = train_idx[inner]
     held_idx = train_idx[held] if held is not None else None
     sampler = EventBalancedBatchSampler(event[fit_idx], config.batch_size, config.min_events, seed=seed)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    rng = np.random.default_rng(seed + 1)
     time_t = torch.as_tensor(time_, dtype=torch.float32)
     event_t = torch.as_tensor(event, dtype=torch.float32)
-    best_score, best_epoch, best_state = -math.inf, None, None
-    bar = tqdm(range(1, config.epochs + 1), desc=description, unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        started = time.perf_counter()
-        network.train()
-        losses = []
-        for positions in sampler:
-            idx = fit_idx[np.asarray(positions)]
-            flip = rng.random(len(idx)) < 0.5 if config.augmentation else None
-            image, clinical = data.get(idx, flip)
-            risk = network(image, clinical)
-            loss = cox_partial_likelihood_loss(risk, time_t[idx].to(device), event_t[idx].to(device), ties=config.ties)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                               "lr": optimizer.param_groups[0]["lr"]}
-        scheduler.step()
-        if held_idx is not None:
-            _, held_risk = _forward_all(network, data, held_idx, config.feature_batch_size)
-            score = _safe_cindex(time_[held_idx], event[held_idx], held_risk)
-            with torch.no_grad():
-                row["heldout_loss"] = float(cox_partial_likelihood_loss(
-                    torch.from_numpy(held_risk), time_t[held_idx], event_t[held_idx], ties=config.ties))
-            row["heldout_cindex"] = score
-            # ">" keeps the earliest of equally good epochs; NaN (no comparable pair) never wins.
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-        row["seconds"] = time.perf_counter() - started
-        shown = {"loss": f"{row['train_loss']:.3f}"}
-        if held_idx is not None:
-            shown["heldout_c"] = f"{row['heldout_cindex']:.3f}"
-        bar.set_postfix(shown)
-        if log is not None:
-            log.log(row)
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    else:
-        best_epoch = config.epochs if held_idx is None else None
-    return network.eval(), best_epoch
+
+    def loss(risk: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return cox_partial_likelihood_loss(risk, time_t[idx].to(device), event_t[idx].to(device), ties=config.ties)
+
+    def held_out(held_risk: np.ndarray) -> dict[str, float]:
+        score = _safe_cindex(time_[held_idx], event[held_idx], held_risk)
+        with torch.no_grad():
+            held_loss = float(cox_partial_likelihood_loss(
+                torch.from_numpy(held_risk), time_t[held_idx], event_t[held_idx], ties=config.ties))
+        return {"heldout_loss": held_loss, "heldout_cindex": score}
+
+    return fit_epochs(network, config, data, fit_idx, held_idx, seed=seed, batches=lambda rng: sampler, loss=loss,
+                      held_out=held_out, score_key="heldout_cindex", shown_key="heldout_c", log=log,
+                      progress=progress, description=description)
 
 
 def run_fold(
@@ -752,11 +630,7 @@ def run_fold(
 ) -> FoldResult:
     """Fit one fold (encoder, network, Cox model) and score it on its validation patients."""
     started = time.perf_counter()
-    encoder = None
-    clinical = None
-    if config.mode != "imaging":
-        encoder = config.new_encoder().fit([cohort.rows[i] for i in train_idx])
-        clinical = encoder.transform(cohort.rows)
+    encoder, clinical = fit_encoder(config, cohort.rows, train_idx)
     scaler = None
     if config.uses_biomarkers:
         if cohort.biomarkers is None:
@@ -774,14 +648,14 @@ def run_fold(
             what = "tumour cubes (add_segmentation_features with a crop)" if config.mode == "fusion+biomarkers" \
                 else "images; load the cohort with with_images=True"
             raise InputError(f"mode {config.mode!r} needs {what}")
-        data = _Batches(images, clinical, device)
+        data = Batches(images, clinical, device)
         log = RunLog(log_dir, name="training_log") if log_dir is not None else None
         network, best_epoch = train_network(
             config, data, encoder.n_features if encoder is not None else 0, train_idx, cohort.time, cohort.event,
             seed=config.seed * 1000 + index, log=log, progress=progress, description=f"fold {index}",
         )
         everyone = np.concatenate([train_idx, val_idx])
-        extracted, head = _forward_all(network, data, everyone, config.feature_batch_size)
+        extracted, head = forward_all(network, data, everyone, config.feature_batch_size)
         features = np.empty((len(cohort), extracted.shape[1]), dtype=np.float64)
         features[everyone] = extracted
         head_risk = np.empty(len(cohort))
@@ -800,26 +674,6 @@ def run_fold(
     model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler)
     return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
                       time.perf_counter() - started)
-
-
-def default_threads() -> int:
-    """The threads of a run that sets none: ``$OMP_NUM_THREADS`` where it is set (torch's own default honours it
-    too), else all cores (:func:`~hecktor.training.cache.available_cores`)."""
-    text = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else available_cores()
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """torch's CPU threads set to ``threads`` (``None``: :func:`default_threads`) for the block, and restored after
-    it."""
-    wanted = int(threads) if threads else default_threads()
-    before = torch.get_num_threads()
-    torch.set_num_threads(wanted)
-    try:
-        yield wanted
-    finally:
-        torch.set_num_threads(before)
 
 
 def cross_validate(
@@ -853,21 +707,8 @@ def cross_validate(
                          "exports it from the Task 1 cross-validation)")
     if run_dir is not None:
         prepare_run_dir(Path(run_dir), overwrite)
-    if split is None:
-        split = make_folds(cohort.event, config.n_folds, seed=config.seed, groups=cohort.centres)
-    elif len(split) != config.n_folds:
-        raise InputError(f"the given split has {len(split)} folds but the config asks for {config.n_folds} (--folds)")
-    split = [(np.asarray(train_idx), np.asarray(val_idx)) for train_idx, val_idx in split]
-    device = resolve_device(config.device)
-    results = []
-    with torch_threads(config.threads):
-        for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
-            train_idx, val_idx = split[k]
-            log_dir = Path(run_dir) / f"fold_{k}" if run_dir is not None else None
-            result = run_fold(config, cohort, k, train_idx, val_idx, device, log_dir, progress)
-            results.append(result)
-            if on_fold is not None:
-                on_fold(result)
+    split = resolve_split(split, cohort.event, cohort.centres, config)
+    results = run_folds(config, cohort, split, run_dir, run_fold, progress=progress, on_fold=on_fold)
     weights = ensemble_weights([r.cindex for r in results], rule=config.ensemble_rule)
     plan = cohort.plan or BoxPlan()
     outcome = CrossValidationResult(config, cohort, plan, results, weights, time.perf_counter() - started, split)
@@ -1051,12 +892,4 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> RiskPredictor:
     Raises:
         InputError: ``run_dir`` is not a finished run, or ``out_dir`` is the run's own model folder.
     """
-    run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
-    if not (model_dir / "manifest.json").is_file():
-        raise InputError(f"{run_dir} is not a finished Task 2 run (no {model_dir / 'manifest.json'}); "
-                         "train it with training/train_prognosis.py")
-    if Path(out_dir).resolve() == model_dir.resolve():
-        raise InputError(f"--out {out_dir} is the run's own model folder; choose another folder")
-    RiskPredictor.from_bundle(model_dir, device="cpu").to_bundle(out_dir)
-    return RiskPredictor.from_bundle(out_dir, device="cpu")
+    return export_run(run_dir, out_dir, RiskPredictor, "Task 2", "training/train_prognosis.py")
