@@ -22,7 +22,7 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
-## The demo: a synthetic cohort, small HecMamba and fusion models, both containers' inference.py on held-out cases,
+## The demo: a synthetic cohort, the three tasks' small models, every container's inference.py on held-out cases,
 ## scores and demo_output/report.md (under 15 minutes on 2 cores).
 demo: setup
 	$(BIN)/python training/demo.py --out demo_output

@@ -190,7 +190,8 @@ def test_export_refuses_an_unfinished_run(tmp_path):
 @pytest.fixture(scope="module")
 def task1_run(tmp_path_factory):
     """A small cohort and a finished 3-fold Task 1 cross-validation of the tiny HecMamba (2 iterations per fold: it
-    trains the code path, not a model)."""
+    trains the code path, not a model), trained without its out-of-fold predictions (as before the trainer made
+    them), so that Task 2 makes them (write_validation_masks)."""
     from hecktor.training.segmentation import SegmentationTrainer, TrainingConfig as SegConfig, load_config_file
 
     root = tmp_path_factory.mktemp("bio")
@@ -198,7 +199,8 @@ def task1_run(tmp_path_factory):
     generate_cohort(cohort, cases=18, seed=6, size="small")
     tiny = load_config_file(REPO / "training" / "configs" / "tiny.json")
     config = {**tiny, "data_root": str(cohort), "run_dir": str(root / "seg"), "cache_dir": str(root / "cache"),
-              "n_folds": 3, "epochs": 1, "iterations_per_epoch": 2, "val_every": 1, "augmentation": False}
+              "n_folds": 3, "epochs": 1, "iterations_per_epoch": 2, "val_every": 1, "augmentation": False,
+              "predict_validation": False}
     SegmentationTrainer(SegConfig.from_dict(config)).run()
     return cohort, root / "seg"
 
@@ -213,7 +215,7 @@ def _fold_segmenter(seg_run, patient_id):
     ids = sorted(c.patient_id for c in list_training_cases(seg_run.parent / "hecktor", 1))
     fold = next(k for k, (_, val) in enumerate(load_folds(seg_run / "folds.json", case_ids=ids))
                 if ids.index(patient_id) in val)
-    network, _ = network_from_checkpoint(seg_run / f"fold_{fold}" / "checkpoint_last.pt")
+    network, _ = network_from_checkpoint(seg_run / f"fold_{fold}" / "checkpoint_best.pt")
     return Segmenter([network], RegionPlan.load(seg_run / "plan.json"), device="cpu"), fold
 
 

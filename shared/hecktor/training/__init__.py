@@ -1,11 +1,16 @@
-"""Training of both tasks: the library behind the thin command-line scripts in ``training/``.
+"""Training of the three tasks: the library behind the thin command-line scripts in ``training/``.
 
-* :mod:`hecktor.training.segmentation`: Task 1 (TrainingConfig, SegmentationTrainer, patches, losses, export).
-* :mod:`hecktor.training.prognosis`: Task 2 (TrainingConfig, cohorts, cross-validation, export).
-* :mod:`hecktor.training.cache`: the one preprocessing cache both trainers use.
+* :mod:`hecktor.training.segmentation`: Task 1 (TrainingConfig, SegmentationTrainer, patches, losses, out-of-fold
+  predictions, postprocessing choice, export).
+* :mod:`hecktor.training.prognosis`: Task 2 (TrainingConfig, cohorts, biomarkers of Task 1's out-of-fold masks,
+  cross-validation, export).
+* :mod:`hecktor.training.hpv`: Task 3 (HPVTrainingConfig, cross-validation, threshold, export).
+* :mod:`hecktor.training.crossval`: what the Task 2 and Task 3 cross-validations share (fold loop, epoch loop with
+  early stopping, encoders, cached images, run folders, thread settings).
+* :mod:`hecktor.training.cache`: the one preprocessing cache every trainer uses.
 * :mod:`hecktor.training.run_log`: per-epoch metrics as CSV, JSON and PNG.
-* :mod:`hecktor.training.cli`: what the command lines share (argument types, common options, exit statuses).
+* :mod:`hecktor.training.cli`: what the command lines share (argument groups and types, exit statuses).
 
-Folds of both tasks are in :mod:`hecktor.folds`. Nothing is imported here: the containers install this package but
+Folds of every task are in :mod:`hecktor.folds`. Nothing is imported here: the containers install this package but
 never train, and the training modules pull in matplotlib and MONAI's losses and transforms.
 """

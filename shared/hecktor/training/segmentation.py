@@ -1147,7 +1147,10 @@ class SegmentationTrainer:
 
         checkpoint = self._resume_checkpoint(fold_dir) if self.resume else None
         if checkpoint is not None:
-            if checkpoint["plan_digest"] != config.plan.digest() or checkpoint["network"] != config.network:
+            # As in export_bundle: a checkpoint stored before the plan gained fields is compared by the plans.
+            same_plan = (checkpoint["plan_digest"] == config.plan.digest()
+                         or RegionPlan.from_dict(checkpoint.get("plan", {})) == config.plan)
+            if not same_plan or checkpoint["network"] != config.network:
                 raise InputError(f"{fold_dir} holds a checkpoint of another plan or network; use a new --out folder")
             network.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
