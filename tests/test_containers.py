@@ -819,3 +819,26 @@ def test_demo_measures_each_container_run_on_its_own(tmp_path):
     assert ballast.sum() > 0
     failed = demo.measure([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "failed.log")
     assert failed["status"] == 3
+
+
+def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(tmp_path):
+    """Balanced accuracy from the written booleans, AUC from the probability each container logged, over the patients
+    of known status only; the oracle from the true P(HPV+)."""
+    import demo
+
+    cases = [("A", 1, True, 0.9, 0.8), ("B", 1, False, 0.4, 0.6), ("C", 0, False, 0.2, 0.3), ("D", 0, True, 0.7, 0.5),
+             ("E", None, True, 0.99, 0.9)]
+    held_out = []
+    for pid, status, predicted, logged, truth in cases:
+        folder = tmp_path / "outputs" / "task3" / pid
+        folder.mkdir(parents=True)
+        (folder / "hpv-status.json").write_text(json.dumps(predicted))
+        (tmp_path / "outputs" / "task3" / f"{pid}.log").write_text(
+            f"INFO task3_container: wrote x: P(HPV+) {logged:.3f}, threshold 0.500: ...\n")
+        held_out.append({"patient_id": pid, "hpv_status": status, "hpv_probability": truth})
+    scores = demo.score_hpv(tmp_path, held_out)
+    assert scores["hpv_n"] == 4 and scores["hpv_n_positive"] == 2
+    assert scores["hpv_balanced_accuracy"] == pytest.approx(0.5)  # A right, B wrong; C right, D wrong
+    assert scores["hpv_auc"] == pytest.approx(0.75)  # positives 0.9, 0.4 against negatives 0.2, 0.7: 3 of 4 pairs
+    assert scores["hpv_oracle_auc"] == pytest.approx(1.0)
+    assert [c["hpv_probability_predicted"] for c in held_out] == [0.9, 0.4, 0.2, 0.7, 0.99]

@@ -37,6 +37,7 @@ import csv
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -49,7 +50,8 @@ import SimpleITK as sitk
 
 from hecktor.errors import InputError
 from hecktor.io import write_gc_input
-from hecktor.metrics import balanced_accuracy, concordance_index, evaluate_segmentation, summarize_segmentation
+from hecktor.metrics import (balanced_accuracy, concordance_index, evaluate_segmentation, roc_auc,
+                             summarize_segmentation)
 from hecktor.plan import BoxPlan
 from hecktor.synthetic import generate_cohort, make_case, oracle_balanced_accuracy, oracle_c_index
 from hecktor.tasks import TaskSpec, get_task, task_numbers
@@ -340,18 +342,31 @@ def score_prognosis(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]
             "oracle_cindex": oracle_c_index(events, times, [c["true_log_hazard"] for c in held_out])}
 
 
+HPV_LOG_LINE = re.compile(r"P\(HPV\+\) ([0-9.]+), threshold")
+"""The Task 3 container's last log line gives the probability behind the boolean it writes (the AUC needs it)."""
+
+
 def score_hpv(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
-    """Task 3: balanced accuracy of the predicted statuses on the patients whose status is recorded (the
-    challenge's metric), beside the Bayes rule on the true P(HPV+) (:func:`hecktor.synthetic.oracle_balanced_accuracy`)."""
+    """Task 3: balanced accuracy of the predicted statuses (the challenge's metric) and the AUC of the probabilities
+    the containers logged, on the patients whose status is recorded, each beside the oracle's (the true P(HPV+):
+    the Bayes rule, :func:`hecktor.synthetic.oracle_balanced_accuracy`, and its AUC)."""
     for case in held_out:
-        case["hpv_predicted"] = json.loads(_output(out, 3, case["patient_id"]).read_text())
+        pid = case["patient_id"]
+        case["hpv_predicted"] = json.loads(_output(out, 3, pid).read_text())
+        found = HPV_LOG_LINE.findall((out / "outputs" / "task3" / f"{pid}.log").read_text())
+        case["hpv_probability_predicted"] = float(found[-1]) if found else float("nan")
     known = [c for c in held_out if c["hpv_status"] is not None]
     labels = [int(c["hpv_status"]) for c in known]
     both_classes = 0 < sum(labels) < len(labels)
+    predicted = [c["hpv_probability_predicted"] for c in known]
     return {"hpv_n": len(known), "hpv_n_positive": sum(labels),
             "hpv_balanced_accuracy": balanced_accuracy(labels, [bool(c["hpv_predicted"]) for c in known])
             if both_classes else float("nan"),
-            "hpv_oracle_balanced_accuracy": oracle_balanced_accuracy(labels, [c["hpv_probability"] for c in known])}
+            "hpv_auc": roc_auc(labels, predicted) if both_classes and all(map(math.isfinite, predicted))
+            else float("nan"),
+            "hpv_oracle_balanced_accuracy": oracle_balanced_accuracy(labels, [c["hpv_probability"] for c in known]),
+            "hpv_oracle_auc": roc_auc(labels, [c["hpv_probability"] for c in known]) if both_classes
+            else float("nan")}
 
 
 SCORERS = {"segmentation": score_segmentation, "prognosis": score_prognosis, "hpv": score_hpv}
@@ -420,10 +435,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Task 1 epochs per fold (of demo.json's 25 iterations; demo.json itself says 40)")
     parser.add_argument("--hpv-epochs", type=int, default=12, help="Task 3 (fusion) epochs per fold")
     parser.add_argument("--jobs", type=int, default=2, help="inference.py processes at a time (one thread each)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the outputs of an earlier run in --out again and rewrite its report (no training, "
+                             "no container run; its stage times are kept)")
     return parser
 
 
+def rescore(out: Path) -> Path:
+    """Score an earlier run's container outputs again and rewrite ``report.md`` and ``results.json`` (after a change
+    to the scoring or the report; the run's own stage times and total are kept)."""
+    import demo_report
+
+    path = out / "results.json"
+    if not path.is_file():
+        raise InputError(f"{out} holds no demo run (results.json missing); run the demo first")
+    results = json.loads(path.read_text())
+    results["runs"] = {int(task): records for task, records in results["runs"].items()}
+    results["scores"] = score(out, results["cohorts"])
+    report = demo_report.write_report(out, results)
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    demo_report.append_total(report, results["total"])
+    return report
+
+
 def run(args: argparse.Namespace) -> None:
+    if args.rescore:
+        print(f"[demo] report: {rescore(args.out)}")
+        return
     if args.train_cases < 24 or args.held_out < 2:
         # Fewer than 24 training patients leave some of Tasks 2 and 3's five validation folds without a relapse or a
         # patient of each HPV status to score them by.

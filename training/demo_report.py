@@ -224,6 +224,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"| Task 3 balanced accuracy | {_f(scores['hpv_balanced_accuracy'])} on {scores['hpv_n']} patients of known "
         f"status ({scores['hpv_n_positive']} HPV-positive; oracle, the true P(HPV+): "
         f"{_f(scores['hpv_oracle_balanced_accuracy'])}) |",
+        f"| Task 3 AUC of the logged P(HPV+) | {_f(scores['hpv_auc'])} (oracle: {_f(scores['hpv_oracle_auc'])}) |",
         "",
         "## Container runs (CPU, one process per case)",
         "",
