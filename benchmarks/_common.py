@@ -59,7 +59,7 @@ def random_fusion_folds(n_folds: int = 5) -> Iterator[tuple[int, ClinicalEncoder
 
 
 def time_inference(ensemble: Any, predictor_class: Any, task: int, args: argparse.Namespace, last_stage: str,
-                   cpu_note: str = "") -> list[str]:
+                   cpu_note: str = "", case_size: str = "realistic") -> list[str]:
     """Part (c): wall time of one ``realistic`` synthetic case read from ``.mha`` files through
     ``predictor.predict`` (preprocessing included) on the CPU with 2 threads, ``args.repeats`` times; bundle
     loading and image reading timed apart.
@@ -71,6 +71,7 @@ def time_inference(ensemble: Any, predictor_class: Any, task: int, args: argpars
         args: the script's options (``seed``, ``repeats``).
         last_stage: the table's label of the folds' last stage (``survival_s``).
         cpu_note: said after the CPU times.
+        case_size: the synthetic case's size (``realistic``; tests use ``small``).
 
     Returns:
         the Markdown lines of the section.
@@ -81,8 +82,8 @@ def time_inference(ensemble: Any, predictor_class: Any, task: int, args: argpars
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        print("generating one realistic synthetic case and a random 5-fold ResNet-18 bundle ...", flush=True)
-        case = make_case(args.seed, "realistic")
+        print(f"generating one {case_size} synthetic case and writing the bundle ...", flush=True)
+        case = make_case(args.seed, case_size)
         write_gc_input(case.ct, case.pet, tmp / "input", ehr=case.ehr(task=task), seed=args.seed)
         ensemble.to_bundle(tmp / "bundle")
         bundle_mb = sum(p.stat().st_size for p in (tmp / "bundle").iterdir()) / 2**20

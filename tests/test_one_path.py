@@ -1,6 +1,8 @@
 """Every user of a trained model runs a case through the same predictor method: the containers' inference.py,
-hecktor-predict, the demo (which runs the containers' inference.py) and the GPU benchmark all reach Segmenter.predict
-(Task 1), RiskPredictor.predict (Task 2) and HPVPredictor.predict (Task 3).
+hecktor-predict, the demo (which runs the containers' inference.py) and the benchmarks' timing of a case (the GPU
+bench's, and part (c) of bench_prognosis and bench_hpv) all reach Segmenter.predict (Task 1), RiskPredictor.predict
+(Task 2) and HPVPredictor.predict (Task 3). bench_segmentation scores with Segmenter.predict too; it trains a model
+per row, too long for a test.
 
 A spy wraps each predict method (keeping its behaviour) and counts the calls; each caller is run on a tiny case
 with the committed fixture bundles (tests/fixtures/bundles)."""
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import runpy
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,16 @@ def test_demo_runs_each_registered_container_inference_py(task, monkeypatch, tmp
     demo.run_inference(task, tmp_path / "in", tmp_path / "out", tmp_path / "log.txt")
     assert Path(commands[0][1]) == REPO / get_task(task).container / "inference.py"
     assert commands[0][2:4] == ["--input", str(tmp_path / "in")]
+
+
+@pytest.mark.parametrize("task", [2, 3])
+def test_task2_and_task3_benchmarks_time_the_predictor(task, spies, monkeypatch):
+    """bench_prognosis's and bench_hpv's part (c) (their shared benchmarks/_common.time_inference), on a small case
+    with the fixture bundle instead of a random full-size ensemble."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    common = _load(REPO / "benchmarks" / "_common.py", "_common")
+    cls = PREDICTORS[task]
+    ensemble = cls.from_bundle(FIXTURES / f"task{task}", device="cpu")
+    lines = common.time_inference(ensemble, cls, task, SimpleNamespace(seed=0, repeats=2), "last stage",
+                                  case_size="small")
+    assert spies[task] == 2 and any("read + predict" in line for line in lines)
