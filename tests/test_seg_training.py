@@ -398,3 +398,29 @@ def test_ddp_with_two_cpu_processes(cohort, tmp_path):
     # both ranks preprocessed half of the cases into the shared cache
     assert len(list((tmp_path / "cache").glob("region-*/*.json"))) == 6 + 1  # + plan.json
     assert result.stdout.count("fold 0: best epoch") == 1  # only rank 0 reports
+
+
+def test_resume_accepts_a_checkpoint_stored_before_the_plan_gained_fields(cohort, tmp_path):
+    """A checkpoint's plan digest from before a field was added differs from today's; the plans themselves are then
+    compared (as export_bundle does): the same plan resumes, another plan is refused."""
+    fast = {"network": "unet", "network_config": FAST_UNET, "iterations_per_epoch": 2, "epochs": 2}
+    run = tmp_path / "run"
+    trainer = SegmentationTrainer(tiny_config(cohort, run, **{**fast, "epochs": 1}))
+    trainer.prepare()
+    trainer.train_fold(0)
+    path = run / "fold_0" / "checkpoint_last.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["plan_digest"] = "0" * 64  # what an older hecktor computed for the same settings
+    segmentation.save_checkpoint(checkpoint, path)
+    resumed = SegmentationTrainer(tiny_config(cohort, run, **fast), resume=True)
+    resumed.prepare()
+    assert len(resumed.train_fold(0)["epoch_losses"]) == 1  # epoch 2 only
+
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["plan_digest"] = "0" * 64
+    checkpoint["plan"] = {**checkpoint["plan"], "patch_size_zyx": [16, 16, 16]}  # and another plan
+    segmentation.save_checkpoint(checkpoint, path)
+    with pytest.raises(InputError, match="another plan"):
+        again = SegmentationTrainer(tiny_config(cohort, run, **{**fast, "epochs": 3}), resume=True)
+        again.prepare()
+        again.train_fold(0)
