@@ -285,6 +285,15 @@ def fit_encoder(config: Any, rows: Sequence[Mapping[str, Any]],
 
 
 # ------------------------------------------------------------------------------------------------ cross-validation
+def check_data_source(mode: str, data: Any, csv: Any, training_folder: str) -> None:
+    """The trainers' one rule on their input: a HECKTOR folder (``--data``) or, in clinical mode only, a CSV
+    (``--csv``); exactly one. ``training_folder`` is the task's (``Task 2``), named in the error."""
+    if (data is None) == (csv is None):
+        raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
+    if csv is not None and mode != "clinical":
+        raise InputError(f"--csv gives no images; mode {mode!r} needs --data with a '{training_folder}' folder")
+
+
 def resolve_split(
     split: Sequence[tuple[np.ndarray, np.ndarray]] | None, stratify: np.ndarray, centres: Sequence[Any], config: Any
 ) -> list[tuple[np.ndarray, np.ndarray]]:

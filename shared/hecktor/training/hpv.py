@@ -652,11 +652,7 @@ def train_hpv(
         overwrite: replace an earlier run in ``run_dir``.
         echo: where the progress lines go (one per fold, and a summary).
     """
-    if (data is None) == (csv is None):
-        raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
-    if csv is not None and config.mode != "clinical":
-        raise InputError(f"--csv gives no images; mode {config.mode!r} needs --data with a '{TASK.training_folder}' "
-                         "folder")
+    crossval.check_data_source(config.mode, data, csv, TASK.training_folder)
     prepare_run_dir(run_dir, overwrite)
     if csv is not None:
         cohort = load_hpv_csv_cohort(csv)

@@ -70,10 +70,12 @@ from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskP
     network_mode
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
+from hecktor.tasks import get_task
 from hecktor.training.cache import PreprocessingCache
 from hecktor.training.crossval import (  # noqa: F401  (default_threads, torch_threads: importable from here too)
     Batches,
     FoldRunConfig,
+    check_data_source,
     default_threads,
     export_run,
     fit_encoder,
@@ -762,10 +764,7 @@ def train(
         raise InputError(f"--repeats must be at least 1, got {repeats}")
     if repeats > 1 and split_file is not None:
         raise InputError("--repeats draws a new split for every seed, --folds-file fixes one split; give only one")
-    if (data is None) == (csv is None):
-        raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
-    if csv is not None and config.mode != "clinical":
-        raise InputError(f"--csv gives no images; mode {config.mode!r} needs --data with a 'Task 2' folder")
+    check_data_source(config.mode, data, csv, get_task(2).training_folder)
     if config.uses_biomarkers and segmentation is None:
         raise InputError(f"mode {config.mode!r} needs --segmentation RUN_DIR, a Task 1 cross-validation run "
                          "(training/train_segmentation.py --fold all) whose out-of-fold masks train it")
