@@ -22,6 +22,13 @@ Usage::
 
     python benchmarks/bench_segmentation.py --work /tmp/segbench --patch 32 --epochs 40 --iterations 25 --jobs 2
     python benchmarks/bench_segmentation.py --quick          # a smoke run: a minute per configuration
+
+Tuning a recipe without touching the table's held-out cases: ``--held-out-seed`` scores another held-out cohort (the
+training cohort stays seed 0), and ``--set KEY=JSON`` changes the base config of every chosen row (the row names and
+run folders say so), e.g.::
+
+    python benchmarks/bench_segmentation.py --work /tmp/tune --patch 32 --epochs 40 --iterations 25 \
+        --held-out 24 --held-out-seed 2000 --only "HecMamba (current" --set learning_rate=0.004
 """
 
 from __future__ import annotations
@@ -99,6 +106,30 @@ def _init_worker(threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=JSON`` (``learning_rate=0.004``, ``ce_class_weights=[1,1,2]``; a value that is not JSON is a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def setting_suffix(settings: dict) -> str:
+    """What ``--set`` changed, for row names: `` [learning_rate=0.004]``; empty without settings."""
+    return " [" + ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) + "]" if settings else ""
+
+
+def slug(name: str) -> str:
+    """A run folder name for a row: alphanumerics of its name, with a digest of the name when truncated."""
+    import hashlib
+
+    text = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+    return text if len(text) <= 60 else text[:51] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
 def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_out_dir: Path, tta: bool,
                       threads: int = 1) -> list[dict]:
     """Train, export and score one configuration: its row (two with ``_postprocessing``)."""
@@ -115,7 +146,7 @@ def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_o
     from hecktor.training.segmentation import choose_run_postprocessing
 
     held_out = list_training_cases(held_out_dir, 1)
-    run_dir = work / "runs" / "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:60]
+    run_dir = work / "runs" / slug(name)
     settings = {key: value for key, value in overrides.items() if not key.startswith("_")}
     postprocess = bool(overrides.get("_postprocessing"))
     config = {**base, **settings, "run_dir": str(run_dir), "predict_validation": postprocess}
@@ -180,7 +211,8 @@ def comparison(rows: list[dict]) -> str:
     """HecMamba's current recipe against the best of U-Net, DynUNet and nnU-Net v2 on :func:`headline`, with the
     training times (the README states the comparison at equal training wall time from these numbers)."""
     scored = [r for r in rows if "summary" in r]
-    ours = next((r for r in scored if r["name"] == CONFIGURATIONS[0][0]), None)
+    ours = next((r for r in scored if r["name"].startswith(CONFIGURATIONS[0][0]) and POSTPROCESSED not in r["name"]),
+                None)
     rivals = [r for r in scored if r.get("network") in ("unet", "dynunet", "nnunet")]
     if ours is None or not rivals:
         return "Comparison: needs the HecMamba current-recipe row and at least one of U-Net, DynUNet, nnU-Net v2."
@@ -198,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="base training config (plan, HecMamba size, learning rate)")
     parser.add_argument("--train-cases", type=int, default=40)
     parser.add_argument("--held-out", type=int, default=12)
+    parser.add_argument("--held-out-seed", type=int, default=1000,
+                        help="cohort seed of the held-out cases (the table's: 1000; tune a recipe on another)")
     parser.add_argument("--patch", type=int, help="cubic patch size in voxels (default: the config's plan)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=20, help="iterations per epoch")
@@ -206,23 +240,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 training cases, 2 held out, 1 epoch of 2 iterations")
     parser.add_argument("--jobs", type=int, default=2, help="configurations trained at the same time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[],
+                        metavar="KEY=JSON", help="change the base config of every chosen row (repeatable)")
     args = parser.parse_args(argv)
+    settings = dict(args.settings)
     if args.quick:
         args.train_cases, args.held_out, args.epochs, args.iterations = 8, 2, 1, 2
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _init_worker(args.threads)
 
-    train_dir, test_dir = args.work / "train", args.work / "held_out"
+    held_out_name = "held_out" if args.held_out_seed == 1000 else f"held_out_seed{args.held_out_seed}"
+    train_dir, test_dir = args.work / "train", args.work / held_out_name
     if not (train_dir / "cohort.json").is_file():
         generate_cohort(train_dir, args.train_cases, seed=0, size="small")
     if not (test_dir / "cohort.json").is_file():
-        generate_cohort(test_dir, args.held_out, seed=1000, size="small")
+        generate_cohort(test_dir, args.held_out, seed=args.held_out_seed, size="small")
 
     base = load_config_file(args.config)
     base.update({"data_root": str(train_dir), "cache_dir": str(args.work / "cache"), "folds": [0],
                  "epochs": args.epochs, "iterations_per_epoch": args.iterations,
                  "val_every": max(1, min(5, args.epochs)), "workers": 0, "device": "cpu", "progress": False,
                  "log_validation": False})
+    base.update(settings)
     base["plan"] = base.get("plan") or {}
     if args.patch:
         base["plan"]["patch_size_zyx"] = [args.patch] * 3
@@ -230,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     prepared = TrainingConfig.from_dict({**base, "run_dir": str(args.work / "runs" / "prepare")})
     region_cache(prepared.cache_root, prepared.plan, prepared.around).prepare(list_training_cases(train_dir, 1))
 
-    chosen = [(i, name, table, overrides) for i, (name, table, overrides) in enumerate(CONFIGURATIONS)
+    chosen = [(i, name + setting_suffix(settings), table, overrides)
+              for i, (name, table, overrides) in enumerate(CONFIGURATIONS)
               if not args.only or any(name.lower().startswith(o.lower()) for o in args.only)]
     rows = []
     if not nnunet_available():
@@ -266,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.iterations} iterations of batch 2, plan and HecMamba size from {args.config.name} "
               f"(patches {base['plan'].get('patch_size_zyx')} voxels at {base['plan'].get('spacing_mm_xyz')} mm), CPU, "
               f"{args.jobs} job(s) of {args.threads} thread(s) side by side, "
-              f"{(time.perf_counter() - start) / 60:.0f} min in all; {args.held_out} held-out cases (another seed); "
+              f"{(time.perf_counter() - start) / 60:.0f} min in all; {args.held_out} held-out cases (cohort seed "
+              f"{args.held_out_seed}); base config changed by --set: {settings or 'nothing'}; "
               f"TTA {'on' if args.tta else 'off'}.")
     report = "\n\n".join([budget] + [markdown([r for r in rows if r["table"] == t], t)
                                      for t in (1, 2) if any(r["table"] == t for r in rows)] + [comparison(rows)])

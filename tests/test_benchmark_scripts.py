@@ -33,3 +33,19 @@ def test_gpu_benchmark_without_cuda_says_so():
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--parts", "train"])
     assert exit_info.value.code == 2
+
+
+def test_segmentation_benchmark_settings_name_rows_and_folders():
+    bench = _load("bench_segmentation")
+    settings = dict([bench.parse_setting("learning_rate=0.004"), bench.parse_setting("ce_class_weights=[1,1,2]"),
+                     bench.parse_setting("loss=batch_dicece")])
+    assert settings == {"learning_rate": 0.004, "ce_class_weights": [1, 1, 2], "loss": "batch_dicece"}
+    assert bench.setting_suffix({}) == ""
+    assert bench.setting_suffix({"learning_rate": 0.004}) == ' [learning_rate=0.004]'
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        bench.parse_setting("learning_rate")
+    # Long row names keep distinct folders: a tuned row never reuses the untuned row's checkpoints.
+    name = bench.CONFIGURATIONS[0][0]
+    plain, tuned = bench.slug(name), bench.slug(name + bench.setting_suffix(settings))
+    assert plain == "hecmamba__current_recipe" and tuned != plain and len(tuned) <= 60
+    assert bench.slug(name + ' [learning_rate=0.004]') != bench.slug(name + ' [learning_rate=0.006]')
