@@ -429,6 +429,9 @@ def test_summarize_segmentation_follows_the_conventions():
     assert p["dsc_agg"] == pytest.approx(2 * 36 / (72 + 64))
     # GTVn: TP 4 voxels = 8 mm³, volumes A (8+4)*2, B 32+0 (counting voxels would give 2*4 / (12+4) = 0.5)
     assert n["dsc_agg"] == pytest.approx(2 * 8 / (24 + 32))
+    # Which side of DSCagg is lost: GTVp over-segmented (B's false tumour), GTVn under-segmented (B's missed node).
+    assert (p["precision_agg"], p["recall_agg"], p["volume_ratio"]) == pytest.approx((36 / 100, 1.0, 100 / 36))
+    assert (n["precision_agg"], n["recall_agg"], n["volume_ratio"]) == pytest.approx((1.0, 8 / 48, 8 / 48))
     assert n["dice_mean"] == pytest.approx((2 * 4 / 12 + 0.0) / 2)
     assert (n["lesion_tp"], n["lesion_fp"], n["lesion_fn"]) == (1, 0, 1)
     assert n["f1_agg"] == pytest.approx(2 / 3)

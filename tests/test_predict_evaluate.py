@@ -342,6 +342,8 @@ def test_evaluate_perturbed_prediction_gives_hand_computed_scores(cli, labelled,
     assert report["gtvn_f1_agg"] == pytest.approx(2 / 3, abs=1e-12)
     gtvn = report["labels"]["GTVn"]
     assert (gtvn["lesion_tp"], gtvn["lesion_fp"], gtvn["lesion_fn"]) == (2, 1, 1)
+    # Predicted / true GTVn volume: (8 + 18) / (8 + 32) mm^3: B's second node is missed.
+    assert gtvn["volume_ratio"] == pytest.approx(26 / 40) and gtvn["recall_agg"] == pytest.approx(24 / 40)
     cases = {c["case_id"]: c for c in report["cases"]}
     assert list(cases) == ["A", "B", "C"]
     # Case A's GTVp: the 4 voxels of the predicted top face inside the truth lie 1 mm from its surface, and the
@@ -352,6 +354,7 @@ def test_evaluate_perturbed_prediction_gives_hand_computed_scores(cli, labelled,
     assert "| GTVp mean Dice (per patient) | 0.952 |" in stdout
     assert "| GTVn DSCagg | 0.727 |" in stdout and "| GTVn F1agg (IoU > 0.3) | 0.667 |" in stdout
     assert "| C | 1.000 | 0.0 | 1/0/0 | n/a | n/a | 0/0/0 |" in stdout
+    assert "| GTVn | 0.820 | 0.727 | 0.667 (2 / 1 / 1) | 5.4 / 5.4 | 0.820 | 0.650 |" in stdout
 
 
 @pytest.mark.parametrize("fault, message", [

@@ -358,14 +358,15 @@ def _segmentation_markdown(report: Mapping[str, Any]) -> str:
         f"| {_GTVN} F1agg (IoU > {report['iou_threshold']:g}) | {_number(report['gtvn_f1_agg'])} |",
         "",
         f"| label | mean Dice | DSCagg | F1agg (lesions TP / FP / FN) | HD95 mean / median (mm) | "
-        f"surface Dice ({report['tolerance_mm']:g} mm) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"surface Dice ({report['tolerance_mm']:g} mm) | volume predicted / true |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, s in labels.items():
         inf = f" ({s['hd95_n_inf']} inf)" if s["hd95_n_inf"] else ""
         lines.append(f"| {name} | {_number(s['dice_mean'])} | {_number(s['dsc_agg'])} | {_number(s['f1_agg'])} "
                      f"({s['lesion_tp']} / {s['lesion_fp']} / {s['lesion_fn']}) | {_hd95(s['hd95_mean'])} / "
-                     f"{_hd95(s['hd95_median'])}{inf} | {_number(s['surface_dice_mean'])} |")
+                     f"{_hd95(s['hd95_median'])}{inf} | {_number(s['surface_dice_mean'])} | "
+                     f"{_number(s['volume_ratio'])} |")
     header = ["case"] + [f"{name} {what}" for name in labels for what in ("Dice", "HD95 (mm)", "lesions TP/FP/FN")]
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for case in report["cases"]:

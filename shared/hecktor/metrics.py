@@ -570,6 +570,8 @@ def summarize_segmentation(per_case: Sequence[Mapping[str, Any]]) -> dict[str, A
     * ``hd95_mean`` and ``hd95_median`` over cases with a finite HD95, ``n_hd95`` of those and ``hd95_n_inf`` of the
       cases where exactly one mask was empty.
     * ``surface_dice_mean`` over cases where it is defined.
+    * ``precision_agg`` (ΣTP / Σ|Pred|), ``recall_agg`` (ΣTP / Σ|GT|) and ``volume_ratio`` (Σ|Pred| / Σ|GT|), in mm³
+      over cases: which side of DSCagg is lost (a volume ratio below 1 is under-segmentation).
 
     ``summary["n_cases"]`` counts the cases. The challenge ranks on GTVp ``dice_mean``, GTVn ``dsc_agg`` and GTVn
     ``f1_agg``.
@@ -589,7 +591,8 @@ def summarize_segmentation(per_case: Sequence[Mapping[str, Any]]) -> dict[str, A
         hds = [r["hd95"] for r in rows if math.isfinite(r["hd95"])]
         nsds = [r["surface_dice"] for r in rows if not math.isnan(r["surface_dice"])]
         tp_mm3 = sum(r["tp_mm3"] for r in rows)
-        volume_mm3 = sum(r["gt_mm3"] + r["pred_mm3"] for r in rows)
+        gt_mm3, pred_mm3 = sum(r["gt_mm3"] for r in rows), sum(r["pred_mm3"] for r in rows)
+        volume_mm3 = gt_mm3 + pred_mm3
         lesion_tp = sum(int(r["lesion_tp"]) for r in rows)
         lesion_fp = sum(int(r["lesion_fp"]) for r in rows)
         lesion_fn = sum(int(r["lesion_fn"]) for r in rows)
@@ -607,5 +610,8 @@ def summarize_segmentation(per_case: Sequence[Mapping[str, Any]]) -> dict[str, A
             "n_hd95": len(hds),
             "hd95_n_inf": sum(1 for r in rows if math.isinf(r["hd95"])),
             "surface_dice_mean": _mean_or_nan(nsds),
+            "precision_agg": float(tp_mm3 / pred_mm3) if pred_mm3 > 0 else float("nan"),
+            "recall_agg": float(tp_mm3 / gt_mm3) if gt_mm3 > 0 else float("nan"),
+            "volume_ratio": float(pred_mm3 / gt_mm3) if gt_mm3 > 0 else float("nan"),
         }
     return summary
