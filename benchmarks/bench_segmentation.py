@@ -7,7 +7,8 @@ and budget (``training/configs/demo.json``'s plan: 4 mm, 48³ patches, unless ``
 otherwise), is exported, and segments the same held-out cases through ``hecktor.segment.Segmenter`` (the containers'
 path, one fold, no TTA, no postprocessing); the cases are scored with ``hecktor.metrics``. The current HecMamba
 recipe also predicts its 8 validation cases after training, chooses its postprocessing on them
-(``hecktor.postprocessing``) and gives a second row with that postprocessing applied to the held-out cases.
+(``hecktor.postprocessing``) and gives a second row with that postprocessing applied to the held-out cases. A
+"ceiling" row scores the true labels put on the plan's grid and mapped back: what the voxel size alone costs.
 
 HecMamba keeps the base config's (CPU-sized) network and every row the base config's loss and learning rate, unless
 the row says otherwise; U-Net and V-Net use the registry defaults; UNETR is shrunk (feature size 8, hidden size 192,
@@ -57,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 NNUNET = "nnU-Net v2"
 POSTPROCESSED = " + postprocessing chosen on its validation cases"
+CEILING = "Ceiling: the true labels on the plan's grid, back on the CT grid"
 # (row name, table, overrides of the base config). HecMamba keeps the base config's network settings. Keys starting
 # with "_" are the benchmark's own: "_postprocessing" also chooses and applies postprocessing (a second row).
 SEED_WIDTHS = {"widths": [8, 16, 32, 64]}  # the demo's former HecMamba (1.4 M): 8 full-resolution channels
@@ -72,6 +74,7 @@ CONFIGURATIONS = [
                                                       "num_heads": 4}}),
     ("DynUNet (MONAI, nnU-Net layout, deep supervision)", 1, {"network": "dynunet", "network_config": {}}),
     (NNUNET, 1, {"network": "nnunet"}),
+    (CEILING, 1, {"_ceiling": True}),
     ("HecMamba, no deep supervision", 2, {"deep_supervision": False}),
     ("HecMamba, widths 8-64 (8 full-resolution channels)", 2, {"network_config": SEED_WIDTHS}),
     ("HecMamba, nnU-Net's batch Dice + CE", 2, {"loss": "batch_dicece"}),
@@ -133,6 +136,8 @@ def slug(name: str) -> str:
 def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_out_dir: Path, tta: bool,
                       threads: int = 1) -> list[dict]:
     """Train, export and score one configuration: its row (two with ``_postprocessing``)."""
+    if overrides.get("_ceiling"):
+        return [ceiling_row(name, base, held_out_dir)]
     if overrides.get("network") == "nnunet":
         from nnunet_baseline import run_nnunet_row
 
@@ -186,6 +191,24 @@ def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_o
     return rows
 
 
+def ceiling_row(name: str, base: dict, held_out_dir: Path) -> dict:
+    """What a perfect network on the plan's grid would score: each held-out case's true label put on its training
+    region (as the training cache does: nearest neighbour at the plan's spacing) and mapped back onto the CT grid as
+    predictions are (:func:`hecktor.preprocessing.labels_to_ct_grid`). What the plan's voxel size alone costs."""
+    from hecktor.patches import preprocess_training_case
+    from hecktor.preprocessing import labels_to_ct_grid
+
+    plan = TrainingConfig.from_dict({**base, "run_dir": str(held_out_dir / "unused")}).plan
+    per_case = []
+    for case in list_training_cases(held_out_dir, 1):
+        ct, pet, label = case.read()
+        region = preprocess_training_case(ct, pet, label, plan)
+        per_case.append(evaluate_segmentation(labels_to_ct_grid(region.label, region.grid, ct), label,
+                                              case_id=case.patient_id))
+    return {"name": name, "train_s": 0.0, "infer_s": 0.0, "parameters": 0, "summary": summarize_segmentation(per_case),
+            "network": "ceiling"}
+
+
 def headline(row: dict) -> float:
     """The mean of GTVp mean Dice and GTVn DSCagg (the comparison the README's table states)."""
     return (row["summary"]["GTVp"]["dice_mean"] + row["summary"]["GTVn"]["dsc_agg"]) / 2.0
@@ -201,9 +224,10 @@ def markdown(rows: list[dict], table: int) -> str:
             lines.append(f"| {row['name']} | {row['note']} | | | | | | | |")
             continue
         p, n = row["summary"]["GTVp"], row["summary"]["GTVn"]
+        trained = row.get("network") != "ceiling"
         lines.append(f"| {row['name']} | {p['dice_mean']:.3f} | {p['hd95_mean']:.1f} | {p['surface_dice_mean']:.3f} | "
                      f"{n['dsc_agg']:.3f} | {n['f1_agg']:.3f} | {headline(row):.3f} | "
-                     f"{row['parameters'] / 1e6:.2f} M | {row['train_s']:.0f} |")
+                     + (f"{row['parameters'] / 1e6:.2f} M | {row['train_s']:.0f} |" if trained else "— | — |"))
     return "\n".join(lines)
 
 

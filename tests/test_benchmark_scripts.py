@@ -49,3 +49,19 @@ def test_segmentation_benchmark_settings_name_rows_and_folders():
     plain, tuned = bench.slug(name), bench.slug(name + bench.setting_suffix(settings))
     assert plain == "hecmamba__current_recipe" and tuned != plain and len(tuned) <= 60
     assert bench.slug(name + ' [learning_rate=0.004]') != bench.slug(name + ' [learning_rate=0.006]')
+
+
+def test_segmentation_ceiling_row_is_near_perfect_at_the_plan_spacing(tmp_path):
+    """The ceiling row scores the true labels through the plan's grid: near 1 at 4 mm on small synthetic cases, and
+    exactly what a perfect prediction on that grid would score (Dice below 1 only from the voxel size)."""
+    from hecktor.synthetic import generate_cohort
+    from hecktor.training.segmentation import load_config_file
+
+    bench = _load("bench_segmentation")
+    generate_cohort(tmp_path / "held_out", 2, seed=1003, size="small")
+    base = load_config_file(REPO / "training" / "configs" / "demo.json")
+    row = bench.ceiling_row(bench.CEILING, {**base, "data_root": str(tmp_path / "held_out")}, tmp_path / "held_out")
+    p, n = row["summary"]["GTVp"], row["summary"]["GTVn"]
+    assert row["summary"]["n_cases"] == 2 and row["network"] == "ceiling"
+    assert 0.85 < p["dice_mean"] < 1.0 and 0.8 < n["dsc_agg"] < 1.0
+    assert "| — | — |" in bench.markdown([{**row, "table": 1}], 1)
