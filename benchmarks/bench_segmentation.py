@@ -30,6 +30,9 @@ run folders say so), e.g.::
 
     python benchmarks/bench_segmentation.py --work /tmp/tune --patch 32 --epochs 40 --iterations 25 \
         --held-out 24 --held-out-seed 2000 --only "HecMamba (current" --set learning_rate=0.004
+
+One run is one draw of the split, the initial weights and the patches: ``--seeds 0 1 2`` trains every chosen row once
+per seed and adds a mean ± SD table.
 """
 
 from __future__ import annotations
@@ -231,6 +234,32 @@ def markdown(rows: list[dict], table: int) -> str:
     return "\n".join(lines)
 
 
+def repeats(rows: list[dict]) -> str:
+    """Mean ± SD over the ``--seeds`` runs of each row (rows named ``NAME [seed=S]``; others are left out)."""
+    import re
+
+    import numpy as np
+
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        match = re.fullmatch(r"(.*) \[(?:(.*), )?seed=(\d+)\]", row["name"])
+        if match and "summary" in row:
+            base = match.group(1) + (f" [{match.group(2)}]" if match.group(2) else "")
+            groups.setdefault(base, []).append(row)
+    if not groups:
+        return ""
+    lines = ["### Repeats (mean ± SD over seeds; each seed draws the fold-0 split, the initial weights and the patches)",
+             "", "| model | seeds | GTVp Dice | GTVn DSCagg | GTVn F1agg | mean of GTVp Dice and GTVn DSCagg |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for base, group in groups.items():
+        values = np.array([[r["summary"]["GTVp"]["dice_mean"], r["summary"]["GTVn"]["dsc_agg"],
+                            r["summary"]["GTVn"]["f1_agg"], headline(r)] for r in group])
+        spread = values.std(0, ddof=1) if len(group) > 1 else np.full(4, np.nan)
+        lines.append(f"| {base} | {len(group)} | " + " | ".join(f"{m:.3f} ± {d:.3f}" for m, d in zip(values.mean(0),
+                                                                                                   spread)) + " |")
+    return "\n".join(lines)
+
+
 def comparison(rows: list[dict]) -> str:
     """HecMamba's current recipe against the best of U-Net, DynUNet and nnU-Net v2 on :func:`headline`, with the
     training times (the README states the comparison at equal training wall time from these numbers)."""
@@ -264,10 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 training cases, 2 held out, 1 epoch of 2 iterations")
     parser.add_argument("--jobs", type=int, default=2, help="configurations trained at the same time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                        help="train every chosen row once per seed (split, weights, patches; nnU-Net v2 and the "
+                             "ceiling once) and add a mean ± SD table")
     parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[],
                         metavar="KEY=JSON", help="change the base config of every chosen row (repeatable)")
     args = parser.parse_args(argv)
     settings = dict(args.settings)
+    if args.seeds and "seed" in settings:
+        parser.error("--seeds and --set seed=... both set the seed: give one")
     if args.quick:
         args.train_cases, args.held_out, args.epochs, args.iterations = 8, 2, 1, 2
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -296,6 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [(i, name + setting_suffix(settings), table, overrides)
               for i, (name, table, overrides) in enumerate(CONFIGURATIONS)
               if not args.only or any(name.lower().startswith(o.lower()) for o in args.only)]
+    if args.seeds:  # one configuration per seed; rows that take no seed of ours (nnU-Net v2, the ceiling) run once
+        per_seed = []
+        for i, name, table, overrides in chosen:
+            if overrides.get("network") == "nnunet" or overrides.get("_ceiling"):
+                per_seed.append((i, name, table, overrides))
+                continue
+            for seed in args.seeds:
+                seeded = name[:-1] + f", seed={seed}]" if settings else name + f" [seed={seed}]"
+                per_seed.append((i, seeded, table, {**overrides, "seed": seed}))
+        chosen = per_seed
     rows = []
     if not nnunet_available():
         rows += [{"name": name, "table": table, "order": i, "note": "not installed (`make bench-nnunet`)"}
@@ -334,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.held_out_seed}); base config changed by --set: {settings or 'nothing'}; "
               f"TTA {'on' if args.tta else 'off'}.")
     report = "\n\n".join([budget] + [markdown([r for r in rows if r["table"] == t], t)
-                                     for t in (1, 2) if any(r["table"] == t for r in rows)] + [comparison(rows)])
+                                     for t in (1, 2) if any(r["table"] == t for r in rows)]
+                          + [text for text in (repeats(rows),) if text] + [comparison(rows)])
     print("\n" + report)
     (args.work / "bench_segmentation.md").write_text(report + "\n")
     (args.work / "bench_segmentation.json").write_text(json.dumps(rows, indent=2, default=float))

@@ -65,3 +65,21 @@ def test_segmentation_ceiling_row_is_near_perfect_at_the_plan_spacing(tmp_path):
     assert row["summary"]["n_cases"] == 2 and row["network"] == "ceiling"
     assert 0.85 < p["dice_mean"] < 1.0 and 0.8 < n["dsc_agg"] < 1.0
     assert "| — | — |" in bench.markdown([{**row, "table": 1}], 1)
+
+
+def test_segmentation_repeats_table_gives_mean_and_sd_per_row():
+    bench = _load("bench_segmentation")
+
+    def row(name, p, n, f1):
+        return {"name": name, "summary": {"GTVp": {"dice_mean": p}, "GTVn": {"dsc_agg": n, "f1_agg": f1}}}
+
+    rows = [row("U-Net (MONAI) [seed=0]", 0.90, 0.70, 0.8), row("U-Net (MONAI) [seed=1]", 0.92, 0.74, 0.6),
+            row("HecMamba (current recipe) [learning_rate=0.004, seed=0]", 0.9, 0.8, 1.0),
+            row("HecMamba (current recipe) [learning_rate=0.004, seed=1]", 0.9, 0.8, 1.0),
+            row("nnU-Net v2", 0.8, 0.6, 0.5)]
+    table = bench.repeats(rows)
+    # U-Net: GTVp 0.91 ± 0.0141, DSCagg 0.72 ± 0.0283, F1 0.7 ± 0.1414, headline (0.8, 0.83) -> 0.815 ± 0.0212.
+    assert "| U-Net (MONAI) | 2 | 0.910 ± 0.014 | 0.720 ± 0.028 | 0.700 ± 0.141 | 0.815 ± 0.021 |" in table
+    assert "| HecMamba (current recipe) [learning_rate=0.004] | 2 | 0.900 ± 0.000 |" in table
+    assert "nnU-Net" not in table  # a row without seeds is no repeat
+    assert bench.repeats([rows[-1]]) == ""
