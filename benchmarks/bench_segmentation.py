@@ -246,6 +246,7 @@ def repeats(rows: list[dict]) -> str:
         if match and "summary" in row:
             base = match.group(1) + (f" [{match.group(2)}]" if match.group(2) else "")
             groups.setdefault(base, []).append(row)
+    groups = {base: group for base, group in groups.items() if len(group) > 1}  # one seed is no repeat
     if not groups:
         return ""
     lines = ["### Repeats (mean ± SD over seeds; each seed draws the fold-0 split, the initial weights and the patches)",
@@ -254,9 +255,8 @@ def repeats(rows: list[dict]) -> str:
     for base, group in groups.items():
         values = np.array([[r["summary"]["GTVp"]["dice_mean"], r["summary"]["GTVn"]["dsc_agg"],
                             r["summary"]["GTVn"]["f1_agg"], headline(r)] for r in group])
-        spread = values.std(0, ddof=1) if len(group) > 1 else np.full(4, np.nan)
-        lines.append(f"| {base} | {len(group)} | " + " | ".join(f"{m:.3f} ± {d:.3f}" for m, d in zip(values.mean(0),
-                                                                                                   spread)) + " |")
+        cells = [f"{mean:.3f} ± {sd:.3f}" for mean, sd in zip(values.mean(0), values.std(0, ddof=1))]
+        lines.append(f"| {base} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
