@@ -199,9 +199,10 @@ def ceiling_row(name: str, base: dict, held_out_dir: Path) -> dict:
     region (as the training cache does: nearest neighbour at the plan's spacing) and mapped back onto the CT grid as
     predictions are (:func:`hecktor.preprocessing.labels_to_ct_grid`). What the plan's voxel size alone costs."""
     from hecktor.patches import preprocess_training_case
+    from hecktor.plan import RegionPlan
     from hecktor.preprocessing import labels_to_ct_grid
 
-    plan = TrainingConfig.from_dict({**base, "run_dir": str(held_out_dir / "unused")}).plan
+    plan = RegionPlan.from_dict(base["plan"])
     per_case = []
     for case in list_training_cases(held_out_dir, 1):
         ct, pet, label = case.read()
@@ -327,19 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     prepared = TrainingConfig.from_dict({**base, "run_dir": str(args.work / "runs" / "prepare")})
     region_cache(prepared.cache_root, prepared.plan, prepared.around).prepare(list_training_cases(train_dir, 1))
 
-    chosen = [(i, name + setting_suffix(settings), table, overrides)
-              for i, (name, table, overrides) in enumerate(CONFIGURATIONS)
-              if not args.only or any(name.lower().startswith(o.lower()) for o in args.only)]
-    if args.seeds:  # one configuration per seed; rows that take no seed of ours (nnU-Net v2, the ceiling) run once
-        per_seed = []
-        for i, name, table, overrides in chosen:
-            if overrides.get("network") == "nnunet" or overrides.get("_ceiling"):
-                per_seed.append((i, name, table, overrides))
-                continue
-            for seed in args.seeds:
-                seeded = name[:-1] + f", seed={seed}]" if settings else name + f" [seed={seed}]"
-                per_seed.append((i, seeded, table, {**overrides, "seed": seed}))
-        chosen = per_seed
+    chosen = []
+    for i, (name, table, overrides) in enumerate(CONFIGURATIONS):
+        if args.only and not any(name.lower().startswith(o.lower()) for o in args.only):
+            continue
+        # With --seeds, one configuration per seed; rows that take no seed of ours (nnU-Net v2, the ceiling) run once.
+        seeded = args.seeds and not (overrides.get("network") == "nnunet" or overrides.get("_ceiling"))
+        for seed in args.seeds if seeded else [None]:
+            row_settings = settings if seed is None else {**settings, "seed": seed}
+            chosen.append((i, name + setting_suffix(row_settings), table,
+                           overrides if seed is None else {**overrides, "seed": seed}))
     rows = []
     if not nnunet_available():
         rows += [{"name": name, "table": table, "order": i, "note": "not installed (`make bench-nnunet`)"}
