@@ -235,19 +235,26 @@ def markdown(rows: list[dict], table: int) -> str:
     return "\n".join(lines)
 
 
-def repeats(rows: list[dict]) -> str:
-    """Mean ± SD over the ``--seeds`` runs of each row (rows named ``NAME [seed=S]``; others are left out)."""
+def seed_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Scored rows grouped by name without their seed: ``NAME [seed=S]`` and ``NAME [k=v, seed=S]`` (``--seeds``)
+    join ``NAME`` and ``NAME [k=v]``; a row without a seed is a group of its own. Groups keep the rows' order."""
     import re
-
-    import numpy as np
 
     groups: dict[str, list[dict]] = {}
     for row in rows:
+        if "summary" not in row:
+            continue
         match = re.fullmatch(r"(.*) \[(?:(.*), )?seed=(\d+)\]", row["name"])
-        if match and "summary" in row:
-            base = match.group(1) + (f" [{match.group(2)}]" if match.group(2) else "")
-            groups.setdefault(base, []).append(row)
-    groups = {base: group for base, group in groups.items() if len(group) > 1}  # one seed is no repeat
+        base = row["name"] if not match else match.group(1) + (f" [{match.group(2)}]" if match.group(2) else "")
+        groups.setdefault(base, []).append(row)
+    return groups
+
+
+def repeats(rows: list[dict]) -> str:
+    """Mean ± SD over the ``--seeds`` runs of each row (rows named ``NAME [seed=S]``; others are left out)."""
+    import numpy as np
+
+    groups = {base: group for base, group in seed_groups(rows).items() if len(group) > 1}  # one seed is no repeat
     if not groups:
         return ""
     lines = ["### Repeats (mean ± SD over seeds; each seed draws the fold-0 split, the initial weights and the patches)",
@@ -263,18 +270,27 @@ def repeats(rows: list[dict]) -> str:
 
 def comparison(rows: list[dict]) -> str:
     """HecMamba's current recipe against the best of U-Net, DynUNet and nnU-Net v2 on :func:`headline`, with the
-    training times (the README states the comparison at equal training wall time from these numbers)."""
-    scored = [r for r in rows if "summary" in r]
-    ours = next((r for r in scored if r["name"].startswith(CONFIGURATIONS[0][0]) and POSTPROCESSED not in r["name"]),
-                None)
-    rivals = [r for r in scored if r.get("network") in ("unet", "dynunet", "nnunet")]
+    training times (the README states the comparison at equal training wall time from these numbers). Rows trained
+    with several seeds (``--seeds``) compare by their means over those seeds."""
+    groups = seed_groups(rows)
+    ours = next((group for base, group in groups.items()
+                 if base.startswith(CONFIGURATIONS[0][0]) and POSTPROCESSED not in base), None)
+    rivals = {base: group for base, group in groups.items()
+              if group[0].get("network") in ("unet", "dynunet", "nnunet")}
     if ours is None or not rivals:
         return "Comparison: needs the HecMamba current-recipe row and at least one of U-Net, DynUNet, nnU-Net v2."
-    best = max(rivals, key=headline)
-    gap = headline(ours) - headline(best)
-    return (f"Comparison (mean of GTVp Dice and GTVn DSCagg): HecMamba (current recipe) {headline(ours):.3f} in "
-            f"{ours['train_s']:.0f} s of training; best of U-Net, DynUNet, nnU-Net v2: {best['name']} "
-            f"{headline(best):.3f} in {best['train_s']:.0f} s; difference {gap:+.3f}.")
+
+    def mean(group: list[dict], value) -> float:
+        return sum(value(r) for r in group) / len(group)
+
+    def described(group: list[dict], name: str) -> str:
+        seeds = f" (mean of {len(group)} seeds)" if len(group) > 1 else ""
+        return f"{name}{seeds} {mean(group, headline):.3f} in {mean(group, lambda r: r['train_s']):.0f} s"
+
+    best_name, best = max(rivals.items(), key=lambda item: mean(item[1], headline))
+    gap = mean(ours, headline) - mean(best, headline)
+    return (f"Comparison (mean of GTVp Dice and GTVn DSCagg): {described(ours, 'HecMamba (current recipe)')} of "
+            f"training; best of U-Net, DynUNet, nnU-Net v2: {described(best, best_name)}; difference {gap:+.3f}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,3 +83,28 @@ def test_segmentation_repeats_table_gives_mean_and_sd_per_row():
     assert "| HecMamba (current recipe) [learning_rate=0.004] | 2 | 0.900 ± 0.000 |" in table
     assert "nnU-Net" not in table  # a row without seeds is no repeat
     assert bench.repeats([rows[-1]]) == "" and bench.repeats([rows[0]]) == ""  # one seed (--set seed=S) is no repeat
+
+
+def test_segmentation_comparison_uses_seed_means():
+    bench = _load("bench_segmentation")
+
+    def row(name, p, n, seconds, network="hecmamba"):
+        return {"name": name, "network": network, "train_s": seconds,
+                "summary": {"GTVp": {"dice_mean": p}, "GTVn": {"dsc_agg": n, "f1_agg": 0.5}}}
+
+    seeded = [row("HecMamba (current recipe) [seed=0]", 0.90, 0.70, 100),  # headline 0.80
+              row("HecMamba (current recipe) [seed=0]" + bench.POSTPROCESSED, 1.0, 1.0, 100),  # never "ours"
+              row("HecMamba (current recipe) [seed=1]", 0.94, 0.78, 300),  # 0.86 -> mean 0.83 in 200 s
+              row("U-Net (MONAI) [seed=0]", 0.90, 0.80, 50, "unet"),  # 0.85
+              row("U-Net (MONAI) [seed=1]", 0.90, 0.70, 70, "unet"),  # 0.80 -> mean 0.825 in 60 s
+              row("DynUNet (MONAI) [seed=0]", 0.90, 0.76, 80, "dynunet"),  # 0.83
+              row("DynUNet (MONAI) [seed=1]", 0.90, 0.72, 80, "dynunet")]  # 0.81 -> mean 0.82
+    text = bench.comparison(seeded)
+    assert "HecMamba (current recipe) (mean of 2 seeds) 0.830 in 200 s" in text
+    assert "U-Net (MONAI) (mean of 2 seeds) 0.825 in 60 s" in text and "difference +0.005" in text
+    # One seed per row: the rows themselves, as before.
+    single = bench.comparison([row("HecMamba (current recipe)", 0.90, 0.70, 100),
+                               row("DynUNet (MONAI)", 0.90, 0.76, 80, "dynunet")])
+    assert "HecMamba (current recipe) 0.800 in 100 s" in single and "DynUNet (MONAI) 0.830 in 80 s" in single
+    assert "difference -0.030" in single
+    assert bench.comparison([row("U-Net (MONAI)", 0.9, 0.8, 1, "unet")]).startswith("Comparison: needs")
