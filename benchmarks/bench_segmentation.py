@@ -148,7 +148,7 @@ def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_o
         row = run_nnunet_row(work / "nnunet", work / "train", held_out_dir,
                              iterations=base["epochs"] * base["iterations_per_epoch"],
                              forced=(float(plan["spacing_mm_xyz"][0]), int(plan["patch_size_zyx"][0])),
-                             threads=threads, name=f"{NNUNET} (4 mm, {plan['patch_size_zyx'][0]}³ patches)")
+                             tta=tta, threads=threads, name=f"{NNUNET} (4 mm, {plan['patch_size_zyx'][0]}³ patches)")
         return [{**row, "network": "nnunet"}]
     from hecktor.postprocessing import Postprocessing
     from hecktor.training.segmentation import choose_run_postprocessing

@@ -108,3 +108,19 @@ def test_segmentation_comparison_uses_seed_means():
     assert "HecMamba (current recipe) 0.800 in 100 s" in single and "DynUNet (MONAI) 0.830 in 80 s" in single
     assert "difference -0.030" in single
     assert bench.comparison([row("U-Net (MONAI)", 0.9, 0.8, 1, "unet")]).startswith("Comparison: needs")
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_segmentation_nnunet_row_gets_the_tables_tta(monkeypatch, tmp_path, tta):
+    """``--tta`` reaches nnU-Net v2's predictor (its mirroring) as it reaches ours, so the rows stay comparable."""
+    import types
+
+    bench = _load("bench_segmentation")
+    calls = []
+    fake = types.SimpleNamespace(run_nnunet_row=lambda *args, **kwargs: calls.append(kwargs) or {"name": "n"})
+    monkeypatch.setitem(__import__("sys").modules, "nnunet_baseline", fake)
+    base = {"plan": {"spacing_mm_xyz": [4.0, 4.0, 4.0], "patch_size_zyx": [32, 32, 32]}, "epochs": 40,
+            "iterations_per_epoch": 25}
+    rows = bench.run_configuration(bench.NNUNET, {"network": "nnunet"}, base, tmp_path, tmp_path, tta)
+    assert calls[0]["tta"] is tta and calls[0]["iterations"] == 1000 and calls[0]["forced"] == (4.0, 32)
+    assert rows == [{"name": "n", "network": "nnunet"}]
