@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, help="cubic patch size in voxels (default: the config's plan)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=20, help="iterations per epoch")
-    parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at inference")
+    parser.add_argument("--tta", action="store_true",
+                        help="mirror test-time augmentation at inference (ours, and nnU-Net v2's own mirroring)")
     parser.add_argument("--only", nargs="*", help="row names (prefixes) to run; default all")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 training cases, 2 held out, 1 epoch of 2 iterations")
     parser.add_argument("--jobs", type=int, default=2, help="configurations trained at the same time")
