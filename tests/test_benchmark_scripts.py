@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 
 import pytest
 import torch
@@ -113,12 +115,10 @@ def test_segmentation_comparison_uses_seed_means():
 @pytest.mark.parametrize("tta", [False, True])
 def test_segmentation_nnunet_row_gets_the_tables_tta(monkeypatch, tmp_path, tta):
     """``--tta`` reaches nnU-Net v2's predictor (its mirroring) as it reaches ours, so the rows stay comparable."""
-    import types
-
     bench = _load("bench_segmentation")
     calls = []
     fake = types.SimpleNamespace(run_nnunet_row=lambda *args, **kwargs: calls.append(kwargs) or {"name": "n"})
-    monkeypatch.setitem(__import__("sys").modules, "nnunet_baseline", fake)
+    monkeypatch.setitem(sys.modules, "nnunet_baseline", fake)
     base = {"plan": {"spacing_mm_xyz": [4.0, 4.0, 4.0], "patch_size_zyx": [32, 32, 32]}, "epochs": 40,
             "iterations_per_epoch": 25}
     rows = bench.run_configuration(bench.NNUNET, {"network": "nnunet"}, base, tmp_path, tmp_path, tta)
