@@ -33,6 +33,9 @@ run folders say so), e.g.::
 
 One run is one draw of the split, the initial weights and the patches: ``--seeds 0 1 2`` trains every chosen row once
 per seed and adds a mean ± SD table.
+
+Each run writes its report to ``WORK/bench_segmentation.md`` and ``.json`` (the latest run's) and keeps a copy under
+``WORK/reports/`` named by its UTC finish time, so runs of a few rows in one folder never lose an earlier report.
 """
 
 from __future__ import annotations
@@ -293,6 +296,19 @@ def comparison(rows: list[dict]) -> str:
             f"training; best of U-Net, DynUNet, nnU-Net v2: {described(best, best_name)}; difference {gap:+.3f}.")
 
 
+def write_reports(work: Path, report: str, rows: list[dict], stamp: str) -> Path:
+    """Write a run's report as ``WORK/bench_segmentation.{md,json}`` (the latest run) and keep a copy as
+    ``WORK/reports/STAMP.{md,json}``, so that a later run of a few rows in the same folder does not lose the report of
+    an earlier, larger one (the runs' bundles stay in ``WORK/runs`` either way). Returns the kept Markdown's path."""
+    text, data = report + "\n", json.dumps(rows, indent=2, default=float)
+    kept = work / "reports" / f"{stamp}.md"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    for folder, name in ((work, "bench_segmentation"), (kept.parent, stamp)):
+        (folder / f"{name}.md").write_text(text)
+        (folder / f"{name}.json").write_text(data)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench_segmentation"), help="working folder")
@@ -396,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                                      for t in (1, 2) if any(r["table"] == t for r in rows)]
                           + [text for text in (repeats(rows),) if text] + [comparison(rows)])
     print("\n" + report)
-    (args.work / "bench_segmentation.md").write_text(report + "\n")
-    (args.work / "bench_segmentation.json").write_text(json.dumps(rows, indent=2, default=float))
+    kept = write_reports(args.work, report, rows, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    print(f"\nreport: {args.work / 'bench_segmentation.md'} (this run's copy: {kept})")
     return 0
 
 

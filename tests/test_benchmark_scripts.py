@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import types
 
@@ -124,3 +125,13 @@ def test_segmentation_nnunet_row_gets_the_tables_tta(monkeypatch, tmp_path, tta)
     rows = bench.run_configuration(bench.NNUNET, {"network": "nnunet"}, base, tmp_path, tmp_path, tta)
     assert calls[0]["tta"] is tta and calls[0]["iterations"] == 1000 and calls[0]["forced"] == (4.0, 32)
     assert rows == [{"name": "n", "network": "nnunet"}]
+
+
+def test_segmentation_reports_keep_every_runs_copy(tmp_path):
+    bench = _load("bench_segmentation")
+    first = bench.write_reports(tmp_path, "first report", [{"name": "A"}], "20261201T000000Z")
+    second = bench.write_reports(tmp_path, "second report", [{"name": "B"}], "20261201T010000Z")
+    assert first.read_text() == "first report\n" and second.read_text() == "second report\n"
+    assert json.loads(first.with_suffix(".json").read_text()) == [{"name": "A"}]
+    assert (tmp_path / "bench_segmentation.md").read_text() == "second report\n"
+    assert json.loads((tmp_path / "bench_segmentation.json").read_text()) == [{"name": "B"}]
