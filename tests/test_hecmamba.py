@@ -101,6 +101,22 @@ def test_full_size_layout():
     assert layer.mixer("forward").d_inner == 96 and layer.mixer("forward").d_state == 16
 
 
+def test_full_resolution_width_widens_only_the_full_resolution_decoder():
+    base = {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "hidden_size": 16, "d_state": 4, "deep_supervision": True}
+    assert HecMambaConfig.from_dict(base).decoder_width == 8
+    net = HecMamba({**base, "full_resolution_width": 12}).train()
+    assert net.input_encoder.layer.conv1.conv.out_channels == 12
+    assert net.final_block.layer.conv1.conv.in_channels == 12 and net.head.conv.conv.in_channels == 12
+    assert net.up_blocks[-1].conv_block.conv1.conv.out_channels == 12
+    assert net.downsample[0].out_channels == 8  # the encoder keeps widths[0]
+    outputs = net(torch.randn(1, 2, 32, 32, 32))
+    assert [tuple(o.shape[2:]) for o in outputs] == [(32, 32, 32), (16, 16, 16), (8, 8, 8), (4, 4, 4)]
+    # Without the key the stored configuration rebuilds the same network, state-dict key for key.
+    assert HecMamba(base).state_dict().keys() == HecMamba({**base, "full_resolution_width": None}).state_dict().keys()
+    with pytest.raises(ValueError, match="full_resolution_width must be positive"):
+        HecMambaConfig(full_resolution_width=0)
+
+
 # ---- tri-orientated scanning ----
 
 def inter_slice_permutation(depth: int, height: int, width: int) -> np.ndarray:

@@ -75,6 +75,9 @@ class HecMambaConfig:
         scan_chunk_size: positions per segment of the torch scan; ``None`` for its device default.
         deep_supervision: add output heads on the coarser decoder levels, used in training mode only (needs at least
             two stages). Off by default so that stored configurations without the key rebuild the same network.
+        full_resolution_width: channels of the decoder's full-resolution blocks (the input's residual block, the last
+            up-block, the final block and the head); ``None``: ``widths[0]``, so that stored configurations without the
+            key rebuild the same network.
     """
 
     in_channels: int = 2
@@ -90,6 +93,7 @@ class HecMambaConfig:
     scan_backend: str = "auto"
     scan_chunk_size: int | None = None
     deep_supervision: bool = False
+    full_resolution_width: int | None = None
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -101,11 +105,22 @@ class HecMambaConfig:
         if min(self.widths) < 1 or min(self.depths) < 0:
             raise ValueError(f"HecMambaConfig: widths must be positive and depths non-negative, got {self}.")
         self.deep_supervision = bool(self.deep_supervision)
+        if self.full_resolution_width is not None:
+            self.full_resolution_width = int(self.full_resolution_width)
+            if self.full_resolution_width < 1:
+                raise ValueError(
+                    f"HecMambaConfig: full_resolution_width must be positive, got {self.full_resolution_width}."
+                )
         if self.deep_supervision and len(self.widths) < 2:
             raise ValueError(
                 f"HecMambaConfig: deep_supervision needs at least two stages (a decoder level below full resolution), "
                 f"got widths {self.widths}."
             )
+
+    @property
+    def decoder_width(self) -> int:
+        """Channels of the full-resolution decoder blocks."""
+        return self.widths[0] if self.full_resolution_width is None else self.full_resolution_width
 
     @property
     def total_stride(self) -> int:
@@ -341,19 +356,20 @@ class HecMamba(IgnoresDeepSupervisionHeads, nn.Module):
         # the next stage's width (the bottleneck's to hidden_size), and up-blocks walk back to the input resolution.
         block = dict(spatial_dims=3, kernel_size=3, norm_name=config.norm_name, res_block=True)
         skip_widths = [*widths[1:], config.hidden_size]
-        self.input_encoder = UnetrBasicBlock(in_channels=config.in_channels, out_channels=widths[0], stride=1, **block)
+        full = config.decoder_width
+        self.input_encoder = UnetrBasicBlock(in_channels=config.in_channels, out_channels=full, stride=1, **block)
         self.stage_encoders = nn.ModuleList(
             [UnetrBasicBlock(in_channels=w, out_channels=s, stride=1, **block) for w, s in zip(widths, skip_widths)]
         )
-        decoder_widths = [widths[0], *skip_widths]  # resolution 1, 1/2, ..., 1/2**n
+        decoder_widths = [full, *skip_widths]  # resolution 1, 1/2, ..., 1/2**n
         self.up_blocks = nn.ModuleList(
             UnetrUpBlock(
                 in_channels=decoder_widths[i + 1], out_channels=decoder_widths[i], upsample_kernel_size=2, **block
             )
             for i in reversed(range(len(widths)))
         )
-        self.final_block = UnetrBasicBlock(in_channels=widths[0], out_channels=widths[0], stride=1, **block)
-        self.head = UnetOutBlock(spatial_dims=3, in_channels=widths[0], out_channels=config.out_channels)
+        self.final_block = UnetrBasicBlock(in_channels=full, out_channels=full, stride=1, **block)
+        self.head = UnetOutBlock(spatial_dims=3, in_channels=full, out_channels=config.out_channels)
         # ds_heads[k - 1] reads the up-block output at resolution 1/2**k (decoder_widths[k] channels).
         self.ds_heads = None
         if config.deep_supervision:
