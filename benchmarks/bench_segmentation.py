@@ -67,7 +67,9 @@ POSTPROCESSED = " + postprocessing chosen on its validation cases"
 CEILING = "Ceiling: the true labels on the plan's grid, back on the CT grid"
 # (row name, table, overrides of the base config). HecMamba keeps the base config's network settings. Keys starting
 # with "_" are the benchmark's own: "_postprocessing" also chooses and applies postprocessing (a second row).
-SEED_WIDTHS = {"widths": [8, 16, 32, 64]}  # the demo's former HecMamba (1.4 M): 8 full-resolution channels
+# The demo's former HecMamba (1.4 M): 8 full-resolution channels (the encoder's first width, as before the decoder's
+# full-resolution width could be set apart).
+SEED_WIDTHS = {"widths": [8, 16, 32, 64], "full_resolution_width": None}
 CONFIGURATIONS = [
     ("HecMamba (current recipe)", 1, {"_postprocessing": True}),
     ("HecMamba (seed recipe: widths 8-64, batch Dice+CE, no deep supervision)", 1,
@@ -83,6 +85,7 @@ CONFIGURATIONS = [
     (CEILING, 1, {"_ceiling": True}),
     ("HecMamba, no deep supervision", 2, {"deep_supervision": False}),
     ("HecMamba, widths 8-64 (8 full-resolution channels)", 2, {"network_config": SEED_WIDTHS}),
+    ("HecMamba, 16 full-resolution channels (the former recipe)", 2, {"network_config": {"full_resolution_width": 16}}),
     ("HecMamba, nnU-Net's batch Dice + CE", 2, {"loss": "batch_dicece"}),
     ("HecMamba, no augmentation", 2, {"augmentation": False}),
 ]
@@ -139,6 +142,24 @@ def slug(name: str) -> str:
     return text if len(text) <= 60 else text[:51] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
+def row_config(base: dict, overrides: dict, run_dir: Path) -> dict:
+    """The training configuration of one table row: ``base`` with the row's ``overrides`` (keys starting with "_" are
+    the benchmark's own and left out). A HecMamba row's ``network_config`` changes the base network's sizes named and
+    keeps the others; another network takes its own configuration."""
+    settings = {key: value for key, value in overrides.items() if not key.startswith("_")}
+    config = {**base, **settings, "run_dir": str(run_dir), "predict_validation": bool(overrides.get("_postprocessing"))}
+    if "network" not in settings and "network_config" in settings:  # a HecMamba row changes some sizes only
+        config["network_config"] = {**base["network_config"], **settings["network_config"]}
+    if settings.get("network") == "unetr":
+        config["network_config"] = {**settings["network_config"],
+                                    "img_size": list(config["plan"]["patch_size_zyx"])}
+    if settings.get("network") == "dynunet":
+        config["network_config"] = dynunet_config(config["plan"])
+    if settings.get("network") in ("unet", "vnet", "unetr"):
+        config.pop("deep_supervision", None)  # no heads to switch on
+    return config
+
+
 def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_out_dir: Path, tta: bool,
                       threads: int = 1) -> list[dict]:
     """Train, export and score one configuration: its row (two with ``_postprocessing``)."""
@@ -158,18 +179,8 @@ def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_o
 
     held_out = list_training_cases(held_out_dir, 1)
     run_dir = work / "runs" / slug(name)
-    settings = {key: value for key, value in overrides.items() if not key.startswith("_")}
     postprocess = bool(overrides.get("_postprocessing"))
-    config = {**base, **settings, "run_dir": str(run_dir), "predict_validation": postprocess}
-    if "network" not in settings and "network_config" in settings:  # a HecMamba row changes some sizes only
-        config["network_config"] = {**base["network_config"], **settings["network_config"]}
-    if settings.get("network") == "unetr":
-        config["network_config"] = {**settings["network_config"],
-                                    "img_size": list(config["plan"]["patch_size_zyx"])}
-    if settings.get("network") == "dynunet":
-        config["network_config"] = dynunet_config(config["plan"])
-    if settings.get("network") in ("unet", "vnet", "unetr"):
-        config.pop("deep_supervision", None)  # no heads to switch on
+    config = row_config(base, overrides, run_dir)
     start = time.perf_counter()
     summary = train(TrainingConfig.from_dict(config))[0]
     trained = time.perf_counter()

@@ -70,6 +70,29 @@ def test_segmentation_ceiling_row_is_near_perfect_at_the_plan_spacing(tmp_path):
     assert "| — | — |" in bench.markdown([{**row, "table": 1}], 1)
 
 
+def test_segmentation_rows_keep_their_full_resolution_width(tmp_path):
+    """demo.json's recipe widens the full-resolution decoder to 32 channels; the seed-widths row must still build the
+    8-channel network of the README's row and the former-recipe row the 16-channel one (a HecMamba row's
+    network_config is merged into the base's, so a key the row leaves out is inherited)."""
+    from hecktor.networks.hecmamba import HecMambaConfig
+    from hecktor.training.segmentation import load_config_file
+
+    bench = _load("bench_segmentation")
+    base = load_config_file(REPO / "training" / "configs" / "demo.json")
+    widths = {}
+    for name, _, overrides in bench.CONFIGURATIONS:
+        config = bench.row_config(base, overrides, tmp_path / "run")
+        if config.get("network", "hecmamba") == "hecmamba":
+            widths[name] = HecMambaConfig.from_dict(config["network_config"]).decoder_width
+    assert widths["HecMamba (current recipe)"] == 32
+    assert widths["HecMamba, widths 8-64 (8 full-resolution channels)"] == 8
+    assert widths["HecMamba (seed recipe: widths 8-64, batch Dice+CE, no deep supervision)"] == 8
+    assert widths["HecMamba, 16 full-resolution channels (the former recipe)"] == 16
+    assert widths["HecMamba, no deep supervision"] == 32
+    unet = bench.row_config(base, dict(bench.CONFIGURATIONS[2][2]), tmp_path / "run")
+    assert unet["network"] == "unet" and unet["network_config"] == {} and "deep_supervision" not in unet
+
+
 def test_segmentation_repeats_table_gives_mean_and_sd_per_row():
     bench = _load("bench_segmentation")
 

@@ -187,8 +187,9 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"log-hazard {_f(results['cohorts']['train_oracle_cindex'])}.",
         f"* Held-out: {len(held_out)} other synthetic patients (another seed), laid out as Grand-Challenge input "
         "folders (UUID-named `.mha`, `ehr.json`; CT grids identity, axis-flipped or oblique).",
-        f"* Task 1: HecMamba (`training/configs/demo.json`: widths {seg['network_config']['widths']}, hidden size "
-        f"{seg['network_config']['hidden_size']}, loss {seg['loss']}, deep supervision "
+        f"* Task 1: HecMamba (`training/configs/demo.json`: widths {seg['network_config']['widths']}, "
+        f"{seg['network_config'].get('full_resolution_width') or seg['network_config']['widths'][0]} full-resolution "
+        f"decoder channels, hidden size {seg['network_config']['hidden_size']}, loss {seg['loss']}, deep supervision "
         f"{'on' if seg['deep_supervision'] else 'off'}) on {seg['plan']['patch_size_zyx']} patches at "
         f"{seg['plan']['spacing_mm_xyz']} mm, both folds of a {seg['n_folds']}-fold split (every training patient "
         f"gets an out-of-fold mask, which Task 2 needs), {seg['epochs']} epochs of {seg['iterations_per_epoch']} "
