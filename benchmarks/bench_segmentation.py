@@ -185,7 +185,7 @@ def run_configuration(name: str, overrides: dict, base: dict, work: Path, held_o
     summary = train(TrainingConfig.from_dict(config))[0]
     trained = time.perf_counter()
     choice = choose_run_postprocessing(run_dir) if postprocess else None
-    bundle, _ = export_bundle(run_dir, run_dir / "bundle")
+    bundle, _ = export_bundle(run_dir, run_dir / "bundle", overwrite=True)
     segmenter = Segmenter.from_bundle(bundle, device="cpu")
     steps = segmenter.postprocessing
     segmenter.postprocessing = Postprocessing()

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from hecktor.bundle import load_bundle, write_bundle
-from hecktor.errors import BundleError
+from hecktor.bundle import check_bundle_destination, load_bundle, write_bundle
+from hecktor.errors import BundleError, InputError
 from hecktor.plan import RegionPlan
 
 
@@ -56,3 +56,43 @@ def test_plan_digest_and_task_are_checked(bundle_dir):
 
 def test_bundle_folder_is_readable_by_others(bundle_dir):
     assert bundle_dir.stat().st_mode & 0o777 == 0o755
+
+
+# ------------------------------------------------------------------------------------- exports never delete
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_holding_anything_but_a_bundle_is_refused_and_left_untouched(tmp_path):
+    folder = tmp_path / "run"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "fold_0" / "checkpoint_best.pt").write_bytes(b"weights of days")
+    before = _snapshot(folder)
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="is not empty and holds no bundle .config.json, fold_0.; nothing was "
+                                             "written"):
+            write_bundle(folder, task=1, plan=RegionPlan(), model={"network": "unet", "folds": []},
+                         overwrite=overwrite)
+    assert _snapshot(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left beside it
+
+
+def test_an_earlier_bundle_is_replaced_only_with_overwrite(bundle_dir, tmp_path):
+    before = _snapshot(bundle_dir)
+    with pytest.raises(InputError, match="already holds a bundle; pass --overwrite"):
+        write_bundle(bundle_dir, task=1, plan=RegionPlan(), model={"network": "segresnet", "folds": []})
+    assert _snapshot(bundle_dir) == before
+    write_bundle(bundle_dir, task=1, plan=RegionPlan(), model={"network": "segresnet", "folds": []}, overwrite=True)
+    assert load_bundle(bundle_dir, task=1).model["network"] == "segresnet"
+    assert sorted(bundle_dir.iterdir()) == [bundle_dir / n for n in ("manifest.json", "model.json", "plan.json")]
+
+
+def test_an_empty_folder_or_a_file_as_destination(tmp_path):
+    (tmp_path / "empty").mkdir()
+    write_bundle(tmp_path / "empty", task=1, plan=RegionPlan(), model={"network": "unet", "folds": []})
+    assert load_bundle(tmp_path / "empty", task=1).model["network"] == "unet"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_bundle_destination(tmp_path / "file", overwrite=True)
+    assert (tmp_path / "file").read_text() == "x"

@@ -181,6 +181,31 @@ def test_export_load_predict_equals_in_memory_ensemble(cohort_dir, fusion_run, t
     assert set(predictor.last_report.timings) >= {"preprocess_s", "clinical_s", "network_s", "survival_s", "total_s"}
 
 
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_export_never_deletes_a_run_or_unrelated_files(fusion_run, tmp_path, capsys):
+    import export_prognosis
+
+    _, run_dir, _ = fusion_run
+    run_before = _files(run_dir)
+    assert export_prognosis.main([str(run_dir), "--out", str(run_dir), "--overwrite"]) == 2
+    assert "is not empty and holds no bundle" in capsys.readouterr().err
+    assert _files(run_dir) == run_before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert export_prognosis.main([str(run_dir), "--out", str(tmp_path / "mine")]) == 2
+    assert "notes.txt" in capsys.readouterr().err and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # a bundle is written into an empty folder, and replaced only with --overwrite
+    (tmp_path / "bundle").mkdir()
+    assert export_prognosis.main([str(run_dir), "--out", str(tmp_path / "bundle")]) == 0
+    assert export_prognosis.main([str(run_dir), "--out", str(tmp_path / "bundle")]) == 2
+    assert "already holds a bundle; pass --overwrite" in capsys.readouterr().err
+    assert export_prognosis.main([str(run_dir), "--out", str(tmp_path / "bundle"), "--overwrite"]) == 0
+    assert _files(run_dir) == run_before
+
+
 def test_export_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(InputError, match="not a finished Task 2 run"):
         export_bundle(tmp_path, tmp_path / "bundle")

@@ -213,6 +213,20 @@ def test_export_gives_a_bundle_that_predicts_like_the_checkpoint(trained_run, co
         export_bundle(run_dir, tmp_path / "other", folds=[0, 3])
 
 
+def test_export_never_deletes_the_run_it_exports(trained_run, tmp_path, capsys):
+    import export_segmentation
+
+    run_dir = trained_run[0]
+    before = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    assert export_segmentation.main([str(run_dir), "--out", str(run_dir), "--overwrite"]) == 2
+    assert "is not empty and holds no bundle" in capsys.readouterr().err
+    assert {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert export_segmentation.main([str(run_dir), "--out", str(tmp_path / "b")]) == 0
+    assert export_segmentation.main([str(run_dir), "--out", str(tmp_path / "b")]) == 2
+    assert "already holds a bundle" in capsys.readouterr().err
+    assert export_segmentation.main([str(run_dir), "--out", str(tmp_path / "b"), "--overwrite"]) == 0
+
+
 def test_out_of_fold_predictions_are_scored_and_choose_the_postprocessing(trained_run, cohort, tmp_path):
     from hecktor.evaluate import evaluate_masks
 

@@ -211,7 +211,7 @@ def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
     choice = choose_run_postprocessing(run_dir)
     print(f"[demo]   postprocessing chosen on {choice['report']['n_cases']} out-of-fold cases: "
           f"{choice['postprocessing']}", flush=True)
-    bundle, folds = export_bundle(run_dir, bundle_dir(1), checkpoint="best")
+    bundle, folds = export_bundle(run_dir, bundle_dir(1), checkpoint="best", overwrite=True)
     parameters = sum(p.numel() for p in Segmenter.from_bundle(bundle, device="cpu").networks[0].parameters())
     return {"run_dir": str(run_dir), "folds": folds, "n_folds": SEG_FOLDS, "parameters": parameters, "network": config["network"], "network_config": trainer.network_config,
             "plan": trainer.config.plan.to_dict(), "epochs": epochs,
@@ -229,7 +229,7 @@ def train_prognosis(data: Path, runs: Path, options: argparse.Namespace, trained
     config = TrainingConfig(mode="biomarkers", n_folds=5, seed=0, device="cpu", progress=False)
     result = train(config, run_dir, data=data, plan=BOX_PLAN, cache_dir=runs / "cache", overwrite=True,
                    segmentation=trained[get_task(1).name]["run_dir"], echo=lambda line: print(f"[demo]   {line}"))
-    export_bundle(run_dir, bundle_dir(2))
+    export_bundle(run_dir, bundle_dir(2), overwrite=True)
     metrics = result.metrics()
     return {"mode": config.mode, "survival": config.survival, "cindex_oof_mean": metrics["cindex_mean"],
             "cindex_oof_pooled": metrics["cindex_pooled_oof"], "ensemble_weights": metrics["ensemble_weights"],
@@ -246,7 +246,7 @@ def train_hpv(data: Path, runs: Path, options: argparse.Namespace, trained: dict
                                network=dict(NETWORK_PRESETS["tiny"]), device="cpu", progress=False)
     result = train(config, run_dir, data=data, plan=BOX_PLAN, cache_dir=runs / "cache", overwrite=True,
                    echo=lambda line: print(f"[demo]   {line}"))
-    export_hpv_bundle(run_dir, bundle_dir(3))
+    export_hpv_bundle(run_dir, bundle_dir(3), overwrite=True)
     metrics = result.metrics()
     return {"mode": config.mode, "epochs": config.epochs, "n_folds": config.n_folds,
             "input_shape_zyx": list(BOX_PLAN.input_shape_zyx), "prevalence": metrics["prevalence"],

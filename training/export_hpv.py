@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    predictor = export_hpv_bundle(args.run_dir, args.out)
+    predictor = export_hpv_bundle(args.run_dir, args.out, overwrite=args.overwrite)
     metrics = predictor.info.get("metrics", {})
     weights = ", ".join(f"{w:.3f}" for w in predictor.weights)
     print(f"exported {predictor.mode} ensemble of {len(predictor.folds)} folds (weights {weights}; threshold "

@@ -25,7 +25,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "task1_container" / "resourc
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", help="training run folder (the --out of train_segmentation.py)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="bundle folder (replaced)")
+    cli.add_bundle_out_arguments(parser, DEFAULT_OUT)
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     parser.add_argument("--fold", "--folds", dest="folds", type=cli.fold_selection, default=None,
                         metavar="K[,K...]|all", help="folds to export (default: every fold with that checkpoint)")
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     out, exported = export_bundle(args.run_dir, args.out, checkpoint=args.checkpoint, folds=args.folds,
-                                  postprocessing=args.postprocessing)
+                                  postprocessing=args.postprocessing, overwrite=args.overwrite)
     print(f"exported fold(s) {', '.join(map(str, exported))} ({args.checkpoint} checkpoints) to {out}")
     chosen = json.loads((out / "model.json").read_text()).get("postprocessing")
     print(f"postprocessing: {chosen if chosen else 'none'}")

@@ -73,6 +73,34 @@ class Bundle:
         return json.loads(self.file(name).read_text())
 
 
+def is_bundle_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a bundle's manifest (of any task; not verified)."""
+    manifest = Path(path) / MANIFEST
+    try:
+        return json.loads(manifest.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_bundle_destination(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse, with one line and before anything is touched, a bundle destination that is not absent, an empty
+    folder or (with ``overwrite``) an earlier bundle: exports never delete a run folder or unrelated files."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file, not a folder; choose an empty or absent folder for the bundle")
+    if is_bundle_folder(out_dir):
+        if overwrite:
+            return
+        raise InputError(f"{out_dir} already holds a bundle; pass --overwrite to replace it, or choose another folder")
+    content = sorted(p.name for p in out_dir.iterdir())
+    if content:
+        shown = ", ".join(content[:5]) + (f" and {len(content) - 5} more" if len(content) > 5 else "")
+        raise InputError(f"{out_dir} is not empty and holds no bundle ({shown}); nothing was written: choose an "
+                         "empty or absent folder (a training run's folder is never a bundle's place)")
+
+
 def write_bundle(
     out_dir: str | Path,
     task: int,
@@ -81,8 +109,14 @@ def write_bundle(
     state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     json_files: Mapping[str, Any] | None = None,
     bundles: Mapping[str, str | Path] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a bundle atomically: built in a temporary sibling folder, then moved into place (replacing an old one).
+    """Write a bundle atomically: built in a temporary sibling folder, then moved into place.
+
+    ``out_dir`` must be absent, an empty folder, or (with ``overwrite``) an earlier bundle, recognised by its
+    manifest: anything else is refused before anything is written (:func:`check_bundle_destination`), so an export
+    can never delete a training run or unrelated files.
 
     Args:
         task: the task number (see :mod:`hecktor.tasks`); ``plan`` must be that task's kind of plan.
@@ -90,8 +124,10 @@ def write_bundle(
         state_dicts: ``{file name: state dict}`` saved with ``torch.save``.
         json_files: ``{file name: JSON-serialisable object}``, e.g. a fitted clinical encoder.
         bundles: ``{folder name: path of a bundle}`` copied in as nested bundles (verify them before).
+        overwrite: replace an earlier bundle at ``out_dir``.
     """
     out_dir = Path(out_dir)
+    check_bundle_destination(out_dir, overwrite)
     spec = get_task(task)
     if not isinstance(plan, spec.plan_class):
         raise ValueError(f"Task {spec.number} bundles hold a {spec.plan_class.__name__}, got {type(plan).__name__}")

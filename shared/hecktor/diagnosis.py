@@ -394,9 +394,10 @@ class HPVPredictor:
             "training": self.info,
         }
 
-    def to_bundle(self, out_dir: str | Path) -> Path:
+    def to_bundle(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
         """Write a verified Task 3 bundle (see :mod:`hecktor.bundle`): plan, ``model.json`` and, per fold, the
-        network's state dict, the fitted clinical encoder and the logistic head as JSON. No pickle."""
+        network's state dict, the fitted clinical encoder and the logistic head as JSON. No pickle. ``out_dir`` must be
+        absent, empty, or (with ``overwrite``) an earlier bundle."""
         record = self.model_record()
         state_dicts, json_files = {}, {}
         for k, fold in enumerate(self.folds):
@@ -405,7 +406,7 @@ class HPVPredictor:
                                       state_dicts, json_files)
             json_files[names["head"]] = fold.head.to_dict()
         return write_bundle(out_dir, task=TASK, plan=self.plan, model=record, state_dicts=state_dicts,
-                            json_files=json_files)
+                            json_files=json_files, overwrite=overwrite)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device | None = None) -> "HPVPredictor":

@@ -508,10 +508,11 @@ class RiskPredictor:
             "training": self.info,
         }
 
-    def to_bundle(self, out_dir: str | Path) -> Path:
+    def to_bundle(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
         """Write a verified Task 2 bundle (see :mod:`hecktor.bundle`): plan, ``model.json`` and, per fold, the
         network's state dict, the fitted clinical encoder, the biomarker scaling and the Cox model as JSON (no
-        pickle); in the biomarker modes the Task 1 bundle, verified, in ``segmentation/``."""
+        pickle); in the biomarker modes the Task 1 bundle, verified, in ``segmentation/``. ``out_dir`` must be absent,
+        empty, or (with ``overwrite``) an earlier bundle (:func:`hecktor.bundle.check_bundle_destination`)."""
         record = self.model_record()
         nested = {}
         if self.uses_biomarkers:
@@ -528,7 +529,7 @@ class RiskPredictor:
                 json_files[names["biomarkers"]] = fold.biomarkers.to_dict()
             json_files[names["survival"]] = fold.survival.to_dict()
         return write_bundle(out_dir, task=2, plan=self.plan, model=record, state_dicts=state_dicts,
-                            json_files=json_files, bundles=nested)
+                            json_files=json_files, bundles=nested, overwrite=overwrite)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device | None = None) -> "RiskPredictor":

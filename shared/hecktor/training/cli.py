@@ -246,5 +246,14 @@ def export_parser(description: str, trainer: str, default_out: Path) -> Argument
     """The parser of an export command: the run folder written by ``trainer --out`` and ``--out`` (the bundle)."""
     parser = ArgumentParser(description=description)
     parser.add_argument("run_dir", type=Path, help=f"folder written by {trainer} --out")
-    parser.add_argument("--out", type=Path, default=default_out, help="bundle folder (replaced if it exists)")
+    add_bundle_out_arguments(parser, default_out)
     return parser
+
+
+def add_bundle_out_arguments(parser: ArgumentParser, default_out: Path) -> None:
+    """An export's ``--out`` and ``--overwrite``: the bundle goes into an absent or empty folder, or replaces an
+    earlier bundle with ``--overwrite``; anything else there is refused and left untouched."""
+    parser.add_argument("--out", type=Path, default=default_out,
+                        help=f"bundle folder: absent, empty, or an earlier bundle with --overwrite (default {default_out})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier bundle at --out (a folder holding anything else is never touched)")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hecktor.bundle import check_bundle_destination
 from hecktor.clinical import DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.errors import InputError
 from hecktor.folds import make_folds, save_folds, select_folds
@@ -364,12 +365,13 @@ def save_run(
         fold_of[val_idx] = k
     lines = [oof_header] + [oof_row(i, pid, fold_of[i]) for i, pid in enumerate(patient_ids)]
     write_text_atomic("\n".join(lines) + "\n", run_dir / "oof.csv")
-    predictor.to_bundle(run_dir / "model")
+    predictor.to_bundle(run_dir / "model", overwrite=True)  # the run's own model, rewritten by a re-run
     return run_dir
 
 
 # ----------------------------------------------------------------------------------------------------------- export
-def export_run(run_dir: str | Path, out_dir: str | Path, predictor_class: Any, task: str, script: str) -> Any:
+def export_run(run_dir: str | Path, out_dir: str | Path, predictor_class: Any, task: str, script: str, *,
+               overwrite: bool = False) -> Any:
     """Copy a run's verified fold ensemble (``RUN_DIR/model``) to ``out_dir`` as a bundle and return it as loaded
     from there (manifest, SHA-256 and plan digest checked twice: on reading the run and on reading the copy).
 
@@ -379,9 +381,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, predictor_class: Any, t
         predictor_class: the task's predictor (``from_bundle``, ``to_bundle``).
         task: the task's name in messages (``"Task 2"``).
         script: the training script named in messages.
+        overwrite: replace an earlier bundle at ``out_dir`` (anything else there is refused, never deleted).
 
     Raises:
-        InputError: ``run_dir`` is not a finished run, or ``out_dir`` is the run's own model folder.
+        InputError: ``run_dir`` is not a finished run, ``out_dir`` is the run's own model folder, or ``out_dir`` is
+            neither absent, empty nor (with ``overwrite``) a bundle.
     """
     run_dir = Path(run_dir)
     model_dir = run_dir / "model"
@@ -390,5 +394,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, predictor_class: Any, t
                          f"train it with {script}")
     if Path(out_dir).resolve() == model_dir.resolve():
         raise InputError(f"--out {out_dir} is the run's own model folder; choose another folder")
-    predictor_class.from_bundle(model_dir, device="cpu").to_bundle(out_dir)
+    check_bundle_destination(out_dir, overwrite)  # before the run's model is even read
+    predictor_class.from_bundle(model_dir, device="cpu").to_bundle(out_dir, overwrite=overwrite)
     return predictor_class.from_bundle(out_dir, device="cpu")

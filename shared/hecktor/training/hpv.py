@@ -682,14 +682,15 @@ def train_hpv(
 
 
 # ----------------------------------------------------------------------------------------------------------- export
-def export_hpv_bundle(run_dir: str | Path, out_dir: str | Path) -> HPVPredictor:
+def export_hpv_bundle(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> HPVPredictor:
     """Copy a run's verified fold ensemble (``RUN_DIR/model``) to ``out_dir`` as a Task 3 bundle and return it as
     loaded from there (manifest, SHA-256 and plan digest checked on reading the run and on reading the copy).
 
     Raises:
         InputError: ``run_dir`` is not a finished Task 3 run, or ``out_dir`` is the run's own model folder.
     """
-    return crossval.export_run(run_dir, out_dir, HPVPredictor, "Task 3", "training/train_hpv.py")
+    return crossval.export_run(run_dir, out_dir, HPVPredictor, "Task 3", "training/train_hpv.py",
+                               overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------------------------- held-out scoring
@@ -779,7 +780,7 @@ def demo_hpv(
                                          network=dict(NETWORK_PRESETS["tiny"]), device="cpu", progress=False)
     plan = plan or BoxPlan(input_shape_zyx=(48, 48, 48))
     result = train_hpv(config, run_dir, data=train_data, plan=plan, cache_dir=cache_dir, overwrite=True, echo=echo)
-    export_hpv_bundle(run_dir, bundle_dir)
+    export_hpv_bundle(run_dir, bundle_dir, overwrite=True)
     held_out = score_held_out(bundle_dir, test_data)
     oracle = held_out["oracle_balanced_accuracy"]
     echo(f"Task 3 on {held_out['n']} held-out case(s) ({held_out['n_positive']} HPV-positive): balanced accuracy "

@@ -884,11 +884,11 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------- export
-def export_bundle(run_dir: str | Path, out_dir: str | Path) -> RiskPredictor:
+def export_bundle(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> RiskPredictor:
     """Copy a run's verified fold ensemble (``RUN_DIR/model``) to ``out_dir`` as a Task 2 bundle and return it as
     loaded from there (manifest, SHA-256 and plan digest checked twice: on reading the run and on reading the copy).
 
     Raises:
         InputError: ``run_dir`` is not a finished run, or ``out_dir`` is the run's own model folder.
     """
-    return export_run(run_dir, out_dir, RiskPredictor, "Task 2", "training/train_prognosis.py")
+    return export_run(run_dir, out_dir, RiskPredictor, "Task 2", "training/train_prognosis.py", overwrite=overwrite)

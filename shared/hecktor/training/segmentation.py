@@ -1358,7 +1358,8 @@ def _finite_or_none(value: Any) -> Any:
 
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
-                  folds: Sequence[int] | None = None, postprocessing: bool = True) -> tuple[Path, list[int]]:
+                  folds: Sequence[int] | None = None, postprocessing: bool = True, *,
+                  overwrite: bool = False) -> tuple[Path, list[int]]:
     """Write the Task 1 bundle of a run: every fold's weights (model only, no optimizer), the plan and model.json.
 
     Deep-supervision heads are left out (:func:`hecktor.networks.strip_deep_supervision`): the bundle's network is
@@ -1368,7 +1369,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
 
     Args:
         run_dir: a training run directory.
-        out_dir: the bundle folder (replaced atomically).
+        out_dir: the bundle folder: absent, empty, or (with ``overwrite``) an earlier bundle, replaced atomically;
+            anything else is refused before the run is read (:func:`hecktor.bundle.check_bundle_destination`).
         checkpoint: ``best`` or ``last``.
         folds: the folds to export (default: every ``fold_K`` folder holding that checkpoint).
         postprocessing: include the run's chosen postprocessing when there is one.
@@ -1376,10 +1378,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     Returns:
         the bundle path and the exported fold indices.
     """
-    from hecktor.bundle import write_bundle
+    from hecktor.bundle import check_bundle_destination, write_bundle
     from hecktor.networks import strip_deep_supervision
 
     run_dir = Path(run_dir)
+    check_bundle_destination(out_dir, overwrite)
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     plan_path = run_dir / PLAN_JSON
@@ -1443,5 +1446,5 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
         choice = json.loads(choice_path.read_text())
         model["postprocessing"] = Postprocessing.from_dict(choice["postprocessing"], source=str(choice_path)).to_dict()
         model["trained"]["postprocessing_choice"] = {k: v for k, v in choice.items() if k != "postprocessing"}
-    out = write_bundle(out_dir, task=1, plan=plan, model=model, state_dicts=state_dicts)
+    out = write_bundle(out_dir, task=1, plan=plan, model=model, state_dicts=state_dicts, overwrite=overwrite)
     return out, chosen
