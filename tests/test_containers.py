@@ -57,7 +57,7 @@ def _load_inference(task: int):
     return module
 
 
-INFERENCE = {1: _load_inference(1), 2: _load_inference(2)}
+INFERENCE = {task: _load_inference(task) for task in (1, 2, 3)}
 
 
 @pytest.fixture(scope="session")
@@ -644,15 +644,41 @@ def test_segmentation_falls_back_to_background_when_even_the_ct_alone_fails(bund
 
 
 def test_help_describes_the_default_and_strict(capsys):
-    for task in (1, 2):
+    """--help and the docstring state the contract in one line and point to the one page that lists each odd input;
+    neither restates the case-by-case answers (the copies that drifted apart)."""
+    for task in (1, 2, 3):
         with pytest.raises(SystemExit) as stop:
             INFERENCE[task].main(["--help"])
         assert stop.value.code == 0
         text = " ".join(capsys.readouterr().out.split())
         assert "--strict" in text and "answer whenever an answer can be formed" in text
-        assert "With --strict each of these is an error instead" in text
-        assert "error: ..." in text and "no output file" in text
-        assert INFERENCE[task].__doc__.count("--strict") >= 1
+        assert "dropped with one warning line, and --strict makes that an error" in text
+        assert "error: ..." in text and "exits with status 2" in text and "no output file" in text
+        assert "docs/reference/bad-inputs.md" in text
+        doc = INFERENCE[task].__doc__
+        assert doc.count("--strict") >= 1 and "docs/reference/bad-inputs.md" in doc
+        for restated in ("4-D with several frames", "Bq/ml", "all NaN", "+1024", "ehr.json"):
+            assert restated not in text and restated not in doc, restated
+
+
+def test_task1_options_reach_the_segmenter_with_their_defaults(bundles, synthetic_case, tmp_path, monkeypatch):
+    """--no-tta and --overlap (hecktor.container.TASK_OPTIONS) are Task 1's only: they reach Segmenter.predict_case
+    with the defaults tta=True, overlap=0.5; Task 2 refuses them."""
+    seen = []
+    predict_case = Segmenter.predict_case
+
+    def spy(self, case, **options):
+        seen.append({k: v for k, v in options.items() if k != "budget"})
+        return predict_case(self, case, **options)
+
+    monkeypatch.setattr(Segmenter, "predict_case", spy)
+    input_dir = write_gc_input(synthetic_case.ct, synthetic_case.pet, tmp_path / "in", EHR)
+    assert run(1, input_dir, tmp_path / "default", bundles[1])[0] == 0
+    assert run(1, input_dir, tmp_path / "options", bundles[1], "--no-tta", "--overlap", "0.25")[0] == 0
+    assert seen == [{"tta": True, "overlap": 0.5}, {"tta": False, "overlap": 0.25}]
+    with pytest.raises(SystemExit) as stop, redirect_stderr(io.StringIO()) as err:
+        INFERENCE[2].main(["--no-tta"])
+    assert stop.value.code == 2 and "unrecognized arguments: --no-tta" in err.getvalue()
 
 
 def test_missing_bundle_and_input_folder_are_one_line_errors(bundles, synthetic_case, tmp_path):

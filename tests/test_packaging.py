@@ -459,6 +459,32 @@ def test_make_test_inputs_refuses_a_used_folder(tmp_path):
     assert result.stderr.strip() == f"make_test_inputs.py: error: {tmp_path / 'in'} is not empty; choose a new folder"
 
 
+# ------------------------------------------------------------------------------------------------ inference.py
+
+
+def test_every_inference_py_is_the_same_few_lines():
+    """The containers' inference.py differ in their docstring and their TASK only: main(argv=None, *, start_time=None)
+    is one call to hecktor.container.main (a task's own options live there, in TASK_OPTIONS), and the docstring points
+    to the bad-input page instead of restating it."""
+    import ast
+
+    shapes = set()
+    for task in TASKS:
+        path = REPO / get_task(task).container / "inference.py"
+        tree = ast.parse(path.read_text())
+        doc = ast.get_docstring(tree)
+        assert "docs/reference/bad-inputs.md" in doc and len(doc.splitlines()) <= 6, path
+        assert len(path.read_text().splitlines()) <= 30, path
+        body = tree.body[1:]
+        (task_line,) = [n for n in body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "TASK"]
+        assert ast.literal_eval(task_line.value) == task
+        (main,) = [n for n in body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+        assert [a.arg for a in main.args.args] == ["argv"] and [a.arg for a in main.args.kwonlyargs] == ["start_time"]
+        assert ast.unparse(main.body[-1]) == "return container.main(TASK, __file__, argv, start_time=start_time)"
+        shapes.add(ast.dump(ast.Module(body=[n for n in body if n is not task_line], type_ignores=[])))
+    assert len(shapes) == 1
+
+
 # --------------------------------------------------------------------------------------------------- Dockerfiles
 
 

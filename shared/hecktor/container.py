@@ -1,22 +1,11 @@
 """What every Grand-Challenge container does, whatever its task: read the case, predict within the time budget, write
 the output atomically, and turn a user-facing failure into one ``error: ...`` line and exit status 2.
 
-Each container's ``inference.py`` is a few lines over this module::
+Each container's ``inference.py`` is one call to :func:`main` (``main(TASK, __file__, argv, start_time=...)``);
+:func:`build_parser` (the options of every task, plus the task's own from :data:`TASK_OPTIONS`) and :func:`run` are
+its two halves.
 
-    parser = build_parser(TASK)                     # --input, --output, --resources, --device, --time-limit, ...
-    parser.add_argument(...)                        # the task's own options, if any
-    args = parser.parse_args(argv)
-    return run(TASK, args, start_time=start_time, **the task's predictor options)
-
-**Answer whenever an answer can be formed.** On Grand Challenge a case that exits non-zero or writes nothing is lost,
-and a failed job can stop a submission's evaluation. So by default an unusable input is dropped and the case is
-answered from what remains, with one warning line (stdout) naming what was dropped and why
-(:func:`hecktor.io.read_case`): a PET that is empty, all NaN, unreadable, missing or not overlapping the CT; for the
-image-level tasks a CT likewise; a malformed ``ehr.json``; an implausible clinical value. ``--strict`` (local
-validation) turns each of these back into an error. Errors remain where no output can exist (no input folder, no
-usable CT for a mask on the CT's grid, no bundle, an output folder that cannot be written): one line
-``error: ...`` on stderr, exit status 2, and no output file (one left by an earlier run is removed). No traceback,
-whatever the input: an unexpected exception is reported the same way.
+What each task answers for every odd input, by default and with ``--strict``: docs/reference/bad-inputs.md.
 
 The task (its output path and writer, its platform limit, whether it reads ``ehr.json``, its predictor class) comes
 from the registry :mod:`hecktor.tasks`; the prediction is the predictor's ``predict_case`` (for Task 1
@@ -38,12 +27,21 @@ from hecktor.errors import HecktorError
 from hecktor.io import read_case, remove_output
 from hecktor.tasks import TaskSpec, get_task
 
-__all__ = ["build_parser", "run", "main"]
+__all__ = ["TASK_OPTIONS", "build_parser", "run", "main"]
+
+BAD_INPUTS_PAGE = "docs/reference/bad-inputs.md"
+
+# A task's options beyond the common ones, as (flags, add_argument keywords); each reaches the predictor's
+# ``predict_case`` as a keyword under its ``dest``. Task 1: Segmenter.predict's test-time augmentation and overlap.
+TASK_OPTIONS: dict[int, tuple[tuple[tuple[str, ...], dict[str, Any]], ...]] = {
+    1: ((("--no-tta",), {"dest": "tta", "action": "store_false", "help": "no mirror test-time augmentation"}),
+        (("--overlap",), {"dest": "overlap", "type": float, "default": 0.5, "help": "sliding-window overlap"})),
+}
 
 
 def build_parser(task: int | str | TaskSpec, default_resources: Path,
                  description: str | None = None) -> argparse.ArgumentParser:
-    """The options every container takes; add the task's own before parsing.
+    """The options every container takes, and the task's own (:data:`TASK_OPTIONS`).
 
     Args:
         task: the task (see :mod:`hecktor.tasks`).
@@ -52,18 +50,10 @@ def build_parser(task: int | str | TaskSpec, default_resources: Path,
         description: ``--help``'s first line (default: from the registry).
     """
     spec = get_task(task)
-    dropped = ("a PET that is empty (constant), all NaN, unreadable, 4-D with several frames, missing or not "
-               "overlapping the CT is "
-               "ignored (" + ("the CT is segmented alone" if spec.output_kind == "mask" else
-                              "the answer comes from the CT and the clinical record; likewise an unusable CT") + ")")
-    if spec.uses_ehr:
-        dropped += ("; a malformed ehr.json (not JSON, not an object) counts as absent and an implausible clinical "
-                    "value (an age outside 0-120 years) as unknown")
-    epilog = (f"Default (the platform's): answer whenever an answer can be formed. {dropped[0].upper()}{dropped[1:]}, "
-              "each with one warning line on stdout. With --strict each of these is an error instead. Either way a "
-              "case that cannot be answered (no input folder" + (", no usable CT" if spec.output_kind == "mask" else "")
-              + ", no bundle, an output folder that cannot be written) prints one line 'error: ...' on stderr, "
-              "exits with status 2 and leaves no output file.")
+    epilog = ("Default (the platform's): answer whenever an answer can be formed; an input that cannot be used is "
+              "dropped with one warning line, and --strict makes that an error. A case that cannot be answered prints "
+              "one line 'error: ...' on stderr, exits with status 2 and leaves no output file. Every odd input, task "
+              f"by task: {BAD_INPUTS_PAGE}")
     parser = argparse.ArgumentParser(
         description=description or f"HECKTOR 2025 Task {spec.number}: {spec.title} of one case.",
         epilog=epilog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -76,10 +66,10 @@ def build_parser(task: int | str | TaskSpec, default_resources: Path,
                         help=f"seconds to plan for, start-up included (default: {DEFAULT_SAFETY * 100:.0f}%% of the "
                              "limit)")
     parser.add_argument("--strict", action="store_true",
-                        help="local validation: an input that the default drops (an unusable image, a malformed "
-                             "ehr.json, an implausible clinical value) is an error (exit 2, nothing written) instead "
-                             "of a warning; repairs (NaN voxels, a CT stored with a +1024 offset, a PET in Bq/ml) stay "
-                             "warnings")
+                        help=f"local validation: an input that the default drops with a warning is an error (exit 2, "
+                             f"nothing written); repairs stay warnings ({BAD_INPUTS_PAGE})")
+    for flags, keywords in TASK_OPTIONS.get(spec.number, ()):
+        parser.add_argument(*flags, **keywords)
     return parser
 
 
@@ -90,11 +80,15 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
 
     Args:
         task: the task (see :mod:`hecktor.tasks`).
-        args: parsed :func:`build_parser` options.
+        args: parsed :func:`build_parser` options; the task's own (:data:`TASK_OPTIONS`, e.g. Task 1's ``tta`` and
+            ``overlap``) are passed to the predictor's ``predict_case``.
         start_time: when the case's clock started (``time.time()`` scale; default: this process's start).
-        predict_options: passed to the predictor's ``predict_case`` (e.g. Task 1's ``tta`` and ``overlap``).
+        predict_options: further ``predict_case`` keywords; they override those taken from ``args``.
     """
     spec = get_task(task)
+    predict_options = {**{keywords["dest"]: getattr(args, keywords["dest"])
+                          for _, keywords in TASK_OPTIONS.get(spec.number, ()) if hasattr(args, keywords["dest"])},
+                       **predict_options}
     start_time = process_start_time() if start_time is None else start_time
     logger = logging.getLogger(spec.container)
     target = Path(args.output) / spec.output
@@ -120,8 +114,8 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
 
 def main(task: int | str | TaskSpec, script: str | Path, argv: list[str] | None = None, *,
          start_time: float | None = None) -> int:
-    """The whole ``inference.py`` of a task with no options of its own: :func:`build_parser` with the bundle in
-    ``resources/bundle`` beside ``script`` (the ``inference.py``), then :func:`run`.
+    """The whole ``inference.py`` of every task: :func:`build_parser` with the bundle in ``resources/bundle`` beside
+    ``script`` (the ``inference.py``), then :func:`run`; returns the exit status.
 
     Args:
         task: the task (see :mod:`hecktor.tasks`).
