@@ -17,19 +17,21 @@ usage() {
 Usage: ./build.sh [options]
 
 Build the Grand-Challenge images (build context: the repository root), one per task of the registry
-(shared/hecktor/tasks.py; 'PYTHONPATH=shared python3 -m hecktor.tasks' lists them):
+(shared/hecktor/tasks.py; 'PYTHONPATH=shared python3 -m hecktor.tasks' lists them), all from the one Dockerfile
+with the task's container folder as build arg TASK_DIR (and the KEY=VALUE lines of the folder's build-args file):
 $(task_lines | while IFS=$'\t' read -r n folder image _ _ _ export; do
-    printf '  Task %s -> $TASK%s_IMAGE (default %s:latest), from %s/Dockerfile\n' "$n" "$n" "$image" "$folder"; done)
+    printf '  Task %s -> $TASK%s_IMAGE (default %s:latest), from Dockerfile with TASK_DIR=%s\n' "$n" "$n" "$image" \
+        "$folder"; done)
 Each needs its exported model bundle first:
 $(task_lines | while IFS=$'\t' read -r n folder _ _ _ _ export; do
     printf '  %-50s -> %s/resources/bundle\n' "$export" "$folder"; done)
 
 Options:
   --task N              build only this task's image (default: every task)
-  --no-mamba            images whose Dockerfile compiles mamba-ssm (ARG WITH_MAMBA: Task 1) without its CUDA
-                        kernels (build arg WITH_MAMBA=0; the pure-PyTorch selective scan runs instead, slower on a
-                        GPU, no CUDA compiler needed)
-  --base-image IMAGE    build arg BASE_IMAGE (default in the Dockerfiles: the organisers' PyTorch CUDA image)
+  --no-mamba            images that compile mamba-ssm (WITH_MAMBA=1 in their folder's build-args: Task 1) without
+                        its CUDA kernels (build arg WITH_MAMBA=0; the pure-PyTorch selective scan runs instead,
+                        slower on a GPU, no CUDA compiler needed)
+  --base-image IMAGE    build arg BASE_IMAGE (default in the Dockerfile: the organisers' PyTorch CUDA image)
   --build-arg KEY=VALUE extra build argument, passed on as is (repeatable)
   --save                also write <image>.tar.gz per task, e.g. hecktor-task1.tar.gz ('ENGINE save | gzip')
   --save-dir DIR        where --save writes (default: the repository root)
@@ -93,9 +95,27 @@ done
 # TASK<N>_IMAGE overrides the registry's image name.
 image_of() { local var="TASK$1_IMAGE"; echo "${!var:-$(field_of "$1" 3):latest}"; }
 
+# A task's own build arguments, into task_args: the KEY=VALUE lines of its folder's build-args file, if it has one
+# ('#' starts a comment line). Task 1's says WITH_MAMBA=1, which --no-mamba turns into WITH_MAMBA=0.
+read_task_args() {
+    local file="$REPO/$1/build-args" line
+    task_args=()
+    [[ -f "$file" ]] || return 0
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        line="${line#"${line%%[![:space:]]*}"}"
+        line="${line%"${line##*[![:space:]]}"}"
+        [[ -z "$line" || "$line" == \#* ]] && continue
+        [[ "$line" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "$1/build-args: '$line' is not KEY=VALUE"
+        if [[ "$line" == WITH_MAMBA=1 && "$with_mamba" == 0 ]]; then line="WITH_MAMBA=0"; fi
+        task_args+=(--build-arg "$line")
+    done <"$file"
+}
+
 # Everything the images need is checked before the first (long) build starts.
+[[ -f "$REPO/Dockerfile" ]] || die "$REPO/Dockerfile is missing"
 for task in "${tasks[@]}"; do
     folder="$(field_of "$task" 2)"
+    read_task_args "$folder"
     bundle="$folder/resources/bundle"
     [[ -f "$REPO/$bundle/manifest.json" ]] \
         || die "no Task $task model bundle ($bundle/manifest.json is missing); export one first: $(field_of "$task" 7)"
@@ -114,14 +134,12 @@ human_size() { awk -v b="$1" 'BEGIN { printf "%.2f GB", b / 1e9 }'; }
 
 for task in "${tasks[@]}"; do
     image="$(image_of "$task")"
-    dockerfile="$REPO/$(field_of "$task" 2)/Dockerfile"
+    folder="$(field_of "$task" 2)"
+    read_task_args "$folder"
     # shellcheck disable=SC2206  # ENGINE_BUILD_ARGS is a list of arguments on purpose
-    args=(build ${ENGINE_BUILD_ARGS:-} -f "$dockerfile" -t "$image")
-    if grep -q '^ARG WITH_MAMBA' "$dockerfile"; then
-        args+=(--build-arg "WITH_MAMBA=$with_mamba")
-    fi
-    # "${extra_args[@]+...}" expands to nothing when the array is empty (bash < 4.4 treats that as unset under -u).
-    args+=(${extra_args[@]+"${extra_args[@]}"} "$REPO")
+    args=(build ${ENGINE_BUILD_ARGS:-} -f "$REPO/Dockerfile" -t "$image" --build-arg "TASK_DIR=$folder")
+    # "${array[@]+...}" expands to nothing when the array is empty (bash < 4.4 treats that as unset under -u).
+    args+=(${task_args[@]+"${task_args[@]}"} ${extra_args[@]+"${extra_args[@]}"} "$REPO")
     echo "==> Task $task: $ENGINE ${args[*]}"
     start=$SECONDS
     "$ENGINE" "${args[@]}" || die "building $image failed (see the $engine_name output above)"

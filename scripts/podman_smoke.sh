@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of the container packaging with Podman, on a machine that cannot pull base images (no registry but
-# PyPI and Debian): build the Dockerfiles through build.sh from a locally bootstrapped Debian base image with the
+# PyPI and Debian): build the Dockerfile through build.sh from a locally bootstrapped Debian base image with the
 # CPU PyTorch wheel, then run them through test_container.sh with the platform's restrictions.
 #
 # Not part of the test suite: it needs root, installs Debian packages and takes minutes. What it proves is that the
-# Dockerfiles, .dockerignore, build.sh and test_container.sh work with a real engine; it does not exercise the CUDA
+# Dockerfile, .dockerignore, build.sh and test_container.sh work with a real engine; it does not exercise the CUDA
 # base image or the mamba-ssm builder stage (those need Docker Hub and nvcc).
 set -euo pipefail
 
@@ -40,9 +40,10 @@ Steps (each skipped when its result is already there, under \$SMOKE_DIR, default
   1. apt-get install podman debootstrap runc (if missing)
   2. debootstrap a minimal Debian bookworm with python3 + a venv at /opt/venv; import it as $BASE_IMAGE
   3. fetch the CPU torch==\$TORCH_VERSION wheel with the host's pip (default $TORCH_VERSION) for the build
-  4. copy the build context (the files .dockerignore admits, plus build.sh) to \$SMOKE_DIR/context; where the
-     repository has no exported bundle, train a tiny one on a synthetic cohort (untrained-quality, packaging only)
-     with the task's smoke_commands of the registry ('python -m hecktor.tasks --smoke N')
+  4. copy the build context (the files .dockerignore admits, plus build.sh, the Dockerfile and each container
+     folder's build-args) to \$SMOKE_DIR/context; where the repository has no exported bundle, train a tiny one
+     on a synthetic cohort (untrained-quality, packaging only) with the task's smoke_commands of the registry
+     ('python -m hecktor.tasks --smoke N')
   5. ENGINE=podman build.sh on that copy; then ENGINE=podman test_container.sh, or, where a container's
      inference.py does not exist yet, only the library import under the platform's run restrictions
 EOF
@@ -85,7 +86,7 @@ if ! podman image exists "$BASE_IMAGE"; then
             bookworm "$rootfs" http://deb.debian.org/debian >"$SMOKE_DIR/debootstrap.log" 2>&1 \
             || die "debootstrap failed (see $SMOKE_DIR/debootstrap.log)"
         # Debian's python refuses pip installs into the system (PEP 668); the pytorch images' conda python does
-        # not. A venv first on PATH makes 'python -m pip install' in the Dockerfiles behave the same on both.
+        # not. A venv first on PATH makes 'python -m pip install' in the Dockerfile behave the same on both.
         chroot "$rootfs" python3 -m venv /opt/venv
     fi
     # Builds reach PyPI through this host's network, which may re-sign TLS with its own CA: give the image the
@@ -110,13 +111,13 @@ step "4. build context"
 context="$SMOKE_DIR/context"
 rm -rf "$context"
 mkdir -p "$context"
-cp "$REPO/.dockerignore" "$REPO/build.sh" "$context/"
+cp "$REPO/.dockerignore" "$REPO/build.sh" "$REPO/Dockerfile" "$context/"
 cp -r "$REPO/shared" "$context/shared"
 placeholder_tasks=()
 for task in "${tasks[@]}"; do
     folder="$(field_of "$task" 2)"
     mkdir -p "$context/$folder/resources"
-    cp "$REPO/$folder/Dockerfile" "$context/$folder/"
+    if [[ -f "$REPO/$folder/build-args" ]]; then cp "$REPO/$folder/build-args" "$context/$folder/"; fi
     if [[ -f "$REPO/$folder/inference.py" ]]; then
         cp "$REPO/$folder/inference.py" "$context/$folder/"
     else

@@ -1,4 +1,4 @@
-"""Packaging: build.sh, test_container.sh, the output checker, the test-input maker and the Dockerfiles.
+"""Packaging: build.sh, test_container.sh, the output checker, the test-input maker, inference.py and the Dockerfile.
 
 No container engine is needed: build.sh and test_container.sh run against a fake engine (a script that records its
 arguments and, for ``run``, plays the container by calling the task's inference.py on the mounted folders), in a
@@ -121,14 +121,15 @@ def _scratch_repo(tmp_path: Path, bundles=TASKS, inference=TASKS) -> Path:
     """A copy of the packaging files, with fake bundles and inference.py where asked (every task of the registry)."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
-    for name in ("build.sh", "test_container.sh", ".dockerignore"):
+    for name in ("build.sh", "test_container.sh", ".dockerignore", "Dockerfile"):
         shutil.copy2(REPO / name, repo / name)
     for name in ("make_test_inputs.py", "check_outputs.py"):
         shutil.copy2(REPO / "scripts" / name, repo / "scripts" / name)
     for task in TASKS:
         folder = repo / get_task(task).container
         folder.mkdir()
-        shutil.copy2(REPO / folder.name / "Dockerfile", folder / "Dockerfile")
+        if (REPO / folder.name / "build-args").exists():
+            shutil.copy2(REPO / folder.name / "build-args", folder / "build-args")
         if task in bundles:
             (folder / "resources" / "bundle").mkdir(parents=True)
             (folder / "resources" / "bundle" / "manifest.json").write_text("{}")
@@ -173,10 +174,12 @@ def test_build_passes_context_dockerfile_tags_and_mamba_switch(tmp_path):
     assert result.returncode == 0, result.stderr
     builds = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
     assert builds == [
-        ["build", "-f", f"{repo}/task1_container/Dockerfile", "-t", "hecktor-task1:latest",
+        ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task1:latest", "--build-arg", "TASK_DIR=task1_container",
          "--build-arg", "WITH_MAMBA=0", str(repo)],
-        ["build", "-f", f"{repo}/task2_container/Dockerfile", "-t", "hecktor-task2:latest", str(repo)],
-        ["build", "-f", f"{repo}/task3_container/Dockerfile", "-t", "hecktor-task3:latest", str(repo)],
+        ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task2:latest", "--build-arg", "TASK_DIR=task2_container",
+         str(repo)],
+        ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task3:latest", "--build-arg", "TASK_DIR=task3_container",
+         str(repo)],
     ]
 
     (tmp_path / "engine.log").unlink()
@@ -185,9 +188,17 @@ def test_build_passes_context_dockerfile_tags_and_mamba_switch(tmp_path):
                              "--build-arg", "MAX_JOBS=2"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     builds = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
-    assert builds == [["build", "-f", f"{repo}/task1_container/Dockerfile", "-t", "registry.example/seg:v3",
-                       "--build-arg", "WITH_MAMBA=1", "--build-arg", "BASE_IMAGE=my/base:1",
-                       "--build-arg", "MAX_JOBS=2", str(repo)]]
+    assert builds == [["build", "-f", f"{repo}/Dockerfile", "-t", "registry.example/seg:v3",
+                       "--build-arg", "TASK_DIR=task1_container", "--build-arg", "WITH_MAMBA=1",
+                       "--build-arg", "BASE_IMAGE=my/base:1", "--build-arg", "MAX_JOBS=2", str(repo)]]
+
+    # A task's build-args file holds KEY=VALUE lines only: anything else is one error line, before any build.
+    (tmp_path / "engine.log").unlink()
+    (repo / "task2_container" / "build-args").write_text("# comment\n\nWITH_MAMBA 1\n")
+    result = subprocess.run([str(repo / "build.sh")], capture_output=True, text=True, env=env)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "build.sh: error: task2_container/build-args: 'WITH_MAMBA 1' is not KEY=VALUE"
+    assert _engine_calls(tmp_path) == []
 
 
 def test_build_save_writes_gzipped_archives_and_reports_failures(tmp_path):
@@ -499,15 +510,65 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def _build_args(tmp_path: Path, task: int, *flags: str) -> dict[str, str]:
+    """The build arguments that build.sh passes for one task's image (to the fake engine, in a scratch repository);
+    it always builds the repository's one Dockerfile, with the repository root as context."""
+    repo = _scratch_repo(tmp_path)
+    result = subprocess.run([str(repo / "build.sh"), "--task", str(task), *flags], capture_output=True, text=True,
+                            env=_engine_env(tmp_path, repo))
+    assert result.returncode == 0, result.stderr
+    (build,) = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
+    assert build[build.index("-f") + 1] == f"{repo}/Dockerfile" and build[-1] == str(repo)
+    return dict(build[i + 1].split("=", 1) for i, a in enumerate(build) if a == "--build-arg")
+
+
+def _stages(instructions: list[tuple[str, str]], build_args: dict[str, str]) -> list[tuple[str, str, list]]:
+    """(name, base, instructions) of each stage as an engine builds it with ``build_args``: every ``${NAME}`` is the
+    build argument, else its ARG default (the Dockerfile gives one name one default wherever it declares it)."""
+    defaults = {}
+    for keyword, value in instructions:
+        if keyword == "ARG":
+            name, _, default = value.partition("=")
+            assert defaults.setdefault(name, default.strip('"')) == default.strip('"'), name
+    values = {**defaults, **build_args}
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
+
+    stages = []
+    for keyword, value in instructions:
+        if keyword == "FROM":
+            base, _, name = expand(value).partition(" AS ")
+            stages.append((name, base, []))
+        elif stages:
+            stages[-1][2].append((keyword, expand(value)))
+    return stages
+
+
+def test_one_dockerfile_for_every_task():
+    """The runtime image is defined once: no container folder has a Dockerfile of its own."""
+    assert (REPO / "Dockerfile").is_file()
+    for task in TASKS:
+        assert not (REPO / get_task(task).container / "Dockerfile").exists(), task
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_dockerfile_follows_the_platform_template(task):
-    instructions = _instructions(REPO / get_task(task).container / "Dockerfile")
+def test_dockerfile_follows_the_platform_template(task, tmp_path):
+    """Each task's image, as build.sh builds it from the one Dockerfile (its build args substituted)."""
+    instructions = _instructions(REPO / "Dockerfile")
     keywords = [k for k, _ in instructions]
     assert set(keywords) <= {"ARG", "FROM", "ENV", "RUN", "COPY", "WORKDIR", "USER", "ENTRYPOINT"}
     assert ("ARG", "BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime") in instructions
     assert instructions[-1] == ("ENTRYPOINT", '["python", "inference.py"]')
-    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM"):]
-    assert ("FROM", "${BASE_IMAGE}") in final
+    # TASK_DIR has no default: a build that does not name its task stops with one error line.
+    raw_final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM"):]
+    assert ("ARG", "TASK_DIR") in raw_final
+    assert any('if [ -z "${TASK_DIR}" ]' in v and "exit 1" in v for k, v in raw_final if k == "RUN")
+    build_args = _build_args(tmp_path, task)
+    assert build_args["TASK_DIR"] == get_task(task).container
+    stages = _stages(instructions, build_args)
+    name, base, final = stages[-1]
+    assert name == "" and base == "pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime"
     users = [v for k, v in final if k == "USER"]
     assert users == ["user"]
     assert ("WORKDIR", "/opt/app") in final
@@ -518,12 +579,19 @@ def test_dockerfile_follows_the_platform_template(task):
     # The exported bundle folder is 0700: the non-root user can read it only through COPY --chmod.
     assert all(v.startswith("--chmod=0755 ") for k, v in final if k == "COPY" and "/opt/app/" in v)
     env = " ".join(v for k, v in final if k == "ENV")
-    for setting in ("PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp", "TMPDIR=/tmp"):
+    for setting in ("PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp", "TMPDIR=/tmp", "HF_HUB_OFFLINE=1"):
         assert setting in env
     # The image's torch is pinned before anything else is installed, so pip can never swap the CUDA build.
     runs = [v for k, v in final if k == "RUN"]
     pin = next(i for i, r in enumerate(runs) if "/etc/hecktor-constraints.txt" in r)
     assert all("-c /etc/hecktor-constraints.txt" in r for r in runs[pin + 1:] if "pip install" in r)
+    # The library's pinned versions, and an import check of every task's predictor module.
+    install = next(r for r in runs if "/tmp/hecktor-src" in r and "pip install" in r)
+    for pin_ in ('"numpy==2.4.6"', '"SimpleITK==2.5.7"', '"scipy==1.17.1"', '"scikit-survival==0.28.0"',
+                 '"tqdm==4.70.1"', '"einops==0.8.2"', '"monai>=1.5.2,<1.7"'):
+        assert pin_ in install
+    imported = re.search(r'python -c "import ([\w., ]+)"', install).group(1)
+    assert {"hecktor.io", "hecktor.segment", "hecktor.prognosis", "hecktor.diagnosis"} <= set(imported.split(", "))
     # Every COPY source is let through by .dockerignore (the context is the repository root; a '*' matches within
     # one path element, as in Docker's patterns).
     ignore = (REPO / ".dockerignore").read_text().splitlines()
@@ -610,10 +678,11 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
                     assert in_context(module), f"{path} imports {module}, which .dockerignore leaves out"
 
 
-def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out():
-    instructions = _instructions(REPO / "task1_container" / "Dockerfile")
-    assert ("ARG", "WITH_MAMBA=1") in instructions[:3]
-    assert ("ARG", "BUILDER_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel") in instructions
+def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out(tmp_path):
+    instructions = _instructions(REPO / "Dockerfile")
+    first_from = next(i for i, (k, _) in enumerate(instructions) if k == "FROM")
+    assert ("ARG", "WITH_MAMBA=0") in instructions[:first_from]  # a global ARG, so FROM lines can use it
+    assert ("ARG", "BUILDER_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel") in instructions[:first_from]
     assert ("FROM", "${BUILDER_IMAGE} AS mamba-1") in instructions
     assert ("FROM", "${BASE_IMAGE} AS mamba-0") in instructions
     assert ("FROM", "mamba-${WITH_MAMBA} AS mamba-wheels") in instructions
@@ -623,8 +692,21 @@ def test_task1_builds_mamba_in_a_separate_stage_that_can_be_left_out():
     env = " ".join(v for k, v in builder if k == "ENV")
     assert "MAMBA_FORCE_BUILD=TRUE" in env and "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}" in env
     assert any("--no-build-isolation" in v and "mamba-ssm==" in v for k, v in builder if k == "RUN")
-    task2 = (REPO / "task2_container" / "Dockerfile").read_text()
-    assert "mamba" not in task2.lower()
+
+    # As build.sh builds each image: Task 1 with the builder (without it under --no-mamba), the others never.
+    for task, flags, with_mamba in [(1, (), "1"), (1, ("--no-mamba",), "0"),
+                                    *((t, (), "0") for t in TASKS if t != 1)]:
+        stages = _stages(instructions, _build_args(tmp_path / f"task{task}{''.join(flags)}", task, *flags))
+        by_name = {name: (base, body) for name, base, body in stages}
+        wheels = by_name["mamba-wheels"][0]
+        assert wheels == f"mamba-{with_mamba}", (task, flags)
+        assert by_name[wheels][0] == ("pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel" if with_mamba == "1" else
+                                      "pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime")
+        final = stages[-1][2]
+        mamba_install = next(v for k, v in final if k == "RUN" and "from=mamba-wheels" in v)
+        assert f'if [ "{with_mamba}" = "1" ]' in mamba_install and "-c /etc/hecktor-constraints.txt" in mamba_install
+        install = next(v for k, v in final if k == "RUN" and "/tmp/hecktor-src" in v and "pip install" in v)
+        assert f'if [ "{with_mamba}" = "1" ]' in install and "mamba_ssm_selective_scan" in install
 
 
 def test_every_task_tells_podman_smoke_how_to_make_a_tiny_bundle():

@@ -1,14 +1,22 @@
-# HECKTOR 2025 Task 1 (GTVp / GTVn segmentation) algorithm container for Grand Challenge.
+# HECKTOR 2025 algorithm containers for Grand Challenge: the one runtime image definition of every task of the
+# registry (shared/hecktor/tasks.py). The build argument TASK_DIR names the task's container folder, whose
+# inference.py and exported bundle the image runs; everything else is the same for every task.
 #
 # The build context is the repository root (only what .dockerignore lets through is sent):
-#     ./build.sh --task 1                                   (or: docker build -f task1_container/Dockerfile -t hecktor-task1 .)
-#     ./build.sh --task 1 --no-mamba                        (no CUDA kernels: the pure-PyTorch selective scan runs)
-# The bundle must exist first: python training/export_segmentation.py RUN_DIR  -> task1_container/resources/bundle
+#     ./build.sh --task 2          (or: docker build --build-arg TASK_DIR=task2_container -t hecktor-task2 .)
+#     ./build.sh --task 1          (or: docker build --build-arg TASK_DIR=task1_container --build-arg WITH_MAMBA=1 \
+#                                           -t hecktor-task1 .)
+#     ./build.sh --task 1 --no-mamba   (no CUDA kernels: the pure-PyTorch selective scan runs)
+# Task 1's image compiles mamba-ssm in the builder stage below: build.sh passes WITH_MAMBA=1 to the tasks whose
+# container folder has a build-args file that asks for it (task1_container/build-args).
+# The bundle must exist first (./build.sh --help lists each task's export command) -> TASK_DIR/resources/bundle
 #
 # Build arguments:
+#   TASK_DIR           the task's container folder (task1_container, task2_container, ...); required.
 #   BASE_IMAGE         runtime image with Python >= 3.10 and a CUDA build of PyTorch (the organisers' template's).
+#   WITH_MAMBA         1: compile and install mamba-ssm (fused selective-scan kernel; Task 1); 0 (default): no
+#                      builder stage.
 #   BUILDER_IMAGE      the matching -devel image (nvcc, CUDA headers) in which mamba-ssm's kernels are compiled.
-#   WITH_MAMBA         1: compile and install mamba-ssm (fused selective-scan kernel); 0: skip the builder stage.
 #   MAMBA_SSM_VERSION  the mamba-ssm release compiled from source.
 #   TORCH_CUDA_ARCH_LIST  compute capabilities of the kernels: 7.5 is the platform's T4, the rest cover newer cards.
 #   MAX_JOBS           parallel nvcc jobs in the builder (each can take several GB of RAM).
@@ -17,7 +25,7 @@
 
 ARG BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 ARG BUILDER_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel
-ARG WITH_MAMBA=1
+ARG WITH_MAMBA=0
 
 # ---------------------------------------------------------------------------------------------- mamba-ssm wheels
 # Compiled here, in the -devel image, so that the runtime image carries no compiler. Only selective_scan_fn is used
@@ -52,7 +60,7 @@ FROM mamba-${WITH_MAMBA} AS mamba-wheels
 
 # ------------------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
-ARG WITH_MAMBA=1
+ARG WITH_MAMBA=0
 ARG TORCH_REQUIREMENT=""
 ARG PIP_EXTRA_ARGS=""
 
@@ -99,6 +107,7 @@ RUN --mount=type=bind,from=mamba-wheels,source=/wheels,target=/tmp/mamba-wheels 
 
 # The shared library, from the repository, with the dependency versions the test suite runs on. MONAI is the one
 # that follows torch (1.6 needs torch >= 2.8, 1.5.2 runs on 2.4+); the constraints file makes pip pick the right one.
+# Every task's predictor module is imported, whichever task this image runs: one check for all.
 COPY shared /tmp/hecktor-src
 RUN set -eu; \
     python -m pip install --no-cache-dir ${PIP_EXTRA_ARGS} -c /etc/hecktor-constraints.txt \
@@ -106,17 +115,25 @@ RUN set -eu; \
         "numpy==2.4.6" "SimpleITK==2.5.7" "scipy==1.17.1" "scikit-survival==0.28.0" "tqdm==4.70.1" "einops==0.8.2" \
         "monai>=1.5.2,<1.7"; \
     rm -rf /tmp/hecktor-src; \
-    python -c "import hecktor.segment, hecktor.io"; \
+    python -c "import hecktor.container, hecktor.io, hecktor.segment, hecktor.prognosis, hecktor.diagnosis"; \
     if [ "${WITH_MAMBA}" = "1" ]; then \
         python -c "import sys; from hecktor.scan import mamba_ssm_selective_scan as f; \
                    sys.exit(0 if f() else 'error: mamba_ssm does not import (see the pip output above)')"; \
     fi
 
+# The task comes last: every layer above is the same for every task without mamba-ssm, so those images share them
+# (a RUN after an ARG sees its value, and a different value is another layer).
+ARG TASK_DIR
+RUN set -eu; \
+    if [ -z "${TASK_DIR}" ]; then \
+        echo "error: no task; pass --build-arg TASK_DIR=taskN_container (or use ./build.sh --task N)" >&2; \
+        exit 1; \
+    fi
 WORKDIR /opt/app
 # --chmod: the exported bundle folder is private to its owner (0700); a RUN chmod instead would store every
 # weight file a second time in its own layer.
-COPY --chmod=0755 task1_container/inference.py /opt/app/inference.py
-COPY --chmod=0755 task1_container/resources/bundle /opt/app/resources/bundle
+COPY --chmod=0755 ${TASK_DIR}/inference.py /opt/app/inference.py
+COPY --chmod=0755 ${TASK_DIR}/resources/bundle /opt/app/resources/bundle
 
 USER user
 ENTRYPOINT ["python", "inference.py"]
