@@ -140,7 +140,7 @@ def test_resume_continues_from_the_saved_epoch(cohort, tmp_path, monkeypatch):
         if checkpoint["epoch"] == 2 and Path(path).name == "checkpoint_last.pt":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(segmentation, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(segmentation.trainer, "save_checkpoint", save_then_crash)  # where the trainer looks it up
     first = SegmentationTrainer(tiny_config(cohort, tmp_path / "resumed", **fast))
     first.prepare()
     with pytest.raises(KeyboardInterrupt):

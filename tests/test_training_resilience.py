@@ -32,8 +32,11 @@ import pytest
 import torch
 
 from conftest import REPO
+from hecktor.errors import InputError
 from hecktor.synthetic import generate_cohort
 from hecktor.training import segmentation
+from hecktor.training.distributed import _stop_on_sigterm
+from hecktor.training.segmentation import trainer as segmentation_trainer
 from hecktor.training.segmentation import (
     CheckpointError,
     CheckpointWarning,
@@ -192,7 +195,7 @@ def test_the_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(segmentation.DIST_TIMEOUT_ENV, "12.5")
     assert segmentation.dist_timeout_s() == 12.5
     monkeypatch.setenv(segmentation.DIST_TIMEOUT_ENV, "soon")
-    with pytest.raises(segmentation.InputError, match="HECKTOR_DIST_TIMEOUT_S"):
+    with pytest.raises(InputError, match="HECKTOR_DIST_TIMEOUT_S"):
         segmentation.dist_timeout_s()
 
 
@@ -212,7 +215,7 @@ def _die(how: str = "kill") -> None:
 def _record_events(events: str) -> None:
     """Append what the trainer does to ``events``: every completed checkpoint save, every checkpoint that reaches
     torch.load, and where each run resumed."""
-    save, find, load = segmentation.save_checkpoint, segmentation.find_resume_checkpoint, torch.load
+    save, find, load = segmentation_trainer.save_checkpoint, segmentation_trainer.find_resume_checkpoint, torch.load
 
     def recorded_save(checkpoint, path, **options):
         save(checkpoint, path, **options)
@@ -227,8 +230,8 @@ def _record_events(events: str) -> None:
         _event(events, f"load {Path(f).name}")
         return load(f, *args, **kwargs)
 
-    segmentation.save_checkpoint = recorded_save
-    segmentation.find_resume_checkpoint = recorded_find
+    segmentation_trainer.save_checkpoint = recorded_save  # the names the trainer calls
+    segmentation_trainer.find_resume_checkpoint = recorded_find
     torch.load = recorded_load
 
 
@@ -559,7 +562,7 @@ def sigterm_child(log: str) -> None:
     handle = open(log, "a", buffering=1)
     os.dup2(handle.fileno(), 2)
     sys.stderr = handle
-    segmentation._stop_on_sigterm(DistributedContext(rank=0, world_size=2, local_rank=0, local_world_size=2))
+    _stop_on_sigterm(DistributedContext(rank=0, world_size=2, local_rank=0, local_world_size=2))
     from hecktor.training import cli
 
     def busy() -> None:
