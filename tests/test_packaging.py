@@ -605,7 +605,7 @@ def test_dockerfile_follows_the_platform_template(task, tmp_path):
 
 def test_build_context_holds_no_synthetic_generator_or_training_code():
     """The context .dockerignore admits (Docker's rules: last matching pattern wins, a pattern that matches a folder
-    matches everything in it) has no hecktor/synthetic.py and no hecktor/training/, and the library modules and
+    matches everything in it) has no hecktor/synthetic/ and no hecktor/training/, and the library modules and
     inference.py files it does admit import nothing that is left out (checked on their source, lazy imports too)."""
     import ast
     import posixpath
@@ -645,17 +645,19 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
              for p in (REPO / top).rglob("*") if p.is_file()}
     # The training subpackage may not exist in this checkout yet; what lands there must stay out too.
     files |= {"shared/hecktor/training/__init__.py", "shared/hecktor/training/loops/segmentation.py",
-              "shared/hecktor/__pycache__/io.cpython-312.pyc", "training/seg_trainer.py"}
+              "shared/hecktor/__pycache__/io.cpython-312.pyc", "training/seg_trainer.py",
+              "shared/hecktor/synthetic/a_new_module.py"}
     context = {f for f in files if admitted(f)}
     for needed in ("shared/pyproject.toml", "shared/hecktor/__init__.py", "shared/hecktor/segment.py",
                    "shared/hecktor/prognosis.py", "shared/hecktor/io.py", "shared/hecktor/budget.py",
                    "shared/hecktor/networks/hecmamba.py", "shared/hecktor/diagnosis.py",
                    *(f"{get_task(t).container}/inference.py" for t in TASKS)):
         assert needed in context, needed
-    assert "shared/hecktor/synthetic.py" in files
-    left_out = sorted(f for f in files - context if f.startswith("shared/hecktor/") and "__pycache__" not in f)
-    assert left_out[0] == "shared/hecktor/synthetic.py" and len(left_out) > 2
-    assert all(f.startswith("shared/hecktor/training/") for f in left_out[1:])
+    synthetic = {f for f in files if f.startswith("shared/hecktor/synthetic/") and "__pycache__" not in f}
+    assert {"shared/hecktor/synthetic/__init__.py", "shared/hecktor/synthetic/__main__.py"} < synthetic
+    left_out = {f for f in files - context if f.startswith("shared/hecktor/") and "__pycache__" not in f}
+    assert synthetic <= left_out and len(left_out - synthetic) > 1
+    assert all(f.startswith("shared/hecktor/training/") for f in left_out - synthetic)
     assert not any(f.startswith("training/") or "__pycache__" in f for f in context)
 
     def in_context(module: str) -> bool:
@@ -668,9 +670,10 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 # "from hecktor import x": x is a module when the library has a file for it.
-                modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
-                                           if (REPO / "shared" / f"{node.module}.{alias.name}".replace(".", "/")
-                                               ).with_suffix(".py").exists()]
+                stems = {alias.name: REPO / "shared" / f"{node.module}.{alias.name}".replace(".", "/")
+                         for alias in node.names}
+                modules = [node.module] + [f"{node.module}.{name}" for name, stem in stems.items()
+                                           if stem.with_suffix(".py").exists() or (stem / "__init__.py").exists()]
             else:
                 continue
             for module in modules:

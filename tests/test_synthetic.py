@@ -18,6 +18,7 @@ from sksurv.metrics import concordance_index_censored
 
 from hecktor import synthetic
 from hecktor.errors import InputError
+from hecktor.synthetic.grids import _coordinates, _index_box
 
 SEED = 2025
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -211,13 +212,13 @@ def test_phantoms_are_painted_on_the_library_grid(orientation: str) -> None:
     case = synthetic.make_case(4, ct_orientation=orientation)
     grid = Grid.from_image(case.ct)
     box = (slice(3, 6), slice(10, 14), slice(20, 22))  # (z, y, x)
-    x, y, z = synthetic._coordinates(grid, box, np.zeros(3))
+    x, y, z = _coordinates(grid, box, np.zeros(3))
     painted = np.stack(np.broadcast_arrays(x, y, z), axis=-1)
     k, j, i = np.meshgrid(*(np.arange(s.start, s.stop) for s in box), indexing="ij")
     expected = grid.index_to_physical(np.stack([i, j, k], axis=-1))
     np.testing.assert_allclose(painted, expected, atol=1e-3)
     # The index box of the physical bounding box of those centres holds them all.
-    found = synthetic._index_box(grid, expected.reshape(-1, 3).min(0), expected.reshape(-1, 3).max(0))
+    found = _index_box(grid, expected.reshape(-1, 3).min(0), expected.reshape(-1, 3).max(0))
     assert all(f.start <= b.start and b.stop <= f.stop for f, b in zip(found, box))
 
 
