@@ -317,21 +317,44 @@ def test_deep_supervision_switch_and_loss_settings_are_checked(cohort, tmp_path)
         tiny_config(cohort, tmp_path / "a", loss="dice", ce_class_weights=[1, 1, 2])
 
 
-def test_run_folders_from_before_the_loss_renaming_are_read_with_their_old_meaning(trained_run, cohort, tmp_path):
+@pytest.mark.parametrize("dated_by", ["a loss without deep_supervision", "former setting names"])
+def test_a_run_folder_written_by_an_older_version_is_one_error_line(trained_run, cohort, tmp_path, capsys, dated_by):
+    """Run folders are not a published format (bundles are). A run of the old layout (no 'deep_supervision' key: the
+    loss names had another meaning; or the settings' former names 'lr' and 'augment') is neither continued, nor given
+    a postprocessing, nor exported: each command says so in one line and leaves the run as it was."""
     import shutil
 
-    run_dir = tmp_path / "legacy"
+    import choose_postprocessing
+    import export_segmentation
+    import train_segmentation
+
+    run_dir = tmp_path / "old"
     shutil.copytree(trained_run[0], run_dir)
     record = json.loads((run_dir / "config.json").read_text())
-    for key in ("deep_supervision", "dice_include_background", "ce_class_weights"):
-        record.pop(key)
-    (run_dir / "config.json").write_text(json.dumps({**record, "loss": "dicece"}))
-    with pytest.raises(InputError, match="before the loss names changed: its loss 'dicece' was batch Dice"):
-        SegmentationTrainer(tiny_config(cohort, run_dir), resume=True).prepare()
-    out, _ = export_bundle(run_dir, tmp_path / "bundle")
-    loss = json.loads((out / "model.json").read_text())["trained"]["loss"]
-    assert loss == {"loss": "batch_dicece", "batch_dice": True, "dice_include_background": True,
-                    "cross_entropy": True, "ce_class_weights": None, "recorded_as": "dicece"}
+    if dated_by == "former setting names":
+        record["lr"], record["augment"] = record.pop("learning_rate"), record.pop("augmentation")
+        sign = "setting 'lr', setting 'augment'"
+    else:
+        for key in ("deep_supervision", "dice_include_background", "ce_class_weights"):
+            record.pop(key)
+        sign = "loss 'dicece' without 'deep_supervision'"
+    (run_dir / "config.json").write_text(json.dumps(record))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    expected = (f"error: {run_dir / 'config.json'} was written by an older version of hecktor ({sign}): retrain the "
+                "run into a new --out folder, or export it with the older version")
+
+    resume = ["--config", str(CONFIGS / "tiny.json"), "--data", str(cohort), "--out", str(run_dir), "--cache-dir",
+              str(trained_run[0].parent / "cache"), "--no-augmentation", "--device", "cpu", "--no-progress",
+              "--resume"]
+    for main, argv in ((train_segmentation.main, resume),
+                       (choose_postprocessing.main, [str(run_dir)]),
+                       (export_segmentation.main, [str(run_dir), "--out", str(tmp_path / "bundle")])):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines() == [expected], main.__module__
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+    assert not (tmp_path / "bundle").exists()
+    with pytest.raises(InputError, match="written by an older version"):
+        export_bundle(run_dir, tmp_path / "bundle")
 
 
 def test_validation_lines_show_fold_iteration_loss_and_dice():
@@ -396,8 +419,7 @@ def test_ddp_with_two_cpu_processes(cohort, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(REPO / "training" / "train_segmentation.py"),
-        # the former spellings --data-root and --run-dir are still accepted
-        "--data-root", str(cohort), "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
+        "--data", str(cohort), "--out", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
         "--plan", str(plan), "--network", "unet", "--network-config", json.dumps(FAST_UNET), "--fold", "0",
         "--epochs", "1", "--iterations-per-epoch", "2", "--batch-size", "1", "--workers", "0", "--device", "cpu",
         "--no-progress",

@@ -68,10 +68,16 @@ def test_both_clis_read_folds_and_fold_alike(task):
     assert _config(task, ["--data", "DATA", "--out", "RUN", "--fold", "1,3"]).fold_list == [1, 3]
 
 
-def test_task1_keeps_its_former_spellings_as_aliases():
-    old = _config("segmentation", ["--data-root", "DATA", "--run-dir", "RUN", "--n-folds", "3", "--fold", "2"])
+@pytest.mark.parametrize("former", [["--data-root", "DATA"], ["--run-dir", "RUN"], ["--n-folds", "3"]])
+def test_task1_refuses_its_former_spellings(former, capsys):
+    """Task 1's former --data-root, --run-dir and --n-folds (now --data, --out, --folds, as for Task 2) are gone:
+    argparse refuses them in one line, with exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_segmentation.main(["--data", "DATA", "--out", "RUN", "--fold", "0", *former])
+    assert exit_info.value.code == 2
+    _one_error_line(capsys, f"unrecognized arguments: {' '.join(former)}")
     new = _config("segmentation", ["--data", "DATA", "--out", "RUN", "--folds", "3", "--fold", "2"])
-    assert old == new and (new.data_root, new.run_dir, new.n_folds, new.folds) == ("DATA", "RUN", 3, [2])
+    assert (new.data_root, new.run_dir, new.n_folds, new.folds) == ("DATA", "RUN", 3, [2])
 
 
 def test_survival_model_shortcut_and_its_choices_follow_the_registry(monkeypatch):
@@ -134,10 +140,13 @@ def test_a_fold_outside_the_split_is_refused(task, tmp_path, capsys):
 
 
 def test_a_config_with_a_former_setting_name_is_refused(tmp_path, capsys):
+    """A setting's former name ('lr', now 'learning_rate') is an unknown setting like any other; the line lists the
+    known ones."""
     config = tmp_path / "old.json"
     config.write_text(json.dumps({"lr": 0.1, "epochs": 2}))
     assert train_segmentation.main(["--data", "D", "--out", "R", "--config", str(config)]) == 2
-    _one_error_line(capsys, "'lr' is now 'learning_rate'")
+    line = _one_error_line(capsys, "unknown training setting(s) ['lr']; known: [")
+    assert "'learning_rate'" in line and "'augmentation'" in line
 
 
 def test_export_clis_exit_2_on_a_folder_that_is_no_run(tmp_path, capsys):

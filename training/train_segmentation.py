@@ -43,16 +43,15 @@ def class_weights(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
-    cli.add_data_arguments(parser, "folder holding 'Task 1/' (HECKTOR layout)", legacy=True,
+    cli.add_data_arguments(parser, "folder holding 'Task 1/' (HECKTOR layout)",
                            data_default="the --config file's data_root; required",
                            out_default="the --config file's run_dir; required")
     parser.add_argument("--config", default=argparse.SUPPRESS,
                         help="JSON training config, see training/configs/ (default: none)")
     parser.add_argument("--plan", default=argparse.SUPPRESS,
                         help="preprocessing plan JSON (default: the config's plan, else RegionPlan())")
-    cli.add_training_arguments(parser, legacy=True,
-                               workers_help="processes per rank that build the preprocessing cache and load patches "
-                                            "(all cores: shared among the ranks on this machine)")
+    cli.add_training_arguments(parser, workers_help="processes per rank that build the preprocessing cache and load "
+                                                    "patches (all cores: shared among the ranks on this machine)")
     task = parser.add_argument_group("Task 1")
     task.add_argument("--network", choices=NETWORKS, default=argparse.SUPPRESS, help="segmentation network")
     task.add_argument("--network-config", type=cli.json_object, default=argparse.SUPPRESS,

@@ -128,25 +128,24 @@ def config_values(args: argparse.Namespace, config_class: type) -> dict[str, Any
 
 
 # -------------------------------------------------------------------------------------------------- common options
-def add_data_arguments(parser: argparse.ArgumentParser, data_help: str, *, legacy: bool = False,
-                       data_default: str = "none; required", out_default: str = "none; required") -> None:
-    """``--data DIR`` (dest ``data_root``) and ``--out RUN_DIR`` (dest ``run_dir``); with ``legacy`` also Task 1's
-    former spellings ``--data-root`` and ``--run-dir``. ``data_default`` and ``out_default`` say in ``--help`` what
-    stands in for a default (these options are checked by the command, not by argparse)."""
-    parser.add_argument("--data", *(["--data-root"] if legacy else []), dest="data_root", metavar="DIR",
-                        default=argparse.SUPPRESS, help=f"{data_help} (default: {data_default})")
-    parser.add_argument("--out", *(["--run-dir"] if legacy else []), dest="run_dir", metavar="RUN_DIR",
-                        default=argparse.SUPPRESS,
+def add_data_arguments(parser: argparse.ArgumentParser, data_help: str, *, data_default: str = "none; required",
+                       out_default: str = "none; required") -> None:
+    """``--data DIR`` (dest ``data_root``) and ``--out RUN_DIR`` (dest ``run_dir``). ``data_default`` and
+    ``out_default`` say in ``--help`` what stands in for a default (these options are checked by the command, not by
+    argparse)."""
+    parser.add_argument("--data", dest="data_root", metavar="DIR", default=argparse.SUPPRESS,
+                        help=f"{data_help} (default: {data_default})")
+    parser.add_argument("--out", dest="run_dir", metavar="RUN_DIR", default=argparse.SUPPRESS,
                         help=f"run folder: config, folds.json, per-fold logs and models (default: {out_default})")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, *, legacy: bool = False,
+def add_training_arguments(parser: argparse.ArgumentParser, *,
                            workers_help: str = "worker processes for the data") -> None:
-    """The options both trainers share (see the module docstring); with ``legacy`` also ``--n-folds``."""
+    """The options both trainers share (see the module docstring)."""
     group = parser.add_argument_group("training (both tasks)")
     add = group.add_argument
-    add("--folds", *(["--n-folds"] if legacy else []), dest="n_folds", type=int, metavar="N",
-        default=argparse.SUPPRESS, help="number of cross-validation folds of the split")
+    add("--folds", dest="n_folds", type=int, metavar="N", default=argparse.SUPPRESS,
+        help="number of cross-validation folds of the split")
     add("--fold", dest="folds", type=fold_selection, metavar="K[,K...]|all", default=argparse.SUPPRESS,
         help="which folds of the split to train")
     add("--seed", type=int, default=argparse.SUPPRESS, help="seeds the split, the initial weights and every batch")

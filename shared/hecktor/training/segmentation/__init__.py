@@ -58,29 +58,29 @@ from hecktor.training.segmentation.checkpoints import (CHECKPOINT_FORMAT, CHECKP
                                                        remove_stale_temporaries, save_checkpoint, set_aside,
                                                        verify_checkpoint_file)
 from hecktor.training.segmentation.config import (CONFIG_JSON, FOLDS_JSON, PLAN_JSON, POSTPROCESSING_JSON,
-                                                  RENAMED_SETTINGS, VALIDATION_DIR, VALIDATION_LABELS_DIR,
-                                                  TrainingConfig, build_segmentation_network, load_config_file,
-                                                  resolve_network_config)
+                                                  VALIDATION_DIR, VALIDATION_LABELS_DIR, TrainingConfig,
+                                                  build_segmentation_network, check_run_config, load_config_file,
+                                                  read_run_config, resolve_network_config)
 from hecktor.training.segmentation.data import (CachedRegion, EpochSampler, PatchDataset, build_augmentation,
                                                 load_region, region_cache, region_entry)
 from hecktor.training.segmentation.export import export_bundle
-from hecktor.training.segmentation.losses import (LEGACY_LOSSES, LOSS_SPECS, LOSSES, DiceCrossEntropyLoss, LossSpec,
-                                                  SegmentationLoss, describe_loss, make_loss, warmup_cosine)
+from hecktor.training.segmentation.losses import (LOSS_SPECS, LOSSES, DiceCrossEntropyLoss, LossSpec, SegmentationLoss,
+                                                  describe_loss, make_loss, warmup_cosine)
 from hecktor.training.segmentation.postprocessing_choice import choose_run_postprocessing
 from hecktor.training.segmentation.trainer import FOREGROUND, SegmentationTrainer, train, validation_line
 from hecktor.training.segmentation.validation import link_case_files, predict_validation_cases
 
 __all__ = [
     # config
-    "CONFIG_JSON", "FOLDS_JSON", "PLAN_JSON", "POSTPROCESSING_JSON", "RENAMED_SETTINGS", "VALIDATION_DIR",
-    "VALIDATION_LABELS_DIR", "TrainingConfig", "build_segmentation_network", "load_config_file",
+    "CONFIG_JSON", "FOLDS_JSON", "PLAN_JSON", "POSTPROCESSING_JSON", "VALIDATION_DIR", "VALIDATION_LABELS_DIR",
+    "TrainingConfig", "build_segmentation_network", "check_run_config", "load_config_file", "read_run_config",
     "resolve_network_config",
     # data
     "CachedRegion", "EpochSampler", "PatchDataset", "build_augmentation", "load_region", "region_cache",
     "region_entry",
     # losses
-    "LEGACY_LOSSES", "LOSS_SPECS", "LOSSES", "DiceCrossEntropyLoss", "LossSpec", "SegmentationLoss", "describe_loss",
-    "make_loss", "warmup_cosine",
+    "LOSS_SPECS", "LOSSES", "DiceCrossEntropyLoss", "LossSpec", "SegmentationLoss", "describe_loss", "make_loss",
+    "warmup_cosine",
     # checkpoints
     "CHECKPOINT_FORMAT", "CHECKPOINTS", "CheckpointError", "CheckpointWarning", "find_resume_checkpoint",
     "load_checkpoint", "network_from_checkpoint", "previous_checkpoint_path", "remove_stale_temporaries",

@@ -18,8 +18,6 @@ from hecktor.segment import N_CLASSES
 from hecktor.training.segmentation.losses import LOSS_SPECS, LOSSES
 
 CONFIG_JSON, PLAN_JSON, FOLDS_JSON = "config.json", "plan.json", "folds.json"
-RENAMED_SETTINGS = {"lr": "learning_rate", "augment": "augmentation"}
-"""Former names of settings (both trainers now share one vocabulary); a config that uses one is refused by name."""
 VALIDATION_DIR = "validation"
 """``fold_K/validation/<PID>.nii.gz``: the fold's out-of-fold predictions on the CT grid
 (:meth:`hecktor.training.segmentation.trainer.SegmentationTrainer.predict_validation`)."""
@@ -158,10 +156,6 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
-        renamed = sorted(set(data) & set(RENAMED_SETTINGS))
-        if renamed:
-            spelled = ", ".join(f"{old!r} is now {RENAMED_SETTINGS[old]!r}" for old in renamed)
-            raise InputError(f"renamed training setting(s): {spelled}; rename them in the config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -185,6 +179,37 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if isinstance(data.get("plan"), str):
         data["plan"] = RegionPlan.load(path.parent / data["plan"]).to_dict()
     return data
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's ``config.json`` as the trainer wrote it (``{}`` where there is none), refused where an older
+    version wrote it (:func:`check_run_config`)."""
+    path = Path(run_dir) / CONFIG_JSON
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    check_run_config(record, path)
+    return record
+
+
+def check_run_config(record: dict[str, Any], path: str | Path) -> None:
+    """Refuse the ``config.json`` of a run folder written by an older version of the trainer. Run folders are not a
+    published format (bundles are, :mod:`hecktor.bundle`): such a run is retrained, or exported by the version that
+    wrote it.
+
+    An older run is told by setting names since renamed (``lr``, ``augment``: now ``learning_rate``,
+    ``augmentation``), or by a loss without ``deep_supervision`` beside it: written before the loss names changed
+    meaning, when ``dicece`` and ``dice`` were batch Dice over all three classes.
+
+    Raises:
+        InputError: one line naming the file, what dates it, and the two ways on.
+    """
+    signs = [f"setting {name!r}" for name in ("lr", "augment") if name in record]
+    if "loss" in record and "deep_supervision" not in record:
+        signs.append(f"loss {record['loss']!r} without 'deep_supervision'")
+    if signs:
+        raise InputError(f"{path} was written by an older version of hecktor ({', '.join(signs)}): retrain the run "
+                         "into a new --out folder, or export it with the older version")
 
 
 def resolve_network_config(name: str, overrides: dict[str, Any] | None,

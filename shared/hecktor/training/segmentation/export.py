@@ -12,8 +12,8 @@ from hecktor.errors import InputError
 from hecktor.plan import RegionPlan
 from hecktor.segment import IN_CHANNELS, N_CLASSES
 from hecktor.training.segmentation.checkpoints import CHECKPOINTS, load_checkpoint
-from hecktor.training.segmentation.config import (CONFIG_JSON, PLAN_JSON, POSTPROCESSING_JSON,
-                                                  build_segmentation_network)
+from hecktor.training.segmentation.config import (PLAN_JSON, POSTPROCESSING_JSON, build_segmentation_network,
+                                                  read_run_config)
 from hecktor.training.segmentation.losses import describe_loss
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
@@ -49,7 +49,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     if not plan_path.is_file():
         raise InputError(f"{run_dir} is not a training run ({PLAN_JSON} missing); pass the --out folder of train_segmentation.py")
     plan = RegionPlan.load(plan_path)
-    run_config = json.loads((run_dir / CONFIG_JSON).read_text()) if (run_dir / CONFIG_JSON).is_file() else {}
+    run_config = read_run_config(run_dir)
     available = sorted(int(p.parent.name.split("_")[1]) for p in run_dir.glob(f"fold_*/checkpoint_{checkpoint}.pt"))
     chosen = available if folds is None else sorted(int(k) for k in folds)
     missing = [k for k in chosen if k not in available]

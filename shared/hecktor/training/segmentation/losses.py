@@ -41,12 +41,6 @@ LOSS_SPECS: dict[str, LossSpec] = {
     "batch_dice": LossSpec(True, False, False, "soft Dice over the whole batch, foreground only, no cross-entropy"),
 }
 LOSSES = tuple(LOSS_SPECS)
-LEGACY_LOSSES = {
-    "dicece": "batch Dice over all three classes + CE (now loss 'batch_dicece' with dice_include_background true)",
-    "dice": "batch Dice over all three classes (now loss 'batch_dice' with dice_include_background true)",
-}
-"""What the loss names meant in run folders written before the vocabulary above (their ``config.json`` lacks
-``deep_supervision``): both were MONAI losses with ``batch=True`` and the background in the Dice term."""
 
 
 class DiceCrossEntropyLoss(nn.Module):
@@ -126,15 +120,12 @@ def make_loss(name: str, include_background: bool | None = None,
 
 
 def describe_loss(run_config: dict[str, Any]) -> dict[str, Any]:
-    """What the loss of a run was, from its ``config.json``, in today's vocabulary: ``{"loss", "batch_dice",
-    "dice_include_background", "cross_entropy", "ce_class_weights"}``. A run folder written before the loss names
-    changed (no ``deep_supervision`` key) is read with the old meanings (:data:`LEGACY_LOSSES`)."""
+    """What the loss of a run was, from its ``config.json`` (read by
+    :func:`~hecktor.training.segmentation.config.read_run_config`, which refuses a run written by an older version):
+    ``{"loss", "batch_dice", "dice_include_background", "cross_entropy", "ce_class_weights"}``."""
     name = run_config.get("loss")
     if name is None:
         return {"loss": None}
-    if "deep_supervision" not in run_config:  # written before the loss vocabulary changed
-        return {"loss": f"batch_{name}", "batch_dice": True, "dice_include_background": True,
-                "cross_entropy": name == "dicece", "ce_class_weights": None, "recorded_as": name}
     spec = LOSS_SPECS[name]
     background = run_config.get("dice_include_background")
     return {"loss": name, "batch_dice": spec.batch_dice,

@@ -11,7 +11,7 @@ from typing import Any
 
 from hecktor.errors import InputError
 from hecktor.io import list_training_cases, write_text_atomic
-from hecktor.training.segmentation.config import CONFIG_JSON, POSTPROCESSING_JSON, VALIDATION_DIR
+from hecktor.training.segmentation.config import CONFIG_JSON, POSTPROCESSING_JSON, VALIDATION_DIR, read_run_config
 
 def choose_run_postprocessing(run_dir: str | Path, data_root: str | Path | None = None,
                               candidates_ml: Sequence[float] | None = None) -> dict[str, Any]:
@@ -35,7 +35,8 @@ def choose_run_postprocessing(run_dir: str | Path, data_root: str | Path | None 
     if not config_path.is_file():
         raise InputError(f"{run_dir} is not a training run ({CONFIG_JSON} missing); pass the --out folder of "
                          "train_segmentation.py")
-    data_root = data_root or json.loads(config_path.read_text()).get("data_root")
+    run_config = read_run_config(run_dir)  # refuses a run written by an older version
+    data_root = data_root or run_config.get("data_root")
     labels = {case.patient_id: case.label_path for case in list_training_cases(data_root, task=1, require_label=True)}
     predictions: dict[str, Path] = {}
     folds = []

@@ -33,9 +33,10 @@ from hecktor.training.segmentation.checkpoints import (CHECKPOINT_FORMAT, Checkp
                                                        find_resume_checkpoint, remove_stale_temporaries,
                                                        save_checkpoint, set_aside, verify_checkpoint_file)
 from hecktor.training.segmentation.config import (CONFIG_JSON, FOLDS_JSON, PLAN_JSON, VALIDATION_DIR, TrainingConfig,
-                                                  build_segmentation_network, resolve_network_config)
+                                                  build_segmentation_network, read_run_config,
+                                                  resolve_network_config)
 from hecktor.training.segmentation.data import EpochSampler, PatchDataset, build_augmentation, load_region, region_cache
-from hecktor.training.segmentation.losses import LEGACY_LOSSES, make_loss, warmup_cosine
+from hecktor.training.segmentation.losses import make_loss, warmup_cosine
 from hecktor.training.segmentation.validation import predict_validation_cases
 
 FOREGROUND = {"GTVp": 1, "GTVn": 2}
@@ -88,11 +89,7 @@ class SegmentationTrainer:
         config_path = self.run_dir / CONFIG_JSON
         if not config_path.is_file():
             return
-        previous = json.loads(config_path.read_text())
-        if "deep_supervision" not in previous and previous.get("loss") in LEGACY_LOSSES:
-            raise InputError(f"{config_path} was written before the loss names changed: its loss "
-                             f"{previous['loss']!r} was {LEGACY_LOSSES[previous['loss']]}, while {previous['loss']!r} "
-                             "is now per-sample Dice; it can be exported but not continued, use a new --out folder")
+        previous = read_run_config(self.run_dir)
         current = self._run_record()
         fixed = ("plan", "network", "network_config", "n_folds", "seed", "around", "loss", "dice_include_background",
                  "ce_class_weights")
