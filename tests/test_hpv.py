@@ -200,7 +200,7 @@ def _edit_model(bundle: Path, edit) -> None:
     edit(model)
     files = {p.name: json.loads(p.read_text()) for p in bundle.glob("fold_*.json")}
     state = {p.name: torch.load(p, weights_only=True) for p in bundle.glob("*.pt")}
-    write_bundle(bundle, task=3, plan=PLAN, model=model, state_dicts=state, json_files=files)
+    write_bundle(bundle, task=3, plan=PLAN, model=model, state_dicts=state, json_files=files, overwrite=True)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -227,7 +227,7 @@ def test_a_head_of_the_wrong_width_and_a_task2_bundle_are_refused(tmp_path):
     model = json.loads((bundle / "model.json").read_text())
     files = {p.name: json.loads(p.read_text()) for p in bundle.glob("fold_*.json")}
     files["fold_0_head.json"] = head
-    write_bundle(bundle, task=3, plan=PLAN, model=model, json_files=files)
+    write_bundle(bundle, task=3, plan=PLAN, model=model, json_files=files, overwrite=True)
     with pytest.raises(BundleError, match="fold_0_head.json takes .* features but fold 0 produces"):
         HPVPredictor.from_bundle(bundle, device="cpu")
     with pytest.raises(BundleError, match="is a Task 2 bundle, but Task 3 was asked for"):

@@ -23,8 +23,8 @@ from hecktor.preprocessing import (
     preprocess_region,
     preprocess_box,
     probabilities_to_ct_grid,
-    repair_ct_offset,
 )
+from hecktor.repair import repair_case, repair_ct_offset
 
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     a, b = a == label, b == label

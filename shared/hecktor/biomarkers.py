@@ -34,7 +34,6 @@ linear. Every feature is then z-scored with the fitting set's mean and standard 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from hecktor.labels import GTVN, GTVP
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import normalize_ct, normalize_pet
 
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "BIOMARKER_NAMES",
@@ -112,7 +110,6 @@ class Biomarkers:
 def no_tumour_biomarkers(reason: str) -> Biomarkers:
     """Every biomarker at its no-tumour value (:data:`NO_TUMOUR_VALUE`), with ``reason`` as the warning."""
     warning = f"{reason}: the biomarkers take their no-tumour value ({NO_TUMOUR_VALUE:g})"
-    logger.warning(warning)
     return Biomarkers({name: NO_TUMOUR_VALUE for name in BIOMARKER_NAMES}, False, (warning,))
 
 
@@ -228,8 +225,7 @@ def compute_biomarkers(
     if primary_centroid is None:
         warning = (f"no primary tumour (GTVp) in the segmentation: its biomarkers and the node distance take their "
                    f"no-tumour value ({NO_TUMOUR_VALUE:g})")
-        logger.warning(warning)
-        warnings = (warning,)
+        warnings = (warning,)  # reported by the caller (a prediction's report, training's count): not logged here
     values = {name: float(value) for name, value in values.items()}
     if not all(math.isfinite(v) for v in values.values()):  # cannot happen with finite SUVs; never pass NaN on
         raise InputError(f"non-finite biomarkers {values}; check the PET")

@@ -47,6 +47,7 @@ from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_fil
     check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
     network_and_encoder_files
 from hecktor.errors import BundleError
+from hecktor.feature_range import FeatureRange, OutOfRange
 from hecktor.io import CaseInput
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
@@ -128,17 +129,23 @@ class LogisticHead:
         coef: ``(n_features,)`` weights.
         intercept: bias of the logit.
         calibration: the logit's Platt scaling.
+        feature_range: the training features' range; features beyond it (widened) are limited
+            (:mod:`hecktor.feature_range`). ``None`` in a bundle written before ranges were kept.
     """
 
     coef: tuple[float, ...]
     intercept: float
     calibration: PlattCalibration = PlattCalibration()
+    feature_range: FeatureRange | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "coef", tuple(float(c) for c in np.asarray(self.coef, dtype=np.float64).ravel()))
         object.__setattr__(self, "intercept", float(self.intercept))
         if not self.coef or not all(math.isfinite(c) for c in self.coef) or not math.isfinite(self.intercept):
             raise ValueError("a LogisticHead needs finite coefficients and intercept")
+        if self.feature_range is not None and self.feature_range.n_features != len(self.coef):
+            raise ValueError(f"the feature range holds {self.feature_range.n_features} features, the head "
+                             f"{len(self.coef)}")
 
     @property
     def n_features(self) -> int:
@@ -149,7 +156,13 @@ class LogisticHead:
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise ValueError(f"the head takes (n, {self.n_features}) features, got {features.shape}")
+        if self.feature_range is not None:
+            features = self.feature_range.limit(features)
         return features @ np.asarray(self.coef) + float(self.intercept)
+
+    def features_out_of_range(self, features: np.ndarray) -> list[OutOfRange]:
+        """The features of the first row beyond the training range (limited by :meth:`logit`)."""
+        return self.feature_range.outside(features) if self.feature_range is not None else []
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         """Calibrated P(HPV+) ``(n,)``."""
@@ -166,6 +179,7 @@ class LogisticHead:
             "coef": list(self.coef),
             "intercept": float(self.intercept),
             "calibration": dataclasses.asdict(self.calibration),
+            **({"feature_range": self.feature_range.to_dict()} if self.feature_range is not None else {}),
         }
 
     @classmethod
@@ -178,7 +192,10 @@ class LogisticHead:
                               f"{HEAD_FORMAT_VERSION}; {_FIX}")
         try:
             calibration = PlattCalibration(**{k: data["calibration"][k] for k in ("slope", "intercept", "method")})
-            return cls(tuple(data["coef"]), float(data["intercept"]), calibration)
+            feature_range = None
+            if "feature_range" in data:
+                feature_range = FeatureRange.from_dict(data["feature_range"], len(data["coef"]), source, _FIX)
+            return cls(tuple(data["coef"]), float(data["intercept"]), calibration, feature_range)
         except (KeyError, TypeError, ValueError) as error:
             raise BundleError(f"{source} is incomplete or malformed ({type(error).__name__}: {error}); {_FIX}") \
                 from None

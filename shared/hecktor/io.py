@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
-from hecktor.geometry import Grid, overlap_volume_ml
+from hecktor.repair import empty_pet_problem, is_placeholder, no_finite_voxel_problem, overlap_problem, repair_case
 from hecktor.tasks import CLINICAL_COLUMNS as _CLINICAL_COLUMNS
 from hecktor.tasks import get_task
 
@@ -238,12 +238,6 @@ def read_ehr(path: str | Path) -> tuple[dict[str, Any], list[str]]:
 # ------------------------------------------------------------------------------------------ screening the images
 
 
-def is_placeholder(image: sitk.Image) -> bool:
-    """A flat stand-in rather than a scan: a 2-D image, or a 3-D one with a size of 1 along some axis (the platform's
-    sanity check sends 1x1 and 1x1x1 images)."""
-    return image.GetDimension() == 2 or (image.GetDimension() == 3 and min(image.GetSize()) < 2)
-
-
 def read_image_or_placeholder(path: str | Path, what: str = "image",
                               warnings: list[str] | None = None) -> tuple[sitk.Image, bool]:
     """As :func:`read_image`, but a flat placeholder (:func:`is_placeholder`) is returned as it is, flagged ``True``,
@@ -261,41 +255,6 @@ def read_image_or_placeholder(path: str | Path, what: str = "image",
         return image, True
 
 
-def _has_finite_voxel(array: np.ndarray) -> bool:
-    if not np.issubdtype(array.dtype, np.floating):
-        return array.size > 0
-    # slice by slice: a scan with finite voxels says so at its first slice, without a full-size mask
-    return any(np.isfinite(plane).any() for plane in array)
-
-
-def no_finite_voxel_problem(image: sitk.Image, what: str) -> str | None:
-    """The error line of an image without a single finite voxel (all NaN or infinite), else ``None``."""
-    if _has_finite_voxel(sitk.GetArrayViewFromImage(image)):
-        return None
-    return f"{what} holds no finite voxel (all NaN or infinite)"
-
-
-def empty_pet_problem(pet: sitk.Image) -> str | None:
-    """The error line of a PET whose finite voxels all hold one value (all zero: an empty or failed reconstruction),
-    else ``None``."""
-    array = sitk.GetArrayViewFromImage(pet)
-    values = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
-    if values.size == 0:
-        return "PET holds no finite voxel (all NaN or infinite)"
-    low, high = values.min(), values.max()
-    return None if low != high else f"PET is empty: every voxel equals {float(low):g}"
-
-
-def overlap_problem(ct: sitk.Image, pet: sitk.Image) -> str | None:
-    """The error line of a PET and a CT whose fields of view do not meet in physical space, else ``None``."""
-    if overlap_volume_ml(Grid.from_image(ct), Grid.from_image(pet)) > 0.0:
-        return None
-    ct_low, ct_high = Grid.from_image(ct).physical_bounds()
-    pet_low, pet_high = Grid.from_image(pet).physical_bounds()
-    return (f"PET and CT do not overlap in physical space (CT z {ct_low[2]:.0f}..{ct_high[2]:.0f} mm, "
-            f"PET z {pet_low[2]:.0f}..{pet_high[2]:.0f} mm); check the images' origins")
-
-
 # ------------------------------------------------------------------------------------------------ one case
 
 
@@ -304,8 +263,8 @@ class CaseInput:
     """One case as a container sees it: CT and PET images and the clinical record.
 
     Attributes:
-        ct, pet: the images as read (a flat placeholder is kept as it is; see ``placeholder``), or ``None`` when the
-            image is unusable (see ``problems``).
+        ct, pet: the images as read and repaired (:func:`hecktor.repair.repair_case`; a flat placeholder is kept
+            as it is, see ``placeholder``), or ``None`` when the image is unusable (see ``problems``).
         ehr: the clinical record with implausible values removed (:func:`hecktor.clinical.sanitize_ehr`), or
             ``None`` when absent, malformed or not read.
         ct_path, pet_path: the files read (``None`` when there was none to read).
@@ -347,6 +306,9 @@ def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = Fa
     * ``ehr.json`` malformed (not JSON, not an object, ``null``): ``ehr`` is ``None`` (every value unknown);
     * implausible clinical values (an age outside 0-120 years, a list where a value belongs): that value is
       removed (unknown); keys are matched whatever their case (``age`` is read as ``Age``), with a warning.
+
+    The images kept are repaired here, once (:func:`hecktor.repair.repair_case`: non-finite voxels, a CT offset, a
+    PET in Bq/ml, absurd PET voxels; one warning each, in both modes), so that every consumer sees the same images.
 
     With ``strict`` each of these raises its :class:`InputError` instead (local validation). A missing ``ehr.json``
     is never an error (clinical values unknown, with a warning), nor is a flat placeholder image (the platform's
@@ -393,6 +355,9 @@ def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = Fa
         if problem is not None:
             drop("PET", problem)
             pet = None
+    # Once per case, here: every consumer (segmentation, biomarkers, networks) then sees the same repaired images.
+    ct, pet, repairs = repair_case(ct, pet)
+    warnings.extend(repairs)
 
     ehr = None
     if with_ehr:

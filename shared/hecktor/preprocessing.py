@@ -30,20 +30,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid, subgrid_covering
-from hecktor.io import is_placeholder, no_finite_voxel_problem, overlap_problem
-from hecktor.localization import Localization, body_uptake, localize_head_and_neck
+from hecktor.localization import Localization, localize_head_and_neck
 from hecktor.plan import BoxPlan, Plan, RegionPlan
-
-CT_OFFSET = 1024.0
-"""The offset of CTs stored as unsigned values (HU + 1024) whose header lost the rescale intercept."""
-
-SUV_MAX_BODY_UPTAKE = 50.0
-"""A body whose median PET uptake exceeds this is not in SUV (SUV gives about 1; Bq/ml thousands)."""
-
-PET_IMPLAUSIBLE_MULTIPLE = 1000.0
-"""PET voxels above this multiple of the body's median uptake are implausible (tumours reach tens)."""
+from hecktor.repair import is_placeholder, repair_case, sample_voxels
 
 logger = logging.getLogger(__name__)
 
@@ -65,151 +55,15 @@ class Region:
     warnings: list[str] = field(default_factory=list)
 
 
-def _replace_nan(image: sitk.Image, value: float, what: str, warnings: list[str]) -> sitk.Image:
-    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
-        return image
-    array = sitk.GetArrayViewFromImage(image)
-    bad = ~np.isfinite(array)
-    n_bad = int(bad.sum())
-    if n_bad == 0:
-        return image
-    if n_bad == array.size:
-        raise InputError(no_finite_voxel_problem(image, what))
-    repaired = np.where(bad, np.float32(value), array).astype(array.dtype)
-    fixed = sitk.GetImageFromArray(repaired)
-    fixed.CopyInformation(image)
-    warnings.append(f"{what}: {n_bad} non-finite voxel(s) replaced by {value:g}")
-    return fixed
-
-
-def _sample(array: np.ndarray, limit: int = 2**21) -> np.ndarray:
-    """Every other voxel along each axis of a large array (a fixed, deterministic subsample for percentiles)."""
-    return array[::2, ::2, ::2] if array.ndim == 3 and array.size > limit else array
-
-
-def repair_ct_offset(ct: sitk.Image) -> tuple[sitk.Image, str | None]:
-    """A CT stored as HU + 1024 (unsigned values 0..4095 whose header lost its rescale intercept), back in HU.
-
-    A CT in HU always holds negative values (air -1000, fat -100, lungs -850). A CT without any, whose soft tissue
-    (its values between 500 and 2000) has its median between 850 and 1250 (soft tissue is 0-100 HU), is taken to be
-    offset: 1024 is subtracted, with a warning. Anything else is returned unchanged.
-
-    Returns:
-        the CT (float32 when repaired) and the warning, if any.
-    """
-    array = sitk.GetArrayViewFromImage(ct)
-    minimum = float(array.min())  # numpy's min of a view: several times faster than ITK's filter on 50 M voxels
-    if minimum < 0:
-        return ct, None
-    sample = _sample(array)
-    tissue = sample[(sample >= 500) & (sample <= 2000)]
-    if tissue.size < max(64, 0.01 * sample.size):
-        return ct, None
-    level = float(np.median(tissue))
-    if not 850.0 <= level <= 1250.0:
-        return ct, None
-    fixed = sitk.Cast(ct, sitk.sitkFloat32) - CT_OFFSET
-    return fixed, (f"CT holds no negative value (minimum {minimum:g}, soft tissue at {level:.0f}): "
-                   f"read as stored with a +{CT_OFFSET:g} offset and {CT_OFFSET:g} subtracted to give HU")
-
-
-def repair_pet_unit(pet: sitk.Image, ct: sitk.Image | None) -> tuple[sitk.Image, float, str | None]:
-    """A PET in Bq/ml (or another activity unit whose body uptake is far above SUV's), rescaled to an approximate SUV.
-
-    The body's median uptake (:func:`~hecktor.localization.body_uptake`) is about 1 in SUV; above
-    :data:`SUV_MAX_BODY_UPTAKE` the PET is divided by it so that the body reads 1, with a warning (the injected dose and
-    the patient's weight that a true SUV needs are not in the image). Localisation thresholds and the warnings about
-    implausible voxels then work in SUV; the network input, a z-score, does not change with the unit.
-
-    Returns:
-        the PET (float32 when rescaled), its body uptake after the repair, and the warning, if any.
-    """
-    level = body_uptake(pet, ct)
-    if level <= SUV_MAX_BODY_UPTAKE:
-        return pet, level, None
-    fixed = sitk.Cast(pet, sitk.sitkFloat32) / level
-    return fixed, 1.0, (f"PET values are implausible for SUV (the body's median uptake is {level:,.0f}; about 1 in "
-                        f"SUV): read as Bq/ml and divided by {level:,.0f} so that the body reads 1 (an approximate "
-                        "SUV)")
-
-
-MAX_IMPLAUSIBLE_REPAIRS = 100_000
-"""Beyond this many implausible PET voxels, they are set to the padding value rather than to a local median."""
-
-
-def repair_implausible_pet(pet: sitk.Image, level: float, plan: Plan) -> tuple[sitk.Image, str | None]:
-    """PET voxels far above any real uptake (1e20, float32's maximum: corrupt data), replaced by the median of their
-    plausible neighbours.
-
-    A voxel is implausible when its magnitude exceeds :data:`PET_IMPLAUSIBLE_MULTIPLE` times the body's median uptake
-    ``level`` (about 500 SUV for a real body; tumours reach tens). Each is replaced by the median of the plausible
-    voxels of its 3x3x3 neighbourhood (the padding value if there is none, or if there are more than
-    :data:`MAX_IMPLAUSIBLE_REPAIRS` of them), as NaN voxels are replaced by the padding value: a few corrupt voxels
-    should neither cost a case nor dominate its normalisation. Real uptake is never touched.
-
-    Returns:
-        the PET (a new image when repaired) and the warning, if any.
-    """
-    if level <= 0:
-        return pet, None
-    ceiling = PET_IMPLAUSIBLE_MULTIPLE * level
-    array = sitk.GetArrayViewFromImage(pet)
-    bad = np.abs(array) > ceiling
-    count = int(np.count_nonzero(bad))
-    if count == 0:
-        return pet, None
-    peak = float(np.max(np.abs(array[bad])))
-    repaired = np.array(array, dtype=np.float32)
-    if count > MAX_IMPLAUSIBLE_REPAIRS:
-        repaired[bad] = np.float32(plan.pet_pad_suv)
-    else:
-        shape = np.asarray(array.shape)
-        for index in np.argwhere(bad):
-            low, high = np.maximum(index - 1, 0), np.minimum(index + 2, shape)
-            window = tuple(slice(a, b) for a, b in zip(low, high))
-            neighbours = array[window][~bad[window]]
-            repaired[tuple(index)] = np.median(neighbours) if neighbours.size else np.float32(plan.pet_pad_suv)
-    fixed = sitk.GetImageFromArray(repaired)
-    fixed.CopyInformation(pet)
-    return fixed, (f"PET: {count} voxel(s) above {PET_IMPLAUSIBLE_MULTIPLE:g}x the body's median uptake (largest "
-                   f"{peak:.3g}): implausible values, replaced by the median of their neighbours")
-
-
 def check_case(ct: sitk.Image | None, pet: sitk.Image | None,
                plan: Plan) -> tuple[sitk.Image | None, sitk.Image | None, list[str]]:
-    """Validate a CT/PET pair before preprocessing (either may be ``None``: not given).
-
-    Raises :class:`InputError` for an all-non-finite image, an empty PET (every voxel 0 or equal) and a PET that does
-    not overlap the CT in physical space. Repairs, each with a warning: non-finite voxels (NaN, inf) are replaced by
-    the padding values (``plan.ct_pad_hu``, ``plan.pet_pad_suv``: a handful of bad voxels should not cost a case); a
-    CT stored with a +1024 offset is brought back to HU (:func:`repair_ct_offset`); a PET in Bq/ml is rescaled to an
-    approximate SUV (:func:`repair_pet_unit`); PET voxels far above any real uptake are replaced by their
-    neighbours' median (:func:`repair_implausible_pet`).
+    """:func:`hecktor.repair.repair_case` with the plan's padding values: validate a CT/PET pair before preprocessing
+    and repair what can be repaired (each repair with a warning; an image already repaired is returned as it is).
 
     Returns:
         the (possibly repaired) CT and PET, and the warnings.
     """
-    warnings: list[str] = []
-    if ct is not None:
-        ct = _replace_nan(ct, plan.ct_pad_hu, "CT", warnings)
-        ct, repaired = repair_ct_offset(ct)
-        warnings.extend([repaired] if repaired else [])
-    if pet is None:
-        return ct, None, warnings
-    pet = _replace_nan(pet, plan.pet_pad_suv, "PET", warnings)
-    stats = sitk.StatisticsImageFilter()
-    stats.Execute(pet)
-    if stats.GetMaximum() == stats.GetMinimum():
-        raise InputError(f"PET is empty: every voxel equals {stats.GetMaximum():g}")
-    if ct is not None:
-        problem = overlap_problem(ct, pet)
-        if problem is not None:
-            raise InputError(problem)
-    pet, level, repaired = repair_pet_unit(pet, ct)
-    warnings.extend([repaired] if repaired else [])
-    pet, repaired = repair_implausible_pet(pet, level, plan)
-    warnings.extend([repaired] if repaired else [])
-    return ct, pet, warnings
+    return repair_case(ct, pet, ct_pad_hu=plan.ct_pad_hu, pet_pad_suv=plan.pet_pad_suv)
 
 
 def normalize_ct(hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
@@ -223,8 +77,8 @@ def normalize_ct(hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
 
 def pet_outlier_limit(suv: np.ndarray, ceiling: float) -> float | None:
     """The magnitude above which a PET value of a region is an outlier: ``ceiling`` times the 99th percentile of
-    the region's positive values (on :func:`_sample`), or ``None`` when the region holds no positive value."""
-    sample = _sample(suv)
+    the region's positive values (on :func:`~hecktor.repair.sample_voxels`), or ``None`` when the region holds no positive value."""
+    sample = sample_voxels(suv)
     positive = sample[sample > 0]
     if positive.size == 0:
         return None

@@ -54,11 +54,13 @@ from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_fil
     check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
     network_and_encoder_files
 from hecktor.errors import BundleError, InputError
-from hecktor.io import CaseInput, is_placeholder
+from hecktor.feature_range import OutOfRange, out_of_range_warning
+from hecktor.io import CaseInput
 from hecktor.localization import localize_head_and_neck
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import blank_network_input, box_grid, check_case, image_level_input
+from hecktor.repair import is_placeholder, repair_case
 from hecktor.segment import Segmenter, resolve_device
 from hecktor.survival import ENSEMBLE_RULES, ensemble_risk
 from hecktor.survival_models import SurvivalModel, survival_model_from_dict
@@ -146,6 +148,14 @@ class FoldModel:
     encoder: ClinicalEncoder | None = None
     cindex: float | None = None
     biomarkers: BiomarkerScaler | None = None
+
+    def feature_names(self) -> list[str]:
+        """The names of the survival model's features, in order (for warnings)."""
+        names = ([f"network feature {j}" for j in range(self.network.feature_dim)] if self.network is not None
+                 else list(self.encoder.feature_names) if self.encoder is not None else [])
+        if self.biomarkers is not None:
+            names += [f"biomarker {name} (scaled)" for name in self.biomarkers.names]
+        return names
 
     def features(self, network_features: np.ndarray | None, clinical: np.ndarray | None,
                  markers: Sequence[Biomarkers | Mapping[str, float]] | None) -> np.ndarray:
@@ -241,6 +251,7 @@ class RiskPredictor:
         self.last_fold_risks: dict[int, float] = {}
         self.last_biomarkers: Biomarkers | None = None
         self.last_segmentation_report: PredictionReport | None = None
+        self._out_of_range: dict[str, OutOfRange] = {}  # of the case being predicted, by feature name
 
     @property
     def uses_images(self) -> bool:
@@ -295,7 +306,11 @@ class RiskPredictor:
             network_features = fold.network.extract_features(image, clinical_tensor).float().cpu().numpy()
         features = fold.features(network_features, clinical, [markers] if markers is not None else None)
         extracted = time.perf_counter()
-        risk = float(fold.survival.standardized_risk(features)[0])
+        names = None
+        for item in fold.survival.features_out_of_range(features):
+            names = names or fold.feature_names()
+            self._out_of_range.setdefault(names[item.index], item)
+        risk = float(fold.survival.standardized_risk(features)[0])  # out-of-range features limited (the head does)
         timings["clinical_s"] += encoded - start
         timings["features_s"] += extracted - encoded
         timings["survival_s"] += time.perf_counter() - extracted
@@ -388,6 +403,11 @@ class RiskPredictor:
             checked = sanitize_ehr(record)
             record = checked.record
             report.warnings.extend(checked.warnings + unseen_values(encoders, record))
+        if self.uses_images:
+            # Once, before anything reads the images: the segmentation, the biomarkers of its mask, the tumour cube
+            # and the networks see the same repaired PET (a case read by read_case is repaired already: no-op).
+            ct, pet, repairs = repair_case(ct, pet, ct_pad_hu=self.plan.ct_pad_hu, pet_pad_suv=self.plan.pet_pad_suv)
+            report.warnings.extend(repairs)
         mask = None
         self.last_biomarkers = self.last_segmentation_report = None
         if self.uses_biomarkers:
@@ -404,6 +424,7 @@ class RiskPredictor:
         report.timings["preprocess_s"] = clock() - preprocess_started
 
         pending = policy.start([NetworkPass(k) for k in self.folds_by_weight if k in allowed])
+        self._out_of_range = {}
         stages = {"clinical_s": 0.0, "features_s": 0.0, "survival_s": 0.0}
         risks: dict[int, float] = {}
         network_started = clock()
@@ -413,6 +434,9 @@ class RiskPredictor:
             risks[step.fold] = self._fold_risk(step.fold, tensor, record, stages)
             pending = policy.after_pass(clock() - pass_started, pending)
         used = sorted(risks)
+        warning = out_of_range_warning(self._out_of_range)
+        if warning is not None:
+            report.warnings.append(warning)
         risk = float(ensemble_risk(np.asarray([risks[k] for k in used])[:, None], self._weights_of(used))[0])
         if not math.isfinite(risk):
             raise InputError(f"the ensemble's risk is not finite ({risk}); the inputs are far outside the training "

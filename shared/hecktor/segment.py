@@ -32,11 +32,12 @@ from torch import nn
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle
 from hecktor.errors import BundleError, HecktorError, InputError
-from hecktor.io import CaseInput, is_placeholder
+from hecktor.io import CaseInput
 from hecktor.labels import N_CLASSES
 from hecktor.plan import RegionPlan
 from hecktor.postprocessing import Postprocessing
 from hecktor.preprocessing import preprocess_region, probabilities_to_ct_grid
+from hecktor.repair import is_placeholder
 
 IN_CHANNELS = 2
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hecktor.errors import BundleError, InputError
+from hecktor.feature_range import FeatureRange, OutOfRange
 from hecktor.metrics import concordance_index
 
 __all__ = [
@@ -111,6 +112,7 @@ class SurvivalModel(ABC):
         self._check_config()
         self.feature_mean_: np.ndarray | None = None
         self.feature_scale_: np.ndarray | None = None
+        self.feature_range_: FeatureRange | None = None  # None: a model stored before ranges were kept
         self.risk_mean_: float = 0.0
         self.risk_std_: float = 1.0
 
@@ -180,6 +182,7 @@ class SurvivalModel(ABC):
         if not event.any():
             raise InputError("cannot fit a Cox model: no events in the fitting set")
         self.feature_mean_ = X.mean(axis=0)
+        self.feature_range_ = FeatureRange.fit(X)
         if self.config.get("standardize", True):
             scale = X.std(axis=0)
             # Constant features (e.g. a ReLU unit that never fires) keep scale 1 and become all-zero columns.
@@ -205,9 +208,17 @@ class SurvivalModel(ABC):
         return X
 
     def scale_features(self, X: np.ndarray) -> np.ndarray:
-        """Features standardised with the fitting set's mean and standard deviation."""
+        """Features limited to the fitting set's widened range (:mod:`hecktor.feature_range`), then standardised
+        with its mean and standard deviation."""
         X = self._check_features(X)
+        if self.feature_range_ is not None:
+            X = self.feature_range_.limit(X)
         return (X - self.feature_mean_) / self.feature_scale_
+
+    def features_out_of_range(self, X: np.ndarray) -> list[OutOfRange]:
+        """The features of ``X``'s first row that lie beyond the fitting set's widened range (and are limited)."""
+        X = self._check_features(X)
+        return self.feature_range_.outside(X) if self.feature_range_ is not None else []
 
     def predict_risk(self, X: np.ndarray) -> np.ndarray:
         """Risk per row of ``X`` (``(n, p)`` or one ``(p,)`` row) as ``(n,)``; higher = earlier relapse."""
@@ -224,6 +235,7 @@ class SurvivalModel(ABC):
             "config": dict(self.config),
             "feature_mean": [float(v) for v in self.feature_mean_],
             "feature_scale": [float(v) for v in self.feature_scale_],
+            **({"feature_range": self.feature_range_.to_dict()} if self.feature_range_ is not None else {}),
             **self._state_to_dict(),
             "risk_mean": float(self.risk_mean_),
             "risk_std": float(self.risk_std_),
@@ -267,6 +279,9 @@ class SurvivalModel(ABC):
             raise BundleError(f"survival model record has a non-positive feature scale; {_RE_EXPORT}")
         model._load_state(record, mean.shape[0])
         model.feature_mean_, model.feature_scale_ = mean, scale
+        if "feature_range" in record:
+            model.feature_range_ = FeatureRange.from_dict(record["feature_range"], mean.shape[0], "survival model record",
+                                                          _RE_EXPORT)
         model.risk_mean_ = _as_float(record, "risk_mean")
         model.risk_std_ = _as_float(record, "risk_std")
         if model.risk_std_ <= 0:

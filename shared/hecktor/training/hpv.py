@@ -45,6 +45,7 @@ import torch
 from hecktor.clinical import parse_number
 from hecktor.diagnosis import ENSEMBLE_RULE, ClassifierFold, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import InputError
+from hecktor.feature_range import FeatureRange
 from hecktor.folds import load_folds
 from hecktor.io import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.metrics import balanced_accuracy, roc_auc
@@ -526,7 +527,8 @@ def _clinical_head(config: HPVTrainingConfig, x_train: np.ndarray, y_train: np.n
         calibration, patients = fit_platt(logits, y_train), len(y_train)
     else:
         calibration, patients = PlattCalibration.prior_shift(float(y_train.mean())), 0
-    return LogisticHead(tuple(fitted.coef_[0]), float(fitted.intercept_[0]), calibration), patients
+    return LogisticHead(tuple(fitted.coef_[0]), float(fitted.intercept_[0]), calibration,
+                        FeatureRange.fit(x_train)), patients
 
 
 def run_fold(
@@ -566,7 +568,8 @@ def run_fold(
         else:
             calibration = PlattCalibration.prior_shift(float(labels[train_idx].mean()))
             calibration_patients = 0
-        head = LogisticHead(tuple(weight), bias, calibration)
+        trained_features, _ = crossval.forward_all(network, data, train_idx, config.feature_batch_size)
+        head = LogisticHead(tuple(weight), bias, calibration, FeatureRange.fit(trained_features))
         features, _ = crossval.forward_all(network, data, val_idx, config.feature_batch_size)
         oof = head.probability(features)
         network.cpu()

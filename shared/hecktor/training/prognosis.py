@@ -66,6 +66,7 @@ from hecktor.metrics import concordance_index
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor  # noqa: F401
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
+from hecktor.repair import repair_case
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskPredictor, SegmentationSettings, \
     network_mode
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
@@ -427,10 +428,12 @@ def segmentation_features(
     :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>` measures them from a predicted mask."""
     from hecktor.prognosis import tumour_cube
 
-    ct, pet, _ = case.read()
+    ct, pet, repairs = repair_case(*case.read()[:2], ct_pad_hu=plan.ct_pad_hu, pet_pad_suv=plan.pet_pad_suv)
     mask = read_image(mask_path, "segmentation") if mask_path is not None else None
-    markers = compute_biomarkers(mask, pet)
+    markers = compute_biomarkers(mask, pet)  # in the repaired PET, as the container measures them
     cube = tumour_cube(ct, pet, mask, crop, plan) if crop is not None else None
+    for line in repairs:  # the training PETs in Bq/ml of some centres: their biomarkers are measured in SUV
+        logger.warning("%s: %s", case.patient_id, line)
     return markers.values, cube, markers.warnings
 
 
