@@ -21,8 +21,9 @@ from conftest import REPO, head_phantom
 from hecktor.diagnosis import HPVPredictor
 from hecktor.io import write_gc_input
 from hecktor.prognosis import RiskPredictor
+from hecktor.runtime import WRITERS, output_writer, predictor_class
 from hecktor.segment import Segmenter
-from hecktor.tasks import get_task, task_numbers
+from hecktor.tasks import OUTPUT_KINDS, get_task, task_numbers
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bundles"
 EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
@@ -33,7 +34,9 @@ CALLS = {1: {1: 1, 2: 0, 3: 0}, 2: {1: 0, 2: 1, 3: 0}, 3: {1: 0, 2: 1, 3: 1}}
 
 def test_every_registered_task_is_covered_here():
     assert sorted(PREDICTORS) == task_numbers()
-    assert all(get_task(task).predictor() is cls for task, cls in PREDICTORS.items())
+    assert all(predictor_class(task) is cls for task, cls in PREDICTORS.items())
+    assert set(WRITERS) == set(OUTPUT_KINDS)
+    assert all(output_writer(task) is WRITERS[get_task(task).output_kind] for task in task_numbers())
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import torch
 from conftest import REPO
 from hecktor import evaluate as evaluate_cli
 from hecktor import predict as predict_cli
+from hecktor import runtime
 from hecktor.budget import PredictionReport
 from hecktor.bundle import write_bundle
 from hecktor.clinical import ClinicalEncoder
@@ -239,9 +240,9 @@ def test_a_json_boolean_task_needs_only_its_registry_entry(cli, monkeypatch, coh
             return self.predict(case.ct, case.pet, case.ehr)
 
     spec = dataclasses.replace(get_task(2), number=3, name="hpv", title="HPV status", target_columns=("HPV Status",),
-                               output=Path("hpv-status.json"), output_kind="json-boolean", value_column="",
-                               predictor=lambda: HPVPredictor)
+                               output=Path("hpv-status.json"), output_kind="json-boolean", value_column="")
     monkeypatch.setitem(TASKS, 3, spec)
+    monkeypatch.setitem(runtime.PREDICTORS, 3, HPVPredictor)
     status, _, stderr = cli(predict_cli, "--task", 3, "--bundle", tmp_path, "--input", cohort, "--output", tmp_path)
     assert status == 0 and stderr == []
     rows = read_predictions(tmp_path / "predictions.csv")

@@ -7,9 +7,9 @@ its two halves.
 
 What each task answers for every odd input, by default and with ``--strict``: docs/reference/bad-inputs.md.
 
-The task (its output path and writer, its platform limit, whether it reads ``ehr.json``, its predictor class) comes
-from the registry :mod:`hecktor.tasks`; the prediction is the predictor's ``predict_case`` (for Task 1
-:meth:`Segmenter.predict <hecktor.segment.Segmenter.predict>`, for Task 2
+The task (its output path and kind, its platform limit, whether it reads ``ehr.json``) comes from the registry
+:mod:`hecktor.tasks`, its predictor class and output writer from :mod:`hecktor.runtime`; the prediction is the
+predictor's ``predict_case`` (for Task 1 :meth:`Segmenter.predict <hecktor.segment.Segmenter.predict>`, for Task 2
 :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>`), the same method the demo, the benchmarks
 and the tests call.
 """
@@ -25,6 +25,7 @@ from typing import Any
 from hecktor.budget import DEFAULT_SAFETY, TimeBudget, console_logging, process_start_time
 from hecktor.errors import HecktorError
 from hecktor.io import read_case, remove_output
+from hecktor.runtime import output_writer, predictor_class
 from hecktor.tasks import TaskSpec, get_task
 
 __all__ = ["TASK_OPTIONS", "build_parser", "run", "main"]
@@ -95,13 +96,13 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
     with console_logging():
         try:
             budget = TimeBudget(args.time_limit, budget_s=args.time_budget, start_time=start_time)
-            predictor = spec.predictor().from_bundle(args.resources, device=args.device)
+            predictor = predictor_class(spec).from_bundle(args.resources, device=args.device)
             case = read_case(args.input, with_ehr=spec.uses_ehr, strict=getattr(args, "strict", False))
             output = predictor.predict_case(case, budget=budget, **predict_options)
             report = predictor.last_report
             for line in report.warnings:
                 logger.warning("%s", line)
-            path = spec.writer(output, target)
+            path = output_writer(spec)(output, target)
         except HecktorError as error:
             return _fail(str(error), target)
         except Exception as error:  # noqa: BLE001 - the platform must get one line, never a traceback

@@ -9,16 +9,16 @@ Two input layouts are recognised (the first line printed says which):
 * **Grand Challenge**: a folder of case folders ``<case>/images/ct/*.mha``, ``<case>/images/pet/*.mha``,
   ``<case>/ehr.json`` (or one such case folder), read by :func:`hecktor.io.read_case` as the containers read them.
 
-Every case goes through the predictor the containers use (``spec.predictor().from_bundle(...)``, then
-``predict_case``); what is written follows the task's output kind in the registry (:mod:`hecktor.tasks`), never
-its number:
+Every case goes through the predictor the containers use (the task's class in :mod:`hecktor.runtime`,
+``from_bundle(...)``, then ``predict_case``); what is written follows the task's output kind in the registry
+(:mod:`hecktor.tasks`), never its number:
 
 * ``mask``: one label map per case, ``OUT/<PatientID>.nii.gz`` on the case's CT grid, written atomically;
 * ``json-number`` / ``json-boolean``: one table ``OUT/predictions.csv`` with ``PatientID,<value column>`` (the
   column named by the registry, e.g. ``risk`` for Task 2, ``hpv_status`` for Task 3), each value written as the
   container's JSON would hold it, then any number the predictor's report offers (``table_values``; Task 3:
   ``probability``, from which ``hecktor-evaluate`` computes the AUC). A new task of either kind needs only its
-  registry entry.
+  registry entry and its predictor class in :mod:`hecktor.runtime`.
 
 A case that fails is reported in one line and the run goes on (``strict`` stops at the first); the exit status is 2
 when any case failed. Example::
@@ -46,6 +46,7 @@ import numpy as np
 
 from hecktor.errors import HecktorError, InputError
 from hecktor.io import CaseInput, ehr_from_row, read_case, read_clinical_csv, read_image, write_text_atomic
+from hecktor.runtime import output_writer, predictor_class
 from hecktor.tasks import TaskSpec, get_task, task_numbers
 
 __all__ = ["LAYOUTS", "PREDICTIONS_CSV", "InputFolder", "FolderPrediction", "CliParser", "find_inputs",
@@ -288,7 +289,7 @@ def predict_folder(
     targets = _output_paths(spec, output_dir, inputs.case_ids)
     _check_outputs(list(targets.values()), output_dir, overwrite)
 
-    predictor = spec.predictor().from_bundle(bundle, device=device)
+    predictor = predictor_class(spec).from_bundle(bundle, device=device)
     options: dict[str, Any] = {}
     if "tta" in inspect.signature(predictor.predict).parameters:
         options["tta"] = tta
@@ -304,7 +305,7 @@ def predict_folder(
             for line in predictor.last_report.warnings:
                 warn(f"warning: case {case_id}: {line}")
             if spec.output_kind == "mask":
-                result.written.append(spec.writer(value, targets[case_id]))
+                result.written.append(output_writer(spec)(value, targets[case_id]))
                 result.values[case_id] = targets[case_id]
             else:
                 result.values[case_id] = _json_value(value, spec)

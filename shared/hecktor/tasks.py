@@ -1,22 +1,24 @@
-"""The task registry: one table that says, per HECKTOR 2025 task, where its data, plan, predictor and output live.
+"""The task registry: one table of data that says, per HECKTOR 2025 task, where its data, plan, container and output
+live.
 
 Every layer that used to branch on a task number (reading training data, the containers, ``build.sh``,
 ``test_container.sh``, the demo) looks the task up here instead, so adding a task means one new :class:`TaskSpec`,
-its predictor class, its container folder and its tests (README, "Adding a task").
+its predictor class (wired in :mod:`hecktor.runtime`), its container folder and its tests
+(docs/how-to/adding-a-task.md).
 
-This module imports nothing heavy (no torch, no SimpleITK): shell scripts list the tasks with
-``PYTHONPATH=shared python3 -m hecktor.tasks --shell`` on a machine that has only Python. Predictors and output
-writers are reached through small functions that import their module when called.
+This module is a leaf of the library: it holds data only and imports nothing of the library but
+:mod:`hecktor.plan` (no torch, no SimpleITK, no predictor). Shell scripts list the tasks with
+``PYTHONPATH=shared python3 -m hecktor.tasks --shell`` on a machine that has only Python. Which class predicts a task
+and which function writes an output kind are in :mod:`hecktor.runtime`, above the predictors.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hecktor.plan import BoxPlan, RegionPlan
 
@@ -57,8 +59,6 @@ class TaskSpec:
         limit_s: Grand Challenge's wall-clock limit per case, start-up and model loading included.
         plan_class: the kind of preprocessing plan the task's models are trained with.
         export_command: how a user makes the container's bundle from a training run.
-        predictor: returns the predictor class (``from_bundle``, ``predict_case``); imported when called.
-        writer: ``writer(value, path)`` writes the output atomically; imported when called.
         value_column: the column holding a ``json-*`` output in tables of predictions (``hecktor-predict``'s
             ``predictions.csv``, ``hecktor-evaluate``'s input); empty: the output file's stem.
         smoke_commands: shell commands, run from the repository root, that train and export a tiny bundle of
@@ -82,8 +82,6 @@ class TaskSpec:
     limit_s: float
     plan_class: type
     export_command: str
-    predictor: Callable[[], type]
-    writer: Callable[[Any, Path], Path]
     value_column: str = ""
     smoke_commands: tuple[str, ...] = ()
 
@@ -95,43 +93,6 @@ class TaskSpec:
     def bundle_dir(self) -> Path:
         """Where the container expects its exported bundle, relative to the repository root."""
         return Path(self.container) / "resources" / "bundle"
-
-
-# Lazy references: the predictors import torch and MONAI, the writers SimpleITK.
-def _segmenter() -> type:
-    from hecktor.segment import Segmenter
-
-    return Segmenter
-
-
-def _risk_predictor() -> type:
-    from hecktor.prognosis import RiskPredictor
-
-    return RiskPredictor
-
-
-def _write_mask(value: Any, path: Path) -> Path:
-    from hecktor.io import write_mask
-
-    return write_mask(value, path)
-
-
-def _hpv_predictor() -> type:
-    from hecktor.diagnosis import HPVPredictor
-
-    return HPVPredictor
-
-
-def _write_number(value: Any, path: Path) -> Path:
-    from hecktor.io import write_json_number
-
-    return write_json_number(value, path)
-
-
-def _write_boolean(value: Any, path: Path) -> Path:
-    from hecktor.io import write_json_boolean
-
-    return write_json_boolean(value, path)
 
 
 TASKS: dict[int, TaskSpec] = {
@@ -154,8 +115,6 @@ TASKS: dict[int, TaskSpec] = {
             limit_s=600.0,
             plan_class=RegionPlan,
             export_command="python training/export_segmentation.py RUN_DIR",
-            predictor=_segmenter,
-            writer=_write_mask,
             smoke_commands=(
                 "python training/train_segmentation.py --data DATA --out RUN_DIR --config training/configs/tiny.json "
                 "--fold 0 --epochs 1 --device cpu --no-progress",
@@ -180,8 +139,6 @@ TASKS: dict[int, TaskSpec] = {
             limit_s=900.0,
             plan_class=BoxPlan,
             export_command="python training/export_prognosis.py RUN_DIR",
-            predictor=_risk_predictor,
-            writer=_write_number,
             smoke_commands=(
                 "python training/train_prognosis.py --mode fusion --data DATA --out RUN_DIR --folds 2 --epochs 1 "
                 "--network tiny --device cpu --no-progress",
@@ -206,8 +163,6 @@ TASKS: dict[int, TaskSpec] = {
             limit_s=600.0,
             plan_class=BoxPlan,
             export_command="python training/export_hpv.py RUN_DIR",
-            predictor=_hpv_predictor,
-            writer=_write_boolean,
             smoke_commands=(
                 "python training/train_hpv.py --mode fusion --data DATA --out RUN_DIR --folds 2 --epochs 1 "
                 "--network tiny --device cpu --no-progress",
