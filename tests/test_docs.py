@@ -137,3 +137,11 @@ def test_every_docs_page_is_reachable_from_the_readme():
     reachable = reachable_pages(README)
     orphans = sorted(p.relative_to(REPO).as_posix() for p in DOCS.rglob("*.md") if p.resolve() not in reachable)
     assert orphans == [], f"not linked from README.md or a page reachable from it: {orphans}"
+
+
+def test_the_bad_inputs_page_is_the_one_the_matrix_generates():
+    """docs/reference/bad-inputs.md is rendered from the hostile-input matrix that the container tests run; regenerate
+    it with `python tests/hostile_inputs.py` after changing the matrix."""
+    from hostile_inputs import PAGE, render_page
+
+    assert PAGE.read_text() == render_page(), "docs/reference/bad-inputs.md is stale: run python tests/hostile_inputs.py"

@@ -23,8 +23,9 @@ from hecktor.io import write_gc_input
 from hecktor.networks.fused import MODES as TASK3_MODES
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, RiskPredictor
 from hecktor.tasks import get_task
-from test_containers import (DEGRADED, EHR, ERROR, MATRIX, REPAIRED, SILENTLY_WRONG, _load_inference, _spoiled_input,
-                             _warning_lines, bundles, check_failure, files_under, synthetic_case)
+from hostile_inputs import (BIOMARKER_MODE_OUTCOMES, DEGRADED, EHR, ERROR, MATRIX, REPAIRED, SILENTLY_WRONG,
+                            _spoiled_input, _warning_lines)
+from test_containers import _load_inference, bundles, check_failure, files_under, synthetic_case
 from test_hpv import build_predictor as build_hpv_predictor
 from test_prognosis import build_biomarker_predictor, build_predictor
 
@@ -32,10 +33,6 @@ __all__ = ["bundles", "synthetic_case"]  # fixtures of test_containers, used her
 
 INFERENCE = {2: _load_inference(2), 3: _load_inference(3)}
 DEFAULT_MODE = "biomarkers"
-DEFAULT_MODE_OUTCOMES = {
-    # where the default mode, which has no network, says otherwise than the matrix's fusion bundle
-    "ct_and_pet_missing": (DEGRADED, "no usable CT, nothing to segment"),
-}
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +116,7 @@ def test_a_silently_wrong_input_answers_as_its_clean_twin_in_every_mode(name, ta
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_the_default_mode_gives_a_valid_answer_or_one_error_line(name, mode_bundles, synthetic_case, tmp_path):
     """The whole matrix on Task 2's default mode, which segments the case and measures its biomarkers."""
-    kind, text = DEFAULT_MODE_OUTCOMES.get(name, MATRIX[name][2])
+    kind, text = BIOMARKER_MODE_OUTCOMES.get(name, MATRIX[name][2])
     input_dir = _spoiled_input(name, synthetic_case, tmp_path)
     status, stdout, stderr = run(2, input_dir, tmp_path / "out", mode_bundles[2, DEFAULT_MODE])
     assert "Traceback" not in stdout + stderr

@@ -50,8 +50,8 @@ from hecktor.training.hpv import (
     load_hpv_csv_cohort,
     score_held_out,
 )
-from test_containers import (DEGRADED, ERROR, MATRIX, REPAIRED, STRICT_ERRORS, _spoiled_input, _warning_lines,
-                             check_failure, files_under)
+from hostile_inputs import DEGRADED, ERROR, MATRIX, REPAIRED, STRICT_ERRORS, _spoiled_input, _warning_lines
+from test_containers import check_failure, files_under
 
 SPEC = get_task(3)
 PLAN = BoxPlan(input_shape_zyx=(24, 24, 24), brain_min_volume_ml=50.0)
