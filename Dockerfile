@@ -115,7 +115,7 @@ RUN set -eu; \
         "numpy==2.4.6" "SimpleITK==2.5.7" "scipy==1.17.1" "scikit-survival==0.28.0" "tqdm==4.70.1" "einops==0.8.2" \
         "monai>=1.5.2,<1.7"; \
     rm -rf /tmp/hecktor-src; \
-    python -c "import hecktor.container, hecktor.io, hecktor.segment, hecktor.prognosis, hecktor.diagnosis"; \
+    python -c "import hecktor.container, hecktor.case, hecktor.segment, hecktor.prognosis, hecktor.diagnosis"; \
     if [ "${WITH_MAMBA}" = "1" ]; then \
         python -c "import sys; from hecktor.scan import mamba_ssm_selective_scan as f; \
                    sys.exit(0 if f() else 'error: mamba_ssm does not import (see the pip output above)')"; \

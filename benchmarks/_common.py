@@ -20,7 +20,8 @@ import SimpleITK as sitk
 import torch
 
 from hecktor.clinical import ClinicalEncoder
-from hecktor.io import find_single_image, read_image, write_gc_input
+from hecktor.datasets import write_gc_input
+from hecktor.images import find_single_image, read_image
 from hecktor.networks.fused import RESNET18_BACKBONE, FusedFeatureExtractor
 
 REPO = Path(__file__).resolve().parents[1]

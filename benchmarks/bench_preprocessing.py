@@ -27,8 +27,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from hecktor.datasets import write_gc_input
 from hecktor.geometry import Grid, resample_to_grid
-from hecktor.io import read_image, write_gc_input, find_single_image
+from hecktor.images import read_image, find_single_image
 from hecktor.localization import localize_head_and_neck
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import (

@@ -49,8 +49,9 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
 from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder
+from hecktor.datasets import write_gc_input
 from hecktor.folds import make_folds
-from hecktor.io import find_single_image, read_image, write_gc_input
+from hecktor.images import find_single_image, read_image
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.plan import BoxPlan
@@ -164,7 +165,7 @@ def out_of_fold_masks(seg_run: Path, jobs: int) -> dict:
 def task1_oof_quality(cohort_dir: Path, masks: dict[str, Path]) -> dict[str, float]:
     """GTVp mean Dice, GTVn DSCagg and F1agg of the out-of-fold masks against the labels, and the share of masks
     without a primary (hecktor.metrics, as the leaderboard scores)."""
-    from hecktor.io import list_training_cases
+    from hecktor.datasets import list_training_cases
     from hecktor.metrics import evaluate_segmentation, summarize_segmentation
 
     records = [evaluate_segmentation(sitk.ReadImage(str(masks[case.patient_id])), sitk.ReadImage(str(case.label_path)),

@@ -54,7 +54,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from hecktor.io import list_training_cases
+from hecktor.datasets import list_training_cases
 from hecktor.metrics import evaluate_segmentation, summarize_segmentation
 from hecktor.segment import Segmenter
 from hecktor.synthetic import generate_cohort

@@ -67,9 +67,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from hecktor.datasets import TrainingCase, list_training_cases
 from hecktor.errors import InputError
 from hecktor.folds import kfold_split
-from hecktor.io import TrainingCase, list_training_cases
 from hecktor.labels import LABELS
 from hecktor.metrics import evaluate_segmentation, summarize_segmentation
 

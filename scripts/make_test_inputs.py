@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import SimpleITK as sitk
 
+from hecktor.datasets import write_gc_input
 from hecktor.errors import HecktorError, InputError
-from hecktor.io import write_gc_input
 from hecktor.synthetic import ORIENTATIONS, SIZES, make_case
 from hecktor.tasks import get_task, task_numbers
 

@@ -186,7 +186,7 @@ for task in "${tasks[@]}"; do
             --volume "$work/input:/input:ro" --volume "$work/output:/output" --volume "hecktor-smoke-tmp-$$:/tmp" \
             --entrypoint python "$image" -c "
 import os, socket, sys, tempfile
-import torch, SimpleITK, monai, hecktor, hecktor.io, hecktor.segment, hecktor.prognosis, hecktor.diagnosis
+import torch, SimpleITK, monai, hecktor, hecktor.case, hecktor.segment, hecktor.prognosis, hecktor.diagnosis
 print('imports ok: torch', torch.__version__, 'monai', monai.__version__, 'hecktor', hecktor.__version__)
 print('uid', os.getuid(), 'cwd', os.getcwd(), 'files', sorted(os.listdir('.')), 'bundle', sorted(os.listdir('resources/bundle'))[:3])
 for path in ('/output/probe', tempfile.gettempdir() + '/probe'):

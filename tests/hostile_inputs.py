@@ -21,8 +21,8 @@ import SimpleITK as sitk
 if __name__ == "__main__":  # run as a script from the repository root: the tests' own helpers sit beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO, blank_image, head_phantom, paint  # noqa: E402
+from hecktor.datasets import write_gc_input  # noqa: E402
 from hecktor.geometry import Grid  # noqa: E402
-from hecktor.io import write_gc_input  # noqa: E402
 from hecktor.plan import RegionPlan  # noqa: E402
 from hecktor.preprocessing import preprocess_region  # noqa: E402
 
@@ -453,7 +453,7 @@ repairs stay warnings. Where no output can exist, both modes print one line `err
 and leave no output file (one left by an earlier run is removed; a successful run replaces it atomically). Never a
 traceback.
 
-**In the library.** `hecktor.io.read_case` reads a case as the containers do: it drops an unusable image or record
+**In the library.** `hecktor.case.read_case` reads a case as the containers do: it drops an unusable image or record
 (the value becomes `None`, the error line is kept in `CaseInput.problems`) unless called with `strict=True`, and it
 repairs the images it keeps, once (`hecktor.repair.repair_case`: NaN voxels to the padding value, a CT stored with a
 +1024 offset, a PET in Bq/ml divided by the body's median uptake, PET voxels above 1000× that median replaced by their

@@ -23,7 +23,8 @@ import torch
 from conftest import REPO
 from hecktor.bundle import write_bundle
 from hecktor.clinical import ClinicalEncoder
-from hecktor.io import find_single_image, read_image_or_placeholder, write_gc_input
+from hecktor.datasets import write_gc_input
+from hecktor.images import find_single_image, read_image_or_placeholder
 from hecktor.localization import inside_field_of_view, localize_head_and_neck
 from hecktor.preprocessing import preprocess_box, preprocess_region
 from hecktor.tasks import get_task
@@ -277,7 +278,7 @@ def test_an_output_that_cannot_be_written_is_one_error_line(bundles, synthetic_c
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("hecktor.io.tempfile.mkstemp", read_only)  # what a read-only /output does (we may be root)
+    monkeypatch.setattr("hecktor.outputs.tempfile.mkstemp", read_only)  # what a read-only /output does (we may be root)
     for task in (1, 2):
         status, _, stderr = run(task, input_dir, tmp_path / "read-only", bundles[task])
         check_failure(status, stderr, tmp_path / "read-only", "Permission denied; the output folder must be a writable")

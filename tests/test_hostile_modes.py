@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hecktor.datasets import write_gc_input
 from hecktor.diagnosis import HPVPredictor
-from hecktor.io import write_gc_input
 from hecktor.networks.fused import MODES as TASK3_MODES
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, RiskPredictor
 from hecktor.tasks import get_task

@@ -26,15 +26,16 @@ import export_hpv
 import train_hpv
 from conftest import REPO, head_phantom
 from hecktor import evaluate as evaluate_cli
-from hecktor import io as hio
 from hecktor import predict as predict_cli
 from hecktor.bundle import write_bundle
 from hecktor.clinical import ClinicalEncoder
+from hecktor.case import read_case
+from hecktor.datasets import ehr_from_row, list_training_cases, read_training_table, write_gc_input
 from hecktor.diagnosis import ClassifierFold, DiagnosisReport, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import BundleError, InputError
-from hecktor.io import list_training_cases, read_training_table, write_gc_input
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
+from hecktor.outputs import write_json_boolean
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.survival import ensemble_weights
@@ -96,11 +97,11 @@ def fusion_bundle(tmp_path_factory) -> Path:
 
 
 def test_write_json_boolean_is_exactly_true_or_false(tmp_path):
-    assert hio.write_json_boolean(True, tmp_path / "a.json").read_bytes() == b"true"
-    assert hio.write_json_boolean(np.bool_(False), tmp_path / "b.json").read_bytes() == b"false"
+    assert write_json_boolean(True, tmp_path / "a.json").read_bytes() == b"true"
+    assert write_json_boolean(np.bool_(False), tmp_path / "b.json").read_bytes() == b"false"
     for value in (1, 0, "true", None, 0.7):
         with pytest.raises(ValueError, match="expected a boolean"):
-            hio.write_json_boolean(value, tmp_path / "c.json")
+            write_json_boolean(value, tmp_path / "c.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temporary, no partial file
 
 
@@ -316,7 +317,7 @@ def test_container_writes_the_predictors_decision_and_drops_folds_under_the_time
                                                                                          tmp_path):
     input_dir = write_gc_input(synthetic_case.ct, synthetic_case.pet, tmp_path / "in", synthetic_case.ehr(task=3))
     predictor = HPVPredictor.from_bundle(fusion_bundle, device="cpu")
-    expected = predictor.predict_case(hio.read_case(input_dir))
+    expected = predictor.predict_case(read_case(input_dir))
     status, stdout, _ = run(input_dir, tmp_path / "out", fusion_bundle)
     assert status == 0 and check_status(tmp_path / "out") is expected
     assert f"P(HPV+) {predictor.last_report.probability:.3f}" in stdout
@@ -490,7 +491,7 @@ def test_predict_and_evaluate_task3(fusion_bundle, cohort_dir, tmp_path, capsys)
     first = next(c for c in list_training_cases(cohort_dir, 3) if c.patient_id == rows[0]["PatientID"])
     ct, pet, _ = first.read()
     record = {r["PatientID"]: r for r in read_training_table(cohort_dir, 3)}[first.patient_id]
-    assert float(rows[0]["probability"]) == pytest.approx(predictor.predict_probability(ct, pet, hio.ehr_from_row(
+    assert float(rows[0]["probability"]) == pytest.approx(predictor.predict_probability(ct, pet, ehr_from_row(
         record, 3)), abs=1e-9)
     assert all(r["hpv_status"] == ("true" if float(r["probability"]) >= predictor.threshold else "false")
                for r in rows)

@@ -11,7 +11,13 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import head_phantom
-from hecktor import io
+from hecktor import outputs
+from hecktor.case import REMEDIES, read_case
+from hecktor.datasets import (ehr_from_row, list_training_cases, read_training_table, training_case_to_gc_input,
+                              write_gc_input)
+from hecktor.images import _quiet_stderr, find_single_image, read_image
+from hecktor.outputs import remove_output, write_json_number, write_mask, write_text_atomic
+from hecktor.records import read_ehr
 from hecktor.tasks import get_task
 from hecktor.errors import InputError
 
@@ -24,27 +30,27 @@ def _write(image, path):
 
 def _gc_folder(tmp_path, ehr={"Age": 60, "Gender": 1}):
     ct, pet, _, _ = head_phantom()
-    return io.write_gc_input(ct, pet, tmp_path / "input", ehr=ehr, seed=3), ct, pet
+    return write_gc_input(ct, pet, tmp_path / "input", ehr=ehr, seed=3), ct, pet
 
 
 def test_gc_input_round_trip_keeps_geometry_and_values(tmp_path):
     folder, ct, pet = _gc_folder(tmp_path)
-    case = io.read_case(folder)
+    case = read_case(folder)
     assert case.ehr == {"Age": 60, "Gender": 1}
     assert case.ct_path.parent.name == "ct" and len(case.ct_path.stem) == 36  # a UUID
     for read, original in ((case.ct, ct), (case.pet, pet)):
         assert read.GetSize() == original.GetSize() and read.GetOrigin() == original.GetOrigin()
         np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(original))
     # reproducible names from the seed
-    again = io.write_gc_input(ct, pet, tmp_path / "again", seed=3)
+    again = write_gc_input(ct, pet, tmp_path / "again", seed=3)
     assert sorted(p.name for p in (again / "images" / "ct").iterdir()) == [case.ct_path.name]
 
 
 def test_missing_ehr_is_a_warning_not_an_error(tmp_path):
     folder, _, _ = _gc_folder(tmp_path, ehr=None)
-    case = io.read_case(folder)
+    case = read_case(folder)
     assert case.ehr is None and "absent" in case.warnings[0]
-    assert io.read_case(folder, with_ehr=False).warnings == []
+    assert read_case(folder, with_ehr=False).warnings == []
 
 
 BREAKAGES = [
@@ -66,7 +72,7 @@ def test_bad_input_folders_give_one_line_errors_when_strict(tmp_path, dropped, b
     folder, _, _ = _gc_folder(tmp_path)
     breakage(folder)
     with pytest.raises(InputError, match=message) as error:
-        io.read_case(folder, strict=True)
+        read_case(folder, strict=True)
     assert "\n" not in str(error.value)
 
 
@@ -74,13 +80,13 @@ def test_bad_input_folders_give_one_line_errors_when_strict(tmp_path, dropped, b
 def test_by_default_an_unusable_input_is_dropped_with_one_warning(tmp_path, dropped, breakage, message):
     folder, ct, pet = _gc_folder(tmp_path)
     breakage(folder)
-    case = io.read_case(folder)
+    case = read_case(folder)
     assert not case.strict
     assert [k for k in ("CT", "PET", "ehr.json") if getattr(case, {"ehr.json": "ehr"}.get(k, k.lower())) is None] \
         == [dropped]
     assert list(case.problems) == [dropped] and re.search(message, case.problems[dropped])
     (line,) = [w for w in case.warnings if dropped in w]
-    assert line.startswith(f"{dropped} unusable (") and line.endswith(io.REMEDIES[dropped])
+    assert line.startswith(f"{dropped} unusable (") and line.endswith(REMEDIES[dropped])
     assert "\n" not in line
 
 
@@ -96,32 +102,32 @@ def test_pets_that_cannot_be_used_are_dropped_and_named(tmp_path):
     for image, message in ((zero, "PET is empty: every voxel equals 0"), (constant, "every voxel equals 2.5"),
                            (all_nan, "PET holds no finite voxel"), (far, "PET and CT do not overlap")):
         sitk.WriteImage(image, str(pet_path))
-        case = io.read_case(folder)
+        case = read_case(folder)
         assert case.pet is None and case.ct is not None and message in case.problems["PET"]
         with pytest.raises(InputError, match=message):
-            io.read_case(folder, strict=True)
+            read_case(folder, strict=True)
     # an all-NaN CT: dropped too (a predictor that needs it raises the problem)
     sitk.WriteImage(pet, str(pet_path))
     (ct_path,) = (folder / "images" / "ct").iterdir()
     nan_ct = sitk.Cast(ct, sitk.sitkFloat32) * float("nan")
     sitk.WriteImage(nan_ct, str(ct_path))
-    case = io.read_case(folder)
+    case = read_case(folder)
     assert case.ct is None and case.pet is not None and "CT holds no finite voxel" in case.problems["CT"]
 
 
 def test_2d_and_flat_images_are_refused(tmp_path):
     flat = sitk.Image([1, 1, 1], sitk.sitkFloat32)
     with pytest.raises(InputError, match=r"not a 3-D volume \(size 1x1x1\)"):
-        io.read_image(_write(flat, tmp_path / "flat.mha"), "CT")
+        read_image(_write(flat, tmp_path / "flat.mha"), "CT")
     plane = sitk.Image([16, 16], sitk.sitkInt16)
     with pytest.raises(InputError, match=r"not a 3-D volume \(size 16x16\)"):
-        io.read_image(_write(plane, tmp_path / "plane.mha"), "CT")
+        read_image(_write(plane, tmp_path / "plane.mha"), "CT")
 
 
 def test_write_mask_is_compressed_uint8_and_leaves_no_temporary(tmp_path):
     ct, _, label, _ = head_phantom()
     target = tmp_path / "out" / get_task(1).output
-    io.write_mask(sitk.Cast(label, sitk.sitkFloat32), target)
+    write_mask(sitk.Cast(label, sitk.sitkFloat32), target)
     written = sitk.ReadImage(str(target))
     assert written.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(label))
@@ -136,16 +142,16 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(sitk, "WriteImage", crash)
     ct, _, label, _ = head_phantom()
     with pytest.raises(RuntimeError):
-        io.write_mask(label, tmp_path / "output.mha")
+        write_mask(label, tmp_path / "output.mha")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_json_number_is_one_bare_number(tmp_path):
-    path = io.write_json_number(np.float32(-0.396), tmp_path / "rfs.json")
+    path = write_json_number(np.float32(-0.396), tmp_path / "rfs.json")
     assert json.loads(path.read_text()) == pytest.approx(-0.396, abs=1e-6)
     assert not path.read_text().startswith("{")
     with pytest.raises(ValueError, match="non-finite"):
-        io.write_json_number(float("nan"), tmp_path / "nan.json")
+        write_json_number(float("nan"), tmp_path / "nan.json")
     assert not (tmp_path / "nan.json").exists()
 
 
@@ -168,29 +174,29 @@ def _training_root(tmp_path, survival="120.5,1"):
 
 def test_training_layout_is_read(tmp_path):
     root = _training_root(tmp_path)
-    cases = io.list_training_cases(root, 1)
+    cases = list_training_cases(root, 1)
     assert [c.patient_id for c in cases] == ["CHUM-001", "MDA-002"]
     ct, pet, label = cases[0].read()
     assert label is not None and label.GetSize() == ct.GetSize()
-    rows = io.read_training_table(root, 2)
+    rows = read_training_table(root, 2)
     assert rows[1]["Age"] is None and rows[1]["M-stage"] == "Mx"
     assert rows[0]["RFS"] == 120.5 and rows[0]["Relapse"] == 1
-    assert io.ehr_from_row(rows[0]) == {"CenterID": 1, "Age": 56, "Gender": 1, "Tobacco Consumption": None,
+    assert ehr_from_row(rows[0]) == {"CenterID": 1, "Age": 56, "Gender": 1, "Tobacco Consumption": None,
                                         "Alcohol Consumption": 0, "Performance Status": 1, "Treatment": 1,
                                         "M-stage": "M0"}
-    out = io.training_case_to_gc_input(io.list_training_cases(root, 2)[0], rows[0], tmp_path / "gc")
-    assert io.read_case(out).ehr["Age"] == 56
+    out = training_case_to_gc_input(list_training_cases(root, 2)[0], rows[0], tmp_path / "gc")
+    assert read_case(out).ehr["Age"] == 56
 
 
 def test_bad_training_tables(tmp_path):
     root = _training_root(tmp_path, survival="abc,1")
     with pytest.raises(InputError, match="RFS must be a number"):
-        io.read_training_table(root, 2)
+        read_training_table(root, 2)
     (root / "Task 1" / "CHUM-001" / "CHUM-001.nii.gz").unlink()
     with pytest.raises(InputError, match="case CHUM-001: label file missing"):
-        io.list_training_cases(root, 1)
+        list_training_cases(root, 1)
     with pytest.raises(InputError, match="HECKTOR folder not found"):
-        io.list_training_cases(tmp_path / "nowhere", 1)
+        list_training_cases(tmp_path / "nowhere", 1)
 
 
 # ------------------------------------------------------------------------------------------- hostile files
@@ -203,29 +209,29 @@ def test_upper_case_suffixes_are_read_without_noise_on_stderr(tmp_path, capfd):
         sitk.WriteImage(image, str(lower))
         lower.rename(tmp_path / name)
         warnings: list[str] = []
-        read = io.read_image(tmp_path / name, "CT", warnings)
+        read = read_image(tmp_path / name, "CT", warnings)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
         assert warnings == []
     (tmp_path / "one").mkdir()
     (tmp_path / "ct.MHA").rename(tmp_path / "one" / "X.MHA")
-    assert io.find_single_image(tmp_path / "one").name == "X.MHA"
+    assert find_single_image(tmp_path / "one").name == "X.MHA"
     assert capfd.readouterr().err == ""  # NIfTI prints "mixed case extension" to fd 2 when given such a name
 
 
 def test_4d_images_with_one_frame_are_read_as_3d_and_several_frames_refused(tmp_path):
     _, pet, _, _ = head_phantom()
     warnings: list[str] = []
-    read = io.read_image(_write(sitk.JoinSeries([pet]), tmp_path / "one.mha"), "PET", warnings)
+    read = read_image(_write(sitk.JoinSeries([pet]), tmp_path / "one.mha"), "PET", warnings)
     assert read.GetDimension() == 3 and read.GetSize() == pet.GetSize() and read.GetOrigin() == pet.GetOrigin()
     assert warnings == ["PET one.mha is 4-D with a single frame: read as its 3-D volume"]
     with pytest.raises(InputError, match=r"not a 3-D volume \(size 40x40x36x2\)"):
-        io.read_image(_write(sitk.JoinSeries([pet, pet]), tmp_path / "two.mha"), "PET")
+        read_image(_write(sitk.JoinSeries([pet, pet]), tmp_path / "two.mha"), "PET")
 
 
 def test_a_tiff_is_read_with_a_warning_that_its_geometry_is_lost(tmp_path):
     ct, _, _, _ = head_phantom()
     warnings: list[str] = []
-    read = io.read_image(_write(sitk.Cast(ct, sitk.sitkInt16), tmp_path / "ct.tif"), "CT", warnings)
+    read = read_image(_write(sitk.Cast(ct, sitk.sitkInt16), tmp_path / "ct.tif"), "CT", warnings)
     assert read.GetSize() == ct.GetSize() and read.GetOrigin() != ct.GetOrigin()
     assert len(warnings) == 1 and "TIFF file, which stores no origin or direction" in warnings[0]
 
@@ -244,7 +250,7 @@ EHR = {"Age": 56, "Gender": 1, "Name": "Müller"}
 ])
 def test_ehr_in_any_unicode_encoding_or_latin1_is_decoded_with_a_warning(tmp_path, encoding, data, note):
     (tmp_path / "ehr.json").write_bytes(data)
-    record, warnings = io.read_ehr(tmp_path / "ehr.json")
+    record, warnings = read_ehr(tmp_path / "ehr.json")
     assert record == EHR
     assert warnings == ([] if note is None else [f"ehr.json is {note} text, not UTF-8: decoded as such"])
 
@@ -255,8 +261,8 @@ def test_ehr_in_any_unicode_encoding_or_latin1_is_decoded_with_a_warning(tmp_pat
 def test_outputs_are_readable_by_others_whatever_the_umask(tmp_path):
     old = os.umask(0o077)
     try:
-        path = io.write_text_atomic("1.5", tmp_path / "rfs.json")
-        mask = io.write_mask(head_phantom()[2], tmp_path / "deep" / "output.mha")
+        path = write_text_atomic("1.5", tmp_path / "rfs.json")
+        mask = write_mask(head_phantom()[2], tmp_path / "deep" / "output.mha")
     finally:
         os.umask(old)
     for written in (path, mask):
@@ -264,7 +270,7 @@ def test_outputs_are_readable_by_others_whatever_the_umask(tmp_path):
         assert mode & 0o644 == 0o644 and not mode & 0o022, oct(mode)
     old = os.umask(0o022)
     try:
-        assert io.write_text_atomic("2", tmp_path / "other.json").stat().st_mode & 0o777 == 0o644
+        assert write_text_atomic("2", tmp_path / "other.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
 
@@ -273,31 +279,31 @@ def test_an_existing_output_is_replaced_in_one_step(tmp_path):
     target = tmp_path / "rfs.json"
     target.write_text("stale")
     inode = target.stat().st_ino
-    io.write_json_number(0.25, target)
+    write_json_number(0.25, target)
     assert target.read_text() == "0.25" and target.stat().st_ino != inode  # a rename, not a rewrite in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rfs.json"]
-    assert io.remove_output(target) and not target.exists() and not io.remove_output(target)
+    assert remove_output(target) and not target.exists() and not remove_output(target)
 
 
 def test_unwritable_output_locations_are_input_errors(tmp_path, monkeypatch):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     with pytest.raises(InputError, match=r"cannot write .*a-file/rfs.json: .*the output folder must be a writable"):
-        io.write_json_number(1.0, a_file / "rfs.json")
+        write_json_number(1.0, a_file / "rfs.json")
     (tmp_path / "output.mha").mkdir()  # a folder where the file goes
     with pytest.raises(InputError, match=r"cannot write .*output.mha: Is a directory"):
-        io.write_mask(head_phantom()[2], tmp_path / "output.mha")
+        write_mask(head_phantom()[2], tmp_path / "output.mha")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "output.mha"]  # no temporary left
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", denied)
     with pytest.raises(InputError, match="Permission denied"):
-        io.write_text_atomic("1", tmp_path / "ro" / "x.json")
+        write_text_atomic("1", tmp_path / "ro" / "x.json")
 
 
 def test_what_c_libraries_print_while_reading_is_captured_not_sent_to_stderr(capfd):
-    with io._quiet_stderr() as printed:
+    with _quiet_stderr() as printed:
         os.write(2, b"** nifti_image_read: junk\n")
     assert printed == ["** nifti_image_read: junk"] and capfd.readouterr().err == ""

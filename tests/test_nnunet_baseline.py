@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from sklearn.model_selection import KFold
 
 from conftest import DIRECTIONS, REPO, blank_image, physical_coordinates
+from hecktor.datasets import list_training_cases
 from hecktor.folds import kfold_split
-from hecktor.io import list_training_cases
 from hecktor.synthetic import generate_cohort
 
 

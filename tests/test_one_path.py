@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, head_phantom
+from hecktor.datasets import write_gc_input
 from hecktor.diagnosis import HPVPredictor
-from hecktor.io import write_gc_input
 from hecktor.prognosis import RiskPredictor
 from hecktor.runtime import WRITERS, output_writer, predictor_class
 from hecktor.segment import Segmenter

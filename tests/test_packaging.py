@@ -23,8 +23,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import DIRECTIONS
+from hecktor.datasets import write_gc_input
+from hecktor.outputs import write_mask, write_json_boolean, write_json_number
 from hecktor.tasks import get_task, task_numbers
-from hecktor.io import write_gc_input, write_mask, write_json_boolean, write_json_number
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("build.sh", "test_container.sh", "scripts/podman_smoke.sh")
@@ -93,7 +94,8 @@ if args[0] == "run":
 FAKE_INFERENCE = """import argparse, json, os, sys
 from pathlib import Path
 import numpy as np, SimpleITK as sitk
-from hecktor.io import read_case, write_json_boolean, write_json_number, write_mask
+from hecktor.case import read_case
+from hecktor.outputs import write_json_boolean, write_json_number, write_mask
 from hecktor.tasks import get_task
 parser = argparse.ArgumentParser()
 parser.add_argument("--input"); parser.add_argument("--output")
@@ -591,7 +593,7 @@ def test_dockerfile_follows_the_platform_template(task, tmp_path):
                  '"tqdm==4.70.1"', '"einops==0.8.2"', '"monai>=1.5.2,<1.7"'):
         assert pin_ in install
     imported = re.search(r'python -c "import ([\w., ]+)"', install).group(1)
-    assert {"hecktor.io", "hecktor.segment", "hecktor.prognosis", "hecktor.diagnosis"} <= set(imported.split(", "))
+    assert {"hecktor.case", "hecktor.segment", "hecktor.prognosis", "hecktor.diagnosis"} <= set(imported.split(", "))
     # Every COPY source is let through by .dockerignore (the context is the repository root; a '*' matches within
     # one path element, as in Docker's patterns).
     ignore = (REPO / ".dockerignore").read_text().splitlines()
@@ -645,11 +647,11 @@ def test_build_context_holds_no_synthetic_generator_or_training_code():
              for p in (REPO / top).rglob("*") if p.is_file()}
     # The training subpackage may not exist in this checkout yet; what lands there must stay out too.
     files |= {"shared/hecktor/training/__init__.py", "shared/hecktor/training/loops/segmentation.py",
-              "shared/hecktor/__pycache__/io.cpython-312.pyc", "training/seg_trainer.py",
+              "shared/hecktor/__pycache__/case.cpython-312.pyc", "training/seg_trainer.py",
               "shared/hecktor/synthetic/a_new_module.py"}
     context = {f for f in files if admitted(f)}
     for needed in ("shared/pyproject.toml", "shared/hecktor/__init__.py", "shared/hecktor/segment.py",
-                   "shared/hecktor/prognosis.py", "shared/hecktor/io.py", "shared/hecktor/budget.py",
+                   "shared/hecktor/prognosis.py", "shared/hecktor/case.py", "shared/hecktor/budget.py",
                    "shared/hecktor/networks/hecmamba.py", "shared/hecktor/diagnosis.py",
                    *(f"{get_task(t).container}/inference.py" for t in TASKS)):
         assert needed in context, needed

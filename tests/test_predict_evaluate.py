@@ -29,7 +29,7 @@ from hecktor import runtime
 from hecktor.budget import PredictionReport
 from hecktor.bundle import write_bundle
 from hecktor.clinical import ClinicalEncoder
-from hecktor.io import ehr_from_row, list_training_cases, read_training_table, training_case_to_gc_input
+from hecktor.datasets import ehr_from_row, list_training_cases, read_training_table, training_case_to_gc_input
 from hecktor.metrics import dice
 from hecktor.networks import build_network
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor

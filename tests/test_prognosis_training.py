@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import REPO
+from hecktor.datasets import ehr_from_row, list_training_cases
 from hecktor.errors import InputError
 from hecktor.folds import make_folds
-from hecktor.io import ehr_from_row, list_training_cases
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import TINY_BACKBONE
 from hecktor.plan import BoxPlan

@@ -15,10 +15,10 @@ import SimpleITK as sitk
 import torch
 
 from conftest import REPO
+from hecktor.datasets import list_training_cases
 from hecktor.errors import InputError
-from hecktor.io import list_training_cases
-from hecktor.patches import preprocess_training_case
 from hecktor.folds import kfold_split, load_folds
+from hecktor.patches import preprocess_training_case
 from hecktor.plan import RegionPlan
 from hecktor.segment import Segmenter
 from hecktor.synthetic import generate_cohort

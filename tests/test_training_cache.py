@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hecktor.datasets import TrainingCase
 from hecktor.errors import InputError
-from hecktor.io import TrainingCase
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.training import cache as cache_module
 from hecktor.training.cache import CACHE_VERSION, PreprocessingCache, available_cores, resolve_workers

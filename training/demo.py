@@ -49,8 +49,8 @@ from typing import Any, Sequence
 
 import SimpleITK as sitk
 
+from hecktor.datasets import write_gc_input
 from hecktor.errors import InputError
-from hecktor.io import write_gc_input
 from hecktor.metrics import (balanced_accuracy, concordance_index, evaluate_segmentation, roc_auc,
                              summarize_segmentation)
 from hecktor.plan import BoxPlan

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from hecktor.errors import BundleError, InputError
-from hecktor.io import CLINICAL_COLUMNS
+from hecktor.tasks import CLINICAL_COLUMNS
 
 # The seven seed features: every column of the HECKTOR 2025 table except the centre and HPV status.
 DEFAULT_FEATURES: tuple[str, ...] = tuple(c for c in CLINICAL_COLUMNS if c not in ("CenterID", "HPV Status"))

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hecktor.budget import DEFAULT_SAFETY, TimeBudget, console_logging, process_start_time
+from hecktor.case import read_case
 from hecktor.errors import HecktorError
-from hecktor.io import read_case, remove_output
+from hecktor.outputs import remove_output
 from hecktor.runtime import output_writer, predictor_class
 from hecktor.tasks import TaskSpec, get_task
 

@@ -42,13 +42,13 @@ import torch
 
 from hecktor.budget import PredictionReport, TimeBudget
 from hecktor.bundle import Bundle, load_bundle, write_bundle
+from hecktor.case import CaseInput
 from hecktor.clinical import ClinicalEncoder
 from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
     check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
     network_and_encoder_files
 from hecktor.errors import BundleError
 from hecktor.feature_range import FeatureRange, OutOfRange
-from hecktor.io import CaseInput
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.prognosis import FoldModel, RiskPredictor

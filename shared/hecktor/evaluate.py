@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from hecktor.datasets import SURVIVAL_COLUMNS, list_training_cases, read_clinical_csv, task_folder
 from hecktor.errors import HecktorError, InputError
-from hecktor.io import (SURVIVAL_COLUMNS, list_training_cases, read_clinical_csv, read_image, task_folder,
-                        write_text_atomic)
+from hecktor.images import read_image
 from hecktor.labels import FOREGROUND, GTVN, GTVP
 from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, balanced_accuracy, concordance_index,
                              evaluate_segmentation, roc_auc, summarize_segmentation)
+from hecktor.outputs import write_text_atomic
 from hecktor.predict import CliParser, prediction_column
 from hecktor.tasks import TaskSpec, get_task, task_numbers
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hecktor.errors import InputError
-from hecktor.io import write_text_atomic
+from hecktor.outputs import write_text_atomic
 
 __all__ = ["make_folds", "kfold_split", "select_folds", "save_folds", "load_folds"]
 

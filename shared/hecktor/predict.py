@@ -5,9 +5,9 @@ Two input layouts are recognised (the first line printed says which):
 * **HECKTOR**: the distributed training layout, ``DATA/Task N/<PID>/<PID>__CT.nii.gz, <PID>__PT.nii.gz`` (``DATA``
   or ``DATA/Task N`` may be given; any folder of ``<PID>/<PID>__CT.nii.gz`` case folders works). A task that reads
   the clinical record takes it from the folder's CSV (the task's training table, else the only ``*.csv`` there),
-  one row per PatientID, as the platform's ``ehr.json`` would give it (:func:`hecktor.io.ehr_from_row`).
+  one row per PatientID, as the platform's ``ehr.json`` would give it (:func:`hecktor.datasets.ehr_from_row`).
 * **Grand Challenge**: a folder of case folders ``<case>/images/ct/*.mha``, ``<case>/images/pet/*.mha``,
-  ``<case>/ehr.json`` (or one such case folder), read by :func:`hecktor.io.read_case` as the containers read them.
+  ``<case>/ehr.json`` (or one such case folder), read by :func:`hecktor.case.read_case` as the containers read them.
 
 Every case goes through the predictor the containers use (the task's class in :mod:`hecktor.runtime`,
 ``from_bundle(...)``, then ``predict_case``); what is written follows the task's output kind in the registry
@@ -44,8 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from hecktor.case import CaseInput, read_case
+from hecktor.datasets import ehr_from_row, read_clinical_csv
 from hecktor.errors import HecktorError, InputError
-from hecktor.io import CaseInput, ehr_from_row, read_case, read_clinical_csv, read_image, write_text_atomic
+from hecktor.images import read_image
+from hecktor.outputs import write_text_atomic
 from hecktor.runtime import output_writer, predictor_class
 from hecktor.tasks import TaskSpec, get_task, task_numbers
 

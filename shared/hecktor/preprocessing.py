@@ -16,8 +16,8 @@ One path for training and both containers:
 The :class:`Region` returned by preprocessing is the "properties" record of nnU-Net: it carries the grid that the
 tensor lives on, so the inverse needs nothing else.
 
-Either image may be ``None`` (a container drops an unusable one; see :func:`hecktor.io.read_case`): its channel is
-then its padding value throughout, as for a region outside its field of view, and without a PET the region is placed
+Either image may be ``None`` (a container drops an unusable one; see :func:`hecktor.case.read_case`): its channel
+is then its padding value throughout, as for a region outside its field of view, and without a PET the region is placed
 from the CT (:func:`~hecktor.localization.localize_head_and_neck`'s fallback).
 """
 

@@ -49,13 +49,13 @@ from hecktor.biomarkers import Biomarkers, BiomarkerScaler, TumourCrop, compute_
     tumour_centre, tumour_crop_input
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle, write_bundle
+from hecktor.case import CaseInput
 from hecktor.clinical import ClinicalEncoder, normalize_ehr, sanitize_ehr, unseen_values
 from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
     check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
     network_and_encoder_files
 from hecktor.errors import BundleError, InputError
 from hecktor.feature_range import OutOfRange, out_of_range_warning
-from hecktor.io import CaseInput
 from hecktor.localization import localize_head_and_neck
 from hecktor.networks.fused import MODES, FusedFeatureExtractor
 from hecktor.plan import BoxPlan

@@ -1,17 +1,17 @@
 """What a scan must be, and the documented repairs of the inputs that are not quite: one place for both.
 
 Screening (:func:`is_placeholder`, :func:`no_finite_voxel_problem`, :func:`empty_pet_problem`,
-:func:`overlap_problem`) names what makes an image unusable, one line each; :func:`hecktor.io.read_case` drops such an
-image (or, strict, refuses it).
+:func:`overlap_problem`) names what makes an image unusable, one line each; :func:`hecktor.case.read_case` drops such
+an image (or, strict, refuses it).
 
 Repairs (:func:`repair_case`) restore the documented units and values, each with one warning line: non-finite
 voxels, a CT stored with a +1024 offset (:func:`repair_ct_offset`), a PET in Bq/ml rather than SUV
 (:func:`repair_pet_unit`), absurd PET voxels (:func:`repair_implausible_pet`). A clean image is never touched, so a
-repaired image passes through again unchanged and silent. :func:`hecktor.io.read_case` repairs each case once, when it
-is read, so that every consumer (the segmentation, the biomarkers of its mask, the tumour cube, the fused networks)
+repaired image passes through again unchanged and silent. :func:`hecktor.case.read_case` repairs each case once, when
+it is read, so that every consumer (the segmentation, the biomarkers of its mask, the tumour cube, the fused networks)
 sees the same images; the predictors repair an in-memory case the same way before anything else.
 
-This module sits below :mod:`hecktor.io` and :mod:`hecktor.preprocessing`, which both use it.
+This module sits below :mod:`hecktor.images`, :mod:`hecktor.case` and :mod:`hecktor.preprocessing`, which use it.
 """
 
 from __future__ import annotations

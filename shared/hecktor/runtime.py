@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hecktor.diagnosis import HPVPredictor
-from hecktor.io import write_json_boolean, write_json_number, write_mask
+from hecktor.outputs import write_json_boolean, write_json_number, write_mask
 from hecktor.prognosis import RiskPredictor
 from hecktor.segment import Segmenter
 from hecktor.tasks import TaskSpec, get_task

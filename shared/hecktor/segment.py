@@ -31,8 +31,8 @@ from torch import nn
 
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.bundle import Bundle, load_bundle
+from hecktor.case import CaseInput
 from hecktor.errors import BundleError, HecktorError, InputError
-from hecktor.io import CaseInput
 from hecktor.labels import N_CLASSES
 from hecktor.plan import RegionPlan
 from hecktor.postprocessing import Postprocessing
@@ -235,7 +235,7 @@ class Segmenter:
             torch.cuda.synchronize(self.device)
 
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> sitk.Image:
-        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call).
+        """:meth:`predict` on a case read by :func:`hecktor.case.read_case` (the container's call).
 
         Without a usable CT there is no grid to write on: the CT's problem is raised as an :class:`InputError`. A
         case whose PET was dropped is segmented from the CT alone; if even that fails (and the case was not read

@@ -32,7 +32,7 @@ RECORD_KEYS = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "P
 never an input)."""
 
 CLINICAL_COLUMNS = ("CenterID", *RECORD_KEYS, "HPV Status")
-"""The clinical columns of the HECKTOR 2025 training tables (``hecktor.io`` reads them; HPV Status is Task 3's
+"""The clinical columns of the HECKTOR 2025 training tables (``hecktor.datasets`` reads them; HPV Status is Task 3's
 target and in no ``ehr.json``)."""
 
 

@@ -10,7 +10,7 @@ Layout::
 
 A case's record names its arrays with their shapes and dtypes, the source fingerprint (size and modification time
 of the case's files) and what the preprocessing function reported. Every file is written through
-:func:`hecktor.io.atomic_path`, and the record after the arrays, so a record marks a complete entry: an entry
+:func:`hecktor.outputs.atomic_path`, and the record after the arrays, so a record marks a complete entry: an entry
 without one (an interrupted build), with a changed source file, or with an array that does not match its record
 (a truncated or replaced file) is rebuilt, never loaded. Another plan means another folder, so a plan change never
 reads stale arrays. A run killed while writing leaves at most hidden temporary files (``.<PID>.<array>.npy.*``);
@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from hecktor.datasets import TrainingCase
 from hecktor.errors import InputError
-from hecktor.io import TrainingCase, atomic_path, write_text_atomic
+from hecktor.outputs import atomic_path, write_text_atomic
 from hecktor.plan import BoxPlan, RegionPlan
 
 CACHE_VERSION = 2

@@ -29,8 +29,8 @@ from hecktor.bundle import check_bundle_destination
 from hecktor.clinical import DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.errors import InputError
 from hecktor.folds import make_folds, save_folds, select_folds
-from hecktor.io import write_text_atomic
 from hecktor.networks.fused import FusedFeatureExtractor
+from hecktor.outputs import write_text_atomic
 from hecktor.plan import BoxPlan
 from hecktor.segment import resolve_device
 from hecktor.training.cache import PreprocessingCache, available_cores

@@ -43,18 +43,18 @@ import numpy as np
 import torch
 
 from hecktor.clinical import parse_number
+from hecktor.datasets import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.diagnosis import ENSEMBLE_RULE, ClassifierFold, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import InputError
 from hecktor.feature_range import FeatureRange
 from hecktor.folds import load_folds
-from hecktor.io import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
 from hecktor.tasks import RECORD_KEYS, get_task
-from hecktor.training.cache import PreprocessingCache
 from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
+from hecktor.training.cache import PreprocessingCache
 from hecktor.training.crossval import json_safe as _json_safe
 from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
@@ -710,7 +710,8 @@ def score_held_out(bundle: str | Path, data: str | Path, *, device: str = "cpu")
     """
     import csv as csv_module
 
-    from hecktor.io import CaseInput, ehr_from_row
+    from hecktor.case import CaseInput
+    from hecktor.datasets import ehr_from_row
 
     predictor = HPVPredictor.from_bundle(bundle, device=device)
     rows = {row["PatientID"]: row for row in read_training_table(data, TASK.number)}

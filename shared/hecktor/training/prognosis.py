@@ -51,24 +51,18 @@ from tqdm import tqdm
 
 from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers
 from hecktor.clinical import DEFAULT_FEATURES
+from hecktor.datasets import TrainingCase, list_training_cases, read_clinical_csv, read_training_table
 from hecktor.errors import InputError
 from hecktor.folds import load_folds
-from hecktor.io import (
-    TrainingCase,
-    list_training_cases,
-    read_clinical_csv,
-    read_image,
-    read_training_table,
-    write_mask,
-    write_text_atomic,
-)
+from hecktor.images import read_image
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor  # noqa: F401
+from hecktor.outputs import write_mask, write_text_atomic
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
-from hecktor.repair import repair_case
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskPredictor, SegmentationSettings, \
     network_mode
+from hecktor.repair import repair_case
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.tasks import get_task

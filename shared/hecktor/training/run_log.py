@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: training runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from hecktor.io import atomic_path, write_text_atomic  # noqa: E402
+from hecktor.outputs import atomic_path, write_text_atomic  # noqa: E402
 
 
 class RunLog:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hecktor.errors import InputError
-from hecktor.io import atomic_path
+from hecktor.outputs import atomic_path
 from hecktor.training.distributed import error_gist
 from hecktor.training.segmentation.config import build_segmentation_network
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from hecktor.datasets import TrainingCase
 from hecktor.errors import InputError
 from hecktor.geometry import Grid
-from hecktor.io import TrainingCase
 from hecktor.patches import preprocess_training_case, sample_patches, sampling_indices
 from hecktor.plan import RegionPlan
 from hecktor.segment import N_CLASSES

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hecktor.datasets import list_training_cases
 from hecktor.errors import InputError
-from hecktor.io import list_training_cases, write_text_atomic
+from hecktor.outputs import write_text_atomic
 from hecktor.training.segmentation.config import CONFIG_JSON, POSTPROCESSING_JSON, VALIDATION_DIR, read_run_config
 
 def choose_run_postprocessing(run_dir: str | Path, data_root: str | Path | None = None,
@@ -27,7 +28,7 @@ def choose_run_postprocessing(run_dir: str | Path, data_root: str | Path | None 
     Returns:
         what was written: ``{"postprocessing": {...}, "report": {...}, "folds": [...], "cases": [...]}``.
     """
-    from hecktor.io import read_image
+    from hecktor.images import read_image
     from hecktor.postprocessing import GTVN_MIN_VOLUME_CANDIDATES_ML, choose_postprocessing
 
     run_dir = Path(run_dir)

@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import hecktor
+from hecktor.datasets import list_training_cases
 from hecktor.errors import InputError
 from hecktor.folds import kfold_split, load_folds, save_folds
-from hecktor.io import list_training_cases, write_text_atomic
 from hecktor.metrics import dice
+from hecktor.outputs import write_text_atomic
 from hecktor.plan import RegionPlan
 from hecktor.segment import autocast_context, sliding_window_probabilities
 from hecktor.training.cache import resolve_workers

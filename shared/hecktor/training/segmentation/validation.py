@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hecktor.io import TrainingCase
+from hecktor.datasets import TrainingCase
 from hecktor.plan import RegionPlan
 from hecktor.training.segmentation.checkpoints import network_from_checkpoint
 from hecktor.training.segmentation.config import VALIDATION_DIR, VALIDATION_LABELS_DIR
@@ -51,7 +51,7 @@ def predict_validation_cases(
     fold_K/validation --labels fold_K/validation_labels`` scores the fold. The trainer calls it after each fold; Task 2's
     biomarker modes call it for folds of older runs that have none (:func:`hecktor.training.prognosis.
     write_validation_masks`). Returns the mask path of each case, by patient ID."""
-    from hecktor.io import write_mask
+    from hecktor.outputs import write_mask
     from hecktor.segment import Segmenter
 
     fold_dir = Path(fold_dir)

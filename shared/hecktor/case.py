@@ -1,0 +1,147 @@
+"""Screening one Grand-Challenge case as the containers read it: ``images/ct/<uuid>.*``, ``images/pet/<uuid>.*`` and
+``ehr.json`` (the layout: docs/reference/platform-interface.md) into a :class:`CaseInput`.
+
+By default an unusable input is dropped with one warning line (:data:`REMEDIES` says what happens instead), and
+``strict`` makes it an error; every odd input, task by task: docs/reference/bad-inputs.md. The image checks and
+repairs themselves are in :mod:`hecktor.repair`; reading one image is :mod:`hecktor.images`, reading ``ehr.json``
+:mod:`hecktor.records`, checking its values :mod:`hecktor.clinical`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from hecktor.clinical import sanitize_ehr
+from hecktor.errors import InputError
+from hecktor.images import find_single_image, read_image_or_placeholder
+from hecktor.records import read_ehr
+from hecktor.repair import empty_pet_problem, is_placeholder, no_finite_voxel_problem, overlap_problem, repair_case
+
+__all__ = ["CaseInput", "REMEDIES", "read_case"]
+
+@dataclass
+class CaseInput:
+    """One case as a container sees it: CT and PET images and the clinical record.
+
+    Attributes:
+        ct, pet: the images as read and repaired (:func:`hecktor.repair.repair_case`; a flat placeholder is kept
+            as it is, see ``placeholder``), or ``None`` when the image is unusable (see ``problems``).
+        ehr: the clinical record with implausible values removed (:func:`hecktor.clinical.sanitize_ehr`), or
+            ``None`` when absent, malformed or not read.
+        ct_path, pet_path: the files read (``None`` when there was none to read).
+        warnings: what reading repaired, assumed or dropped, one line each.
+        placeholder: CT or PET is a flat placeholder image, not a scan.
+        problems: why each dropped input (``"CT"``, ``"PET"``, ``"ehr.json"``) was dropped: the error line that a
+            strict read gives (a predictor that cannot do without that input raises it).
+        strict: read with ``strict=True``: nothing was dropped (predictors then raise rather than fall back).
+    """
+
+    ct: sitk.Image | None
+    pet: sitk.Image | None
+    ehr: dict[str, Any] | None
+    ct_path: Path | None
+    pet_path: Path | None
+    warnings: list[str] = field(default_factory=list)
+    placeholder: bool = False
+    problems: dict[str, str] = field(default_factory=dict)
+    strict: bool = False
+
+
+REMEDIES = {
+    "CT": "predicting without the CT (CT channel blank)",
+    "PET": "predicting without the PET (PET channel blank, head and neck placed from the CT)",
+    "ehr.json": "clinical values are treated as unknown",
+}
+"""What a non-strict :func:`read_case` does about each input it drops (the second half of its warning line)."""
+
+
+def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = False) -> CaseInput:
+    """Read a Grand-Challenge input folder: ``images/ct/<uuid>.*``, ``images/pet/<uuid>.*`` and ``ehr.json``.
+
+    By default a case is answered whenever an answer can be formed, so an unusable input is *dropped* with one
+    warning line naming what and why, instead of failing the case (on Grand Challenge a failed case scores nothing
+    and can stop a submission's evaluation):
+
+    * CT or PET unusable (folder or file missing, two images, unreadable, not a 3-D scalar volume, no finite voxel;
+      PET empty (constant) or not overlapping the CT): that image is ``None``, its error line in ``problems``;
+    * ``ehr.json`` malformed (not JSON, not an object, ``null``): ``ehr`` is ``None`` (every value unknown);
+    * implausible clinical values (an age outside 0-120 years, a list where a value belongs): that value is
+      removed (unknown); keys are matched whatever their case (``age`` is read as ``Age``), with a warning.
+
+    The images kept are repaired here, once (:func:`hecktor.repair.repair_case`: non-finite voxels, a CT offset, a
+    PET in Bq/ml, absurd PET voxels; one warning each, in both modes), so that every consumer sees the same images.
+
+    With ``strict`` each of these raises its :class:`InputError` instead (local validation). A missing ``ehr.json``
+    is never an error (clinical values unknown, with a warning), nor is a flat placeholder image (the platform's
+    sanity check: read as it is, with a warning, ``placeholder`` set). Without ``with_ehr``, ``ehr.json`` is not
+    read at all (segmentation does not use it, so it must not fail a case). A missing ``input_dir`` is always an
+    error.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError(f"input folder not found: {input_dir}")
+    warnings: list[str] = []
+    problems: dict[str, str] = {}
+
+    def drop(key: str, message: str) -> None:
+        if strict:
+            raise InputError(message)
+        problems[key] = message
+        warnings.append(f"{key} unusable ({message}): {REMEDIES[key]}")
+
+    images: dict[str, sitk.Image | None] = {}
+    paths: dict[str, Path | None] = {}
+    placeholder = False
+    for what in ("CT", "PET"):
+        images[what], paths[what] = None, None
+        try:
+            paths[what] = find_single_image(input_dir / "images" / what.lower())
+            image, flat = read_image_or_placeholder(paths[what], what, warnings)
+        except InputError as error:
+            drop(what, str(error))
+            continue
+        if flat:
+            size = "x".join(str(s) for s in image.GetSize())
+            warnings.append(f"{what} {paths[what].name} is a flat placeholder (size {size}), not a scan")
+            placeholder = True
+        else:
+            problem = no_finite_voxel_problem(image, what) if what == "CT" else empty_pet_problem(image)
+            if problem is not None:
+                drop(what, problem)
+                continue
+        images[what] = image
+    ct, pet = images["CT"], images["PET"]
+    if ct is not None and pet is not None and not is_placeholder(ct) and not is_placeholder(pet):
+        problem = overlap_problem(ct, pet)
+        if problem is not None:
+            drop("PET", problem)
+            pet = None
+    # Once per case, here: every consumer (segmentation, biomarkers, networks) then sees the same repaired images.
+    ct, pet, repairs = repair_case(ct, pet)
+    warnings.extend(repairs)
+
+    ehr = None
+    if with_ehr:
+        ehr_path = input_dir / "ehr.json"
+        if not ehr_path.exists():
+            warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
+        else:
+            try:
+                raw, notes = read_ehr(ehr_path)
+            except InputError as error:
+                drop("ehr.json", str(error))
+            else:
+                warnings.extend(notes)
+                checked = sanitize_ehr(raw, source=ehr_path.name)
+                if strict and checked.problems:
+                    raise InputError(checked.problems[0])
+                if checked.problems:
+                    problems["ehr.json"] = checked.problems[0]
+                warnings.extend(checked.warnings)
+                ehr = checked.record
+    return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=paths["CT"], pet_path=paths["PET"], warnings=warnings,
+                     placeholder=placeholder, problems=problems, strict=strict)
