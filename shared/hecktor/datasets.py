@@ -87,7 +87,8 @@ def read_clinical_csv(path: str | Path, require_survival: bool = False) -> list[
             raise InputError(f"{path} lacks the column(s) {', '.join(missing)}")
         rows = []
         for line, raw in enumerate(reader, start=2):
-            row: dict[str, Any] = {k: (v.strip() if isinstance(v, str) and v.strip() != "" else None) for k, v in raw.items()}
+            row: dict[str, Any] = {k: (v.strip() if isinstance(v, str) and v.strip() != "" else None)
+                                   for k, v in raw.items()}
             if not row.get("PatientID"):
                 raise InputError(f"{path} line {line}: empty PatientID")
             if "RFS" in row:
@@ -182,7 +183,8 @@ def ehr_from_row(row: Mapping[str, Any], task: int | str = 2) -> dict[str, Any]:
     return ehr
 
 
-def training_case_to_gc_input(case: TrainingCase, row: Mapping[str, Any] | None, out_dir: str | Path, seed: int = 0) -> Path:
+def training_case_to_gc_input(case: TrainingCase, row: Mapping[str, Any] | None, out_dir: str | Path,
+                              seed: int = 0) -> Path:
     """Convert a HECKTOR training case (and its CSV row) into a Grand-Challenge input folder."""
     ct, pet, _ = case.read()
     return write_gc_input(ct, pet, out_dir, ehr_from_row(row) if row is not None else None, seed=seed)
