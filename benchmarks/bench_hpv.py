@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hecktor.diagnosis import ClassifierFold, HPVPredictor, LogisticHead, PlattCalibration
+from hecktor.diagnosis import HPVPredictor, LogisticHead, PlattCalibration
+from hecktor.fold_ensemble import EnsembleFold
 from hecktor.folds import make_folds
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.plan import BoxPlan
@@ -189,8 +190,9 @@ def random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> HPVPredictor:
     folds = []
     for k, encoder, network in common.random_fusion_folds(n_folds):
         head = LogisticHead(tuple(rng.normal(size=network.feature_dim) * 0.1), 0.0, PlattCalibration(0.8, 0.2))
-        folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=0.6 + 0.01 * k))
-    return HPVPredictor(folds, ensemble_weights([f.auc for f in folds]), BoxPlan(), "fusion", 0.55, device="cpu")
+        folds.append(EnsembleFold(head, network, encoder, validation_score=0.6 + 0.01 * k))
+    return HPVPredictor(folds, ensemble_weights([f.validation_score for f in folds]), BoxPlan(), "fusion", 0.55,
+                        device="cpu")
 
 
 def part_c(args: argparse.Namespace) -> list[str]:

@@ -25,7 +25,8 @@ from hecktor.geometry import Grid
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import blank_network_input, network_input, preprocess_region, probabilities_to_ct_grid
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.fold_ensemble import EnsembleFold
+from hecktor.prognosis import RiskHead, RiskPredictor
 from hecktor.segment import Segmenter, blank_mask, sliding_window_probabilities
 from hecktor.tasks import get_task
 from hecktor.survival import ensemble_weights
@@ -256,20 +257,20 @@ def predictor() -> RiskPredictor:
         features = rng.normal(size=(40, network.feature_dim))
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
                                                                        rng.random(40) < 0.5)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex))
     return RiskPredictor(folds, ensemble_weights(CINDICES), BOX_PLAN, "fusion", device="cpu")
 
 
 def timed(predictor: RiskPredictor, monkeypatch, seconds_per_fold: float) -> tuple[FakeClock, list]:
     clock, calls = FakeClock(), []
-    original = predictor._fold_risk
+    original = predictor._fold_score
 
     def fold_risk(k, image, record, timings):
         clock.now += seconds_per_fold
         calls.append([k])
         return original(k, image, record, timings)
 
-    monkeypatch.setattr(predictor, "_fold_risk", fold_risk)
+    monkeypatch.setattr(predictor, "_fold_score", fold_risk)
     return clock, calls
 
 

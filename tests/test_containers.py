@@ -33,7 +33,8 @@ MASK_OUTPUT, RFS_OUTPUT = get_task(1).output, get_task(2).output
 from hecktor.networks import build_network
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.fold_ensemble import EnsembleFold
+from hecktor.prognosis import RiskHead, RiskPredictor
 from hecktor.segment import Segmenter
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
@@ -79,7 +80,7 @@ def bundles(tmp_path_factory) -> dict[int, Path]:
         features = rng.normal(size=(40, network.feature_dim))
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(features, rng.uniform(100, 2000, 40),
                                                                        rng.random(40) < 0.5)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex))
     task2 = RiskPredictor(folds, ensemble_weights(cindices), PLAN2, "fusion", device="cpu").to_bundle(root / "task2")
     return {1: task1, 2: task2}
 

@@ -136,9 +136,9 @@ def test_features_beyond_the_training_range_are_limited_with_one_warning(mode_bu
     """Without the repair (as for a PET unit the library does not recognise), the biomarkers of a PET x 7000 reach
     the Cox models thousands of times too large: they are limited to the training range, with one warning naming
     them, and the risk stays of the training risks' order instead of thousands."""
-    import hecktor.prognosis
+    import hecktor.fold_ensemble
 
-    monkeypatch.setattr(hecktor.prognosis, "repair_case", lambda ct, pet, **_: (ct, pet, []))
+    monkeypatch.setattr(hecktor.fold_ensemble, "repair_case", lambda ct, pet, **_: (ct, pet, []))
     predictor = RiskPredictor.from_bundle(mode_bundles[2, DEFAULT_MODE], device="cpu")
     clean = predictor.predict(synthetic_case.ct, synthetic_case.pet, EHR)
     risk = predictor.predict(synthetic_case.ct, synthetic_case.pet * 7000.0, EHR)

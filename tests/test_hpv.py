@@ -31,8 +31,9 @@ from hecktor.bundle import write_bundle
 from hecktor.clinical import ClinicalEncoder
 from hecktor.case import read_case
 from hecktor.datasets import ehr_from_row, list_training_cases, read_training_table, write_gc_input
-from hecktor.diagnosis import ClassifierFold, DiagnosisReport, HPVPredictor, LogisticHead, PlattCalibration
+from hecktor.diagnosis import DiagnosisReport, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import BundleError, InputError
+from hecktor.fold_ensemble import EnsembleFold
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.outputs import write_json_boolean
@@ -78,7 +79,7 @@ def build_predictor(mode: str = "fusion", threshold: float = 0.5, seed: int = 0)
         width = network.feature_dim if network is not None else encoder.n_features
         head = LogisticHead(tuple(rng.normal(size=width)), float(rng.normal()),
                             PlattCalibration(float(rng.uniform(0.5, 2.0)), float(rng.normal(scale=0.3))))
-        folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=auc))
+        folds.append(EnsembleFold(head, network, encoder, validation_score=auc))
     return HPVPredictor(folds, ensemble_weights(AUCS), PLAN, mode, threshold, device="cpu", info={"note": "test"})
 
 

@@ -28,8 +28,9 @@ from hecktor.tasks import OUTPUT_KINDS, get_task, task_numbers
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bundles"
 EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
 PREDICTORS = {1: Segmenter, 2: RiskPredictor, 3: HPVPredictor}
-CALLS = {1: {1: 1, 2: 0, 3: 0}, 2: {1: 0, 2: 1, 3: 0}, 3: {1: 0, 2: 1, 3: 1}}
-"""predict calls per task's case: Task 3's fold ensemble is a RiskPredictor (HPVPredictor.ensemble)."""
+CALLS = {1: {1: 1, 2: 0, 3: 0}, 2: {1: 0, 2: 1, 3: 0}, 3: {1: 0, 2: 0, 3: 1}}
+"""predict calls per task's case: each task's predictor, once (Tasks 2 and 3 share hecktor.fold_ensemble.FoldEnsemble,
+not each other)."""
 
 
 def test_every_registered_task_is_covered_here():

@@ -34,7 +34,8 @@ from hecktor.metrics import dice
 from hecktor.networks import build_network
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan, RegionPlan
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.fold_ensemble import EnsembleFold
+from hecktor.prognosis import RiskHead, RiskPredictor
 from hecktor.segment import Segmenter
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
@@ -66,7 +67,7 @@ def bundles(tmp_path_factory) -> dict[int, Path]:
         extractor = FusedFeatureExtractor(encoder.n_features, mode="fusion", **TINY_BACKBONE).eval()
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
             rng.normal(size=(40, extractor.feature_dim)), rng.uniform(100, 2000, 40), rng.random(40) < 0.5)
-        folds.append(FoldModel(survival=survival, network=extractor, encoder=encoder, cindex=cindex))
+        folds.append(EnsembleFold(RiskHead(survival), extractor, encoder, validation_score=cindex))
     task2 = RiskPredictor(folds, ensemble_weights([0.7, 0.6]), PLAN2, "fusion", device="cpu").to_bundle(root / "task2")
     return {1: task1, 2: task2}
 

@@ -21,7 +21,8 @@ from hecktor.errors import BundleError, InputError
 from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import preprocess_box
-from hecktor.prognosis import FoldModel, RiskPredictor, SegmentationSettings, tumour_cube
+from hecktor.fold_ensemble import EnsembleFold, SegmentationSettings, tumour_cube
+from hecktor.prognosis import RiskHead, RiskPredictor
 from hecktor.segment import Segmenter, blank_mask
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
@@ -55,7 +56,7 @@ def build_predictor(mode: str, seed: int = 0) -> RiskPredictor:
         time = rng.uniform(100, 2000, size=40)
         event = rng.random(40) < 0.5
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(X, time, event)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex))
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex))
     return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"})
 
 
@@ -85,9 +86,9 @@ def test_predict_is_the_weighted_average_of_standardised_fold_risks(fusion_predi
         for fold in fusion_predictor.folds:
             clinical = torch.from_numpy(fold.encoder.transform([EHR]))
             features = fold.network.extract_features(image, clinical).numpy().astype(np.float64)
-            raw = ((features - fold.survival.feature_mean_) / fold.survival.feature_scale_) @ fold.survival.coef_
-            raw = raw - fold.survival.offset_
-            fold_risks.append(float((raw[0] - fold.survival.risk_mean_) / fold.survival.risk_std_))
+            cox = fold.head.survival
+            raw = ((features - cox.feature_mean_) / cox.feature_scale_) @ cox.coef_ - cox.offset_
+            fold_risks.append(float((raw[0] - cox.risk_mean_) / cox.risk_std_))
     margins = np.maximum(np.asarray(CINDICES) - 0.5, 1e-3)
     assert risk == pytest.approx(float(np.dot(margins / margins.sum(), fold_risks)), abs=1e-9)
     assert [fusion_predictor.last_fold_risks[k] for k in range(3)] == pytest.approx(fold_risks, abs=1e-9)
@@ -229,7 +230,7 @@ def test_folds_whose_encoders_differ_in_width_export_and_reload(phantom, tmp_pat
         network = FusedFeatureExtractor(encoder.n_features, mode="fusion", **NETWORK).eval()
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
             rng.normal(size=(40, network.feature_dim)), rng.uniform(100, 2000, 40), rng.random(40) < 0.5)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6))
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=0.6))
     assert folds[0].encoder.n_features == folds[1].encoder.n_features + 1
     predictor = RiskPredictor(folds, [0.5, 0.5], PLAN, "fusion", device="cpu")
     loaded = RiskPredictor.from_bundle(predictor.to_bundle(tmp_path / "bundle"), device="cpu")
@@ -269,7 +270,7 @@ def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed
         width = (network.feature_dim if network is not None else encoder.n_features) + scaler.n_features
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
             rng.normal(size=(40, width)), rng.uniform(100, 2000, size=40), rng.random(40) < 0.5)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler))
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex, biomarkers=scaler))
     settings = SegmentationSettings(crop=TumourCrop(96.0, (24, 24, 24)) if mode == "fusion+biomarkers" else None)
     return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"},
                          segmenter=segmenter, segmentation=segmentation, segmentation_settings=settings)
@@ -292,7 +293,7 @@ def _by_hand(predictor: RiskPredictor, image, markers) -> float:
                 parts = [fold.network.extract_features(torch.from_numpy(image)[None], torch.from_numpy(clinical))
                          .numpy()]
             parts.append(fold.biomarkers.transform([markers]))
-            risks.append(fold.survival.standardized_risk(np.concatenate(parts, axis=1).astype(np.float64))[0])
+            risks.append(fold.head.survival.standardized_risk(np.concatenate(parts, axis=1).astype(np.float64))[0])
     return float(np.dot(predictor.weights, risks))
 
 

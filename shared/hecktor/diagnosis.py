@@ -16,12 +16,11 @@ The three arms of the baseline comparison share this class through ``mode`` (as 
 * ``"clinical"``: no network and no image: a logistic regression on the encoded record (scikit-learn at training,
   its coefficients stored as JSON).
 
-The fold ensemble itself (preprocessing, the clinical record's normalisation, folds run heaviest weight first under
-the :class:`~hecktor.budget.BudgetPolicy`, flat placeholder images answered from the record with a blank image, and
-every other odd input) is Task 2's :class:`~hecktor.prognosis.RiskPredictor`, run with a :class:`LogisticHead` per
-fold where Task 2 has its Cox model: its weighted mean of per-fold scores is here the mean of calibrated
-probabilities. Task 3 therefore answers every input exactly as Task 2 does, and whatever Task 2 learns to handle,
-Task 3 handles too.
+:class:`HPVPredictor` is a :class:`~hecktor.fold_ensemble.FoldEnsemble` whose per-fold head is a
+:class:`LogisticHead`: the ensemble (preprocessing, the clinical record sanitised once, folds run heaviest weight
+first under the :class:`~hecktor.budget.BudgetPolicy`, flat placeholder images answered from the record with a blank
+image, and every other odd input) is the one Task 2's :class:`~hecktor.prognosis.RiskPredictor` runs, so Task 3
+answers every input as Task 2 does; its score is here the weighted mean of the folds' calibrated probabilities.
 
 Every number comes from the bundle (``plan.json``, ``model.json``, the fitted encoders, heads and the threshold),
 never from code defaults. Nothing here imports scikit-learn: the heads are closed-form.
@@ -42,19 +41,18 @@ import torch
 
 from hecktor.budget import PredictionReport, TimeBudget
 from hecktor.bundle import Bundle, load_bundle, write_bundle
-from hecktor.case import CaseInput
-from hecktor.clinical import ClinicalEncoder
+from hecktor.clinical import CheckedRecord
 from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
-    check_format, check_network_record, check_weights, load_fold_encoder, load_fold_network, \
+    check_format, check_network_record, check_weights, fold_record, load_fold_encoder, load_fold_network, \
     network_and_encoder_files
 from hecktor.errors import BundleError
 from hecktor.feature_range import FeatureRange, OutOfRange
-from hecktor.networks.fused import MODES, FusedFeatureExtractor
+from hecktor.fold_ensemble import EnsembleFold, FoldEnsemble
+from hecktor.networks.fused import MODES
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import FoldModel, RiskPredictor
 
 __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "ENSEMBLE_RULE", "PlattCalibration", "LogisticHead",
-           "ClassifierFold", "DiagnosisReport", "HPVPredictor", "fold_file_names", "sigmoid"]
+           "DiagnosisReport", "HPVPredictor", "fold_file_names", "sigmoid"]
 
 TASK = 3
 MODEL_FORMAT = "hecktor-task3-hpv"
@@ -168,9 +166,9 @@ class LogisticHead:
         """Calibrated P(HPV+) ``(n,)``."""
         return self.calibration(self.logit(features))
 
-    # The name under which RiskPredictor's fold ensemble asks a fold's last stage for its score (Task 2: the Cox
-    # model's standardised risk); here the score is the calibrated probability.
-    standardized_risk = probability
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """The fold's score in the ensemble (:class:`~hecktor.fold_ensemble.FoldHead`): the calibrated P(HPV+)."""
+        return self.probability(features)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,23 +197,6 @@ class LogisticHead:
         except (KeyError, TypeError, ValueError) as error:
             raise BundleError(f"{source} is incomplete or malformed ({type(error).__name__}: {error}); {_FIX}") \
                 from None
-
-
-@dataclass
-class ClassifierFold:
-    """One cross-validation fold of the Task 3 ensemble.
-
-    Attributes:
-        head: the fold's calibrated logistic head.
-        network: the fold's feature extractor (``None`` in clinical mode).
-        encoder: the clinical encoder fitted on the fold's training rows (``None`` in imaging mode).
-        auc: the fold's out-of-fold AUC (what its ensemble weight was computed from).
-    """
-
-    head: LogisticHead
-    network: FusedFeatureExtractor | None = None
-    encoder: ClinicalEncoder | None = None
-    auc: float | None = None
 
 
 @dataclass
@@ -251,13 +232,15 @@ class DiagnosisReport(PredictionReport):
 
 
 # ------------------------------------------------------------------------------------------------------- predictor
-class HPVPredictor:
-    """A weighted fold ensemble of Task 3 classifiers, their decision threshold and the plan they were trained with.
+class HPVPredictor(FoldEnsemble):
+    """A weighted fold ensemble of Task 3 classifiers (one :class:`~hecktor.fold_ensemble.EnsembleFold` per fold, its
+    head a :class:`LogisticHead` and its validation score the out-of-fold AUC), their decision threshold and the plan
+    they were trained with.
 
     Build it with :meth:`from_bundle` (the container) or from in-memory folds (training, tests).
 
     Args:
-        folds: one :class:`ClassifierFold` per fold.
+        folds: one :class:`~hecktor.fold_ensemble.EnsembleFold` per fold, with a :class:`LogisticHead`.
         weights: ensemble weight of each fold (non-negative, summing to 1).
         plan: the preprocessing plan of the training run.
         mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
@@ -266,15 +249,15 @@ class HPVPredictor:
         info: free-form training record copied into ``model.json`` on export (metrics, config).
 
     Attributes:
-        ensemble: the fold ensemble that scores a case (a :class:`~hecktor.prognosis.RiskPredictor` whose per-fold
-            score is the calibrated probability).
         last_report: what the last :meth:`predict` call ran, dropped, repaired, spent and decided
             (:class:`DiagnosisReport`, with the probability and the threshold).
     """
 
+    score_name = "probability"
+
     def __init__(
         self,
-        folds: Sequence[ClassifierFold],
+        folds: Sequence[EnsembleFold],
         weights: Sequence[float],
         plan: BoxPlan,
         mode: str,
@@ -285,74 +268,28 @@ class HPVPredictor:
         threshold = float(threshold)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"the decision threshold must lie in (0, 1), got {threshold}")
-        self.folds = list(folds)
-        for k, fold in enumerate(self.folds):
-            n_inputs = fold.network.feature_dim if fold.network is not None else (
-                fold.encoder.n_features if fold.encoder is not None else None)
-            if n_inputs is not None and fold.head.n_features != n_inputs:
-                raise ValueError(f"fold {k}'s head takes {fold.head.n_features} features but the fold makes "
-                                 f"{n_inputs}")
-        self.ensemble = RiskPredictor(
-            [FoldModel(survival=f.head, network=f.network, encoder=f.encoder, cindex=f.auc) for f in self.folds],
-            weights, plan, mode, device=device)
+        super().__init__(folds, weights, plan, mode, device, info, modes=MODES)
         self.threshold = threshold
-        self.info = dict(info or {})
         self.last_report = DiagnosisReport()
 
-    @property
-    def mode(self) -> str:
-        return self.ensemble.mode
-
-    @property
-    def plan(self) -> BoxPlan:
-        return self.ensemble.plan
-
-    @property
-    def weights(self) -> np.ndarray:
-        return self.ensemble.weights
-
-    @property
-    def device(self) -> torch.device:
-        return self.ensemble.device
-
-    @property
-    def uses_images(self) -> bool:
-        return self.ensemble.uses_images
-
-    @property
-    def folds_by_weight(self) -> list[int]:
-        """Fold indices from the heaviest to the lightest: the budget drops from the end."""
-        return self.ensemble.folds_by_weight
-
     # ------------------------------------------------------------------------------------------------ prediction
-    def predict_probability(
-        self,
-        ct: sitk.Image | None,
-        pet: sitk.Image | None,
-        ehr: Mapping[str, Any] | None,
-        *,
-        folds: Sequence[int] | None = None,
-        budget: TimeBudget | None = None,
-    ) -> float:
+    def predict_probability(self, ct: sitk.Image | None, pet: sitk.Image | None,
+                            ehr: Mapping[str, Any] | CheckedRecord | None, *, folds: Sequence[int] | None = None,
+                            budget: TimeBudget | None = None) -> float:
         """The ensemble's calibrated P(HPV+) of one case (arguments as :meth:`predict`)."""
-        probability = self.ensemble.predict(ct, pet, ehr, folds=folds, budget=budget)
-        self._record(self.ensemble.last_report, probability)
+        probability = self.predict_score(ct, pet, ehr, folds=folds, budget=budget)
+        self.last_report = DiagnosisReport.extend(self.last_report, probability=probability,
+                                                  threshold=self.threshold,
+                                                  fold_probabilities=dict(self.last_fold_scores))
         return probability
 
-    def predict(
-        self,
-        ct: sitk.Image | None,
-        pet: sitk.Image | None,
-        ehr: Mapping[str, Any] | None,
-        *,
-        folds: Sequence[int] | None = None,
-        budget: TimeBudget | None = None,
-    ) -> bool:
+    def predict(self, ct: sitk.Image | None, pet: sitk.Image | None, ehr: Mapping[str, Any] | CheckedRecord | None,
+                *, folds: Sequence[int] | None = None, budget: TimeBudget | None = None) -> bool:
         """HPV status of one case: ``True`` when HPV-positive.
 
         Args:
             ct: CT in HU, any grid (unused in clinical mode). Missing, flat placeholder or odd images are handled as
-                :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>` handles them.
+                :meth:`FoldEnsemble.predict_score <hecktor.fold_ensemble.FoldEnsemble.predict_score>` handles them.
             pet: PET in SUV, its own grid (likewise).
             ehr: the clinical record (``ehr.json``: Age, Gender, Tobacco Consumption, Alcohol Consumption,
                 Performance Status, Treatment, M-stage). ``None``, missing keys, nulls, strings for numbers and
@@ -365,25 +302,6 @@ class HPVPredictor:
         probability = self.predict_probability(ct, pet, ehr, folds=folds, budget=budget)
         return probability >= self.threshold
 
-    def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> bool:
-        """:meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call): a CT or PET that
-        reading dropped (``None``) is predicted without, a dropped ``ehr.json`` as an absent record."""
-        status = self.predict(case.ct, case.pet, case.ehr, budget=budget, **options)
-        self.last_report.warnings[:0] = case.warnings
-        return status
-
-    def predict_batch(self, images: np.ndarray | None, records: Sequence[Mapping[str, Any] | None], *,
-                      batch_size: int = 8) -> np.ndarray:
-        """Calibrated ensemble probabilities ``(n,)`` of cases already preprocessed by
-        :func:`~hecktor.preprocessing.preprocess_box` (training and benchmarks): the arithmetic of :meth:`predict`.
-        Compare with :attr:`threshold` for the statuses."""
-        return self.ensemble.predict_batch(images, records, batch_size=batch_size)
-
-    def _record(self, report: PredictionReport, probability: float) -> None:
-        self.last_report = DiagnosisReport.extend(
-            report, probability=float(probability), threshold=self.threshold,
-            fold_probabilities=dict(self.ensemble.last_fold_risks))
-
     # --------------------------------------------------------------------------------------------------- bundles
     def model_record(self) -> dict[str, Any]:
         """The content of ``model.json``: mode, network config, ensemble weights, threshold and each fold's files."""
@@ -391,14 +309,9 @@ class HPVPredictor:
         folds = []
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
-            folds.append({
-                "network": names["network"] if fold.network is not None else None,
-                "encoder": names["encoder"] if fold.encoder is not None else None,
-                "head": names["head"],
-                "auc": None if fold.auc is None or not math.isfinite(fold.auc) else float(fold.auc),
-                # Each fold's encoder is fitted on its own rows, so the clinical input width may differ by fold.
-                "n_clinical": None if fold.network is None else int(fold.network.config["n_clinical"]),
-            })
+            auc = fold.validation_score
+            folds.append(fold_record(fold.network, fold.encoder, names, {
+                "head": names["head"], "auc": None if auc is None or not math.isfinite(auc) else float(auc)}))
         return {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -435,13 +348,13 @@ class HPVPredictor:
         for k, record in enumerate(fold_records):
             encoder = load_fold_encoder(bundle, record)
             head = LogisticHead.from_dict(bundle.load_json(record["head"]), source=str(bundle.file(record["head"])))
-            network = load_fold_network(bundle, record, network_config, _FIX)
-            n_inputs = network.feature_dim if network is not None else encoder.n_features
-            if head.n_features != n_inputs:
+            fold = EnsembleFold(head, load_fold_network(bundle, record, network_config, _FIX), encoder,
+                                record.get("auc"))
+            if head.n_features != fold.n_features:
                 raise BundleError(f"{bundle.file(record['head'])} takes {head.n_features} features but fold {k} "
-                                  f"produces {n_inputs}; {_FIX}")
-            check_clinical_width(bundle, record, network, encoder, _FIX)
-            folds.append(ClassifierFold(head=head, network=network, encoder=encoder, auc=record.get("auc")))
+                                  f"produces {fold.n_features}; {_FIX}")
+            check_clinical_width(bundle, record, fold.network, encoder, _FIX)
+            folds.append(fold)
         return cls(folds, weights, bundle.plan, mode, threshold, device=device, info=bundle.model.get("training", {}))
 
 

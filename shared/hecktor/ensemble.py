@@ -1,9 +1,9 @@
 """The bundle side of the fold ensembles of Tasks 2 and 3 (:class:`~hecktor.prognosis.RiskPredictor`,
-:class:`~hecktor.diagnosis.HPVPredictor`).
+:class:`~hecktor.diagnosis.HPVPredictor`; the prediction side is :mod:`hecktor.fold_ensemble`).
 
 Both bundles hold, per fold, an optional :class:`~hecktor.networks.fused.FusedFeatureExtractor` (its state dict,
 with the clinical input width recorded per fold) and an optional fitted :class:`~hecktor.clinical.ClinicalEncoder`,
-plus the task's own last stage (Task 2: a survival model, Task 3: a logistic head); ``model.json`` holds the format,
+plus the task's own head (Task 2: a survival model, Task 3: a logistic head); ``model.json`` holds the format,
 the mode, the network config, the ensemble weights and one record per fold. What the two tasks check and load alike
 is here, once; each task keeps its own format, its last stage and its error hint (``fix``: which script re-exports
 the bundle), so every message stays the one that task has always given.
@@ -23,7 +23,7 @@ from hecktor.networks.fused import FusedFeatureExtractor
 
 __all__ = ["NETWORK_CLASS", "without_width", "load_network", "load_fold_encoder", "load_fold_network",
            "check_clinical_width", "check_format", "check_network_record", "check_fold_records",
-           "check_weights", "check_fold_files", "network_and_encoder_files"]
+           "check_weights", "check_fold_files", "fold_record", "network_and_encoder_files"]
 
 NETWORK_CLASS = "FusedFeatureExtractor"
 """The ``model.json`` name of the fold networks of both tasks."""
@@ -156,6 +156,20 @@ def check_fold_files(bundle: Bundle, folds: Sequence[Mapping[str, Any]], mode: s
                 raise BundleError(f"{where}: fold {k} must list {part} = {state} for mode {mode!r}; {fix}")
             if name is not None:
                 bundle.file(name)  # raises BundleError when the manifest does not list it
+
+
+def fold_record(network: FusedFeatureExtractor | None, encoder: ClinicalEncoder | None, names: Mapping[str, str],
+                parts: Mapping[str, Any]) -> dict[str, Any]:
+    """A fold's record in ``model.json``: its network and encoder files (``None`` where the fold has none), the
+    task's own ``parts`` (its head's file, its validation score), and the network's clinical input width."""
+    return {
+        "network": names["network"] if network is not None else None,
+        "encoder": names["encoder"] if encoder is not None else None,
+        **parts,
+        # Each fold's encoder is fitted on its own training rows, so a rare level (M1, PS 4) can give one fold more
+        # clinical columns than another: the network's input width is recorded per fold.
+        "n_clinical": None if network is None else int(network.config["n_clinical"]),
+    }
 
 
 def network_and_encoder_files(k: int, network: FusedFeatureExtractor | None, encoder: ClinicalEncoder | None,

@@ -60,7 +60,8 @@ from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, Fuse
 from hecktor.outputs import write_mask, write_text_atomic
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import preprocess_box
-from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, FoldModel, RiskPredictor, SegmentationSettings, \
+from hecktor.fold_ensemble import EnsembleFold
+from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, RiskHead, RiskPredictor, SegmentationSettings, \
     network_mode
 from hecktor.repair import repair_case
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
@@ -473,7 +474,7 @@ class FoldResult:
     index: int
     train_idx: np.ndarray
     val_idx: np.ndarray
-    model: FoldModel
+    model: EnsembleFold
     cindex: float
     oof_risk: np.ndarray
     head_cindex: float | None = None
@@ -670,7 +671,7 @@ def run_fold(
         raise InputError(f"fold {index}: its {len(val_idx)} validation patients ({int(cohort.event[val_idx].sum())} "
                          "relapses) hold no comparable pair, so the fold has no C-index to weight it by; use fewer "
                          "folds (--folds) or more patients")
-    model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler)
+    model = EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex, biomarkers=scaler)
     return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
                       time.perf_counter() - started)
 
