@@ -50,22 +50,18 @@ import torch  # noqa: E402
 
 from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder
 from hecktor.datasets import write_gc_input
-from hecktor.fold_ensemble import EnsembleFold
 from hecktor.folds import make_folds
 from hecktor.images import find_single_image, read_image
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import RiskHead, RiskPredictor
+from hecktor.prognosis import FoldModel, RiskPredictor
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
-from hecktor.training.prognosis import (
-    NETWORK_PRESETS,
-    TrainingConfig,
-    cross_validate,
-    load_csv_cohort,
-    load_hecktor_cohort,
-)
+from hecktor.training.image_level import NETWORK_PRESETS
+from hecktor.training.prognosis import cross_validate
+from hecktor.training.prognosis_cohort import load_csv_cohort, load_hecktor_cohort
+from hecktor.training.prognosis_config import TrainingConfig
 
 # _common is a sibling module: benchmarks run as scripts, with their folder first on sys.path.
 import _common as common
@@ -143,7 +139,7 @@ def task1_cross_validation(cohort_dir: Path, run_dir: Path, args: argparse.Names
 
 
 def _masks_of_folds(seg_run: Path, folds: list[int]) -> dict:
-    from hecktor.training.prognosis import write_validation_masks
+    from hecktor.training.biomarker_features import write_validation_masks
 
     torch.set_num_threads(1)
     return write_validation_masks(seg_run, folds=folds, device="cpu", progress=False, echo=print)
@@ -211,7 +207,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
     import dataclasses
 
     from hecktor.biomarkers import TumourCrop
-    from hecktor.training.prognosis import add_segmentation_features, export_segmentation_bundle
+    from hecktor.training.biomarker_features import add_segmentation_features, export_segmentation_bundle
 
     cohort_dir, description = common.synthetic_cohort(args)
 
@@ -355,9 +351,8 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
     for k, encoder, network in common.random_fusion_folds(n_folds):
         survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, network.feature_dim)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
-        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=0.6 + 0.01 * k))
-    return RiskPredictor(folds, ensemble_weights([f.validation_score for f in folds]), BoxPlan(), "fusion",
-                         device="cpu")
+        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k))
+    return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), BoxPlan(), "fusion", device="cpu")
 
 
 def part_c(args: argparse.Namespace) -> list[str]:
@@ -400,9 +395,9 @@ def _random_biomarker_ensemble(mode: str, segmentation: Path, n_folds: int = 5, 
         width = (network.feature_dim if network is not None else encoder.n_features) + scaler.n_features
         survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, width)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
-        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=0.6 + 0.01 * k,
-                                  biomarkers=scaler))
-    return RiskPredictor(folds, ensemble_weights([f.validation_score for f in folds]), BoxPlan(), mode, device="cpu",
+        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k,
+                               biomarkers=scaler))
+    return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), BoxPlan(), mode, device="cpu",
                          segmentation=segmentation)
 
 

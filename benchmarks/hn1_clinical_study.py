@@ -40,7 +40,9 @@ from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder
 from hecktor.folds import make_folds
 from hecktor.metrics import concordance_index
 from hecktor.survival_models import build_survival_model
-from hecktor.training.prognosis import Cohort, TrainingConfig, cross_validate, load_csv_cohort
+from hecktor.training.prognosis import cross_validate
+from hecktor.training.prognosis_cohort import Cohort, load_csv_cohort
+from hecktor.training.prognosis_config import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CSV = REPO.parent / "shared" / "data" / "real" / "clinical" / "tcia_hn1_hecktor2025_columns.csv"

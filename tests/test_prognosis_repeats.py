@@ -13,7 +13,9 @@ import torch
 from hecktor.prognosis import RiskPredictor
 from hecktor.synthetic import generate_cohort
 from hecktor.training import crossval, prognosis
-from hecktor.training.prognosis import TrainingConfig, cross_validate, load_csv_cohort
+from hecktor.training.prognosis import cross_validate
+from hecktor.training.prognosis_cohort import load_csv_cohort
+from hecktor.training.prognosis_config import TrainingConfig
 from train_prognosis import build_parser, main
 
 N_CASES = 60

@@ -20,13 +20,9 @@ from hecktor.plan import BoxPlan
 from hecktor.prognosis import RiskPredictor
 from hecktor.survival import ensemble_weights
 from hecktor.synthetic import generate_cohort
-from hecktor.training.prognosis import (
-    TrainingConfig,
-    cross_validate,
-    export_bundle,
-    load_csv_cohort,
-    load_hecktor_cohort,
-)
+from hecktor.training.prognosis import cross_validate, export_bundle
+from hecktor.training.prognosis_cohort import load_csv_cohort, load_hecktor_cohort
+from hecktor.training.prognosis_config import TrainingConfig
 from train_prognosis import main
 
 N_CASES = 60
@@ -246,7 +242,7 @@ def _fold_segmenter(seg_run, patient_id):
 
 def test_biomarker_mode_trains_on_out_of_fold_masks_and_nests_the_task1_bundle(task1_run, tmp_path, capsys):
     from hecktor.prognosis import SEGMENTATION_FOLDER
-    from hecktor.training.prognosis import validation_mask_path, write_validation_masks
+    from hecktor.training.biomarker_features import validation_mask_path, write_validation_masks
 
     cohort_dir, seg_run = task1_run
     out = tmp_path / "bio"
@@ -287,7 +283,7 @@ def test_fusion_biomarkers_oof_risk_is_what_the_bundle_predicts_with_the_same_ma
     masks. With the Task 1 fold that made a patient's mask as its segmenter, the exported bundle's fold reproduces
     that patient's out-of-fold risk: training and inference measure the same biomarkers and cubes."""
     from hecktor.biomarkers import TumourCrop
-    from hecktor.training.prognosis import add_segmentation_features, export_segmentation_bundle, \
+    from hecktor.training.biomarker_features import add_segmentation_features, export_segmentation_bundle, \
         write_validation_masks
 
     cohort_dir, seg_run = task1_run

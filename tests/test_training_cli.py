@@ -84,7 +84,7 @@ def test_survival_model_shortcut_and_its_choices_follow_the_registry(monkeypatch
     assert _config("prognosis", ["--survival-model", "coxnet"]).survival == {"kind": "coxnet"}
     assert _config("prognosis", ["--survival-model", "coxnet", "--survival", '{"alpha": 0.1}']).survival == \
         {"alpha": 0.1, "kind": "coxnet"}
-    # Each mode's default (hecktor.training.prognosis.DEFAULT_SURVIVAL): clinical keeps the encoder's scale.
+    # Each mode's default (hecktor.training.prognosis_config.DEFAULT_SURVIVAL): clinical keeps the encoder's scale.
     assert _config("prognosis", []).survival == {"kind": "coxph", "alpha": 100.0, "standardize": False}
     assert _config("prognosis", ["--mode", "fusion"]).survival == {"kind": "coxph", "alpha": 100.0}
     monkeypatch.setitem(survival.SURVIVAL_MODELS, "newkind", survival.SURVIVAL_MODELS["coxph"])

@@ -223,7 +223,8 @@ def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
 def train_prognosis(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
     """Task 2 in ``biomarkers`` mode: the record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; the
     bundle nests Task 1's (the container segments, then measures the biomarkers)."""
-    from hecktor.training.prognosis import TrainingConfig, export_bundle, train
+    from hecktor.training.prognosis import export_bundle, train
+    from hecktor.training.prognosis_config import TrainingConfig
 
     run_dir = runs / get_task(2).name
     config = TrainingConfig(mode="biomarkers", n_folds=5, seed=0, device="cpu", progress=False)

@@ -18,7 +18,7 @@ training logs and the fold ensemble in ``RUN_DIR/model`` (export it with ``expor
 ``cindex_mean_over_repeats``, ``cindex_sd_over_repeats`` (SD of the repeats' mean C-index), ``cindex_fold_sd_mean``
 (mean of the per-split SDs) and ``repeats`` (each repeat's metrics); everything else in RUN_DIR, the exported
 model included, is the first repeat's (seed ``--seed``). Settings not given take the defaults of
-``hecktor.training.prognosis.TrainingConfig`` (shown below). Exit status 2 with one ``error:`` line for a wrong
+``hecktor.training.prognosis_config.TrainingConfig`` (shown below). Exit status 2 with one ``error:`` line for a wrong
 input or option.
 
 The biomarker modes (``biomarkers``, the default, and ``fusion+biomarkers``) need ``--segmentation``: a Task 1
@@ -39,7 +39,9 @@ from hecktor.prognosis import PREDICTOR_MODES
 from hecktor.survival import ENSEMBLE_RULES
 from hecktor.survival_models import SURVIVAL_MODELS
 from hecktor.training import cli
-from hecktor.training.prognosis import DEFAULT_CACHE, DEFAULT_MODE, NETWORK_PRESETS, TrainingConfig, train
+from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS
+from hecktor.training.prognosis import train
+from hecktor.training.prognosis_config import DEFAULT_MODE, TrainingConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

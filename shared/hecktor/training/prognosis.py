@@ -28,542 +28,54 @@ Images are preprocessed once per case with :func:`hecktor.preprocessing.preproce
 path) and kept in the trainers' preprocessing cache (:mod:`hecktor.training.cache`) under a folder keyed by the
 plan's digest, so changing any preprocessing number invalidates the cache and re-running a mode or a seed costs no
 preprocessing.
+
+This module holds the fold training and the run; the rest of the trainer is beside it: the settings
+(:mod:`hecktor.training.prognosis_config`), the patients (:mod:`hecktor.training.prognosis_cohort`), the biomarker
+modes' Task 1 masks and features (:mod:`hecktor.training.biomarker_features`), the folds' results, the run's metrics
+and the summary over repeats (:mod:`hecktor.training.prognosis_results`), and what Task 3's trainer shares with this
+one (:mod:`hecktor.training.image_level`, :mod:`hecktor.training.crossval`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
-import os
-import shutil
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers
-from hecktor.clinical import DEFAULT_FEATURES
-from hecktor.datasets import TrainingCase, list_training_cases, read_clinical_csv, read_training_table
 from hecktor.errors import InputError
 from hecktor.folds import load_folds
-from hecktor.images import read_image
-from hecktor.metrics import concordance_index
-from hecktor.networks.fused import MODES, RESNET18_BACKBONE, TINY_BACKBONE, FusedFeatureExtractor  # noqa: F401
-from hecktor.outputs import write_mask, write_text_atomic
+from hecktor.networks.fused import FusedFeatureExtractor
+from hecktor.outputs import write_text_atomic
 from hecktor.plan import BoxPlan
-from hecktor.preprocessing import preprocess_box
-from hecktor.fold_ensemble import EnsembleFold
-from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, RiskHead, RiskPredictor, SegmentationSettings, \
-    network_mode
-from hecktor.repair import repair_case
+from hecktor.prognosis import BIOMARKER_MODES, FoldModel, RiskPredictor, network_mode
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.tasks import get_task
-from hecktor.training.cache import PreprocessingCache
-from hecktor.training.crossval import (  # noqa: F401  (default_threads, torch_threads: importable from here too)
+from hecktor.training.biomarker_features import add_segmentation_features, export_segmentation_bundle, \
+    segment_cases, write_validation_masks
+from hecktor.training.crossval import (
     Batches,
-    FoldRunConfig,
     check_data_source,
-    default_threads,
     export_run,
     fit_encoder,
     fit_epochs,
     forward_all,
-    load_cached_images,
-    pool_oof,
     resolve_split,
     run_folds,
-    save_run,
     split_for_early_stopping,
-    torch_threads,
 )
 from hecktor.training.crossval import json_safe as _json_safe
+from hecktor.training.image_level import prepare_run_dir
+from hecktor.training.prognosis_cohort import Cohort, load_csv_cohort, load_hecktor_cohort
+from hecktor.training.prognosis_config import TrainingConfig
+from hecktor.training.prognosis_results import CrossValidationResult, FoldResult, safe_cindex, summarize_repeats
 from hecktor.training.run_log import RunLog
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_CACHE = Path(os.environ.get("HECKTOR_CACHE", Path.home() / ".cache" / "hecktor"))
-NETWORK_PRESETS: dict[str, dict[str, Any]] = {"resnet18": dict(RESNET18_BACKBONE), "tiny": dict(TINY_BACKBONE)}
-
-
-DEFAULT_MODE = "biomarkers"
-"""The mode ``train_prognosis.py`` trains when none is given: the best out-of-fold C-index of the Task 2 benchmark
-(README, Task 2 table). :class:`TrainingConfig` itself keeps ``fusion``, which needs no Task 1 run."""
-
-DEFAULT_SURVIVAL: dict[str, dict[str, Any]] = {
-    # A strong ridge on standardised features: 128 fused features against a few dozen events per fold. On synthetic
-    # cohorts alpha 100 gave higher and steadier out-of-fold C-indices than 10.
-    "fusion": {"kind": "coxph", "alpha": 100.0},
-    "imaging": {"kind": "coxph", "alpha": 100.0},
-    # The encoded record keeps the encoder's scale (one-hot 0/1, age standardised): re-standardising the one-hot
-    # columns multiplies a rare level (HN1: Performance Status 3, one patient) by up to 10, so the ridge hardly
-    # penalises it and a handful of patients drive the fit. On HN1, 5-fold CV over fold seeds 0-4 (and 0-39):
-    # 0.554 (0.561) standardised, 0.599 (0.599) kept (benchmarks/hn1_clinical_study.py).
-    "clinical": {"kind": "coxph", "alpha": 100.0, "standardize": False},
-    # The encoded record as in clinical mode, then the biomarkers, already z-scored by the fold's BiomarkerScaler
-    # (so "standardize": False leaves both scales alone). About 28 features against ~100 events per fold: the ridge
-    # penalty is chosen per fold by an inner 3-fold cross-validation on the fold's training patients.
-    "biomarkers": {"kind": "coxph", "alpha": "cv", "standardize": False},
-    # 128 fused features as in fusion mode, then the biomarkers.
-    "fusion+biomarkers": {"kind": "coxph", "alpha": 100.0},
-}
-"""The per-fold survival model of each mode when none is given."""
-
-
-# ---------------------------------------------------------------------------------------------------------- config
-@dataclass
-class TrainingConfig(FoldRunConfig):
-    """Everything that decides a cross-validation run (written to ``RUN_DIR/config.json``).
-
-    Args:
-        mode: ``"fusion"``, ``"imaging"``, ``"clinical"``, ``"biomarkers"`` or ``"fusion+biomarkers"``
-            (:data:`hecktor.prognosis.PREDICTOR_MODES`).
-        n_folds: cross-validation folds of the split (CLI ``--folds``).
-        folds: fold indices to train (``None``: all ``n_folds``; CLI ``--fold``). The ensemble holds the trained folds.
-        seed: seeds the fold split, the network initialisation, batches and augmentation.
-        epochs: training epochs of each fold's network.
-        batch_size: patients per batch (each batch holds at least ``min_events`` relapses).
-        min_events: relapses guaranteed in every batch (the Cox loss needs events).
-        learning_rate: AdamW learning rate (cosine-annealed to 0 over ``epochs``; CLI ``--lr``).
-        weight_decay: AdamW weight decay.
-        ties: tie handling of the Cox loss (``"breslow"`` or ``"efron"``).
-        early_stopping_fraction: share of a fold's training patients held out (stratified by event) to choose the
-            epoch with the best held-out C-index; 0 keeps the last epoch.
-        augmentation: random left-right mirroring of the training images (the head and neck is near-symmetric, and a
-            tumour's side carries no prognosis).
-        network: ``FusedFeatureExtractor`` arguments (``n_clinical`` and ``mode`` are set by the trainer); the
-            default is the full ResNet-18 backbone.
-        survival: config of the per-fold survival model (:func:`hecktor.survival_models.build_survival_model`;
-            ``kind`` picks the model); default :data:`DEFAULT_SURVIVAL` of the mode.
-        clinical_features: encoded record fields (default: the seven seed features).
-        numeric_features: which of them are numeric (default: ``Age`` when present).
-        ensemble_rule: see :func:`hecktor.survival.ensemble_weights`.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        feature_batch_size: patients per forward pass when extracting features.
-        workers: processes preprocessing the cohort's images into the cache side by side (0: this process;
-            ``None``: all cores, :func:`hecktor.training.cache.available_cores`). Training itself needs no
-            data-loader workers: the cohort's network inputs are held in memory.
-        threads: torch's CPU threads while training (``None``: all cores, or ``$OMP_NUM_THREADS`` where set). Set
-            for the run and restored after it, so a caller that runs on one thread (the demo) does not slow the
-            training down.
-        progress: tqdm progress bars.
-        biomarkers: biomarker modes: the biomarkers used (default all of
-            :data:`hecktor.biomarkers.BIOMARKER_NAMES`).
-        segmentation_bundle: biomarker modes: the Task 1 bundle nested in the exported bundle (``train`` exports it
-            from the Task 1 cross-validation run).
-        segmentation_budget_share: biomarker modes: share of the Task 2 time budget the segmentation may use.
-        segmentation_tta: biomarker modes: mirror test-time augmentation of the nested segmentation. Off by default:
-            the training masks are predicted without it, and the same at test time keeps the biomarkers'
-            distribution (and the CPU time) as in training.
-        crop_mm: ``fusion+biomarkers``: edge of the cube centred on the tumour (sampled at the plan's input shape).
-    """
-
-    mode: str = "fusion"
-    n_folds: int = 5
-    folds: list[int] | None = None
-    seed: int = 0
-    epochs: int = 60
-    batch_size: int = 16
-    min_events: int = 2
-    learning_rate: float = 3e-4
-    weight_decay: float = 1e-4
-    ties: str = "breslow"
-    early_stopping_fraction: float = 0.2
-    augmentation: bool = True
-    network: dict[str, Any] = field(default_factory=lambda: dict(RESNET18_BACKBONE))
-    survival: dict[str, Any] | None = None
-    clinical_features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
-    numeric_features: list[str] | None = None
-    ensemble_rule: str = "cindex_margin"
-    device: str = "auto"
-    feature_batch_size: int = 8
-    workers: int | None = None
-    threads: int | None = None
-    progress: bool = True
-    biomarkers: list[str] | None = None
-    segmentation_bundle: str | None = None
-    segmentation_budget_share: float = 0.7
-    segmentation_tta: bool = False
-    crop_mm: float = 128.0
-
-    def __post_init__(self) -> None:
-        self.check_common(PREDICTOR_MODES)
-        self.fill_clinical_defaults()
-        if self.survival is None:
-            self.survival = dict(DEFAULT_SURVIVAL[self.mode])
-        try:
-            build_survival_model(self.survival)  # fail now, not after an hour of training, on a bad survival config
-        except ValueError as error:  # an unknown kind or parameter
-            raise InputError(f"survival model config {self.survival}: {error}") from None
-        if self.biomarkers is not None:
-            self.biomarkers = list(self.biomarkers)
-            unknown = sorted(set(self.biomarkers) - set(BIOMARKER_NAMES))
-            if unknown or not self.biomarkers:
-                raise InputError(f"unknown biomarker(s) {unknown or '(none given)'}; choose among "
-                                 f"{', '.join(BIOMARKER_NAMES)}")
-        try:
-            self.segmentation_settings()
-        except ValueError as error:
-            raise InputError(str(error)) from None
-
-    @property
-    def uses_biomarkers(self) -> bool:
-        return self.mode in BIOMARKER_MODES
-
-    def new_scaler(self) -> BiomarkerScaler:
-        """An unfitted biomarker scaling of the configured biomarkers (log of the heavy-tailed ones kept)."""
-        names = tuple(self.biomarkers or BIOMARKER_NAMES)
-        return BiomarkerScaler(names, tuple(n for n in BiomarkerScaler().log_names if n in names))
-
-    def tumour_crop(self, plan: BoxPlan) -> TumourCrop | None:
-        """The tumour-centred cube of ``fusion+biomarkers`` (the plan's input shape), else ``None``."""
-        return TumourCrop(self.crop_mm, plan.input_shape_zyx) if self.mode == "fusion+biomarkers" else None
-
-    def segmentation_settings(self, plan: BoxPlan | None = None) -> SegmentationSettings:
-        return SegmentationSettings(self.segmentation_budget_share, self.segmentation_tta,
-                                    self.tumour_crop(plan or BoxPlan()))
-
-
-# ---------------------------------------------------------------------------------------------------------- cohorts
-@dataclass
-class Cohort:
-    """Patients of a training run: clinical rows, survival, centres and (for the image modes) the network inputs.
-
-    Attributes:
-        patient_ids: in a fixed order (the order of ``folds.json``).
-        rows: clinical records (strings as read from the CSV; the encoder normalises them).
-        time: RFS in days.
-        event: 1 = relapse observed.
-        centres: CenterID per patient (``None`` where unknown), used to stratify the folds.
-        images: ``(n, 2, z, y, x)`` float32 network inputs, or ``None`` (clinical mode).
-        plan: the plan that made ``images``.
-        source: where the data came from (for the run record).
-        biomarkers: per patient, the biomarkers of its (out-of-fold) segmentation (biomarker modes;
-            :func:`add_segmentation_features`).
-        crops: ``(n, 3, z, y, x)`` float32 tumour-centred cubes with the mask channel (``fusion+biomarkers``).
-    """
-
-    patient_ids: list[str]
-    rows: list[dict[str, Any]]
-    time: np.ndarray
-    event: np.ndarray
-    centres: list[Any]
-    images: np.ndarray | None = None
-    plan: BoxPlan | None = None
-    source: str = ""
-    biomarkers: list[dict[str, float]] | None = None
-    crops: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.patient_ids)
-
-    @property
-    def n_events(self) -> int:
-        return int(self.event.sum())
-
-
-def _cohort_from_rows(rows: Sequence[Mapping[str, Any]], source: str) -> Cohort:
-    # Sorted by PatientID, like read_training_table: a CSV and a Task 2 folder of the same patients give the same
-    # order, so a folds.json of one fits the other.
-    rows = sorted((dict(row) for row in rows), key=lambda row: str(row["PatientID"]))
-    if not rows:
-        raise InputError(f"{source} holds no patients")
-    duplicates = sorted(pid for pid, n in Counter(str(r["PatientID"]) for r in rows).items() if n > 1)
-    if duplicates:
-        raise InputError(f"{source} lists patient(s) {', '.join(duplicates[:5])} more than once")
-    return Cohort(
-        patient_ids=[str(row["PatientID"]) for row in rows],
-        rows=rows,
-        time=np.asarray([float(row["RFS"]) for row in rows], dtype=np.float64),
-        event=np.asarray([int(row["Relapse"]) for row in rows], dtype=np.int64),
-        centres=[row.get("CenterID") for row in rows],
-        source=source,
-    )
-
-
-def load_csv_cohort(path: str | Path) -> Cohort:
-    """A clinical-only cohort from a CSV with the HECKTOR 2025 columns (``PatientID``, clinical fields, ``RFS``,
-    ``Relapse``)."""
-    return _cohort_from_rows(read_clinical_csv(path, require_survival=True), str(path))
-
-
-def box_entry(case: TrainingCase, plan: BoxPlan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The cache entry of one case (:class:`~hecktor.training.cache.PreprocessingCache`'s ``preprocess``): the
-    network input by :func:`hecktor.preprocessing.preprocess_box`, float32 (2, z, y, x)."""
-    ct, pet, _ = case.read()
-    region = preprocess_box(ct, pet, plan)
-    return {"image": np.asarray(region.image, dtype=np.float32)}, {}
-
-
-def box_cache(root: str | Path | None, plan: BoxPlan) -> PreprocessingCache:
-    """The preprocessing cache of Task 2 network inputs (default root ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``)."""
-    return PreprocessingCache(Path(root or DEFAULT_CACHE), plan, box_entry)
-
-
-def load_hecktor_cohort(
-    root: str | Path,
-    plan: BoxPlan | None = None,
-    *,
-    with_images: bool = True,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    workers: int | None = None,
-) -> Cohort:
-    """A cohort from a HECKTOR Task 2 folder (``<root>/Task 2/<PID>/...`` and its CSV).
-
-    With ``with_images`` every case is preprocessed by :func:`hecktor.preprocessing.preprocess_box` once and kept in
-    the preprocessing cache (:func:`box_cache`); an entry is reused while the case's files keep their size and
-    modification time.
-
-    Args:
-        root: the HECKTOR folder (or its ``Task 2`` folder).
-        plan: preprocessing plan (default ``BoxPlan()``: 96^3).
-        with_images: preprocess the images (fusion and imaging modes).
-        cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
-        progress: tqdm bar over the cases to preprocess.
-        workers: processes preprocessing side by side (0: this process; ``None``: all cores).
-    """
-    plan = plan or BoxPlan()
-    cohort = _cohort_from_rows(read_training_table(root, 2), str(root))
-    cohort.plan = plan
-    if not with_images:
-        return cohort
-    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
-    cohort.images = load_cached_images(box_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
-                                       progress=progress, workers=workers)
-    return cohort
-
-
-# ---------------------------------------------------------------------------------------- Task 1 masks, biomarkers
-def validation_mask_path(segmentation_run: str | Path, fold: int, patient_id: str) -> Path:
-    """Where the Task 1 trainer writes fold ``fold``'s out-of-fold mask of ``patient_id``."""
-    from hecktor.training.segmentation import VALIDATION_DIR
-
-    return Path(segmentation_run) / f"fold_{fold}" / VALIDATION_DIR / f"{patient_id}.nii.gz"
-
-
-def write_validation_masks(
-    segmentation_run: str | Path,
-    *,
-    folds: Sequence[int] | None = None,
-    checkpoint: str = "best",
-    device: str = "cpu",
-    progress: bool = True,
-    echo: Callable[[str], None] | None = None,
-) -> dict[str, Path]:
-    """Out-of-fold masks of a Task 1 cross-validation run, in ``RUN_DIR/fold_k/validation/<PID>.nii.gz`` (UInt8 on the
-    CT's grid). The Task 1 trainer writes them after each fold (``predict_validation``, on by default, with the best
-    checkpoint); masks already there are used as they are, and only the validation patients of a fold without them
-    (a run trained with ``predict_validation`` off, or before it existed) are segmented here, by the same function
-    and settings (:func:`hecktor.training.segmentation.predict_validation_cases`).
-
-    Args:
-        segmentation_run: a ``train_segmentation.py --out`` folder (``config.json``, ``plan.json``, ``folds.json``,
-            ``fold_k/checkpoint_<checkpoint>.pt``).
-        folds: the folds whose validation patients to segment (default all; e.g. one per process).
-        checkpoint: the checkpoint that segments missing masks: ``best`` (default, as the trainer) or ``last``.
-
-    Returns:
-        the mask path of every validation patient of ``folds``, by patient ID.
-
-    Raises:
-        InputError: not a finished cross-validation (a fold without masks or a checkpoint to make them).
-    """
-    from hecktor.folds import load_folds as load_split
-    from hecktor.plan import RegionPlan
-    from hecktor.training.segmentation import CONFIG_JSON, FOLDS_JSON, PLAN_JSON, predict_validation_cases
-
-    run = Path(segmentation_run)
-    for name in (CONFIG_JSON, PLAN_JSON, FOLDS_JSON):
-        if not (run / name).is_file():
-            raise InputError(f"{run} is not a Task 1 training run ({name} missing); train it with "
-                             "training/train_segmentation.py --fold all")
-    config = json.loads((run / CONFIG_JSON).read_text())
-    cases = {case.patient_id: case for case in list_training_cases(config["data_root"], 1)}
-    ids = sorted(cases)
-    split = load_split(run / FOLDS_JSON, case_ids=ids)
-    masks: dict[str, Path] = {}
-    todo: dict[int, list[str]] = {}
-    for k, (_, val_idx) in enumerate(split):
-        if folds is not None and k not in folds:
-            continue
-        for i in val_idx:
-            masks[ids[i]] = validation_mask_path(run, k, ids[i])
-        missing = [ids[i] for i in val_idx if not masks[ids[i]].is_file()]
-        if missing:
-            todo[k] = missing
-    absent = [k for k in todo if not (run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt").is_file()]
-    if absent:
-        raise InputError(f"{run}: fold(s) {absent} have neither out-of-fold masks nor checkpoint_{checkpoint}.pt; "
-                         "biomarkers need every fold (train_segmentation.py --fold all)")
-    plan = RegionPlan.load(run / PLAN_JSON) if todo else None
-    for k, pids in todo.items():
-        if echo is not None:
-            echo(f"Task 1 fold {k}: segmenting {len(pids)} validation patient(s) into "
-                 f"{validation_mask_path(run, k, pids[0]).parent}")
-        predict_validation_cases(run / f"fold_{k}" / f"checkpoint_{checkpoint}.pt", plan, [cases[p] for p in pids],
-                                 run / f"fold_{k}", device=device, tta=bool(config.get("validation_tta", False)),
-                                 overlap=float(config.get("val_overlap", 0.5)),
-                                 sw_batch_size=int(config.get("sw_batch_size", 2)), progress=progress)
-    return masks
-
-
-def segmentation_features(
-    case: TrainingCase, mask_path: str | Path | None, crop: TumourCrop | None, plan: BoxPlan
-) -> tuple[dict[str, float], np.ndarray | None, tuple[str, ...]]:
-    """One patient's biomarkers (and, with ``crop``, its tumour-centred cube) from its mask file, as
-    :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>` measures them from a predicted mask."""
-    from hecktor.prognosis import tumour_cube
-
-    ct, pet, repairs = repair_case(*case.read()[:2], ct_pad_hu=plan.ct_pad_hu, pet_pad_suv=plan.pet_pad_suv)
-    mask = read_image(mask_path, "segmentation") if mask_path is not None else None
-    markers = compute_biomarkers(mask, pet)  # in the repaired PET, as the container measures them
-    cube = tumour_cube(ct, pet, mask, crop, plan) if crop is not None else None
-    for line in repairs:  # the training PETs in Bq/ml of some centres: their biomarkers are measured in SUV
-        logger.warning("%s: %s", case.patient_id, line)
-    return markers.values, cube, markers.warnings
-
-
-def add_segmentation_features(
-    cohort: Cohort,
-    root: str | Path,
-    masks: Mapping[str, str | Path],
-    *,
-    crop: TumourCrop | None = None,
-    progress: bool = True,
-) -> Cohort:
-    """Fill ``cohort.biomarkers`` (and, with ``crop``, ``cohort.crops``) from each patient's mask (the out-of-fold
-    Task 1 predictions of :func:`write_validation_masks`) and its Task 2 PET (and CT).
-
-    Raises:
-        InputError: a patient without a mask.
-    """
-    absent = [pid for pid in cohort.patient_ids if pid not in masks]
-    if absent:
-        raise InputError(f"no segmentation for {len(absent)} patient(s) ({', '.join(absent[:5])}); predict them "
-                         "with the Task 1 model first")
-    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
-    plan = cohort.plan or BoxPlan()
-    markers, cubes, empty = [], [], 0
-    for pid in tqdm(cohort.patient_ids, desc="biomarkers", unit="case", leave=False, disable=not progress):
-        values, cube, warnings = segmentation_features(cases[pid], masks[pid], crop, plan)
-        markers.append(values)
-        cubes.append(cube)
-        empty += bool(warnings)
-    cohort.biomarkers = markers
-    cohort.crops = np.stack(cubes).astype(np.float32) if crop is not None else None
-    if empty:
-        logger.warning("%d of %d segmentation(s) hold no primary tumour: their biomarkers take the no-tumour value",
-                       empty, len(cohort))
-    return cohort
-
-
-# ---------------------------------------------------------------------------------------------------------- results
-@dataclass
-class FoldResult:
-    """One fold's fitted parts and scores."""
-
-    index: int
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    model: EnsembleFold
-    cindex: float
-    oof_risk: np.ndarray
-    head_cindex: float | None = None
-    best_epoch: int | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class CrossValidationResult:
-    """The trained folds of a run, the ensemble weights and the run's metrics.
-
-    Attributes:
-        folds: the trained folds (all of the split's, or those of ``config.folds``), in fold order.
-        split: the whole split, trained folds or not (what ``folds.json`` records).
-    """
-
-    config: TrainingConfig
-    cohort: Cohort
-    plan: BoxPlan
-    folds: list[FoldResult]
-    weights: np.ndarray
-    seconds: float
-    split: list[tuple[np.ndarray, np.ndarray]]
-
-    @property
-    def cindex_folds(self) -> list[float]:
-        return [f.cindex for f in self.folds]
-
-    @property
-    def cindex_mean(self) -> float:
-        return float(np.mean(self.cindex_folds))
-
-    def oof_risk(self) -> np.ndarray:
-        """Every patient's standardised risk from the fold that did not train on it (NaN in folds not trained)."""
-        return pool_oof(len(self.cohort), self.folds, "oof_risk")
-
-    def metrics(self) -> dict[str, Any]:
-        oof = self.oof_risk()
-        scored = np.isfinite(oof)
-        heads = [f.head_cindex for f in self.folds]
-        return {
-            "cindex_mean": self.cindex_mean,
-            "cindex_folds": self.cindex_folds,
-            "cindex_std": float(np.std(self.cindex_folds)),
-            # All OOF risks pooled: possible because each fold's risk is standardised on its own training set.
-            "cindex_pooled_oof": _safe_cindex(self.cohort.time[scored], self.cohort.event[scored], oof[scored]),
-            "folds_trained": [f.index for f in self.folds],
-            "n_folds": len(self.split),
-            "network_head_cindex_folds": heads if any(h is not None for h in heads) else None,
-            "best_epochs": [f.best_epoch for f in self.folds],
-            "ensemble_rule": self.config.ensemble_rule,
-            "ensemble_weights": [float(w) for w in self.weights],
-            "mode": self.config.mode,
-            "n_patients": len(self.cohort),
-            "n_events": self.cohort.n_events,
-            "fold_seconds": [round(f.seconds, 2) for f in self.folds],
-            "train_seconds": round(self.seconds, 2),
-        }
-
-    def predictor(self, device: str | torch.device | None = None) -> RiskPredictor:
-        """The weighted fold ensemble as the container will run it."""
-        return RiskPredictor(
-            [f.model for f in self.folds], self.weights, self.plan, self.config.mode,
-            ensemble_rule=self.config.ensemble_rule, device=device,
-            info=_json_safe({"metrics": self.metrics(), "config": self.config.to_dict(), "source": self.cohort.source}),
-            segmentation=self.config.segmentation_bundle if self.config.uses_biomarkers else None,
-            segmentation_settings=self.config.segmentation_settings(self.plan),
-        )
-
-    def save(self, run_dir: str | Path) -> Path:
-        """Write the run: ``metrics.json``, ``config.json``, ``folds.json``, ``oof.csv`` and the fold models as a
-        bundle in ``RUN_DIR/model`` (what ``export_prognosis.py`` copies)."""
-        oof = self.oof_risk()
-
-        def row(i: int, pid: str, fold: int) -> str:  # an empty oof_risk: that fold was not trained
-            return (f"{pid},{fold},{self.cohort.time[i]:g},{self.cohort.event[i]},"
-                    + (f"{oof[i]:.6f}" if math.isfinite(oof[i]) else ""))
-
-        return save_run(run_dir, metrics=self.metrics(), config=self.config, split=self.split,
-                        patient_ids=self.cohort.patient_ids, oof_header="PatientID,fold,RFS,Relapse,oof_risk",
-                        oof_row=row, predictor=self.predictor(device="cpu"))
-
-
-def _safe_cindex(time_: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """C-index, or NaN when there is no comparable pair (e.g. a tiny held-out set without events)."""
-    try:
-        return concordance_index(time_, event, risk)
-    except InputError:
-        return math.nan
 
 
 # ---------------------------------------------------------------------------------------------------------- training
@@ -607,7 +119,7 @@ def train_network(
         return cox_partial_likelihood_loss(risk, time_t[idx].to(device), event_t[idx].to(device), ties=config.ties)
 
     def held_out(held_risk: np.ndarray) -> dict[str, float]:
-        score = _safe_cindex(time_[held_idx], event[held_idx], held_risk)
+        score = safe_cindex(time_[held_idx], event[held_idx], held_risk)
         with torch.no_grad():
             held_loss = float(cox_partial_likelihood_loss(
                 torch.from_numpy(held_risk), time_t[held_idx], event_t[held_idx], ties=config.ties))
@@ -660,18 +172,18 @@ def run_fold(
         features[everyone] = extracted
         head_risk = np.empty(len(cohort))
         head_risk[everyone] = head
-        head_cindex = _safe_cindex(cohort.time[val_idx], cohort.event[val_idx], head_risk[val_idx])
+        head_cindex = safe_cindex(cohort.time[val_idx], cohort.event[val_idx], head_risk[val_idx])
         network.cpu()
     if scaler is not None:  # the fold's survival features: fused features or the record, then the biomarkers
         features = np.concatenate([features, scaler.transform(cohort.biomarkers).astype(np.float64)], axis=1)
     survival = build_survival_model(config.survival).fit(features[train_idx], cohort.time[train_idx], cohort.event[train_idx])
     oof = survival.standardized_risk(features[val_idx])
-    cindex = _safe_cindex(cohort.time[val_idx], cohort.event[val_idx], oof)
+    cindex = safe_cindex(cohort.time[val_idx], cohort.event[val_idx], oof)
     if math.isnan(cindex):  # the ensemble weight needs it
         raise InputError(f"fold {index}: its {len(val_idx)} validation patients ({int(cohort.event[val_idx].sum())} "
                          "relapses) hold no comparable pair, so the fold has no C-index to weight it by; use fewer "
                          "folds (--folds) or more patients")
-    model = EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex, biomarkers=scaler)
+    model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler)
     return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
                       time.perf_counter() - started)
 
@@ -692,7 +204,8 @@ def cross_validate(
         cohort: patients (with images for the fusion and imaging modes).
         config: the run's settings.
         run_dir: where per-fold training logs go (``fold_<k>/training_log.*``) and, at the end, the run
-            (:meth:`CrossValidationResult.save`); ``None`` keeps everything in memory.
+            (:meth:`~hecktor.training.prognosis_results.CrossValidationResult.save`); ``None`` keeps everything in
+            memory.
         split: a given split of ``config.n_folds`` folds (default :func:`hecktor.folds.make_folds` with the
             config's seed, by event and centre).
         progress: progress bars (default ``config.progress``).
@@ -735,13 +248,14 @@ def train(
 
     With ``repeats`` R > 1 the cross-validation is repeated with the fold seeds ``seed, seed + 1, ...,
     seed + R - 1`` (each a new split and new network initialisations), since one split of a small cohort gives a
-    noisy C-index; ``metrics.json`` then adds the mean and spread over the repeats (:func:`summarize_repeats`).
-    The run folder (folds, OOF risks, training logs, the fold ensemble in ``model/``) is the first repeat's; the
-    others are kept in memory and only their metrics are written.
+    noisy C-index; ``metrics.json`` then adds the mean and spread over the repeats
+    (:func:`~hecktor.training.prognosis_results.summarize_repeats`). The run folder (folds, OOF risks, training logs,
+    the fold ensemble in ``model/``) is the first repeat's; the others are kept in memory and only their metrics are
+    written.
 
     Args:
         config: the run's settings.
-        run_dir: the run folder (:meth:`CrossValidationResult.save`).
+        run_dir: the run folder (:meth:`~hecktor.training.prognosis_results.CrossValidationResult.save`).
         data: a HECKTOR folder holding ``Task 2/`` (images and its CSV); or
         csv: clinical mode only: a CSV with the HECKTOR 2025 columns.
         plan: the preprocessing plan of the images (default ``BoxPlan()``).
@@ -751,9 +265,10 @@ def train(
         echo: where the progress lines go (one per fold, and a summary).
         repeats: cross-validations with successive fold seeds (see above).
         segmentation: biomarker modes: a Task 1 cross-validation run (``train_segmentation.py --fold all``). Its
-            out-of-fold masks (written by :func:`write_validation_masks` where absent) give the training patients'
-            biomarkers; its folds (best checkpoints) are exported to ``RUN_DIR/segmentation_bundle`` and nested in
-            the Task 2 bundle. Task 2 patients outside the Task 1 cohort are segmented by that bundle.
+            out-of-fold masks (written by :func:`~hecktor.training.biomarker_features.write_validation_masks` where
+            absent) give the training patients' biomarkers; its folds (best checkpoints) are exported to
+            ``RUN_DIR/segmentation_bundle`` and nested in the Task 2 bundle. Task 2 patients outside the Task 1 cohort
+            are segmented by that bundle.
 
     Returns:
         the first repeat's result.
@@ -816,69 +331,6 @@ def train(
              f"mean SD over folds {summary['cindex_fold_sd_mean']:.3f}; the exported model is the first repeat's")
     echo(f"wrote {Path(run_dir) / 'metrics.json'} and the fold ensemble in {Path(run_dir) / 'model'}")
     return result
-
-
-SEGMENTATION_BUNDLE = "segmentation_bundle"
-"""``RUN_DIR/segmentation_bundle``: the Task 1 bundle a biomarker-mode run nests in its Task 2 bundle."""
-
-
-def export_segmentation_bundle(segmentation_run: str | Path, run_dir: str | Path) -> Path:
-    """The Task 1 bundle of every fold of ``segmentation_run`` (best checkpoints: the networks of the out-of-fold
-    masks, and of the Task 1 container's bundle) in ``RUN_DIR/segmentation_bundle``."""
-    from hecktor.training.segmentation import export_bundle as export_task1
-
-    out, _ = export_task1(segmentation_run, Path(run_dir) / SEGMENTATION_BUNDLE, checkpoint="best")
-    return out
-
-
-def segment_cases(bundle: str | Path, root: str | Path, patient_ids: Sequence[str], out_dir: str | Path, *,
-                  device: str = "auto", progress: bool = True) -> dict[str, Path]:
-    """Masks of Task 2 patients that no Task 1 fold trained on, by the Task 1 bundle (every fold, no TTA), into
-    ``out_dir/<PID>.nii.gz``."""
-    from hecktor.segment import Segmenter
-
-    segmenter = Segmenter.from_bundle(bundle, device=device)
-    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
-    masks = {}
-    for pid in tqdm(patient_ids, desc="Task 1 masks", unit="case", leave=False, disable=not progress):
-        ct, pet, _ = cases[pid].read()
-        masks[pid] = write_mask(segmenter.predict(ct, pet, tta=False), Path(out_dir) / f"{pid}.nii.gz")
-    return masks
-
-
-def summarize_repeats(per_repeat: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
-    """Mean and spread of repeated cross-validations (one :meth:`CrossValidationResult.metrics` per fold seed).
-
-    Returns:
-        ``repeat_seeds``; ``cindex_mean_over_repeats`` (the mean over repeats of each repeat's mean fold C-index);
-        ``cindex_sd_over_repeats`` (their sample SD, ``None`` for one repeat: how much the split moves the
-        estimate); ``cindex_fold_sd_mean`` (the mean over repeats of each split's SD over its folds, ``cindex_std``);
-        ``cindex_pooled_oof_mean_over_repeats``; and ``repeats``, every repeat's metrics with its ``seed``.
-    """
-    means = np.asarray([m["cindex_mean"] for m in per_repeat], dtype=np.float64)
-    pooled = np.asarray([m["cindex_pooled_oof"] for m in per_repeat], dtype=np.float64)
-    return {
-        "repeat_seeds": [int(s) for s in seeds],
-        "cindex_mean_over_repeats": float(np.mean(means)),
-        "cindex_sd_over_repeats": float(np.std(means, ddof=1)) if len(means) > 1 else None,
-        "cindex_fold_sd_mean": float(np.mean([m["cindex_std"] for m in per_repeat])),
-        "cindex_pooled_oof_mean_over_repeats": float(np.nanmean(pooled)) if np.isfinite(pooled).any() else None,
-        "repeats": [{"seed": int(seed), **m} for seed, m in zip(seeds, per_repeat)],
-    }
-
-
-def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> None:
-    """Refuse (or, with ``overwrite``, clear) a folder that already holds a run."""
-    run_dir = Path(run_dir)
-    earlier = [p for p in (run_dir / "metrics.json", run_dir / "model", *run_dir.glob("fold_*")) if p.exists()]
-    if not earlier:
-        return
-    if not overwrite:
-        raise InputError(f"{run_dir} already holds a training run; choose another --out or pass --overwrite")
-    # What a biomarker-mode run wrote before its folds goes too.
-    earlier += [p for p in (run_dir / SEGMENTATION_BUNDLE, run_dir / "masks") if p.exists()]
-    for path in earlier:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 # ----------------------------------------------------------------------------------------------------------- export

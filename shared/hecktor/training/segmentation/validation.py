@@ -49,7 +49,7 @@ def predict_validation_cases(
     postprocessing) with the network of ``checkpoint``, written to ``fold_dir/validation/<PID>.nii.gz``, and
     ``fold_dir/validation_labels/Task 1/<PID>/`` links to the cases' files, so that ``hecktor-evaluate --task 1 --pred
     fold_K/validation --labels fold_K/validation_labels`` scores the fold. The trainer calls it after each fold; Task 2's
-    biomarker modes call it for folds of older runs that have none (:func:`hecktor.training.prognosis.
+    biomarker modes call it for folds of older runs that have none (:func:`hecktor.training.biomarker_features.
     write_validation_masks`). Returns the mask path of each case, by patient ID."""
     from hecktor.outputs import write_mask
     from hecktor.segment import Segmenter
