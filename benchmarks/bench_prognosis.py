@@ -50,12 +50,13 @@ import torch  # noqa: E402
 
 from hecktor.clinical import DEFAULT_FEATURES, ClinicalEncoder
 from hecktor.datasets import write_gc_input
+from hecktor.fold_ensemble import EnsembleFold
 from hecktor.folds import make_folds
 from hecktor.images import find_single_image, read_image
 from hecktor.metrics import concordance_index
 from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.prognosis import RiskHead, RiskPredictor
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.training.image_level import NETWORK_PRESETS
@@ -351,8 +352,9 @@ def _random_fusion_ensemble(n_folds: int = 5, seed: int = 0) -> RiskPredictor:
     for k, encoder, network in common.random_fusion_folds(n_folds):
         survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, network.feature_dim)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k))
-    return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), BoxPlan(), "fusion", device="cpu")
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=0.6 + 0.01 * k))
+    return RiskPredictor(folds, ensemble_weights([f.validation_score for f in folds]), BoxPlan(), "fusion",
+                         device="cpu")
 
 
 def part_c(args: argparse.Namespace) -> list[str]:
@@ -395,9 +397,9 @@ def _random_biomarker_ensemble(mode: str, segmentation: Path, n_folds: int = 5, 
         width = (network.feature_dim if network is not None else encoder.n_features) + scaler.n_features
         survival = build_survival_model({"kind": "coxph", "alpha": 10.0}).fit(
             rng.normal(size=(60, width)), rng.uniform(100, 2000, 60), rng.random(60) < 0.4)
-        folds.append(FoldModel(survival=survival, network=network, encoder=encoder, cindex=0.6 + 0.01 * k,
-                               biomarkers=scaler))
-    return RiskPredictor(folds, ensemble_weights([f.cindex for f in folds]), BoxPlan(), mode, device="cpu",
+        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=0.6 + 0.01 * k,
+                                  biomarkers=scaler))
+    return RiskPredictor(folds, ensemble_weights([f.validation_score for f in folds]), BoxPlan(), mode, device="cpu",
                          segmentation=segmentation)
 
 

@@ -44,9 +44,10 @@ import torch
 
 from hecktor.clinical import parse_number
 from hecktor.datasets import list_training_cases, read_clinical_csv, read_training_table
-from hecktor.diagnosis import ENSEMBLE_RULE, ClassifierFold, HPVPredictor, LogisticHead, PlattCalibration
+from hecktor.diagnosis import ENSEMBLE_RULE, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import InputError
 from hecktor.feature_range import FeatureRange
+from hecktor.fold_ensemble import EnsembleFold
 from hecktor.folds import load_folds
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.networks.fused import MODES, RESNET18_BACKBONE, FusedFeatureExtractor
@@ -338,7 +339,7 @@ class HPVFoldResult:
     index: int
     train_idx: np.ndarray
     val_idx: np.ndarray
-    model: ClassifierFold
+    model: EnsembleFold
     auc: float
     oof_probability: np.ndarray
     best_epoch: int | None = None
@@ -573,9 +574,9 @@ def run_fold(
         features, _ = crossval.forward_all(network, data, val_idx, config.feature_batch_size)
         oof = head.probability(features)
         network.cpu()
-    model = ClassifierFold(head=head, network=network, encoder=encoder, auc=_safe_auc(labels[val_idx], oof))
-    return HPVFoldResult(index, train_idx, val_idx, model, model.auc, oof, best_epoch, calibration_patients,
-                         time.perf_counter() - started)
+    model = EnsembleFold(head, network, encoder, validation_score=_safe_auc(labels[val_idx], oof))
+    return HPVFoldResult(index, train_idx, val_idx, model, model.validation_score, oof, best_epoch,
+                         calibration_patients, time.perf_counter() - started)
 
 
 def cross_validate_hpv(
@@ -699,9 +700,10 @@ def export_hpv_bundle(run_dir: str | Path, out_dir: str | Path, *, overwrite: bo
 # ---------------------------------------------------------------------------------------------- held-out scoring
 def score_held_out(bundle: str | Path, data: str | Path, *, device: str = "cpu") -> dict[str, Any]:
     """Score an exported bundle on the labelled cases of a HECKTOR Task 3 folder, every case through
-    :meth:`HPVPredictor.predict_case <hecktor.diagnosis.HPVPredictor.predict_case>` (the container's path, with
-    the record as the platform's ``ehr.json`` would give it), and, where the folder is a synthetic cohort, the
-    oracle beside it (the true P(HPV+) at the population prevalence, :func:`hecktor.synthetic.oracle_balanced_accuracy`).
+    :meth:`HPVPredictor.predict <hecktor.diagnosis.HPVPredictor.predict>` (the container's path, with the record as
+    the platform's ``ehr.json`` would give it, sanitised there as the container's is on reading), and, where the
+    folder is a synthetic cohort, the oracle beside it (the true P(HPV+) at the population prevalence,
+    :func:`hecktor.synthetic.oracle_balanced_accuracy`).
 
     Returns:
         ``{"n", "n_positive", "balanced_accuracy", "auc", "threshold", "oracle_balanced_accuracy", "oracle_auc",
@@ -710,7 +712,6 @@ def score_held_out(bundle: str | Path, data: str | Path, *, device: str = "cpu")
     """
     import csv as csv_module
 
-    from hecktor.case import CaseInput
     from hecktor.datasets import ehr_from_row
 
     predictor = HPVPredictor.from_bundle(bundle, device=device)
@@ -722,9 +723,7 @@ def score_held_out(bundle: str | Path, data: str | Path, *, device: str = "cpu")
         if status is None:
             continue
         ct, pet, _ = case.read()
-        ehr = ehr_from_row(rows[case.patient_id], TASK.number)
-        predicted = predictor.predict_case(CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=case.ct_path,
-                                                     pet_path=case.pet_path))
+        predicted = predictor.predict(ct, pet, ehr_from_row(rows[case.patient_id], TASK.number))
         cases.append({"PatientID": case.patient_id, "status": status,
                       "probability": predictor.last_report.probability, "predicted": bool(predicted)})
     seconds = time.perf_counter() - started

@@ -49,11 +49,12 @@ import numpy as np
 import torch
 
 from hecktor.errors import InputError
+from hecktor.fold_ensemble import EnsembleFold
 from hecktor.folds import load_folds
 from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.outputs import write_text_atomic
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import BIOMARKER_MODES, FoldModel, RiskPredictor, network_mode
+from hecktor.prognosis import BIOMARKER_MODES, RiskHead, RiskPredictor, network_mode
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.tasks import get_task
@@ -183,7 +184,7 @@ def run_fold(
         raise InputError(f"fold {index}: its {len(val_idx)} validation patients ({int(cohort.event[val_idx].sum())} "
                          "relapses) hold no comparable pair, so the fold has no C-index to weight it by; use fewer "
                          "folds (--folds) or more patients")
-    model = FoldModel(survival=survival, network=network, encoder=encoder, cindex=cindex, biomarkers=scaler)
+    model = EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex, biomarkers=scaler)
     return FoldResult(index, train_idx, val_idx, model, cindex, oof, head_cindex, best_epoch,
                       time.perf_counter() - started)
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from hecktor.errors import InputError
+from hecktor.fold_ensemble import EnsembleFold
 from hecktor.metrics import concordance_index
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import FoldModel, RiskPredictor
+from hecktor.prognosis import RiskPredictor
 from hecktor.training.crossval import json_safe, pool_oof, save_run
 from hecktor.training.prognosis_cohort import Cohort
 from hecktor.training.prognosis_config import TrainingConfig
@@ -32,7 +33,7 @@ class FoldResult:
     index: int
     train_idx: np.ndarray
     val_idx: np.ndarray
-    model: FoldModel
+    model: EnsembleFold
     cindex: float
     oof_risk: np.ndarray
     head_cindex: float | None = None
