@@ -42,12 +42,11 @@ from hecktor.preprocessing import preprocess_box
 from hecktor.survival import ensemble_weights
 from hecktor.synthetic import generate_cohort, make_case
 from hecktor.tasks import RECORD_KEYS, get_task
+from hecktor.training.calibration import best_threshold, fit_platt
 from hecktor.training.hpv import (
     HPVTrainingConfig,
-    best_threshold,
     cross_validate_hpv,
     demo_hpv,
-    fit_platt,
     load_hpv_cohort,
     load_hpv_csv_cohort,
     score_held_out,

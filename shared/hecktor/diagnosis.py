@@ -85,7 +85,7 @@ class PlattCalibration:
     A fold's logit comes from a model trained with class weights (or a logistic regression with balanced class
     weights), so its raw probability is that of a population with equal classes; the calibration maps it back to the
     prevalence of the data it was fitted on, so that the folds' probabilities can be averaged and one threshold
-    applies to all of them. Fitting happens at training time (:func:`hecktor.training.hpv.fit_platt`).
+    applies to all of them. Fitting happens at training time (:func:`hecktor.training.calibration.fit_platt`).
 
     Attributes:
         slope: multiplies the logit (> 0: calibration never reverses a fold's ranking).

@@ -11,18 +11,13 @@ Patients whose HPV status is unknown (an empty ``HPV Status`` cell) are left out
    clinical: a logistic regression (scikit-learn, L2, balanced class weights) on the encoded record;
 3. **calibration**: Platt scaling of the fold's logit, fitted on predictions the fold's model made for training
    patients it did not fit: the inner hold-out of step 2 (networks), or inner 5-fold cross-validated logits
-   (clinical; scikit-learn's ``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` does the same). Not on the
-   fold's validation patients: those score the fold, and a calibration fitted on them would make every
-   out-of-fold number an in-sample one. Platt (two parameters), not isotonic regression: the hold-out is a few
-   dozen patients, on which isotonic steps would follow the noise;
+   (clinical); never on the fold's validation patients (:mod:`hecktor.training.calibration`);
 4. the fold's validation patients get their out-of-fold (OOF) calibrated probability and the fold its OOF AUC.
 
 The ensemble averages the folds' calibrated probabilities with weights ``max(AUC_k - 0.5, 0.001)`` (normalised).
-The **decision threshold** stored in the bundle maximises balanced accuracy on the pooled OOF probabilities of all
-folds (ties: the one nearest the prevalence, the Bayes threshold for calibrated probabilities). Because that
-threshold has seen every OOF patient, the balanced accuracy reported per fold uses the threshold chosen the same way
-on the *other* folds' OOF probabilities only (cross-fitting), and the in-sample figure is reported beside it, so the
-gap shows how much threshold tuning alone flatters a cross-validation.
+The **decision threshold** stored in the bundle maximises balanced accuracy on the pooled OOF probabilities; each
+fold is scored at the threshold chosen on the other folds only (cross-fitting), the in-sample figure beside it
+(:mod:`hecktor.training.calibration`).
 
 Images are preprocessed once per case by :func:`hecktor.preprocessing.preprocess_box` (Task 2's box, the
 container's exact path) and kept in the trainers' preprocessing cache. The network, its batches and the early
@@ -56,12 +51,12 @@ from hecktor.survival import ensemble_weights
 from hecktor.tasks import RECORD_KEYS, get_task
 from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
 from hecktor.training.cache import PreprocessingCache
+from hecktor.training.calibration import best_threshold, decision_thresholds, fit_platt
 from hecktor.training.crossval import json_safe as _json_safe
-from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
+from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
 
-__all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "fit_platt",
-           "best_threshold", "HPVFoldResult", "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv",
+__all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "HPVFoldResult", "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv",
            "export_hpv_bundle", "score_held_out", "demo_hpv", "NETWORK_PRESETS", "DEFAULT_CACHE"]
 
 TASK = get_task(3)
@@ -253,70 +248,7 @@ def load_hpv_cohort(
     return cohort
 
 
-# ------------------------------------------------------------------------------------------ calibration, threshold
-def fit_platt(logits: np.ndarray, labels: np.ndarray) -> PlattCalibration:
-    """Platt scaling fitted on out-of-sample ``logits`` and their ``labels``: the slope and intercept of
-    ``sigmoid(slope * logit + intercept)`` of least log-loss against Platt's smoothed targets
-    ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` (Platt 1999; Lin, Lin & Weng 2007). The smoothing keeps the fit
-    finite when a few dozen patients are separable, and unlike an L2 penalty it does not depend on the logits' scale.
-    (scikit-learn's ``CalibratedClassifierCV(method="sigmoid")`` fits the same model.)
-
-    Without both classes, or when the fit would reverse the model's ranking (slope <= 0: the hold-out disagrees
-    with everything the fold learnt, which a few dozen patients cannot establish), the logit is only moved to the
-    prevalence of ``labels`` (:meth:`PlattCalibration.prior_shift`)."""
-    from scipy.optimize import minimize
-
-    logits = np.asarray(logits, dtype=np.float64).ravel()
-    labels = np.asarray(labels).astype(bool).ravel()
-    prevalence = float(labels.mean()) if labels.size else 0.5
-    if labels.size < 2 or labels.all() or not labels.any() or np.ptp(logits) == 0:
-        return PlattCalibration.prior_shift(prevalence)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    target = np.where(labels, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-    scale = float(np.std(logits)) or 1.0  # optimise on standardised logits, then undo: a well-conditioned problem
-    z = (logits - logits.mean()) / scale
-
-    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
-        f = params[0] * z + params[1]
-        p = 1.0 / (1.0 + np.exp(-f))
-        # log-loss written with logaddexp so that large |f| cannot overflow
-        value = float(np.sum(np.logaddexp(0.0, f) - target * f))
-        residual = p - target
-        return value, np.array([np.dot(residual, z), residual.sum()])
-
-    fitted = minimize(loss, np.array([1.0, 0.0]), jac=True, method="BFGS")
-    a, b = (float(v) for v in fitted.x)
-    slope, intercept = a / scale, float(b - a * logits.mean() / scale)
-    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
-        return PlattCalibration.prior_shift(prevalence)
-    return PlattCalibration(slope, intercept, "platt")
-
-
-def best_threshold(probability: np.ndarray, labels: np.ndarray, prior: float | None = None) -> float:
-    """The threshold ``t`` (positive when ``probability >= t``) of highest balanced accuracy on these patients.
-
-    Candidates are the midpoints between consecutive distinct probabilities; among equally good ones the nearest to
-    ``prior`` wins (default: the prevalence of ``labels``, the balanced-accuracy Bayes threshold of calibrated
-    probabilities). Without both classes the answer is ``prior`` itself.
-    """
-    p = np.asarray(probability, dtype=np.float64).ravel()
-    y = np.asarray(labels).astype(bool).ravel()
-    prior = float(y.mean()) if prior is None else float(prior)
-    if y.all() or not y.any() or p.size < 2:
-        return min(max(prior, 1e-6), 1 - 1e-6)
-    values = np.unique(p)
-    if values.size == 1:
-        return min(max(prior, 1e-6), 1 - 1e-6)
-    candidates = (values[:-1] + values[1:]) / 2.0
-    # Positives at or above each candidate: counts from the sorted probabilities, O(n log n).
-    pos, neg = np.sort(p[y]), np.sort(p[~y])
-    sensitivity = 1.0 - np.searchsorted(pos, candidates, side="left") / pos.size
-    specificity = np.searchsorted(neg, candidates, side="left") / neg.size
-    score = 0.5 * (sensitivity + specificity)
-    best = np.flatnonzero(score >= score.max() - 1e-12)
-    return float(candidates[best[np.argmin(np.abs(candidates[best] - prior))]])
-
-
+# ---------------------------------------------------------------------------------------------------------- scores
 def _safe_auc(labels: np.ndarray, score: np.ndarray) -> float:
     try:
         return roc_auc(labels, score)
@@ -611,19 +543,9 @@ def cross_validate_hpv(
     results = crossval.run_folds(config, cohort, split, run_dir, run_fold, progress=progress, on_fold=on_fold)
     aucs = [r.auc if math.isfinite(r.auc) else 0.5 for r in results]  # an undefined AUC counts as chance
     weights = ensemble_weights(aucs)
-    labels = cohort.labels
-    pooled_idx = np.concatenate([r.val_idx for r in results])
-    pooled_p = np.concatenate([r.oof_probability for r in results])
-    threshold = best_threshold(pooled_p, labels[pooled_idx], prior=cohort.prevalence)
-    cross_fitted = []
-    for r in results:
-        others = [o for o in results if o is not r]
-        if others:
-            idx = np.concatenate([o.val_idx for o in others])
-            p = np.concatenate([o.oof_probability for o in others])
-            cross_fitted.append(best_threshold(p, labels[idx], prior=float(labels[r.train_idx].mean())))
-        else:  # one fold trained: the Bayes threshold of calibrated probabilities
-            cross_fitted.append(float(labels[r.train_idx].mean()))
+    threshold, cross_fitted = decision_thresholds(cohort.labels, [r.val_idx for r in results],
+                                                  [r.oof_probability for r in results],
+                                                  [r.train_idx for r in results], cohort.prevalence)
     outcome = HPVCrossValidationResult(config, cohort, cohort.plan or BoxPlan(), results, weights, threshold,
                                        cross_fitted, time.perf_counter() - started, split)
     if run_dir is not None:

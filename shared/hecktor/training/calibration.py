@@ -1,0 +1,124 @@
+"""Calibration and decision thresholds of the Task 3 classifier (the library of :mod:`hecktor.training.hpv`):
+fitting a fold's Platt scaling, choosing the bundle's threshold, and choosing it again without each fold to score
+the folds honestly.
+
+**Calibration** (:func:`fit_platt`): Platt scaling of a fold's logit, fitted on predictions the fold's model made for
+training patients it did not fit: the inner hold-out of the network's early stopping, or inner 5-fold
+cross-validated logits (clinical mode; scikit-learn's ``CalibratedClassifierCV(method="sigmoid", ensemble=False)``
+does the same). Not on the fold's validation patients: those score the fold, and a calibration fitted on them would
+make every out-of-fold number an in-sample one. Platt (two parameters), not isotonic regression: the hold-out is a
+few dozen patients, on which isotonic steps would follow the noise. The result is a
+:class:`~hecktor.diagnosis.PlattCalibration`, which the bundle stores and the container applies.
+
+**Threshold** (:func:`decision_thresholds`): the bundle's maximises balanced accuracy on the pooled out-of-fold (OOF)
+probabilities of all folds (:func:`best_threshold`; ties: the one nearest the prevalence, the Bayes threshold for
+calibrated probabilities). Because that threshold has seen every OOF patient, the balanced accuracy reported per
+fold uses the threshold chosen the same way on the *other* folds' OOF probabilities only (cross-fitting), and the
+in-sample figure is reported beside it, so the gap shows how much threshold tuning alone flatters a
+cross-validation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hecktor.diagnosis import PlattCalibration
+
+__all__ = ["fit_platt", "best_threshold", "decision_thresholds"]
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> PlattCalibration:
+    """Platt scaling fitted on out-of-sample ``logits`` and their ``labels``: the slope and intercept of
+    ``sigmoid(slope * logit + intercept)`` of least log-loss against Platt's smoothed targets
+    ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` (Platt 1999; Lin, Lin & Weng 2007). The smoothing keeps the fit
+    finite when a few dozen patients are separable, and unlike an L2 penalty it does not depend on the logits' scale.
+    (scikit-learn's ``CalibratedClassifierCV(method="sigmoid")`` fits the same model.)
+
+    Without both classes, or when the fit would reverse the model's ranking (slope <= 0: the hold-out disagrees
+    with everything the fold learnt, which a few dozen patients cannot establish), the logit is only moved to the
+    prevalence of ``labels`` (:meth:`PlattCalibration.prior_shift`)."""
+    from scipy.optimize import minimize
+
+    logits = np.asarray(logits, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    prevalence = float(labels.mean()) if labels.size else 0.5
+    if labels.size < 2 or labels.all() or not labels.any() or np.ptp(logits) == 0:
+        return PlattCalibration.prior_shift(prevalence)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    target = np.where(labels, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    scale = float(np.std(logits)) or 1.0  # optimise on standardised logits, then undo: a well-conditioned problem
+    z = (logits - logits.mean()) / scale
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        f = params[0] * z + params[1]
+        p = 1.0 / (1.0 + np.exp(-f))
+        # log-loss written with logaddexp so that large |f| cannot overflow
+        value = float(np.sum(np.logaddexp(0.0, f) - target * f))
+        residual = p - target
+        return value, np.array([np.dot(residual, z), residual.sum()])
+
+    fitted = minimize(loss, np.array([1.0, 0.0]), jac=True, method="BFGS")
+    a, b = (float(v) for v in fitted.x)
+    slope, intercept = a / scale, float(b - a * logits.mean() / scale)
+    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
+        return PlattCalibration.prior_shift(prevalence)
+    return PlattCalibration(slope, intercept, "platt")
+
+
+def best_threshold(probability: np.ndarray, labels: np.ndarray, prior: float | None = None) -> float:
+    """The threshold ``t`` (positive when ``probability >= t``) of highest balanced accuracy on these patients.
+
+    Candidates are the midpoints between consecutive distinct probabilities; among equally good ones the nearest to
+    ``prior`` wins (default: the prevalence of ``labels``, the balanced-accuracy Bayes threshold of calibrated
+    probabilities). Without both classes the answer is ``prior`` itself.
+    """
+    p = np.asarray(probability, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    prior = float(y.mean()) if prior is None else float(prior)
+    if y.all() or not y.any() or p.size < 2:
+        return min(max(prior, 1e-6), 1 - 1e-6)
+    values = np.unique(p)
+    if values.size == 1:
+        return min(max(prior, 1e-6), 1 - 1e-6)
+    candidates = (values[:-1] + values[1:]) / 2.0
+    # Positives at or above each candidate: counts from the sorted probabilities, O(n log n).
+    pos, neg = np.sort(p[y]), np.sort(p[~y])
+    sensitivity = 1.0 - np.searchsorted(pos, candidates, side="left") / pos.size
+    specificity = np.searchsorted(neg, candidates, side="left") / neg.size
+    score = 0.5 * (sensitivity + specificity)
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - prior))]])
+
+
+def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], probabilities: Sequence[np.ndarray],
+                        train_idx: Sequence[np.ndarray], prevalence: float) -> tuple[float, list[float]]:
+    """The bundle's threshold and, per fold, its cross-fitted one.
+
+    Args:
+        labels: the cohort's statuses (1 = HPV-positive).
+        val_idx: per trained fold, its validation patients (indices into ``labels``).
+        probabilities: per trained fold, its validation patients' OOF calibrated probabilities.
+        train_idx: per trained fold, its training patients.
+        prevalence: the cohort's, the tie-break of the bundle's threshold.
+
+    Returns:
+        the threshold of :func:`best_threshold` on the pooled OOF probabilities, and per fold the one chosen on the
+        other folds' OOF probabilities only (ties towards the fold's training prevalence; with one fold trained, that
+        prevalence itself: the Bayes threshold of calibrated probabilities).
+    """
+    labels = np.asarray(labels)
+    threshold = best_threshold(np.concatenate(probabilities), labels[np.concatenate(val_idx)], prior=prevalence)
+    cross_fitted = []
+    for k, trained in enumerate(train_idx):
+        prior = float(labels[trained].mean())
+        others = [j for j in range(len(val_idx)) if j != k]
+        if not others:
+            cross_fitted.append(prior)
+            continue
+        idx = np.concatenate([val_idx[j] for j in others])
+        cross_fitted.append(best_threshold(np.concatenate([probabilities[j] for j in others]), labels[idx],
+                                           prior=prior))
+    return threshold, cross_fitted
