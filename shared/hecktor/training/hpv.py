@@ -53,7 +53,7 @@ from hecktor.training import crossval  # what the Task 2 and Task 3 trainers sha
 from hecktor.training.cache import PreprocessingCache
 from hecktor.training.calibration import best_threshold, decision_thresholds, fit_platt
 from hecktor.training.crossval import json_safe as _json_safe
-from hecktor.training.prognosis import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
+from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
 
 __all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "HPVFoldResult", "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv",
