@@ -30,7 +30,7 @@ The modes (:data:`PREDICTOR_MODES`; Task 3 has the first three):
   on the predicted tumour with the mask as a third channel (:func:`~hecktor.biomarkers.tumour_crop_input`).
 
 Each input is checked once per case. The clinical record is sanitised once (:func:`hecktor.clinical.sanitize_ehr`):
-here for a raw record, by :func:`hecktor.io.read_case` for a case read from disk (:meth:`FoldEnsemble.predict_case`
+here for a raw record, by :func:`hecktor.case.read_case` for a case read from disk (:meth:`FoldEnsemble.predict_case`
 passes its record on as a :class:`~hecktor.clinical.CheckedRecord`). The images are repaired once, at the top of
 :meth:`FoldEnsemble.predict_score` (:func:`hecktor.repair.repair_case`: the empty-PET and overlap checks included; a
 case read by ``read_case`` passes through unchanged), so that the segmentation, the biomarkers of its mask, the
@@ -302,7 +302,7 @@ class FoldEnsemble:
 
     # ------------------------------------------------------------------------------------------------ prediction
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> Any:
-        """The task's :meth:`predict` on a case read by :func:`hecktor.io.read_case` (the container's call): its
+        """The task's :meth:`predict` on a case read by :func:`hecktor.case.read_case` (the container's call): its
         record was sanitised when it was read and is not checked again; a CT or PET that reading dropped (``None``)
         is predicted without, a dropped ``ehr.json`` as an absent record."""
         record = CheckedRecord(case.ehr) if case.ehr is not None else None
