@@ -12,19 +12,16 @@ from __future__ import annotations
 import codecs
 import functools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-if __name__ == "__main__":  # run as a script from the repository root: the tests' own helpers sit beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO, blank_image, head_phantom, paint  # noqa: E402
-from hecktor.datasets import write_gc_input  # noqa: E402
-from hecktor.geometry import Grid  # noqa: E402
-from hecktor.plan import RegionPlan  # noqa: E402
-from hecktor.preprocessing import preprocess_region  # noqa: E402
+from conftest import REPO, blank_image, head_phantom, paint  # as a script, python puts tests/ on the path first
+from hecktor.datasets import write_gc_input
+from hecktor.geometry import Grid
+from hecktor.plan import RegionPlan
+from hecktor.preprocessing import preprocess_region
 
 REGION_PLAN = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
                          patch_size_zyx=(32, 32, 32))
