@@ -188,11 +188,3 @@ def test_the_real_pet_ct_cases(real_data, capsys):
     out = capsys.readouterr().out
     assert "Task 1: 2 of 2 case(s) usable for training" in out and "0 error(s), 0 warning(s)" in out
 
-
-def test_it_is_a_console_script_of_the_package():
-    import tomllib
-
-    from conftest import REPO
-
-    scripts = tomllib.loads((REPO / "shared" / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["hecktor-check-data"] == "hecktor.training.check_data:main"

@@ -188,10 +188,31 @@ def test_training_layout_is_read(tmp_path):
     assert read_case(out).ehr["Age"] == 56
 
 
-def test_bad_training_tables(tmp_path):
-    root = _training_root(tmp_path, survival="abc,1")
-    with pytest.raises(InputError, match="RFS must be a number"):
+@pytest.mark.parametrize("survival, message", [
+    ("abc,1", "line 2 .CHUM-001.: RFS 'abc' is not a finite number of days > 0"),
+    ("nan,1", "RFS 'nan' is not a finite number"),
+    ("inf,0", "RFS 'inf' is not a finite number"),
+    ("-3,0", "RFS '-3' is not a finite number of days > 0"),
+    ("120,0.5", "line 2 .CHUM-001.: Relapse '0.5' is not exactly 0 or 1"),
+    ("120,", "RFS and Relapse are required"),
+])
+def test_outcomes_are_finite_and_relapse_exactly_0_or_1(tmp_path, survival, message):
+    root = _training_root(tmp_path, survival=survival)
+    with pytest.raises(InputError, match=message):
         read_training_table(root, 2)
+
+
+def test_a_patient_listed_twice_is_refused_naming_both_lines(tmp_path):
+    root = _training_root(tmp_path)
+    table = root / "Task 2" / get_task(2).training_csv
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(InputError, match="line 4: patient CHUM-001 is listed twice .lines 2 and 4.; keep one row"):
+        read_training_table(root, 2)
+
+
+def test_bad_training_tables(tmp_path):
+    root = _training_root(tmp_path)
     (root / "Task 1" / "CHUM-001" / "CHUM-001.nii.gz").unlink()
     with pytest.raises(InputError, match="case CHUM-001: label file missing"):
         list_training_cases(root, 1)

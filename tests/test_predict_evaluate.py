@@ -445,7 +445,8 @@ def test_modules_and_console_scripts(tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
     scripts = tomllib.loads((REPO / "shared" / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"hecktor-predict": "hecktor.predict:main", "hecktor-evaluate": "hecktor.evaluate:main"}
+    assert scripts == {"hecktor-predict": "hecktor.predict:main", "hecktor-evaluate": "hecktor.evaluate:main",
+                       "hecktor-check-data": "hecktor.training.check_data:main"}
     for target in scripts.values():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import uuid
 from dataclasses import dataclass
@@ -70,9 +71,15 @@ def _parse_number(value: str | None) -> float | None:
 
 
 def read_clinical_csv(path: str | Path, require_survival: bool = False) -> list[dict[str, Any]]:
-    """Rows of a HECKTOR clinical CSV as dicts. Empty cells become ``None``; other values stay strings for the
-    clinical encoder, except ``RFS`` (float) and ``Relapse`` (int) which are parsed and, with
-    ``require_survival``, required in every row."""
+    """Rows of a HECKTOR clinical CSV (or a predictions table) as dicts: the one parser of outcomes, for the trainers
+    and ``hecktor-evaluate`` alike.
+
+    Empty cells become ``None``; other values stay strings for the clinical encoder, except ``RFS`` (float) and
+    ``Relapse`` (int). A filled ``RFS`` must be a finite number of days > 0 and a filled ``Relapse`` exactly 0 or 1
+    (a 0.5 is refused, never truncated); with ``require_survival`` both are required in every row. A patient listed
+    twice is refused, naming the patient and both lines. Each refusal is an :class:`InputError` naming the table's
+    line and the patient.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"clinical table not found: {path}")
@@ -85,24 +92,41 @@ def read_clinical_csv(path: str | Path, require_survival: bool = False) -> list[
         missing = [c for c in needed if c not in columns]
         if missing:
             raise InputError(f"{path} lacks the column(s) {', '.join(missing)}")
-        rows = []
+        rows, line_of = [], {}
         for line, raw in enumerate(reader, start=2):
             row: dict[str, Any] = {k: (v.strip() if isinstance(v, str) and v.strip() != "" else None)
                                    for k, v in raw.items()}
-            if not row.get("PatientID"):
+            pid = row.get("PatientID")
+            if not pid:
                 raise InputError(f"{path} line {line}: empty PatientID")
+            if pid in line_of:
+                raise InputError(f"{path} line {line}: patient {pid} is listed twice (lines {line_of[pid]} and "
+                                 f"{line}); keep one row")
+            line_of[pid] = line
+            where = f"{path} line {line} ({pid})"
             if "RFS" in row:
-                row["RFS"] = _parse_number(row["RFS"])
+                row["RFS"] = _outcome(row["RFS"], where, "RFS", "a finite number of days > 0",
+                                      lambda v: math.isfinite(v) and v > 0)
             if "Relapse" in row:
-                relapse = _parse_number(row["Relapse"])
+                relapse = _outcome(row["Relapse"], where, "Relapse", "exactly 0 or 1", lambda v: v in (0.0, 1.0))
                 row["Relapse"] = None if relapse is None else int(relapse)
-            if require_survival:
-                if row["RFS"] is None or row["Relapse"] not in (0, 1) or row["RFS"] < 0:
-                    raise InputError(
-                        f"{path} line {line} ({row['PatientID']}): RFS must be a number >= 0 and Relapse 0 or 1"
-                    )
+            if require_survival and (row["RFS"] is None or row["Relapse"] is None):
+                raise InputError(f"{where}: RFS and Relapse are required (RFS a number of days > 0, Relapse 0 or 1)")
             rows.append(row)
     return rows
+
+
+def _outcome(cell: str | None, where: str, column: str, expected: str, valid) -> float | None:
+    """An outcome cell as a float (``None`` when empty), or an :class:`InputError` naming the line."""
+    if cell is None:
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise InputError(f"{where}: {column} {cell!r} is not {expected}")
+    return value
 
 
 def list_training_cases(root: str | Path, task: int | str, require_label: bool | None = None) -> list[TrainingCase]:
