@@ -182,6 +182,30 @@ def test_predict_task2_both_layouts_equal_risk_predictor(cli, bundles, cohort, g
         assert {pid: float(value) for pid, value in table[1:]} == expected  # exact: the same float, written exactly
 
 
+def test_an_implausible_table_value_is_unknown_as_in_ehr_json(cli, bundles, cohort, tmp_path):
+    """A HECKTOR table's record goes through the same sanitising as a container's ehr.json: an age in days is
+    dropped (unknown) with a warning, and the risk is that of the record without it."""
+    data = shutil.copytree(cohort / "Task 2", tmp_path / "Task 2")
+    table = data / "HECKTOR_2025_Training_Task_2.csv"
+    rows = list(csv.DictReader(table.open(newline="")))
+    first = rows[0]["PatientID"]
+    rows[0]["Age"] = "22630"
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    status, _, stderr = cli(predict_cli, "--task", 2, "--bundle", bundles[2], "--input", data, "--output",
+                            tmp_path / "out", "--device", "cpu")
+    warned = [line for line in stderr if "is outside 0-120 years" in line]
+    assert status == 0 and len(warned) == 1 and warned[0].startswith(f"warning: case {first}: "), stderr
+    case = next(c for c in list_training_cases(tmp_path, 2) if c.patient_id == first)
+    ct, pet, _ = case.read()
+    without_age = {k: v for k, v in ehr_from_row(rows[0]).items() if k != "Age"}
+    expected = RiskPredictor.from_bundle(bundles[2], device="cpu").predict(ct, pet, without_age)
+    table_out = dict(read_predictions(tmp_path / "out" / "predictions.csv")[1:])
+    assert float(table_out[first]) == expected
+
+
 def test_failed_case_is_reported_and_the_run_goes_on(cli, bundles, cohort, tmp_path):
     data = shutil.copytree(cohort / "Task 1", tmp_path / "Task 1")
     out = tmp_path / "out"

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from hecktor.case import CaseInput, read_case
+from hecktor.clinical import sanitize_ehr
 from hecktor.datasets import ehr_from_row, read_clinical_csv
 from hecktor.errors import HecktorError, InputError
 from hecktor.images import read_image
@@ -127,6 +128,10 @@ class InputFolder:
             if ehr is None:
                 source = self.clinical_table if self.clinical_table is not None else "no clinical table"
                 warnings.append(f"no clinical row for {case_id} ({source}): clinical values are treated as unknown")
+            else:  # as read_case does with ehr.json: the predictors take a case's record as sanitised
+                checked = sanitize_ehr(ehr, source=f"{self.clinical_table.name} ({case_id})")
+                ehr = checked.record
+                warnings.extend(checked.warnings)
         return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings)
 
 
