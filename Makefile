@@ -37,7 +37,7 @@ bench-scan: setup
 
 ## Seed Tables 1-2 analogues on held-out synthetic cases: HecMamba (current and seed recipes, ablations), MONAI
 ## U-Net, V-Net, UNETR, DynUNet and, when installed (make bench-nnunet), nnU-Net v2; two one-thread jobs side by
-## side (77 minutes on 2 cores with nnU-Net v2, measured 2026-12-01). The numbers in README.md come from this exact
+## side (77 minutes on 2 cores with nnU-Net v2, measured 2026-12-01). The numbers in docs/results/benchmarks.md come from this exact
 ## command (through make bench-nnunet).
 bench-segmentation: setup
 	$(BIN)/python benchmarks/bench_segmentation.py --work runs/bench_segmentation --patch 32 --epochs 40 \

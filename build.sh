@@ -8,7 +8,7 @@ ENGINE="${ENGINE:-docker}"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
-# Platform limits (HECKTOR2025_INTERFACE.md): image at most 10 GB, saved .tar.gz at most 2 GB.
+# Platform limits (docs/reference/platform-interface.md): image at most 10 GB, saved .tar.gz at most 2 GB.
 IMAGE_LIMIT_BYTES=$((10 * 1000 * 1000 * 1000))
 ARCHIVE_LIMIT_BYTES=$((2 * 1000 * 1000 * 1000))
 

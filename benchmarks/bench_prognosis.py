@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Many short OpenMP regions (the selective scan) on a shared CPU: spinning threads waste it (README, Performance). Set
+# Many short OpenMP regions (the selective scan) on a shared CPU: spinning threads waste it (docs/results/benchmarks.md, Selective scan). Set
 # before torch starts its thread pool.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -76,14 +76,14 @@ def task1_config(cohort_dir: Path, run_dir: Path, args: argparse.Namespace) -> d
     """The CPU-sized Task 1 cross-validation behind the biomarker rows: the former demo HecMamba (demo.json's plan
     and sizes with widths 8-64, 1.4 M parameters, 4 mm voxels, no deep supervision) on 32^3 patches, batch Dice
     with the background (the Dice loss as it was when the table was measured; at that width Dice+CE never predicts a
-    node: README, Task 1 table), ``--seg-iterations`` iterations of batch 2 per fold, validated once at the end (so
+    node: docs/results/benchmarks.md, Task 1), ``--seg-iterations`` iterations of batch 2 per fold, validated once at the end (so
     the best checkpoint, which makes the out-of-fold masks, is the last: no model selection on the patients it then
     segments)."""
     from hecktor.training.segmentation import load_config_file
 
     config = load_config_file(common.REPO / "training" / "configs" / "demo.json")
     config["plan"]["patch_size_zyx"] = [args.seg_patch] * 3
-    # The README's table was measured with demo.json's former HecMamba (widths 8-64, no deep supervision) and the
+    # The Task 2 table (docs/results/benchmarks.md) was measured with demo.json's former HecMamba (widths 8-64, no deep supervision) and the
     # Dice loss as it was then (MONAI's, over the batch, background included: today's batch_dice with the
     # background); demo.json now holds the node-aware recipe. Kept as it was so that this command reproduces the table.
     config["network_config"] = {**config["network_config"], "widths": [8, 16, 32, 64], "full_resolution_width": None}
@@ -466,7 +466,7 @@ def part_d(args: argparse.Namespace) -> list[str]:
     lines += ["", f"Target ≤ 60 s per case on the CPU. Load average at the end (1, 5, 15 min): {load} on "
               f"{os.cpu_count()} cores. The full-size default HecMamba (72 M parameters, 1 mm, 128³ windows) is not "
               "run here: one 128³ window alone takes about a minute on 2 CPU threads, and a 1 mm region needs 27 per "
-              "pass (README)."]
+              "pass (docs/results/benchmarks.md)."]
     return lines
 
 

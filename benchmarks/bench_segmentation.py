@@ -228,7 +228,7 @@ def ceiling_row(name: str, base: dict, held_out_dir: Path) -> dict:
 
 
 def headline(row: dict) -> float:
-    """The mean of GTVp mean Dice and GTVn DSCagg (the comparison the README's table states)."""
+    """The mean of GTVp mean Dice and GTVn DSCagg (the comparison docs/results/benchmarks.md states)."""
     return (row["summary"]["GTVp"]["dice_mean"] + row["summary"]["GTVn"]["dsc_agg"]) / 2.0
 
 
@@ -284,7 +284,7 @@ def repeats(rows: list[dict]) -> str:
 
 def comparison(rows: list[dict]) -> str:
     """HecMamba's current recipe against the best of U-Net, DynUNet and nnU-Net v2 on :func:`headline`, with the
-    training times (the README states the comparison at equal training wall time from these numbers). Rows trained
+    training times (docs/results/benchmarks.md states the comparison at equal training wall time from these numbers). Rows trained
     with several seeds (``--seeds``) compare by their means over those seeds."""
     groups = seed_groups(rows)
     ours = next((group for base, group in groups.items()

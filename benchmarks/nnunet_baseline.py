@@ -417,7 +417,7 @@ def run_nnunet_row(work: str | Path, train_dir: str | Path, held_out_dir: str | 
 
 
 def markdown_row(row: dict[str, Any]) -> str:
-    """The row in the README table's columns."""
+    """The row in the columns of the Task 1 table (docs/results/benchmarks.md)."""
     p, n = row["summary"]["GTVp"], row["summary"]["GTVn"]
     return (f"| {row['name']} | {p['dice_mean']:.3f} | {p['hd95_mean']:.1f} | {p['surface_dice_mean']:.3f} | "
             f"{n['dsc_agg']:.3f} | {n['f1_agg']:.3f} | {row['parameters'] / 1e6:.2f} M | {row['train_s']:.0f} |")

@@ -1,4 +1,4 @@
-"""Check one container run's outputs against the HECKTOR 2025 output contract (HECKTOR2025_INTERFACE.md).
+"""Check one container run's outputs against the HECKTOR 2025 output contract (docs/reference/platform-interface.md).
 
 What is checked follows the task's output kind in the registry (:mod:`hecktor.tasks`):
 

@@ -145,7 +145,7 @@ segments a fold's 24 validation regions (half the cohort, in a 2-fold split), wh
 training iterations on one thread."""
 SEG_FULL_RESOLUTION_WIDTH = 16
 """Channels of the demo HecMamba's full-resolution decoder: demo.json's recipe has 32, which nearly doubles the
-seconds per iteration on the CPU (README, Task 1); 16, the former recipe, still finds the nodes and keeps the demo in
+seconds per iteration on the CPU (docs/results/recipe-log.md); 16, the former recipe, still finds the nodes and keeps the demo in
 its time."""
 SEG_VAL_OVERLAP = 0.25
 """Sliding-window overlap of the validations and out-of-fold predictions (the containers keep 0.5): half the

@@ -166,7 +166,7 @@ def load_bundle(path: str | Path, task: int) -> Bundle:
     """Verify and open a bundle for ``task``; any inconsistency is a :class:`BundleError`."""
     path = Path(path)
     task = get_task(task).number
-    fix = "re-export it with the training scripts (see README)"
+    fix = "re-export it with the training scripts (docs/reference/bundle-format.md)"
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"no model bundle at {path} ({MANIFEST} missing); {fix}")

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_MODE", "DEFAULT_SURVIVAL", "TrainingConfig"]
 
 DEFAULT_MODE = "biomarkers"
 """The mode ``train_prognosis.py`` trains when none is given: the best out-of-fold C-index of the Task 2 benchmark
-(README, Task 2 table). :class:`TrainingConfig` itself keeps ``fusion``, which needs no Task 1 run."""
+(docs/results/benchmarks.md, Task 2). :class:`TrainingConfig` itself keeps ``fusion``, which needs no Task 1 run."""
 
 DEFAULT_SURVIVAL: dict[str, dict[str, Any]] = {
     # A strong ridge on standardised features: 128 fused features against a few dozen events per fold. On synthetic

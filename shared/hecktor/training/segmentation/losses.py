@@ -23,7 +23,7 @@ class LossSpec:
         cross_entropy: add the cross-entropy of the softmax (weights: ``ce_class_weights``).
         dice_background: the background class counts in the Dice term (MONAI's default); nnU-Net leaves it out.
             ``TrainingConfig.dice_include_background`` overrides it.
-        description: one line for ``--help`` and the README.
+        description: one line for ``--help`` and docs/how-to/task1-segmentation.md.
     """
 
     batch_dice: bool
