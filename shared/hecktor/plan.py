@@ -22,7 +22,8 @@ Schema versions: 1 was the single ``Plan`` of hecktor 0.1 that held both tasks' 
 Fields added later, and models already exported: a field that changes preprocessing numbers has two values. Its
 dataclass default is the behaviour for *new* plans; its entry in the class's :attr:`~_PlanBase.ABSENT_VALUES` is the
 behaviour that existed before the field did, and :meth:`~_PlanBase.from_dict` gives it to a stored plan that lacks the
-field, so that a bundle exported earlier keeps predicting exactly as it was trained (``tests/test_bundle_compat.py``).
+field, so that a bundle exported earlier keeps predicting exactly as it was trained
+(``tests/library/test_bundle_compat.py``).
 
 ==============================  =======================  ==============================================
 field                           new plans (default)      stored plans without it (``ABSENT_VALUES``)

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 MAX_README_LINES = 220
@@ -140,8 +140,10 @@ def test_every_docs_page_is_reachable_from_the_readme():
 
 
 def test_the_bad_inputs_page_is_the_one_the_matrix_generates():
-    """docs/reference/bad-inputs.md is rendered from the hostile-input matrix that the container tests run; regenerate
-    it with `python tests/hostile_inputs.py` after changing the matrix."""
-    from hostile_inputs import PAGE, render_page
+    """docs/reference/bad-inputs.md is rendered from the hostile-input matrix that the container tests run
+    (tests/helpers/hostile_inputs.py); regenerate it with `python -m tests.helpers.hostile_inputs` from the repository
+    root after changing the matrix."""
+    from helpers.hostile_inputs import PAGE, render_page
 
-    assert PAGE.read_text() == render_page(), "docs/reference/bad-inputs.md is stale: run python tests/hostile_inputs.py"
+    assert PAGE.read_text() == render_page(), (
+        "docs/reference/bad-inputs.md is stale: run python -m tests.helpers.hostile_inputs")

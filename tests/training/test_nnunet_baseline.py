@@ -11,10 +11,11 @@ import pytest
 import SimpleITK as sitk
 from sklearn.model_selection import KFold
 
-from conftest import DIRECTIONS, REPO, blank_image, physical_coordinates
 from hecktor.datasets import list_training_cases
 from hecktor.folds import kfold_split
 from hecktor.synthetic import generate_cohort
+from helpers.paths import REPO
+from helpers.phantoms import DIRECTIONS, blank_image, physical_coordinates
 
 
 def _load():

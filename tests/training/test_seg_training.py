@@ -14,7 +14,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import REPO
 from hecktor.datasets import list_training_cases
 from hecktor.errors import InputError
 from hecktor.folds import kfold_split, load_folds
@@ -32,6 +31,7 @@ from hecktor.training.segmentation import (
     load_region,
     network_from_checkpoint,
 )
+from helpers.paths import REPO
 
 CONFIGS = REPO / "training" / "configs"
 TINY = load_config_file(CONFIGS / "tiny.json")

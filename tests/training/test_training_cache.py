@@ -2,7 +2,7 @@
 builds killed with SIGKILL (in this process, or with worker processes), the default number of workers.
 
 The cases are tiny files and the preprocessing a stand-in that turns their bytes into arrays, so that every rule of
-the cache is checked in milliseconds; tests/test_seg_training.py and tests/test_prognosis_training.py run the
+the cache is checked in milliseconds; test_seg_training.py and test_prognosis_training.py (beside this file) run the
 real preprocessing of both tasks through it.
 """
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO
 from hecktor.datasets import ehr_from_row, list_training_cases
 from hecktor.errors import InputError
 from hecktor.folds import make_folds
@@ -23,6 +22,7 @@ from hecktor.synthetic import generate_cohort
 from hecktor.training.prognosis import cross_validate, export_bundle
 from hecktor.training.prognosis_cohort import load_csv_cohort, load_hecktor_cohort
 from hecktor.training.prognosis_config import TrainingConfig
+from helpers.paths import REPO
 from train_prognosis import main
 
 N_CASES = 60

@@ -31,7 +31,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
 from hecktor.errors import InputError
 from hecktor.synthetic import generate_cohort
 from hecktor.training import segmentation
@@ -51,6 +50,7 @@ from hecktor.training.segmentation import (
     set_aside,
     verify_checkpoint_file,
 )
+from helpers.paths import REPO
 
 CONFIG = REPO / "training" / "configs" / "tiny.json"
 FAST_UNET = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}

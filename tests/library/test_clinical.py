@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +19,10 @@ from hecktor.clinical import (
     unseen_values,
 )
 from hecktor.errors import BundleError, InputError
+from helpers.paths import REAL_DATA
 
-# ../shared/data from the repository root: the workspace's real-data folder, absent in some checkouts (then skipped).
-REAL_TABLE = (
-    Path(__file__).parents[1] / ".." / "shared" / "data" / "real" / "clinical" / "tcia_hn1_hecktor2025_columns.csv"
-)
+# The workspace's real clinical table (helpers.paths.REAL_DATA), absent in some checkouts (then skipped).
+REAL_TABLE = REAL_DATA / "clinical" / "tcia_hn1_hecktor2025_columns.csv"
 
 TRAIN = [
     {"Age": 50, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1, "Performance Status": 0,

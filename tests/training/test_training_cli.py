@@ -14,9 +14,9 @@ import export_prognosis
 import export_segmentation
 import train_prognosis
 import train_segmentation
-from conftest import REPO
 from hecktor import survival_models as survival
 from hecktor.training import cli
+from helpers.paths import REPO
 
 TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis}
 REQUIRED = {"segmentation": [], "prognosis": ["--mode", "clinical"]}

@@ -17,7 +17,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
-from conftest import REPO
+from helpers.paths import REPO
 
 LIBRARY = REPO / "shared"
 PACKAGE = "hecktor"

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, head_phantom
 from hecktor.datasets import write_gc_input
 from hecktor.diagnosis import HPVPredictor
 from hecktor.prognosis import RiskPredictor
 from hecktor.runtime import WRITERS, output_writer, predictor_class
 from hecktor.segment import Segmenter
 from hecktor.tasks import OUTPUT_KINDS, get_task, task_numbers
+from helpers.paths import FIXTURE_BUNDLES, REPO
+from helpers.phantoms import head_phantom
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bundles"
+FIXTURES = FIXTURE_BUNDLES
 EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
 PREDICTORS = {1: Segmenter, 2: RiskPredictor, 3: HPVPredictor}
 CALLS = {1: {1: 1, 2: 0, 3: 0}, 2: {1: 0, 2: 1, 3: 0}, 3: {1: 0, 2: 0, 3: 1}}

@@ -10,13 +10,13 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from conftest import head_phantom, physical_coordinates
 from hecktor.bundle import write_bundle
 from hecktor.errors import BundleError
 from hecktor.networks import build_network
 from hecktor.plan import BoxPlan, RegionPlan
 from hecktor.preprocessing import preprocess_region
 from hecktor.segment import TTA_FLIPS, Segmenter, sliding_window_probabilities
+from helpers.phantoms import head_phantom, physical_coordinates
 
 # 4 mm voxels: the region is 30 x 30 x 40 voxels, smaller than the window along x and y (MONAI pads and crops back).
 PLAN = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,

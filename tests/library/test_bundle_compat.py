@@ -8,21 +8,21 @@ import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import head_phantom
 from hecktor.bundle import load_bundle
 from hecktor.diagnosis import HPVPredictor
 from hecktor.metrics import dice
 from hecktor.plan import RegionPlan
 from hecktor.prognosis import RiskPredictor
 from hecktor.segment import Segmenter
+from helpers.paths import FIXTURE_BUNDLES
+from helpers.phantoms import head_phantom
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bundles"
+FIXTURES = FIXTURE_BUNDLES
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import head_phantom
 from hecktor import outputs
 from hecktor.case import REMEDIES, read_case
 from hecktor.datasets import (ehr_from_row, list_training_cases, read_training_table, training_case_to_gc_input,
@@ -20,6 +19,7 @@ from hecktor.outputs import remove_output, write_json_number, write_mask, write_
 from hecktor.records import read_ehr
 from hecktor.tasks import get_task
 from hecktor.errors import InputError
+from helpers.phantoms import head_phantom
 
 
 def _write(image, path):

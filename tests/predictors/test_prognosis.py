@@ -5,59 +5,31 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import head_phantom
-from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop, compute_biomarkers, no_tumour_biomarkers
+from hecktor.biomarkers import compute_biomarkers, no_tumour_biomarkers
 from hecktor.budget import PredictionReport, TimeBudget
 from hecktor.bundle import sha256_of
 from hecktor.clinical import ClinicalEncoder, normalize_ehr
 from hecktor.errors import BundleError, InputError
-from hecktor.networks.fused import TINY_BACKBONE, FusedFeatureExtractor
-from hecktor.plan import BoxPlan, RegionPlan
+from hecktor.networks.fused import FusedFeatureExtractor
+from hecktor.plan import RegionPlan
 from hecktor.preprocessing import preprocess_box
 from hecktor.fold_ensemble import EnsembleFold, SegmentationSettings, tumour_cube
 from hecktor.prognosis import RiskHead, RiskPredictor
 from hecktor.segment import Segmenter, blank_mask
-from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
+from helpers.paths import FIXTURE_BUNDLES
+from helpers.phantoms import head_phantom
+from helpers.predictors import CINDICES, NETWORK, ROWS, build_biomarker_predictor, build_risk_predictor
+from helpers.predictors import RISK_PLAN as PLAN
 
-PLAN = BoxPlan(input_shape_zyx=(24, 24, 24))
-ROWS = [
-    {"Age": str(45 + 3 * i), "Gender": str(i % 2), "Tobacco Consumption": ["0", "1", None][i % 3],
-     "Alcohol Consumption": str((i // 2) % 2), "Performance Status": str(i % 3), "Treatment": str((i // 3) % 2),
-     "M-stage": "M1" if i == 5 else "M0"}
-    for i in range(16)
-]
 EHR = {"CenterID": 5, "Age": 56, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1,
        "Performance Status": 0, "Treatment": 0, "M-stage": "M0"}
-CINDICES = (0.72, 0.55, 0.64)
-# Narrow fused features keep the Cox fits of the fixtures fast; the code paths are those of the 128-d default.
-NETWORK = {**TINY_BACKBONE, "clinical_dim": 8, "fused_dim": 16}
-
-
-def build_predictor(mode: str, seed: int = 0) -> RiskPredictor:
-    """Three folds with random networks, encoders fitted on different rows, Cox models fitted on random features."""
-    rng = np.random.default_rng(seed)
-    folds = []
-    for k, cindex in enumerate(CINDICES):
-        encoder = ClinicalEncoder().fit(ROWS[k:k + 12]) if mode != "imaging" else None
-        network = None
-        if mode != "clinical":
-            torch.manual_seed(seed * 10 + k)
-            network = FusedFeatureExtractor(encoder.n_features if encoder else 0, mode=mode, **NETWORK).eval()
-        n_features = network.feature_dim if network is not None else encoder.n_features
-        X = rng.normal(size=(40, n_features))
-        time = rng.uniform(100, 2000, size=40)
-        event = rng.random(40) < 0.5
-        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(X, time, event)
-        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex))
-    return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"})
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +40,7 @@ def phantom():
 
 @pytest.fixture(scope="module")
 def fusion_predictor():
-    return build_predictor("fusion")
+    return build_risk_predictor("fusion")
 
 
 @pytest.fixture
@@ -116,7 +88,7 @@ def test_fold_selection_renormalises_weights(fusion_predictor, phantom):
 @pytest.mark.parametrize("mode", ["fusion", "imaging", "clinical"])
 def test_bundle_round_trip_gives_identical_risk(mode, phantom, tmp_path):
     ct, pet = phantom
-    predictor = build_predictor(mode, seed=1)
+    predictor = build_risk_predictor(mode, seed=1)
     loaded = RiskPredictor.from_bundle(predictor.to_bundle(tmp_path / mode), device="cpu")
     assert loaded.mode == mode and loaded.info == {"note": "test"}
     assert np.array_equal(loaded.weights, predictor.weights)
@@ -134,7 +106,7 @@ def test_bundle_round_trip_gives_identical_risk(mode, phantom, tmp_path):
 
 def test_odd_ehr_gives_finite_risk_and_unknowns_agree(phantom):
     ct, pet = phantom
-    predictor = build_predictor("clinical")
+    predictor = build_risk_predictor("clinical")
     all_unknown = predictor.predict(ct, pet, None)
     assert predictor.predict(ct, pet, {}) == all_unknown
     assert predictor.predict(ct, pet, {name: None for name in EHR}) == all_unknown
@@ -148,7 +120,7 @@ def test_odd_ehr_gives_finite_risk_and_unknowns_agree(phantom):
     for ehr in odd:
         assert math.isfinite(predictor.predict(ct, pet, ehr))
     assert predictor.predict(ct, pet, {**EHR, "extra": {"a": 1}}) == predictor.predict(ct, pet, EHR)
-    fusion = build_predictor("fusion")
+    fusion = build_risk_predictor("fusion")
     assert all(math.isfinite(fusion.predict(ct, pet, ehr)) for ehr in [None, *odd])
     with pytest.raises(InputError, match="must hold a JSON object, got list"):
         predictor.predict(ct, pet, [EHR])
@@ -213,7 +185,7 @@ def test_tampered_bundle_is_refused(fusion_bundle):
 
 
 def test_constructor_checks_folds_against_mode():
-    fold = build_predictor("clinical").folds[0]
+    fold = build_risk_predictor("clinical").folds[0]
     with pytest.raises(ValueError, match="does not fit mode 'fusion'"):
         RiskPredictor([fold], [1.0], PLAN, "fusion", device="cpu")
     with pytest.raises(ValueError, match="sum to 1"):
@@ -238,7 +210,7 @@ def test_folds_whose_encoders_differ_in_width_export_and_reload(phantom, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------------ biomarker modes
-TASK1_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundles" / "task1"
+TASK1_FIXTURE = FIXTURE_BUNDLES / "task1"
 
 
 class StubSegmenter:
@@ -252,28 +224,6 @@ class StubSegmenter:
         self.calls.append({"tta": tta, "budget": budget})
         self.last_report = PredictionReport(warnings=["segmented by the stub"])
         return self.mask
-
-
-def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed: int = 0) -> RiskPredictor:
-    """Three folds: encoders and biomarker scalings fitted on different rows, networks (fusion+biomarkers) on 3-channel
-    cubes, Cox models fitted on random features of the right width."""
-    rng = np.random.default_rng(seed)
-    markers = [{name: float(rng.uniform(0.0, 30.0)) for name in BIOMARKER_NAMES} for _ in range(20)]
-    folds = []
-    for k, cindex in enumerate(CINDICES):
-        encoder = ClinicalEncoder().fit(ROWS[k:k + 12])
-        scaler = BiomarkerScaler().fit(markers[k:k + 15])
-        network = None
-        if mode == "fusion+biomarkers":
-            torch.manual_seed(seed * 10 + k)
-            network = FusedFeatureExtractor(encoder.n_features, mode="fusion", image_channels=3, **NETWORK).eval()
-        width = (network.feature_dim if network is not None else encoder.n_features) + scaler.n_features
-        survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
-            rng.normal(size=(40, width)), rng.uniform(100, 2000, size=40), rng.random(40) < 0.5)
-        folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex, biomarkers=scaler))
-    settings = SegmentationSettings(crop=TumourCrop(96.0, (24, 24, 24)) if mode == "fusion+biomarkers" else None)
-    return RiskPredictor(folds, ensemble_weights(CINDICES), PLAN, mode, device="cpu", info={"note": "test"},
-                         segmenter=segmenter, segmentation=segmentation, segmentation_settings=settings)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DIRECTIONS, blank_image, head_phantom, paint
 from hecktor.errors import InputError
 from hecktor.geometry import Grid, resample_to_grid, subgrid_covering
 from hecktor.localization import CT_MARGIN_MM, MAX_EXTENT_MM, body_uptake, localize_head_and_neck
@@ -25,6 +24,7 @@ from hecktor.preprocessing import (
     probabilities_to_ct_grid,
 )
 from hecktor.repair import repair_case, repair_ct_offset
+from helpers.phantoms import DIRECTIONS, blank_image, head_phantom, paint
 
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     a, b = a == label, b == label

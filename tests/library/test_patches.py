@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import head_phantom
 from hecktor.patches import mask_physical_bounds, preprocess_training_case, sample_patches
 from hecktor.plan import RegionPlan
+from helpers.phantoms import head_phantom
 
 PLAN = RegionPlan(spacing_mm_xyz=(2.0, 2.0, 2.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
             patch_size_zyx=(32, 32, 32))

@@ -8,11 +8,8 @@ whole matrix. A mode added to a predictor without a bundle here fails :func:`tes
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -23,41 +20,30 @@ from hecktor.diagnosis import HPVPredictor
 from hecktor.networks.fused import MODES as TASK3_MODES
 from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, RiskPredictor
 from hecktor.tasks import get_task
-from hostile_inputs import (BIOMARKER_MODE_OUTCOMES, DEGRADED, EHR, ERROR, MATRIX, REPAIRED, SILENTLY_WRONG,
-                            _spoiled_input, _warning_lines)
-from test_containers import _load_inference, bundles, check_failure, files_under, synthetic_case
-from test_hpv import build_predictor as build_hpv_predictor
-from test_prognosis import build_biomarker_predictor, build_predictor
+from helpers.containers import bundles, check_failure, files_under, run, synthetic_case
+from helpers.hostile_inputs import (BIOMARKER_MODE_OUTCOMES, DEGRADED, EHR, ERROR, MATRIX, REPAIRED, SILENTLY_WRONG,
+                                    _spoiled_input, _warning_lines)
+from helpers.predictors import build_biomarker_predictor, build_hpv_predictor, build_risk_predictor
 
-__all__ = ["bundles", "synthetic_case"]  # fixtures of test_containers, used here
+__all__ = ["bundles", "synthetic_case"]  # fixtures of helpers.containers, used here
 
-INFERENCE = {2: _load_inference(2), 3: _load_inference(3)}
 DEFAULT_MODE = "biomarkers"
 
 
 @pytest.fixture(scope="session")
 def mode_bundles(bundles, tmp_path_factory) -> dict[tuple[int, str], Path]:
-    """A bundle per (task, mode); the biomarker modes nest the tiny Task 1 bundle of test_containers."""
+    """A bundle per (task, mode); the biomarker modes nest the tiny Task 1 bundle of helpers.containers."""
     root = tmp_path_factory.mktemp("mode-bundles")
     made = {}
     for mode in PREDICTOR_MODES:
         if mode in ("biomarkers", "fusion+biomarkers"):
             predictor = build_biomarker_predictor(mode, segmentation=bundles[1])
         else:
-            predictor = build_predictor(mode)
+            predictor = build_risk_predictor(mode)
         made[2, mode] = predictor.to_bundle(root / f"task2-{mode}")
     for mode in TASK3_MODES:
         made[3, mode] = build_hpv_predictor(mode).to_bundle(root / f"task3-{mode}")
     return made
-
-
-def run(task: int, input_dir: Path, output_dir: Path, bundle: Path, *extra: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["--input", str(input_dir), "--output", str(output_dir), "--resources", str(bundle), "--device", "cpu",
-            *extra]
-    with redirect_stdout(out), redirect_stderr(err):
-        status = INFERENCE[task].main(argv, start_time=time.time())
-    return status, out.getvalue(), err.getvalue()
 
 
 def answer(task: int, output_dir: Path) -> float | bool:

@@ -2,7 +2,7 @@
 predictors called directly, failures and exit codes, a json-boolean task through the registry alone, and the
 scores of hand-made masks and rankings whose numbers are worked out by hand below.
 
-The bundles are tiny untrained networks in the exact formats the containers load (as in test_containers.py)."""
+The bundles are tiny untrained networks in the exact formats the containers load (as helpers.containers builds)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import REPO
 from hecktor import evaluate as evaluate_cli
 from hecktor import predict as predict_cli
 from hecktor import runtime
@@ -41,6 +40,7 @@ from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.synthetic import generate_cohort
 from hecktor.tasks import TASKS, get_task
+from helpers.paths import REPO
 
 PLAN1 = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
                    patch_size_zyx=(32, 32, 32))

@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from conftest import REPO
+from helpers.paths import REPO
 
 
 def _load(name: str):

@@ -17,7 +17,6 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from conftest import head_phantom
 from hecktor.budget import DEFAULT_SAFETY, TimeBudget, process_start_time
 from hecktor.clinical import ClinicalEncoder
 from hecktor.errors import InputError
@@ -31,6 +30,7 @@ from hecktor.segment import Segmenter, blank_mask, sliding_window_probabilities
 from hecktor.tasks import get_task
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
+from helpers.phantoms import head_phantom
 
 IMPORTED_AT = time.time()
 # A 120 mm cube at 4 mm is 30^3 voxels: one 32^3 window, so one forward call per network pass.

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DIRECTIONS
 from hecktor.datasets import write_gc_input
 from hecktor.outputs import write_mask, write_json_boolean, write_json_number
 from hecktor.tasks import get_task, task_numbers
+from helpers.paths import REPO
+from helpers.phantoms import DIRECTIONS
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("build.sh", "test_container.sh", "scripts/podman_smoke.sh")
 
 

@@ -10,7 +10,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import head_phantom
 from hecktor.bundle import write_bundle
 from hecktor.errors import BundleError
 from hecktor.metrics import dice
@@ -18,6 +17,7 @@ from hecktor.plan import RegionPlan
 from hecktor.postprocessing import (Postprocessing, choose_postprocessing, keep_largest_component,
                                     remove_small_components)
 from hecktor.segment import Segmenter
+from helpers.phantoms import head_phantom
 
 SPACING_XYZ = (2.0, 2.0, 2.5)  # 10 mm^3 = 0.01 ml per voxel
 
