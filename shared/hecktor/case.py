@@ -9,6 +9,7 @@ repairs themselves are in :mod:`hecktor.repair`; reading one image is :mod:`heck
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,49 @@ REMEDIES = {
 """What a non-strict :func:`read_case` does about each input it drops (the second half of its warning line)."""
 
 
+MANIFEST = "inputs.json"
+"""The platform's socket manifest beside the inputs."""
+SOCKETS = {"ct-image": "CT", "pet-image": "PET", "electronic-health-record": "ehr.json"}
+"""The sockets read, by slug; the manifest's other sockets are ignored."""
+DEFAULT_LOCATIONS = {"CT": Path("images/ct"), "PET": Path("images/pet"), "ehr.json": Path("ehr.json")}
+"""Where each input lies without a manifest (the folder layout)."""
+
+
+def input_locations(input_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """Where each input of ``input_dir`` lies: the socket manifest's ``relative_path`` of each socket it knows
+    (:data:`SOCKETS`), else the folder layout (:data:`DEFAULT_LOCATIONS`). A manifest that is not a list of sockets, or
+    names a path that is not there, is one warning and the folder layout is used."""
+    locations = {key: input_dir / relative for key, relative in DEFAULT_LOCATIONS.items()}
+    path = input_dir / MANIFEST
+    if not path.is_file():
+        return locations, []
+    try:
+        items = json.loads(path.read_text(encoding="utf-8-sig"))
+        if not isinstance(items, list):
+            raise ValueError(f"a list of sockets is expected, got {type(items).__name__}")
+        found = {}
+        for item in items:
+            socket = item.get("socket") if isinstance(item, dict) else None
+            if not isinstance(socket, dict) or not isinstance(socket.get("slug"), str):
+                raise ValueError("an item without a socket slug")
+            key = SOCKETS.get(socket["slug"])
+            relative = socket.get("relative_path")
+            if key is None:
+                continue
+            if (not isinstance(relative, str) or not relative or Path(relative).is_absolute()
+                    or ".." in Path(relative).parts):
+                raise ValueError(f"socket {socket['slug']!r} has no usable relative_path ({relative!r})")
+            if not (input_dir / relative).exists():
+                raise ValueError(f"socket {socket['slug']!r} names {relative}, which is not there")
+            found[key] = input_dir / relative
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        return locations, [f"{MANIFEST} is not usable ({str(error)[:200]}): the inputs are read from the folder layout"]
+    return {**locations, **found}, []
+
+
 def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = False) -> CaseInput:
-    """Read a Grand-Challenge input folder: ``images/ct/<uuid>.*``, ``images/pet/<uuid>.*`` and ``ehr.json``.
+    """Read a Grand-Challenge input folder: ``images/ct/<uuid>.*``, ``images/pet/<uuid>.*`` and ``ehr.json``, or where
+    the platform's socket manifest ``inputs.json`` says they are (:func:`input_locations`).
 
     By default a case is answered whenever an answer can be formed, so an unusable input is *dropped* with one
     warning line naming what and why, instead of failing the case (on Grand Challenge a failed case scores nothing
@@ -84,7 +126,7 @@ def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = Fa
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(f"input folder not found: {input_dir}")
-    warnings: list[str] = []
+    locations, warnings = input_locations(input_dir)
     problems: dict[str, str] = {}
 
     def drop(key: str, message: str) -> None:
@@ -99,7 +141,7 @@ def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = Fa
     for what in ("CT", "PET"):
         images[what], paths[what] = None, None
         try:
-            paths[what] = find_single_image(input_dir / "images" / what.lower())
+            paths[what] = find_single_image(locations[what])
             image, flat = read_image_or_placeholder(paths[what], what, warnings)
         except InputError as error:
             drop(what, str(error))
@@ -126,7 +168,7 @@ def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = Fa
 
     ehr = None
     if with_ehr:
-        ehr_path = input_dir / "ehr.json"
+        ehr_path = locations["ehr.json"]
         if not ehr_path.exists():
             warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
         else:

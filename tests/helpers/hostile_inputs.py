@@ -32,6 +32,11 @@ REGION_PLAN = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 1
 EHR = {"CenterID": 5, "Age": 56, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1,
        "Performance Status": 0, "Treatment": 0, "M-stage": "M0"}
 """The clean case's record (the organisers' sample ``ehr.json``)."""
+ORGANISERS_SAMPLE_EHR = (
+    '{\n    "CenterID": 4,\n    "Age": 58,\n    "Gender": 0,\n    "Tobacco Consumption": 0,\n'
+    '    "Alcohol Consumption": 1,\n    "Performance Status": 0,\n    "Treatment": 1,\n    "HPV Status": 0,\n}\n'
+)
+"""An ``ehr.json`` written as the organisers' 2026 sample is (our values): its object ends with a trailing comma."""
 PAGE = REPO / "docs" / "reference" / "bad-inputs.md"
 
 def _replace_image(input_dir: Path, modality: str, image: sitk.Image) -> None:
@@ -303,6 +308,7 @@ MATRIX = {
                          (REPAIRED, "UTF-16 (little-endian")),
     "ehr_latin1": (_edit_ehr(lambda e: json.dumps({**e, "Name": "Müller"}, ensure_ascii=False).encode("latin-1")),
                    EHR_ONLY, (REPAIRED, "Latin-1 text")),
+    "ehr_trailing_comma": (_edit_ehr(lambda e: ORGANISERS_SAMPLE_EHR), EHR_ONLY, (REPAIRED, "trailing comma")),
     # --- ehr.json: the values
     "ehr_missing_keys": (_edit_ehr(lambda e: {"Age": 56}), EHR_ONLY, (OK, "")),
     "ehr_nulls": (_edit_ehr(lambda e: {k: None for k in e}), EHR_ONLY, (OK, "")),
@@ -416,6 +422,7 @@ WHAT = {
     "ehr_utf16": "UTF-16 with a byte-order mark",
     "ehr_utf16_no_bom": "UTF-16 without a byte-order mark",
     "ehr_latin1": "Latin-1 text",
+    "ehr_trailing_comma": "the organisers' sample record, verbatim: a trailing comma before `}`",
     "ehr_missing_keys": "only `Age`",
     "ehr_nulls": "every value `null`",
     "ehr_strings_for_numbers": "every number written as a string",

@@ -328,3 +328,78 @@ def test_what_c_libraries_print_while_reading_is_captured_not_sent_to_stderr(cap
     with _quiet_stderr() as printed:
         os.write(2, b"** nifti_image_read: junk\n")
     assert printed == ["** nifti_image_read: junk"] and capfd.readouterr().err == ""
+
+
+# ------------------------------------------------------------------------------- the platform's files as they are
+def _gc_case(tmp_path, ehr=None):
+    ct, pet, _, _ = head_phantom()
+    return write_gc_input(ct, pet, tmp_path / "in", ehr)
+
+
+def test_the_organisers_trailing_comma_is_read_with_one_warning_as_its_strict_twin(tmp_path):
+    from helpers.hostile_inputs import ORGANISERS_SAMPLE_EHR
+
+    folder = _gc_case(tmp_path)
+    (folder / "ehr.json").write_text(ORGANISERS_SAMPLE_EHR)
+    case = read_case(folder, strict=True)
+    strict_twin = json.loads(ORGANISERS_SAMPLE_EHR.replace(",\n}", "\n}"))
+    assert case.ehr == strict_twin and case.ehr["HPV Status"] == 0 and case.problems == {}
+    assert [w for w in case.warnings if "trailing comma" in w] == [
+        "ehr.json has 1 trailing comma(s) before a closing brace or bracket, which strict JSON refuses (the "
+        "organisers' own sample is written so): read without them"]
+
+
+@pytest.mark.parametrize("text, expected, removed", [
+    ('{"a": [1, 2,],}', '{"a": [1, 2]}', 2),
+    ('{"a": "x,}", "b": 1}', '{"a": "x,}", "b": 1}', 0),  # inside a string: kept
+    ('{"a": "q\\\\", "b": [1 ,\n ]}', '{"a": "q\\\\", "b": [1 \n ]}', 1),  # an escaped backslash ends the string
+])
+def test_trailing_commas_are_removed_outside_strings_only(text, expected, removed):
+    from hecktor.records import without_trailing_commas
+
+    assert without_trailing_commas(text) == (expected, removed)
+
+
+def test_a_record_that_is_broken_otherwise_is_still_refused(tmp_path):
+    folder = _gc_case(tmp_path)
+    (folder / "ehr.json").write_text('{"Age": 58,, }')
+    with pytest.raises(InputError, match="is not valid JSON"):
+        read_case(folder, strict=True)
+
+
+def _manifest(folder, ct="images/ct", pet="images/pet", ehr="ehr.json"):
+    from helpers.paths import REPO
+
+    sample = REPO.parent / "shared" / "data" / "grand-challenge-2026" / "inputs.json"
+    items = json.loads(sample.read_text()) if sample.is_file() else [
+        {"socket": {"slug": slug, "relative_path": ""}} for slug in ("ct-image", "pet-image", "electronic-health-record")]
+    for item, path in zip(items, (ct, pet, ehr)):
+        item["socket"]["relative_path"] = path
+    items.append({"socket": {"slug": "rt-dose", "relative_path": "images/rt-dose", "is_image_kind": True},
+                  "image": {"name": "dose.mha"}, "value": None})  # a socket we do not read: ignored
+    (folder / "inputs.json").write_text(json.dumps(items))
+
+
+def test_the_socket_manifest_says_where_each_input_lies(tmp_path):
+    folder = _gc_case(tmp_path, {"Age": 61})
+    (folder / "images" / "ct").rename(folder / "images" / "ct-scan")
+    (folder / "ehr.json").rename(folder / "record.json")
+    _manifest(folder, ct="images/ct-scan", ehr="record.json")
+    case = read_case(folder, strict=True)
+    assert case.ct_path.parent.name == "ct-scan" and case.ehr == {"Age": 61} and case.warnings == []
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("[{", "inputs.json is not usable (Expecting property name"),
+    ('{"socket": 1}', "a list of sockets is expected, got dict"),
+    ('[{"socket": {"slug": "ct-image", "relative_path": "images/elsewhere"}}]', "names images/elsewhere, which is not"),
+    ('[{"socket": {"slug": "ct-image", "relative_path": "../outside"}}]', "has no usable relative_path"),
+    ('[{"value": 3}]', "an item without a socket slug"),
+])
+def test_a_manifest_that_cannot_be_used_is_one_warning_and_the_folder_layout(tmp_path, manifest, message):
+    folder = _gc_case(tmp_path, {"Age": 61})
+    (folder / "inputs.json").write_text(manifest)
+    case = read_case(folder, strict=True)  # a manifest is never a reason to fail a case
+    assert case.ct is not None and case.pet is not None and case.ehr == {"Age": 61}
+    (line,) = case.warnings
+    assert message in line and line.endswith("the inputs are read from the folder layout")
