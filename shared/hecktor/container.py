@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from hecktor.budget import DEFAULT_SAFETY, TimeBudget, console_logging, process_start_time
 from hecktor.case import read_case
-from hecktor.errors import HecktorError
+from hecktor.errors import HecktorError, InputError
 from hecktor.outputs import remove_output
 from hecktor.runtime import output_writer, predictor_class
 from hecktor.tasks import TaskSpec, get_task
 
-__all__ = ["TASK_OPTIONS", "build_parser", "run", "main"]
+__all__ = ["TASK_OPTIONS", "MODEL_DIR_VARIABLE", "PLATFORM_MODEL_DIR", "build_parser", "locate_bundle", "run", "main"]
+
+PLATFORM_MODEL_DIR = Path("/opt/ml/model")
+"""Where Grand Challenge extracts an algorithm's model tarball (``model.tar.gz``, uploaded apart from the image)."""
+MODEL_DIR_VARIABLE = "HECKTOR_MODEL_DIR"
+"""Stands in for :data:`PLATFORM_MODEL_DIR` when set (the tests point it at a temporary folder)."""
 
 BAD_INPUTS_PAGE = "docs/reference/bad-inputs.md"
 
@@ -61,7 +67,10 @@ def build_parser(task: int | str | TaskSpec, default_resources: Path,
         epilog=epilog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", type=Path, default=Path("/input"), help="case folder")
     parser.add_argument("--output", type=Path, default=Path("/output"), help="output folder")
-    parser.add_argument("--resources", type=Path, default=default_resources, help="model bundle")
+    parser.add_argument("--resources", type=Path, default=None,
+                        help=f"model bundle (default: the platform's {PLATFORM_MODEL_DIR} when it holds one, else "
+                             f"{default_resources})")
+    parser.set_defaults(baked_resources=default_resources)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--time-limit", type=float, default=spec.limit_s, help="platform limit per case (s)")
     parser.add_argument("--time-budget", type=float, default=None,
@@ -97,7 +106,9 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
     with console_logging():
         try:
             budget = TimeBudget(args.time_limit, budget_s=args.time_budget, start_time=start_time)
-            predictor = predictor_class(spec).from_bundle(args.resources, device=args.device)
+            bundle, where = locate_bundle(spec, args.resources, getattr(args, "baked_resources", None))
+            logger.info("model bundle: %s (%s)", bundle, where)
+            predictor = predictor_class(spec).from_bundle(bundle, device=args.device)
             case = read_case(args.input, with_ehr=spec.uses_ehr, strict=getattr(args, "strict", False))
             output = predictor.predict_case(case, budget=budget, **predict_options)
             report = predictor.last_report
@@ -112,6 +123,23 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
         shown = f" = {output:.6g}" if spec.output_kind == "json-number" else ""
         logger.info("wrote %s%s: %s", path, shown, report.summary())
     return 0
+
+
+def locate_bundle(task: int | str | TaskSpec, explicit: Path | None, baked: Path | None) -> tuple[Path, str]:
+    """The bundle a container loads, and where it was found: ``--resources`` when given; else the platform's model
+    folder (:data:`PLATFORM_MODEL_DIR`, or :data:`MODEL_DIR_VARIABLE`) when it holds a bundle's manifest (the model
+    tarball's files at its root); else the bundle baked into the image beside ``inference.py``. Neither is one
+    :class:`InputError` naming both places and the command that makes a bundle."""
+    spec = get_task(task)
+    if explicit is not None:
+        return Path(explicit), "--resources"
+    model_dir = Path(os.environ.get(MODEL_DIR_VARIABLE) or PLATFORM_MODEL_DIR)
+    if (model_dir / "manifest.json").is_file():
+        return model_dir, "the platform's model folder, from the model tarball"
+    if baked is not None and (Path(baked) / "manifest.json").is_file():
+        return Path(baked), "baked into the image"
+    raise InputError(f"no model bundle: none in {model_dir} (the platform's model tarball) nor in {baked} (baked "
+                     f"into the image); make one with {spec.export_command}")
 
 
 def main(task: int | str | TaskSpec, script: str | Path, argv: list[str] | None = None, *,
