@@ -45,6 +45,7 @@ import SimpleITK as sitk
 from hecktor.errors import BundleError, InputError
 from hecktor.geometry import Grid, resample_to_grid
 from hecktor.labels import GTVN, GTVP
+from hecktor.localization import body_uptake
 from hecktor.plan import BoxPlan
 from hecktor.preprocessing import normalize_ct, normalize_pet
 
@@ -105,6 +106,20 @@ class Biomarkers:
     def vector(self, names: Sequence[str] = BIOMARKER_NAMES) -> np.ndarray:
         """The values of ``names`` as a float64 vector."""
         return np.asarray([self.values[name] for name in names], dtype=np.float64)
+
+
+SUV_REFERENCES = ("absolute", "body")
+"""What the SUV biomarkers are measured against: ``absolute`` (the PET's SUV as it is) or ``body`` (the PET divided by
+the body's median uptake, :func:`body_relative_pet`)."""
+
+
+def body_relative_pet(pet: sitk.Image, ct: sitk.Image | None) -> sitk.Image:
+    """The PET divided by the body's median uptake (:func:`~hecktor.localization.body_uptake`), so that the body
+    reads 1: SUVmax, SUVmean, SUVpeak and TLG measured on it are ratios to the patient's own background, the same
+    whatever the PET's unit (SUV, Bq/ml, a wrong weight or dose), as a tumour-to-background ratio is. A PET whose
+    body uptake cannot be measured is returned as it is."""
+    level = body_uptake(pet, ct)
+    return sitk.Cast(pet, sitk.sitkFloat32) / level if level > 0 else pet
 
 
 def no_tumour_biomarkers(reason: str) -> Biomarkers:

@@ -55,8 +55,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from hecktor.biomarkers import Biomarkers, BiomarkerScaler, TumourCrop, compute_biomarkers, no_tumour_biomarkers, \
-    tumour_centre, tumour_crop_input
+from hecktor.biomarkers import SUV_REFERENCES, Biomarkers, BiomarkerScaler, TumourCrop, body_relative_pet, \
+    compute_biomarkers, no_tumour_biomarkers, tumour_centre, tumour_crop_input
 from hecktor.budget import BudgetPolicy, NetworkPass, PredictionReport, TimeBudget, fold_order
 from hecktor.case import CaseInput
 from hecktor.clinical import CheckedRecord, ClinicalEncoder, normalize_ehr, sanitize_ehr, unseen_values
@@ -98,25 +98,36 @@ class SegmentationSettings:
         tta: mirror test-time augmentation when the budget allows. Off by default: the training masks (out-of-fold
             predictions) are made without it, and the biomarkers should be measured on masks alike.
         crop: the tumour-centred cube of ``fusion+biomarkers`` (``None`` in ``biomarkers`` mode).
+        suv_reference: what the SUV biomarkers are measured against (:data:`~hecktor.biomarkers.SUV_REFERENCES`):
+            ``absolute``, or ``body`` (relative to the body's median uptake, the same in any PET unit; what
+            training chooses since 2026-12-07). A bundle written before the setting existed reads ``absolute``.
     """
 
     budget_share: float = 0.7
     tta: bool = False
     crop: TumourCrop | None = None
+    suv_reference: str = "absolute"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_share <= 1.0:
             raise ValueError(f"segmentation budget_share must lie in (0, 1], got {self.budget_share}")
+        if self.suv_reference not in SUV_REFERENCES:
+            raise ValueError(f"segmentation suv_reference must be one of {SUV_REFERENCES}, got {self.suv_reference!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": SEGMENTATION_FOLDER, "budget_share": float(self.budget_share), "tta": bool(self.tta),
-                "crop": None if self.crop is None else self.crop.to_dict()}
+                "crop": None if self.crop is None else self.crop.to_dict(), "suv_reference": self.suv_reference}
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> "SegmentationSettings":
         crop = record.get("crop")
         return cls(float(record.get("budget_share", 0.7)), bool(record.get("tta", False)),
-                   TumourCrop.from_dict(crop) if crop is not None else None)
+                   TumourCrop.from_dict(crop) if crop is not None else None,
+                   str(record.get("suv_reference", "absolute")))
+
+    def biomarker_pet(self, pet: sitk.Image, ct: sitk.Image | None) -> sitk.Image:
+        """The PET the biomarkers are measured in: as it is, or relative to the body (:attr:`suv_reference`)."""
+        return body_relative_pet(pet, ct) if self.suv_reference == "body" else pet
 
 
 class FoldHead(Protocol):
@@ -519,7 +530,7 @@ class FoldEnsemble:
             report.dropped.extend(f"segmentation {line}" for line in segmenter.last_report.dropped)
             segmented = clock()
             report.timings["segmentation_s"] = segmented - started
-            markers = compute_biomarkers(mask, pet)
+            markers = compute_biomarkers(mask, self.segmentation_settings.biomarker_pet(pet, ct))
             report.timings["biomarkers_s"] = clock() - segmented
         report.warnings.extend(markers.warnings)
         return markers, mask

@@ -135,3 +135,20 @@ def test_features_beyond_the_training_range_are_limited_with_one_warning(mode_bu
     assert abs(risk) < 10 and abs(clean) < 10, (risk, clean)
     fold_risks = np.asarray(list(predictor.last_fold_risks.values()))
     assert np.all(np.abs(fold_risks) < 10)
+
+
+@pytest.mark.parametrize("mode", BIOMARKER_MODES)
+def test_body_relative_biomarkers_answer_a_bq_per_ml_pet_exactly_as_its_clean_twin(mode, bundles, synthetic_case,
+                                                                                 tmp_path):
+    """What training exports since 2026-12-07 (suv_reference "body"): the SUV biomarkers are ratios to the body's
+    median uptake, so the unit repair's approximation (0.059 above) no longer reaches the risk."""
+    predictor = build_biomarker_predictor(mode, segmentation=bundles[1], suv_reference="body")
+    bundle = predictor.to_bundle(tmp_path / "bundle")
+    assert json.loads((bundle / "model.json").read_text())["segmentation"]["suv_reference"] == "body"
+    risks = {}
+    for name in ("valid", "pet_in_bq_per_ml"):
+        input_dir = _spoiled_input(name, synthetic_case, tmp_path / name)
+        status, _, stderr = run(2, input_dir, tmp_path / name / "out", bundle)
+        assert status == 0 and stderr == "", stderr
+        risks[name] = answer(2, tmp_path / name / "out")
+    assert abs(risks["pet_in_bq_per_ml"] - risks["valid"]) <= 1e-4, risks

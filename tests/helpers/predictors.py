@@ -55,7 +55,8 @@ def build_risk_predictor(mode: str, seed: int = 0) -> RiskPredictor:
     return RiskPredictor(folds, ensemble_weights(CINDICES), RISK_PLAN, mode, device="cpu", info={"note": "test"})
 
 
-def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed: int = 0) -> RiskPredictor:
+def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed: int = 0,
+                              suv_reference: str = "absolute") -> RiskPredictor:
     """Three folds: encoders and biomarker scalings fitted on different rows, networks (fusion+biomarkers) on 3-channel
     cubes, Cox models fitted on random features of the right width."""
     rng = np.random.default_rng(seed)
@@ -72,7 +73,8 @@ def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed
         survival = build_survival_model({"kind": "coxph", "alpha": 5.0}).fit(
             rng.normal(size=(40, width)), rng.uniform(100, 2000, size=40), rng.random(40) < 0.5)
         folds.append(EnsembleFold(RiskHead(survival), network, encoder, validation_score=cindex, biomarkers=scaler))
-    settings = SegmentationSettings(crop=TumourCrop(96.0, (24, 24, 24)) if mode == "fusion+biomarkers" else None)
+    settings = SegmentationSettings(crop=TumourCrop(96.0, (24, 24, 24)) if mode == "fusion+biomarkers" else None,
+                                    suv_reference=suv_reference)
     return RiskPredictor(folds, ensemble_weights(CINDICES), RISK_PLAN, mode, device="cpu", info={"note": "test"},
                          segmenter=segmenter, segmentation=segmentation, segmentation_settings=settings)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hecktor.biomarkers import TumourCrop, compute_biomarkers
+from hecktor.biomarkers import TumourCrop, body_relative_pet, compute_biomarkers
 from hecktor.datasets import TrainingCase, list_training_cases
 from hecktor.errors import InputError
 from hecktor.images import read_image
@@ -108,7 +108,8 @@ def write_validation_masks(
 
 
 def segmentation_features(
-    case: TrainingCase, mask_path: str | Path | None, crop: TumourCrop | None, plan: BoxPlan
+    case: TrainingCase, mask_path: str | Path | None, crop: TumourCrop | None, plan: BoxPlan,
+    suv_reference: str = "body",
 ) -> tuple[dict[str, float], np.ndarray | None, tuple[str, ...]]:
     """One patient's biomarkers (and, with ``crop``, its tumour-centred cube) from its mask file, as
     :meth:`RiskPredictor.predict <hecktor.prognosis.RiskPredictor.predict>` measures them from a predicted mask."""
@@ -116,7 +117,8 @@ def segmentation_features(
 
     ct, pet, repairs = repair_case(*case.read()[:2], ct_pad_hu=plan.ct_pad_hu, pet_pad_suv=plan.pet_pad_suv)
     mask = read_image(mask_path, "segmentation") if mask_path is not None else None
-    markers = compute_biomarkers(mask, pet)  # in the repaired PET, as the container measures them
+    # in the repaired PET (relative to the body with suv_reference "body"), as the container measures them
+    markers = compute_biomarkers(mask, body_relative_pet(pet, ct) if suv_reference == "body" else pet)
     cube = tumour_cube(ct, pet, mask, crop, plan) if crop is not None else None
     for line in repairs:  # the training PETs in Bq/ml of some centres: their biomarkers are measured in SUV
         logger.warning("%s: %s", case.patient_id, line)
@@ -129,6 +131,7 @@ def add_segmentation_features(
     masks: Mapping[str, str | Path],
     *,
     crop: TumourCrop | None = None,
+    suv_reference: str = "body",
     progress: bool = True,
 ) -> Cohort:
     """Fill ``cohort.biomarkers`` (and, with ``crop``, ``cohort.crops``) from each patient's mask (the out-of-fold
@@ -145,7 +148,7 @@ def add_segmentation_features(
     plan = cohort.plan or BoxPlan()
     markers, cubes, empty = [], [], 0
     for pid in tqdm(cohort.patient_ids, desc="biomarkers", unit="case", leave=False, disable=not progress):
-        values, cube, warnings = segmentation_features(cases[pid], masks[pid], crop, plan)
+        values, cube, warnings = segmentation_features(cases[pid], masks[pid], crop, plan, suv_reference)
         markers.append(values)
         cubes.append(cube)
         empty += bool(warnings)

@@ -300,6 +300,7 @@ def train(
             masks.update(segment_cases(config.segmentation_bundle, data, outside, Path(run_dir) / "masks",
                                        device=config.device, progress=config.progress))
         add_segmentation_features(cohort, data, masks, crop=config.tumour_crop(cohort.plan or BoxPlan()),
+                                  suv_reference=config.suv_reference,
                                   progress=config.progress)
     split = load_folds(split_file, cohort.patient_ids) if split_file is not None else None
     chosen = "" if config.folds is None else f", training fold(s) {', '.join(map(str, config.folds))}"

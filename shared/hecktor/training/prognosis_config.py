@@ -88,6 +88,9 @@ class TrainingConfig(FoldRunConfig):
             the training masks are predicted without it, and the same at test time keeps the biomarkers'
             distribution (and the CPU time) as in training.
         crop_mm: ``fusion+biomarkers``: edge of the cube centred on the tumour (sampled at the plan's input shape).
+        suv_reference: biomarker modes: ``body`` (default) measures the SUV biomarkers relative to the body's median
+            uptake, so that a PET in another unit (Bq/ml) gives the same features; ``absolute`` measures them in the
+            PET's SUV as it is (:func:`hecktor.biomarkers.body_relative_pet`).
     """
 
     mode: str = "fusion"
@@ -117,6 +120,7 @@ class TrainingConfig(FoldRunConfig):
     segmentation_budget_share: float = 0.7
     segmentation_tta: bool = False
     crop_mm: float = 128.0
+    suv_reference: str = "body"
 
     def __post_init__(self) -> None:
         self.check_common(PREDICTOR_MODES)
@@ -153,4 +157,4 @@ class TrainingConfig(FoldRunConfig):
 
     def segmentation_settings(self, plan: BoxPlan | None = None) -> SegmentationSettings:
         return SegmentationSettings(self.segmentation_budget_share, self.segmentation_tta,
-                                    self.tumour_crop(plan or BoxPlan()))
+                                    self.tumour_crop(plan or BoxPlan()), self.suv_reference)
