@@ -487,10 +487,13 @@ CLEAN_TWINS = """\
 {rows}: each is repaired with one warning and answers as the clean case, in every mode
 (`tests/containers/test_containers.py`, `tests/containers/test_hostile_modes.py`). Task 1: Dice ≥ {dice} against the
 clean mask for GTVp and GTVn. Task 2 and Task 3: the network modes give the clean risk to 1e-4 and the same HPV call
-(the networks see a z-scored PET, which the unit does not change). Task 2's biomarker modes measure absolute SUVs,
-which the Bq/ml repair restores only approximately (it divides by the body's median uptake, about 1 SUV in a
-patient; 1.29 in the test phantom): the risk stays within {risk} of the clean risk (measured on the test bundles:
-0.059 for the PET in Bq/ml, 3e-4 for absurd voxels). The exact conversion needs the injected dose and the patient's
+(the networks see a z-scored PET, which the unit does not change). Task 2's biomarker modes, as training exports
+them since 2026-12-07 (SUV biomarkers relative to the body's median uptake), give the clean risk to 1e-4 for the PET
+in Bq/ml too (`test_hostile_modes.py`). A bundle exported before measures absolute SUVs, which the Bq/ml repair
+restores only approximately (it divides by the body's median uptake, about 1 SUV in a patient, 1.29 in the test
+phantom): its risk is tested within {risk} of the clean risk on the test bundles (measured: 0.059 for the PET in
+Bq/ml, 3e-4 for absurd voxels), and moved by 0.299 on a held-out case of the demo's absolute-SUV bundle
+(`benchmarks/bench_clean_twins.py`, 2026-12-07). The exact conversion needs the injected dose and the patient's
 weight, which the platform's inputs do not carry.
 """
 
