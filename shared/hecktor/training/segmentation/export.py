@@ -30,7 +30,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     Args:
         run_dir: a training run directory.
         out_dir: the bundle folder: absent, empty, or (with ``overwrite``) an earlier bundle, replaced atomically;
-            anything else is refused before the run is read (:func:`hecktor.bundle.check_bundle_destination`).
+            anything else is refused before any weights are read (:func:`hecktor.bundle.check_bundle_destination`).
         checkpoint: ``best`` or ``last``.
         folds: the folds to export (default: every ``fold_K`` folder holding that checkpoint).
         postprocessing: include the run's chosen postprocessing when there is one.
@@ -42,7 +42,6 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     from hecktor.networks import strip_deep_supervision
 
     run_dir = Path(run_dir)
-    check_bundle_destination(out_dir, overwrite)
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     plan_path = run_dir / PLAN_JSON
@@ -55,6 +54,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "b
     missing = [k for k in chosen if k not in available]
     if not chosen or missing:
         raise InputError(f"no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'} in {run_dir}; train them first")
+    check_bundle_destination(out_dir, overwrite)  # a run to export, then a place for it, before any weights
 
     state_dicts, per_fold, network, network_config, trained_config = {}, [], None, None, None
     for fold in chosen:
