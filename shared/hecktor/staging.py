@@ -1,0 +1,317 @@
+"""T and N stage (AJCC/UICC 7th edition) of a head-and-neck case: parsing the training table's stages, measuring a
+GTVp/GTVn mask in physical space, the rule-based stager and the learned one.
+
+**Parsing** (:func:`parse_t_stage`, :func:`parse_n_stage`): the 2026 table writes ``T1``..``T4`` and ``N0``..``N3``;
+sub-stages map to their stage (``T4a``/``T4b`` -> ``T4``, ``N2a``/``N2b``/``N2c`` -> ``N2``, ``N3b`` -> ``N3``),
+``Tx``, ``Nx``, empty cells and anything unknown to ``None`` (missing). ``T0`` and ``Tis`` (no primary measured,
+carcinoma in situ) are not stages the challenge scores and read as missing too.
+
+**Measurements** (:func:`measure_staging`, all in physical millimetres, SimpleITK):
+
+* the primary's greatest diameter: the Feret diameter of the GTVp label (the longest distance between two of its
+  border voxel centres) plus the mean voxel spacing, since the centres of the two extreme voxels lie half a voxel
+  inside the lesion's surface on each side;
+* the nodes: connected components of GTVn (26-connectivity, as :func:`hecktor.biomarkers.compute_biomarkers`), those
+  under :data:`~hecktor.biomarkers.MIN_NODE_ML` ignored; each node's greatest diameter as the primary's;
+* each node's side: the patient's left-right axis is physical x in LPS (the image direction is honoured because
+  SimpleITK's centroids are physical points). A node is ipsilateral when it lies on the same side of the body's
+  midline as the primary's centroid, contralateral otherwise. The midline is the centroid of the body in the CT
+  (voxels above :data:`~hecktor.localization.BODY_HU`); without a CT, the primary's own centroid (every node then
+  counts as ipsilateral when all nodes lie on one side of it, else the case has bilateral nodes).
+
+**Rules** (:func:`stage_by_rules`), AJCC 7th for the oropharynx as the issue states them: T by the primary's
+greatest diameter (<= 20 mm T1, <= 40 mm T2, > 40 mm T3; T4 needs invasion of the neighbourhood, which a mask does not
+show, so the rules never answer T4; no primary found: T1, the smallest); N: no node N0, any node > 60 mm N3, one
+ipsilateral node <= 30 mm N1, else (several, a contralateral or bilateral node, or one node of 30-60 mm) N2.
+
+**Learned stager** (:class:`StageClassifier`): a multinomial logistic regression (scikit-learn) per fold, on the
+fold's features (the encoded record and the scaled biomarkers of the predicted mask) joined to
+:func:`staging_features` of the measurements; it is stored as JSON (coefficients, intercepts, classes, feature
+scaling), never pickled. Which stager answers each stage is chosen by cross-validation at training time
+(:mod:`hecktor.training.hecktor2026`) and kept in the bundle.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from hecktor.biomarkers import MIN_NODE_ML
+from hecktor.errors import BundleError, InputError
+from hecktor.labels import GTVN, GTVP
+from hecktor.localization import BODY_HU
+
+__all__ = ["T_STAGES", "N_STAGES", "STAGERS", "STAGING_FEATURES", "StagingMeasurements", "StageClassifier",
+           "measure_staging", "n_stage_by_rules", "parse_n_stage", "parse_t_stage", "stage_by_rules",
+           "staging_features", "t_stage_by_rules"]
+
+T_STAGES = ("T1", "T2", "T3", "T4")
+N_STAGES = ("N0", "N1", "N2", "N3")
+STAGERS = ("rules", "learned")
+"""The stagers a bundle can choose between, per stage."""
+
+T1_MAX_MM, T2_MAX_MM = 20.0, 40.0
+N1_MAX_MM, N2_MAX_MM = 30.0, 60.0
+
+_T_PATTERN = re.compile(r"^(?:[cpy]{0,2})T([1-4])[a-c]?$", re.IGNORECASE)
+_N_PATTERN = re.compile(r"^(?:[cpy]{0,2})N([0-3])[a-c]?$", re.IGNORECASE)
+
+
+def _parse_stage(value: Any, pattern: re.Pattern, prefix: str) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # a bare 2 in a spreadsheet cell
+        if not math.isfinite(value) or value != int(value):
+            return None
+        value = f"{prefix}{int(value)}"
+    match = pattern.match(str(value).strip().replace(" ", ""))
+    return f"{prefix}{match.group(1)}" if match else None
+
+
+def parse_t_stage(value: Any) -> str | None:
+    """``"T1"``..``"T4"`` of a table cell (``T4a``/``T4b`` -> ``T4``, ``cT2`` -> ``T2``); ``Tx``, ``T0``, ``Tis``,
+    empty and unknown values -> ``None``."""
+    stage = _parse_stage(value, _T_PATTERN, "T")
+    return stage if stage in T_STAGES else None
+
+
+def parse_n_stage(value: Any) -> str | None:
+    """``"N0"``..``"N3"`` of a table cell (``N2a``/``N2b``/``N2c`` -> ``N2``); ``Nx``, empty and unknown -> ``None``."""
+    stage = _parse_stage(value, _N_PATTERN, "N")
+    return stage if stage in N_STAGES else None
+
+
+# ---------------------------------------------------------------------------------------------------- measuring
+@dataclass(frozen=True)
+class StagingMeasurements:
+    """What the stagers measure on a GTVp/GTVn mask (physical millimetres).
+
+    Attributes:
+        primary_diameter_mm: the primary's greatest diameter (0 without a primary).
+        node_diameters_mm: each node's greatest diameter, largest first.
+        node_sides: each node's side relative to the primary, in the same order: ``"ipsilateral"`` or
+            ``"contralateral"``.
+    """
+
+    primary_diameter_mm: float
+    node_diameters_mm: tuple[float, ...] = ()
+    node_sides: tuple[str, ...] = ()
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_diameters_mm)
+
+    @property
+    def largest_node_mm(self) -> float:
+        return max(self.node_diameters_mm, default=0.0)
+
+    @property
+    def contralateral_nodes(self) -> int:
+        return sum(side == "contralateral" for side in self.node_sides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"primary_diameter_mm": self.primary_diameter_mm, "node_diameters_mm": list(self.node_diameters_mm),
+                "node_sides": list(self.node_sides)}
+
+
+def _greatest_diameters(binary: sitk.Image) -> list[tuple[float, float, np.ndarray]]:
+    """(volume ml, greatest diameter mm, physical centroid) of each 26-connected component of a binary image."""
+    components = sitk.ConnectedComponent(binary, True)
+    shape = sitk.LabelShapeStatisticsImageFilter()
+    shape.ComputeFeretDiameterOn()
+    shape.Execute(components)
+    voxel_mm = float(np.mean(binary.GetSpacing()))
+    return [(shape.GetPhysicalSize(c) / 1000.0, shape.GetFeretDiameter(c) + voxel_mm, np.asarray(shape.GetCentroid(c)))
+            for c in shape.GetLabels()]
+
+
+def body_midline_x(ct: sitk.Image) -> float | None:
+    """The physical x (LPS: the patient's right-to-left axis) of the centroid of the body in ``ct`` (voxels above
+    :data:`~hecktor.localization.BODY_HU`), or ``None`` when no voxel is."""
+    body = sitk.Cast(sitk.BinaryThreshold(ct, BODY_HU, 1e9, 1, 0), sitk.sitkUInt8)
+    shape = sitk.LabelShapeStatisticsImageFilter()
+    shape.Execute(body)
+    return float(shape.GetCentroid(1)[0]) if shape.HasLabel(1) else None
+
+
+def measure_staging(mask: sitk.Image | None, ct: sitk.Image | None = None, *, midline_x: float | None = None,
+                    min_node_ml: float = MIN_NODE_ML) -> StagingMeasurements:
+    """The staging measurements of a label map (0 background, 1 GTVp, 2 GTVn) in physical space.
+
+    Args:
+        mask: the label map on any grid; ``None`` measures nothing (no primary, no node).
+        ct: the case's CT, to find the body's midline (:func:`body_midline_x`); unused when ``midline_x`` is given.
+        midline_x: the physical x of the patient's midline; without it and without a CT, the primary's centroid.
+        min_node_ml: GTVn components smaller than this are not nodes.
+    """
+    if mask is None:
+        return StagingMeasurements(0.0)
+    if mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"the segmentation must be a 3-D label map, got a {mask.GetDimension()}-D image with "
+                         f"{mask.GetNumberOfComponentsPerPixel()} component(s)")
+    mask = sitk.Cast(mask, sitk.sitkUInt8)
+    primary_parts = _greatest_diameters(mask == GTVP)
+    primary_mm, primary_x = 0.0, None
+    if primary_parts:
+        # The primary is one lesion: its diameter spans all its voxels (Feret of the whole label, not per part).
+        whole = sitk.LabelShapeStatisticsImageFilter()
+        whole.ComputeFeretDiameterOn()
+        whole.Execute(mask == GTVP)
+        primary_mm = whole.GetFeretDiameter(1) + float(np.mean(mask.GetSpacing()))
+        primary_x = float(whole.GetCentroid(1)[0])
+    nodes = [(d, c) for volume, d, c in _greatest_diameters(mask == GTVN) if volume >= min_node_ml]
+    nodes.sort(key=lambda node: -node[0])
+    if midline_x is None and ct is not None and nodes and primary_x is not None:
+        midline_x = body_midline_x(ct)
+    sides = tuple(_node_side(c[0], primary_x, midline_x, [n[1][0] for n in nodes]) for _, c in nodes)
+    return StagingMeasurements(float(primary_mm), tuple(float(d) for d, _ in nodes), sides)
+
+
+def _node_side(node_x: float, primary_x: float | None, midline_x: float | None, all_x: Sequence[float]) -> str:
+    """``ipsilateral`` when the node lies on the primary's side of the midline. Without a primary, or without a
+    midline, the nodes' own majority side stands for the primary's (so a single side is ipsilateral)."""
+    if primary_x is None or midline_x is None:
+        reference = primary_x if primary_x is not None else float(np.median(all_x))
+        signs = [np.sign(x - reference) for x in all_x]
+        majority = 1.0 if sum(signs) >= 0 else -1.0
+        return "ipsilateral" if np.sign(node_x - reference) in (0.0, majority) else "contralateral"
+    primary_side = np.sign(primary_x - midline_x)
+    if primary_side == 0:  # a primary exactly on the midline: every node is on its side
+        return "ipsilateral"
+    return "ipsilateral" if np.sign(node_x - midline_x) == primary_side else "contralateral"
+
+
+# --------------------------------------------------------------------------------------------------------- rules
+def t_stage_by_rules(measurements: StagingMeasurements) -> str:
+    """T1 (<= 20 mm), T2 (<= 40 mm) or T3 (> 40 mm) by the primary's greatest diameter (the rules never see T4)."""
+    diameter = measurements.primary_diameter_mm
+    return "T1" if diameter <= T1_MAX_MM else "T2" if diameter <= T2_MAX_MM else "T3"
+
+
+def n_stage_by_rules(measurements: StagingMeasurements) -> str:
+    """N0 without nodes; N3 with any node > 60 mm; N1 for one ipsilateral node <= 30 mm; N2 otherwise."""
+    if measurements.n_nodes == 0:
+        return "N0"
+    if measurements.largest_node_mm > N2_MAX_MM:
+        return "N3"
+    if measurements.n_nodes == 1 and measurements.contralateral_nodes == 0 and \
+            measurements.largest_node_mm <= N1_MAX_MM:
+        return "N1"
+    return "N2"
+
+
+def stage_by_rules(measurements: StagingMeasurements) -> tuple[str, str]:
+    """(T stage, N stage) of the rules."""
+    return t_stage_by_rules(measurements), n_stage_by_rules(measurements)
+
+
+STAGING_FEATURES = ("primary_diameter_mm", "n_nodes", "largest_node_mm", "contralateral_nodes", "rule_t", "rule_n")
+"""The measurements the learned stager adds to a fold's features, in :func:`staging_features`'s order."""
+
+
+def staging_features(measurements: StagingMeasurements) -> np.ndarray:
+    """The measurements as features ``(len(STAGING_FEATURES),)``: diameters in centimetres, counts, and the rules'
+    own answers as ordinal numbers (T1 = 1 .. T3 = 3, N0 = 0 .. N3 = 3), so the learned stager starts from the
+    rules and learns where they go wrong."""
+    t_rule, n_rule = stage_by_rules(measurements)
+    return np.asarray([measurements.primary_diameter_mm / 10.0, measurements.n_nodes,
+                       measurements.largest_node_mm / 10.0, measurements.contralateral_nodes,
+                       T_STAGES.index(t_rule) + 1, N_STAGES.index(n_rule)], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ learned stager
+_CLASSIFIER_FORMAT = "hecktor-stage-classifier"
+_FIX = "re-export the bundle with training/train_hecktor2026.py"
+
+
+@dataclass(frozen=True)
+class StageClassifier:
+    """A fitted multinomial logistic regression over standardised features: P(stage | features).
+
+    Attributes:
+        classes: the stages it can answer (those seen in training, in :data:`T_STAGES`/:data:`N_STAGES` order).
+        coef: ``(n_classes, n_features)``; with two classes scikit-learn's single row is stored as ``(-w, w)``.
+        intercept: ``(n_classes,)``.
+        mean, scale: the training features' mean and standard deviation (constant features: scale 1).
+    """
+
+    classes: tuple[str, ...]
+    coef: np.ndarray
+    intercept: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return int(self.coef.shape[1])
+
+    @classmethod
+    def fit(cls, features: np.ndarray, stages: Sequence[str], *, c: float = 1.0,
+            class_weight: str | None = "balanced") -> "StageClassifier":
+        """Fit on ``(n, p)`` features and their stages (scikit-learn's ``LogisticRegression``, lbfgs, L2 with
+        inverse strength ``c``; ``balanced`` class weights since balanced accuracy is the challenge's metric). A
+        single stage seen in training gives a classifier that always answers it."""
+        from sklearn.linear_model import LogisticRegression  # training-time only
+
+        features = np.asarray(features, dtype=np.float64)
+        mean, scale = features.mean(axis=0), features.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        order = T_STAGES + N_STAGES
+        classes = tuple(sorted(set(stages), key=order.index))
+        if len(classes) == 1:
+            return cls(classes, np.zeros((1, features.shape[1])), np.zeros(1), mean, scale)
+        model = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000)
+        model.fit((features - mean) / scale, [classes.index(s) for s in stages])
+        coef, intercept = model.coef_, model.intercept_
+        if len(classes) == 2:
+            coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.asarray([-intercept[0] / 2, intercept[0] / 2])
+        return cls(classes, coef, intercept, mean, scale)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """``(n, n_classes)`` probabilities of ``(n, n_features)`` features."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"the stage classifier takes (n, {self.n_features}) features, got {features.shape}")
+        logits = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        odds = np.exp(logits)
+        return odds / odds.sum(axis=1, keepdims=True)
+
+    def probabilities_over(self, features: np.ndarray, stages: Sequence[str]) -> np.ndarray:
+        """Probabilities ``(n, len(stages))`` over every stage of ``stages`` (0 for those unseen in training)."""
+        out = np.zeros((len(features), len(stages)))
+        out[:, [stages.index(s) for s in self.classes]] = self.probabilities(features)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _CLASSIFIER_FORMAT, "format_version": 1, "classes": list(self.classes),
+                "coef": self.coef.tolist(), "intercept": self.intercept.tolist(), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "stage classifier") -> "StageClassifier":
+        """Rebuild from :meth:`to_dict`; anything malformed is a :class:`BundleError` naming ``source``."""
+        if not isinstance(data, Mapping) or data.get("format") != _CLASSIFIER_FORMAT or \
+                data.get("format_version") != 1:
+            raise BundleError(f"{source} is not a saved stage classifier ({_CLASSIFIER_FORMAT} v1); {_FIX}")
+        try:
+            classes = tuple(str(c) for c in data["classes"])
+            coef = np.asarray(data["coef"], dtype=np.float64)
+            intercept = np.asarray(data["intercept"], dtype=np.float64).ravel()
+            mean = np.asarray(data["mean"], dtype=np.float64).ravel()
+            scale = np.asarray(data["scale"], dtype=np.float64).ravel()
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"{source} is malformed ({type(error).__name__}: {error}); {_FIX}") from None
+        known = T_STAGES if classes and classes[0].startswith("T") else N_STAGES
+        if not classes or any(c not in known for c in classes) or coef.ndim != 2 or \
+                coef.shape[0] != len(classes) or intercept.shape != (len(classes),) or \
+                mean.shape != (coef.shape[1],) or scale.shape != mean.shape or np.any(scale <= 0) or \
+                not all(np.all(np.isfinite(a)) for a in (coef, intercept, mean, scale)):
+            raise BundleError(f"{source}: classes, coefficients, intercepts and scaling do not fit together; {_FIX}")
+        return cls(classes, coef, intercept, mean, scale)
