@@ -18,19 +18,22 @@ loading after the plan class gains a field with a default.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 import torch
 
 import hecktor
-from hecktor.errors import BundleError, InputError
+from hecktor.errors import BundleError, HecktorError, InputError
 from hecktor.plan import Plan, plan_digest
 from hecktor.tasks import get_task
 
@@ -172,13 +175,17 @@ def load_bundle(path: str | Path, task: int) -> Bundle:
         raise BundleError(f"no model bundle at {path} ({MANIFEST} missing); {fix}")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{manifest_path} is not valid JSON ({error}); {fix}") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not _is_integer(
+            manifest.get("version"), VERSION):
         raise BundleError(f"{manifest_path} is not a {FORMAT} v{VERSION} manifest; {fix}")
-    if manifest.get("task") != task:
-        raise BundleError(f"{path} is a Task {manifest.get('task')} bundle, but Task {task} was asked for")
-    listed = manifest.get("files", {})
+    problem = _manifest_shape_problem(manifest)
+    if problem is not None:
+        raise BundleError(f"{manifest_path} is malformed: {problem}; {fix}")
+    if manifest["task"] != task:
+        raise BundleError(f"{path} is a Task {manifest['task']} bundle, but Task {task} was asked for")
+    listed = manifest["files"]
     for name, expected in listed.items():
         file = path / name
         if not file.is_file():
@@ -194,10 +201,101 @@ def load_bundle(path: str | Path, task: int) -> Bundle:
             raise BundleError(f"{path} has no {required}; {fix}")
     try:
         stored = json.loads((path / PLAN).read_text())
-        if plan_digest(stored) != manifest.get("plan_digest"):
+        if not isinstance(stored, dict):
+            raise InputError(f"holds {_json_type(stored)}, not a JSON object")
+        if plan_digest(stored) != manifest["plan_digest"]:
             raise BundleError(f"{path / PLAN} is not the plan the models were trained with (digest mismatch); {fix}")
         plan = get_task(task).plan_class.from_dict(stored)
     except (InputError, json.JSONDecodeError) as error:
         raise BundleError(f"{path / PLAN}: {error}; {fix}") from None
-    model = json.loads((path / MODEL).read_text())
+    try:
+        model = json.loads((path / MODEL).read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path / MODEL} is not valid JSON ({error}); {fix}") from None
+    if not isinstance(model, dict):
+        raise BundleError(f"{path / MODEL} holds {_json_type(model)}, not a JSON object; {fix}")
     return Bundle(path=path, task=task, plan=plan, model=model, manifest=manifest)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a parsed value with its article (``"1"``: a string), for messages."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+             dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _is_integer(value: Any, expected: int | None = None) -> bool:
+    """A JSON integer (``true`` is not 1 here, nor ``"1"``), equal to ``expected`` when given."""
+    return type(value) is int and (expected is None or value == expected)
+
+
+def _manifest_shape_problem(manifest: Mapping[str, Any]) -> str | None:
+    """Why a manifest object lacks the keys and types :func:`write_bundle` writes (``None`` when it has them): a task
+    number, a plan digest string and ``files`` an object of file names inside the bundle to SHA-256 digests. Each
+    problem is one line, so that a hand-edited or truncated manifest never ends in a traceback."""
+    task = manifest.get("task")
+    if "task" not in manifest:
+        return "no 'task'"
+    if not _is_integer(task):
+        return f"its task is {json.dumps(task)} ({_json_type(task)}), not a task number such as 1"
+    if not isinstance(manifest.get("plan_digest"), str):
+        return f"its plan_digest is {json.dumps(manifest.get('plan_digest'))}, not a digest string"
+    files = manifest.get("files")
+    if "files" not in manifest:
+        return "no 'files'"
+    if not isinstance(files, dict):
+        return f"its files is {_json_type(files)}, not an object {{file name: SHA-256}}"
+    for name, digest in files.items():
+        parts = PurePosixPath(name).parts
+        if not name or PurePosixPath(name).is_absolute() or ".." in parts or name == MANIFEST:
+            return f"its file name {name!r} is not a file inside the bundle"
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            return f"its entry for {name} is {json.dumps(digest)}, not a SHA-256 digest (64 hexadecimal digits)"
+    return None
+
+
+def verify_bundle(path: str | Path, task: int) -> Bundle:
+    """:func:`load_bundle`, then every listed state dict (``*.pt``) loaded safely and every listed JSON file parsed:
+    what ``build.sh`` checks before it builds a bundle into an image (a bundle that would fail only on the platform
+    fails here). Loading the network itself needs the task's predictor (``hecktor.runtime``), above this module.
+
+    Raises:
+        BundleError: the first problem, naming the file.
+    """
+    bundle = load_bundle(path, task)
+    for name in sorted(bundle.manifest["files"]):
+        try:
+            if name.endswith(".pt"):
+                bundle.load_state_dict(name)
+            elif name.endswith(".json"):
+                bundle.load_json(name)
+        except Exception as error:  # noqa: BLE001  (torch.load raises pickle, runtime and EOF errors alike)
+            detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise BundleError(f"{bundle.path / name} cannot be loaded ({detail}); re-export the bundle") from None
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hecktor.bundle verify DIR --task N``: one line, ``ok: ...`` (exit 0) or ``error: ...`` (exit 1)."""
+    parser = argparse.ArgumentParser(prog="python -m hecktor.bundle",
+                                     description="Verify an exported model bundle as loading does.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="checksums, task, plan and every weights file of a bundle")
+    verify.add_argument("folder", type=Path, help="the bundle's folder (where manifest.json is)")
+    verify.add_argument("--task", type=int, required=True, help="the task the bundle must be for (required)")
+    args = parser.parse_args(argv)
+    try:
+        bundle = verify_bundle(args.folder, args.task)
+    except (HecktorError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"ok: {bundle.path} is a Task {bundle.task} bundle ({len(bundle.manifest['files'])} files verified, plan "
+          f"{bundle.manifest['plan_digest']}, exported by hecktor {bundle.manifest.get('hecktor_version', '?')})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from hecktor.bundle import check_bundle_destination, load_bundle, write_bundle
+import hecktor
+from hecktor.bundle import check_bundle_destination, load_bundle, sha256_of, verify_bundle, write_bundle
+from hecktor.bundle import main as bundle_main
 from hecktor.errors import BundleError, InputError
-from hecktor.plan import RegionPlan
+from hecktor.plan import RegionPlan, plan_digest
 
 
 @pytest.fixture
@@ -96,3 +98,69 @@ def test_an_empty_folder_or_a_file_as_destination(tmp_path):
     with pytest.raises(InputError, match="is a file, not a folder"):
         check_bundle_destination(tmp_path / "file", overwrite=True)
     assert (tmp_path / "file").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------ manifest shapes: one line each
+def _edited_manifest(folder, edit):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps(edit(manifest)))
+
+
+_NOT_A_MANIFEST = "is not a hecktor-bundle v1 manifest"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: [m], _NOT_A_MANIFEST),                                               # an array, not an object
+    (lambda m: "hecktor-bundle", _NOT_A_MANIFEST),
+    (lambda m: {**m, "version": True}, _NOT_A_MANIFEST),                             # true is not version 1
+    (lambda m: {**m, "files": sorted(m["files"])}, "is malformed: its files is an array, not an object "
+                                                  "{file name: SHA-256}"),
+    (lambda m: {k: v for k, v in m.items() if k != "files"}, "is malformed: no 'files'"),
+    (lambda m: {**m, "files": {**m["files"], "model.json": None}}, "is malformed: its entry for model.json is null, "
+                                                                   "not a SHA-256 digest"),
+    (lambda m: {**m, "files": {"../outside.pt": "0" * 64}}, "is malformed: its file name '../outside.pt' is not a "
+                                                            "file inside the bundle"),
+    (lambda m: {**m, "task": "1"}, 'is malformed: its task is "1" (a string), not a task number such as 1'),
+    (lambda m: {**m, "task": True}, "is malformed: its task is true (a boolean), not a task number"),
+    (lambda m: {k: v for k, v in m.items() if k != "task"}, "is malformed: no 'task'"),
+    (lambda m: {**m, "plan_digest": 7}, "is malformed: its plan_digest is 7, not a digest string"),
+])
+def test_a_malformed_manifest_is_one_bundle_error(bundle_dir, edit, message):
+    """Never an AttributeError or a KeyError, and never "a Task 1 bundle, but Task 1 was asked for"."""
+    _edited_manifest(bundle_dir, edit)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_dir, task=1)
+    text = str(refused.value)
+    assert text.startswith(str(bundle_dir / "manifest.json")) and message in text and "\n" not in text, text
+    assert text.endswith("re-export it with the training scripts (docs/reference/bundle-format.md)")
+
+
+def test_a_plan_or_model_file_that_is_no_object_is_one_bundle_error(bundle_dir):
+    for name, message in (("model.json", "model.json holds an array, not a JSON object; re-export"),
+                          ("plan.json", "plan.json: holds an array, not a JSON object; re-export")):
+        (bundle_dir / name).write_text("[1, 2]")
+        _edited_manifest(bundle_dir, lambda m: {**m, "files": {**m["files"], name: sha256_of(bundle_dir / name)},
+                                                "plan_digest": plan_digest([1, 2]) if name == "plan.json"
+                                                else m["plan_digest"]})
+        with pytest.raises(BundleError, match=message):
+            load_bundle(bundle_dir, task=1)
+
+
+def test_verify_command_one_line_and_exit_status(bundle_dir, capsys):
+    assert bundle_main(["verify", str(bundle_dir), "--task", "1"]) == 0
+    out, err = capsys.readouterr()
+    digest = json.loads((bundle_dir / "manifest.json").read_text())["plan_digest"]
+    assert err == "" and out == (f"ok: {bundle_dir} is a Task 1 bundle (4 files verified, plan {digest}, exported by "
+                                 f"hecktor {hecktor.__version__})\n")
+    assert bundle_main(["verify", str(bundle_dir), "--task", "2"]) == 1
+    assert capsys.readouterr().err == f"error: {bundle_dir} is a Task 1 bundle, but Task 2 was asked for\n"
+    # A weights file that is no state dict, listed with its true checksum: the checksums pass, loading does not.
+    (bundle_dir / "fold_0.pt").write_bytes(b"not a pickle")
+    _edited_manifest(bundle_dir, lambda m: {**m, "files": {**m["files"], "fold_0.pt": sha256_of(bundle_dir /
+                                                                                                "fold_0.pt")}})
+    load_bundle(bundle_dir, task=1)
+    with pytest.raises(BundleError, match=f"^{bundle_dir / 'fold_0.pt'} cannot be loaded .*; re-export the bundle$"):
+        verify_bundle(bundle_dir, task=1)
+    assert bundle_main(["verify", str(bundle_dir), "--task", "1"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bundle_dir / 'fold_0.pt'} cannot be loaded")
