@@ -134,7 +134,7 @@ def _greatest_diameters(binary: sitk.Image) -> list[tuple[float, float, np.ndarr
 def body_midline_x(ct: sitk.Image) -> float | None:
     """The physical x (LPS: the patient's right-to-left axis) of the centroid of the body in ``ct`` (voxels above
     :data:`~hecktor.localization.BODY_HU`), or ``None`` when no voxel is."""
-    body = sitk.Cast(sitk.BinaryThreshold(ct, BODY_HU, 1e9, 1, 0), sitk.sitkUInt8)
+    body = sitk.Cast(sitk.Cast(ct, sitk.sitkFloat32) > BODY_HU, sitk.sitkUInt8)
     shape = sitk.LabelShapeStatisticsImageFilter()
     shape.Execute(body)
     return float(shape.GetCentroid(1)[0]) if shape.HasLabel(1) else None

@@ -1,0 +1,93 @@
+"""T/N staging (hecktor.staging): the 2026 table's stage cells, measurements of tiny phantom masks in physical space,
+the AJCC 7th rules and the learned stage classifier's JSON round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from helpers.phantoms import DIRECTIONS, blank_image, paint
+from hecktor.errors import BundleError
+from hecktor.staging import StageClassifier, StagingMeasurements, measure_staging, n_stage_by_rules, \
+    parse_n_stage, parse_t_stage, stage_by_rules, t_stage_by_rules
+
+
+@pytest.mark.parametrize("cell, stage", [("T1", "T1"), ("T4a", "T4"), ("t4b", "T4"), (" cT2 ", "T2"), (3, "T3"),
+                                         (3.0, "T3"), ("Tx", None), ("", None), (None, None), ("T0", None),
+                                         ("Tis", None), ("T5", None), ("N2", None), (2.5, None)])
+def test_t_stage_cells(cell, stage) -> None:
+    assert parse_t_stage(cell) == stage
+
+
+@pytest.mark.parametrize("cell, stage", [("N0", "N0"), ("N2a", "N2"), ("N2b", "N2"), ("n2c", "N2"), ("N3b", "N3"),
+                                         (1, "N1"), ("Nx", None), ("", None), (None, None), ("N4", None),
+                                         ("T1", None), (True, None)])
+def test_n_stage_cells(cell, stage) -> None:
+    assert parse_n_stage(cell) == stage
+
+
+def _case(direction: str, spheres, spacing=(2.0, 2.0, 2.0), size=(64, 40, 40)):
+    """A CT (body: a 100 mm wide slab centred on x = 0) and a label map of spheres, on one grid centred at 0."""
+    grid = blank_image(size, spacing, (0.0, 0.0, 0.0), DIRECTIONS[direction])
+    body = paint(grid, [((x, 0.0, 0.0), 30.0, 40.0) for x in np.arange(-40.0, 41.0, 10.0)], background=-1000.0)
+    label = paint(grid, spheres, pixel=sitk.sitkUInt8)
+    return body, label
+
+
+@pytest.mark.parametrize("direction", ["identity", "flipped_xy", "oblique"])
+def test_measurements_in_physical_space(direction) -> None:
+    # Primary of radius 11 mm on the patient's left (+x in LPS), a node of radius 6 mm further left, one of radius
+    # 5 mm on the right: diameters 22, 12, 10 mm; the right one is contralateral whatever the grid's direction.
+    ct, mask = _case(direction, [((12.0, 0, 0), 11.0, 1), ((45.0, 0, 0), 6.0, 2), ((-45.0, 0, 0), 5.0, 2)])
+    m = measure_staging(mask, ct)
+    assert m.primary_diameter_mm == pytest.approx(22.0, abs=2.1)
+    assert m.node_diameters_mm == pytest.approx((12.0, 10.0), abs=2.1)
+    assert m.node_sides == ("ipsilateral", "contralateral")
+    assert stage_by_rules(m) == ("T2", "N2")
+    # Without the CT the midline is unknown: nodes on both sides of the primary, the majority side is its own.
+    assert measure_staging(mask).node_sides == ("ipsilateral", "contralateral")
+
+
+def test_measurements_of_an_empty_mask_and_a_missing_one() -> None:
+    ct, mask = _case("identity", [])
+    assert measure_staging(mask, ct) == StagingMeasurements(0.0)
+    assert measure_staging(None) == StagingMeasurements(0.0)
+    assert stage_by_rules(StagingMeasurements(0.0)) == ("T1", "N0")
+
+
+@pytest.mark.parametrize("diameter, stage", [(0.0, "T1"), (20.0, "T1"), (20.1, "T2"), (40.0, "T2"), (40.5, "T3"),
+                                             (90.0, "T3")])
+def test_t_rules(diameter, stage) -> None:
+    assert t_stage_by_rules(StagingMeasurements(diameter)) == stage
+
+
+@pytest.mark.parametrize("nodes, sides, stage", [
+    ((), (), "N0"),
+    ((30.0,), ("ipsilateral",), "N1"),
+    ((31.0,), ("ipsilateral",), "N2"),            # one ipsilateral node of 3-6 cm: N2a
+    ((10.0,), ("contralateral",), "N2"),          # contralateral: N2c
+    ((12.0, 8.0), ("ipsilateral", "ipsilateral"), "N2"),  # several ipsilateral: N2b
+    ((61.0,), ("ipsilateral",), "N3"),
+    ((61.0, 10.0), ("ipsilateral", "contralateral"), "N3"),
+])
+def test_n_rules(nodes, sides, stage) -> None:
+    assert n_stage_by_rules(StagingMeasurements(25.0, nodes, sides)) == stage
+
+
+def test_stage_classifier_learns_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 3))
+    stages = np.where(x[:, 0] < -0.5, "T2", np.where(x[:, 0] < 0.7, "T3", "T4"))
+    classifier = StageClassifier.fit(x, list(stages))
+    assert classifier.classes == ("T2", "T3", "T4")
+    predicted = np.asarray(classifier.classes)[classifier.probabilities(x).argmax(axis=1)]
+    assert np.mean(predicted == stages) >= 0.9
+    again = StageClassifier.from_dict(classifier.to_dict())
+    np.testing.assert_allclose(again.probabilities_over(x[:2], ("T1", "T2", "T3", "T4"))[:, 1:],
+                               classifier.probabilities(x[:2]))
+    two = StageClassifier.fit(x, ["N0" if v < 0 else "N2" for v in x[:, 1]])
+    assert two.coef.shape == (2, 3)
+    assert np.mean((two.probabilities(x)[:, 1] > 0.5) == (x[:, 1] >= 0)) >= 0.9
+    with pytest.raises(BundleError, match="do not fit together"):
+        StageClassifier.from_dict({**classifier.to_dict(), "classes": ["T2", "T3"]}, "fold_0_t_stage.json")
