@@ -12,7 +12,8 @@
 * Task 3 (``json-boolean`` against ``HPV Status``): ``--pred`` is ``predictions.csv`` (``PatientID,hpv_status`` with
   ``true``/``false``, and ``probability`` when ``hecktor-predict`` wrote it), ``--labels`` the Task 3 training table
   or its folder; the score is the balanced accuracy, with the AUC of the probability (patients of unknown status,
-  an empty cell, are not scored).
+  an empty cell, are not scored; when those scored are all of one class, the AUC is undefined, ``null``/``n/a``,
+  with one warning). Both tables are read by :func:`hecktor.datasets.read_clinical_csv`, the trainers' reader.
 
 Every prediction must match one ground-truth case and every case must have a prediction: a missing, extra or
 off-grid prediction is one error naming the case. A Markdown report goes to stdout and, with ``--json``, the numbers
@@ -32,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
 from hecktor.datasets import SURVIVAL_COLUMNS, list_training_cases, read_clinical_csv, task_folder
 from hecktor.errors import HecktorError, InputError
 from hecktor.images import read_image
 from hecktor.labels import FOREGROUND, GTVN, GTVP
-from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, balanced_accuracy, concordance_index,
-                             evaluate_segmentation, roc_auc, summarize_segmentation)
+from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, _check_labels, balanced_accuracy,
+                             concordance_index, evaluate_segmentation, roc_auc, summarize_segmentation)
 from hecktor.outputs import write_text_atomic
 from hecktor.predict import CliParser, prediction_column
 from hecktor.tasks import TaskSpec, get_task, task_numbers
@@ -131,8 +133,17 @@ def evaluate_masks(
     for case in tqdm(cases, desc="scoring", unit="case", file=sys.stderr,
                      disable=None if progress is None else not progress):
         pred_path = masks[case.patient_id]
+        # Each error names the file at fault: the label map's own (unreadable, values besides the labels), the
+        # prediction's own, and the prediction for what lies between them (another grid, values besides the labels).
         try:
-            gt, pred = read_image(case.label_path, "label"), read_image(pred_path, "prediction")
+            gt = read_image(case.label_path, "label map")
+            # The ground truth's values first, where the label map can be named (evaluate_segmentation names neither).
+            _check_labels(sitk.GetArrayViewFromImage(gt), tuple(FOREGROUND.values()), f"label map {case.label_path}",
+                          "")
+        except InputError as error:
+            raise InputError(f"case {case.patient_id}: {error}; fix the ground truth") from None
+        try:
+            pred = read_image(pred_path, "prediction")
             result = evaluate_segmentation(pred, gt, tolerance_mm=tolerance_mm, labels=FOREGROUND,
                                            iou_threshold=iou_threshold)
         except InputError as error:
@@ -232,7 +243,9 @@ def _status_of(value: Any) -> bool | None:
 
 def evaluate_statuses(pred_csv: str | Path, labels: str | Path, task: int | str | TaskSpec = 3) -> dict[str, Any]:
     """Balanced accuracy (and AUC, where the table has a ``probability`` column) of predicted binary statuses
-    against the task's training table; patients whose status is unknown (an empty cell) are not scored.
+    against the task's training table; patients whose status is unknown (an empty cell) are not scored. When every
+    scored patient is of one class, the AUC and the other class's rate are undefined (``None``) and the balanced
+    accuracy is the present class's recall (as scikit-learn's), with one line in ``warnings``.
 
     Args:
         pred_csv: ``PatientID,<value column>[,probability]`` (``predictions.csv`` of ``hecktor-predict``; values
@@ -242,13 +255,14 @@ def evaluate_statuses(pred_csv: str | Path, labels: str | Path, task: int | str 
         task: a binary task (Task 3).
 
     Returns:
-        ``{"task", "kind": "classification", "balanced_accuracy", "auc" (``None`` without probabilities),
-        "sensitivity", "specificity", "n", "positives", "tp", "fn", "tn", "fp", "n_unknown_ignored",
-        "value_column", "target", "cases": [{PatientID, value, probability, target}]}``.
+        ``{"task", "kind": "classification", "balanced_accuracy", "auc" (``None`` without probabilities or with
+        one class), "auc_note" (why it is ``None``), "warnings", "sensitivity", "specificity" (``None`` for an absent
+        class), "n", "positives", "tp", "fn", "tn", "fp", "n_unknown_ignored", "value_column", "target",
+        "cases": [{PatientID, value, probability, target}]}``.
 
     Raises:
         InputError: a missing prediction for a patient of known status, a prediction for a patient absent from the
-            table, a malformed value (naming it), or a class absent from the scored patients.
+            table, a malformed value (naming it), a patient listed twice, or no patient of known status.
     """
     spec = get_task(task)
     column, target = prediction_column(spec), spec.target_columns[0]
@@ -297,18 +311,33 @@ def evaluate_statuses(pred_csv: str | Path, labels: str | Path, task: int | str 
     if extra:
         raise InputError(f"prediction for case {_listing(extra)} in {pred_csv} has no row in {table}; remove it or "
                          "point --labels at the table that holds the case")
+    if not known:
+        raise InputError(f"{table}: no patient of known {target} (every cell is empty); nothing to score")
     y = np.asarray([truth[pid] for pid in known], dtype=bool)
     guess = np.asarray([predictions[pid][0] for pid in known], dtype=bool)
     tp, fn = int((guess & y).sum()), int((~guess & y).sum())
     tn, fp = int((~guess & ~y).sum()), int((guess & ~y).sum())
-    auc = roc_auc(y, [predictions[pid][1] for pid in known]) if with_probability else None
+    warnings, auc_note = [], None if with_probability else "the table has no probability column"
+    if y.all() or not y.any():
+        # One class: the AUC (and the other class's rate) is undefined. The balanced accuracy is then the recall of
+        # the class present, as scikit-learn's balanced_accuracy_score averages the recalls of the classes present.
+        present, rate = ("positive", "sensitivity") if y.all() else ("negative", "specificity")
+        auc_note = f"all {len(known)} patients of known {target} are {present}"
+        warnings.append(f"{auc_note} in {table}: the AUC is undefined (n/a) and the balanced accuracy is the {rate} "
+                        "alone")
+        balanced, auc = float((guess == y).mean()), None
+    else:
+        balanced = balanced_accuracy(y, guess)
+        auc = roc_auc(y, [predictions[pid][1] for pid in known]) if with_probability else None
     return {
         "task": spec.number,
         "kind": "classification",
-        "balanced_accuracy": balanced_accuracy(y, guess),
+        "balanced_accuracy": balanced,
         "auc": auc,
-        "sensitivity": tp / (tp + fn),
-        "specificity": tn / (tn + fp),
+        "auc_note": auc_note,
+        "warnings": warnings,
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "specificity": tn / (tn + fp) if tn + fp else None,
         "n": len(known),
         "positives": int(y.sum()),
         "tp": tp, "fn": fn, "tn": tn, "fp": fp,
@@ -393,7 +422,7 @@ def _survival_markdown(report: Mapping[str, Any]) -> str:
 
 def _classification_markdown(report: Mapping[str, Any]) -> str:
     auc = (f"| AUC (probability) | {_number(report['auc'])} |" if report["auc"] is not None else
-           "| AUC | n/a (the table has no probability column) |")
+           f"| AUC | n/a ({report['auc_note']}) |")
     lines = [
         f"## Task {report['task']}: {get_task(report['task']).title}, {report['n']} patient(s) of known status",
         "",
@@ -470,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HecktorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for line in report.get("warnings", ()):
+        print(f"warning: {line}", file=sys.stderr)
     print(to_markdown(report), end="")
     return 0
 

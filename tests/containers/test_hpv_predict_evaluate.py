@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from hecktor import evaluate as evaluate_cli
 from hecktor import predict as predict_cli
@@ -83,3 +84,49 @@ def test_evaluate_task3_by_hand_and_its_errors(tmp_path, capsys):
         assert evaluate_cli.main(["--task", "3", "--pred", str(pred), "--labels", str(labels)]) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize("status, rate", [("1", "sensitivity"), ("0", "specificity")])
+def test_evaluate_task3_of_one_class_reports_what_is_defined(tmp_path, capsys, status, rate):
+    """Every patient of known status positive (or negative): the balanced accuracy is that class's recall (as
+    scikit-learn's balanced_accuracy_score), the AUC and the absent class's rate undefined (null, n/a), one warning."""
+    labels = tmp_path / SPEC.training_csv
+    labels.write_text("PatientID,HPV Status\n" + "".join(f"P{i},{status}\n" for i in range(1, 5)) + "P5,\n")
+    right, wrong = ("true", "false") if status == "1" else ("false", "true")
+    pred = tmp_path / "predictions.csv"
+    pred.write_text(f"PatientID,hpv_status,probability\nP1,{right},0.9\nP2,{wrong},0.3\nP3,{right},0.8\n"
+                    f"P4,{right},0.6\nP5,true,0.7\n")
+    capsys.readouterr()
+    assert evaluate_cli.main(["--task", "3", "--pred", str(pred), "--labels", str(labels), "--json",
+                              str(tmp_path / "s.json")]) == 0
+    out, err = capsys.readouterr()
+    present = "positive" if status == "1" else "negative"
+    assert err.splitlines() == [f"warning: all 4 patients of known HPV Status are {present} in {labels}: the AUC is "
+                                f"undefined (n/a) and the balanced accuracy is the {rate} alone"]
+    report = json.loads((tmp_path / "s.json").read_text())
+    y = [int(status)] * 4
+    guess = [1 if g == "true" else 0 for g in (right, wrong, right, right)]
+    with pytest.warns(UserWarning):  # scikit-learn's own warning: y_pred holds a class that y_true lacks
+        expected = balanced_accuracy_score(y, guess)
+    assert report["balanced_accuracy"] == pytest.approx(expected) == 0.75
+    assert report["auc"] is None and report[rate] == 0.75
+    assert report["specificity" if rate == "sensitivity" else "sensitivity"] is None
+    assert (report["n"], report["n_unknown_ignored"]) == (4, 1)
+    assert f"| AUC | n/a (all 4 patients of known HPV Status are {present}) |" in out
+    assert "| balanced accuracy (hpv_status) | 0.750 |" in out
+
+
+@pytest.mark.parametrize("table, message", [
+    ("PatientID,HPV Status\nP1,1\nP2,0\nP2,1\n", " line 4: patient P2 is listed twice (lines 3 and 4); keep one row"),
+    ("PatientID,HPV Status\nP1,1\nP2,nan\n", ": case P2 has HPV Status 'nan'; expected 0, 1 or empty"),
+    ("PatientID,HPV Status\nP1,\nP2,\n", ": no patient of known HPV Status (every cell is empty); nothing to score"),
+])
+def test_evaluate_task3_labels_go_through_the_one_table_reader(tmp_path, capsys, table, message):
+    labels = tmp_path / SPEC.training_csv
+    labels.write_text(table)
+    pred = tmp_path / "predictions.csv"
+    pred.write_text("PatientID,hpv_status\nP1,true\nP2,false\n")
+    capsys.readouterr()
+    assert evaluate_cli.main(["--task", "3", "--pred", str(pred), "--labels", str(labels)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [f"error: {labels}{message}"], err

@@ -406,6 +406,21 @@ def test_evaluate_refuses_a_missing_extra_or_off_grid_mask(cli, labelled, tmp_pa
     assert not (tmp_path / "s.json").exists()
 
 
+@pytest.mark.parametrize("value, pixel", [(3, sitk.sitkUInt8), (-1, sitk.sitkInt16)])
+def test_evaluate_names_the_label_map_that_holds_a_value_besides_the_labels(cli, labelled, tmp_path, value, pixel):
+    """A ground truth holding 3 (or -1, not read as 255) is the label map's fault: the error names that file and
+    the patient, not the prediction's file."""
+    pred = _write_predictions(tmp_path / "pred", perturbed=False)
+    label_path = labelled / "Task 1" / "B" / "B.nii.gz"
+    array = _labels("B", perturbed=False).astype(np.int16)
+    array[9, 9, 9] = value
+    sitk.WriteImage(sitk.Cast(_image(array, "B"), pixel), str(label_path))
+    status, stdout, stderr = cli(evaluate_cli, "--task", 1, "--pred", pred, "--labels", labelled)
+    assert status == 2 and stdout == []
+    assert stderr == [f"error: case B: label map {label_path} holds values other than the labels (0, 1, 2): "
+                      f"[{value}]; fix the ground truth"]
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -440,6 +455,27 @@ def test_evaluate_task2_cindex_of_a_known_ranking(cli, tmp_path):
     _write_csv(pred, ["PatientID", "score"], [["P1", 4]])
     status, _, stderr = cli(evaluate_cli, "--task", 2, "--pred", pred, "--labels", labels)
     assert status == 2 and "has no 'risk' column" in stderr[0] and len(stderr) == 1
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([*SURVIVAL, ["P2", 250, 0]], " line 6: patient P2 is listed twice (lines 3 and 6); keep one row"),
+    ([["P1", "nan", 1], *SURVIVAL[1:]], " line 2 (P1): RFS 'nan' is not a finite number of days > 0"),
+    ([*SURVIVAL[:3], ["P4", 400, "inf"]], " line 5 (P4): Relapse 'inf' is not exactly 0 or 1"),
+    ([*SURVIVAL[:3], ["P4", 400, 0.5]], " line 5 (P4): Relapse '0.5' is not exactly 0 or 1"),
+])
+def test_evaluate_task2_outcomes_go_through_the_one_table_reader(cli, tmp_path, rows, message):
+    """hecktor-evaluate reads the outcomes with datasets.read_clinical_csv, as the trainers do: a patient listed
+    twice (the last row used to win) or a non-finite or fractional outcome is one line naming the line and patient."""
+    labels = _write_csv(tmp_path / get_task(2).training_csv, ["PatientID", "RFS", "Relapse"], rows)
+    pred = _write_csv(tmp_path / "predictions.csv", ["PatientID", "risk"], [["P1", 4], ["P2", 2], ["P3", 3],
+                                                                           ["P4", 1]])
+    status, stdout, stderr = cli(evaluate_cli, "--task", 2, "--pred", pred, "--labels", labels)
+    assert (status, stdout, stderr) == (2, [], [f"error: {labels}{message}"])
+    _write_csv(labels, ["PatientID", "RFS", "Relapse"], SURVIVAL)
+    _write_csv(pred, ["PatientID", "risk"], [["P1", 4], ["P2", 2], ["P3", 3], ["P4", 1], ["P1", 5]])
+    status, _, stderr = cli(evaluate_cli, "--task", 2, "--pred", pred, "--labels", labels)
+    assert (status, stderr) == (2, [f"error: {pred} line 6: patient P1 is listed twice (lines 2 and 6); keep one "
+                                    "row"])
 
 
 # -------------------------------------------------------------------------------------------------- command lines
