@@ -26,8 +26,7 @@ from typing import Any
 from hecktor.budget import DEFAULT_SAFETY, TimeBudget, console_logging, process_start_time
 from hecktor.case import read_case
 from hecktor.errors import HecktorError, InputError
-from hecktor.outputs import remove_output
-from hecktor.runtime import output_writer, predictor_class
+from hecktor.runtime import predictor_class, remove_outputs, write_outputs
 from hecktor.tasks import TaskSpec, get_task
 
 __all__ = ["TASK_OPTIONS", "MODEL_DIR_VARIABLE", "PLATFORM_MODEL_DIR", "build_parser", "locate_bundle", "run", "main"]
@@ -63,7 +62,7 @@ def build_parser(task: int | str | TaskSpec, default_resources: Path,
               "one line 'error: ...' on stderr, exits with status 2 and leaves no output file. Every odd input, task "
               f"by task: {BAD_INPUTS_PAGE}")
     parser = argparse.ArgumentParser(
-        description=description or f"HECKTOR 2025 Task {spec.number}: {spec.title} of one case.",
+        description=description or f"{spec.label}: {spec.title} of one case.",
         epilog=epilog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", type=Path, default=Path("/input"), help="case folder")
     parser.add_argument("--output", type=Path, default=Path("/output"), help="output folder")
@@ -102,7 +101,6 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
                        **predict_options}
     start_time = process_start_time() if start_time is None else start_time
     logger = logging.getLogger(spec.container)
-    target = Path(args.output) / spec.output
     with console_logging():
         try:
             budget = TimeBudget(args.time_limit, budget_s=args.time_budget, start_time=start_time)
@@ -114,12 +112,12 @@ def run(task: int | str | TaskSpec, args: argparse.Namespace, *, start_time: flo
             report = predictor.last_report
             for line in report.warnings:
                 logger.warning("%s", line)
-            path = output_writer(spec)(output, target)
+            path = write_outputs(spec, output, args.output)
         except HecktorError as error:
-            return _fail(str(error), target)
+            return _fail(str(error), spec, args.output)
         except Exception as error:  # noqa: BLE001 - the platform must get one line, never a traceback
             detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else "no message"
-            return _fail(f"unexpected {type(error).__name__} ({detail}); please report this input", target)
+            return _fail(f"unexpected {type(error).__name__} ({detail}); please report this input", spec, args.output)
         shown = f" = {output:.6g}" if spec.output_kind == "json-number" else ""
         logger.info("wrote %s%s: %s", path, shown, report.summary())
     return 0
@@ -157,8 +155,8 @@ def main(task: int | str | TaskSpec, script: str | Path, argv: list[str] | None 
     return run(task, args, start_time=start_time)
 
 
-def _fail(message: str, target: Path) -> int:
-    """Print the one error line, remove an output left by an earlier run, and return the failure status."""
-    remove_output(target)
+def _fail(message: str, spec: TaskSpec, output_dir: Path) -> int:
+    """Print the one error line, remove the outputs left by an earlier run, and return the failure status."""
+    remove_outputs(spec, output_dir)
     print(f"error: {message}", file=sys.stderr)
     return 2

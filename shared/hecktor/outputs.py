@@ -1,7 +1,8 @@
 """Writing outputs atomically: every file the toolkit writes (the containers' outputs, bundles, caches, run logs) goes
 through :func:`atomic_path`, so a crash never leaves a partial file and an earlier run's output is replaced in one
-step; the containers' three output kinds have their writer here (:func:`write_mask`, :func:`write_json_number`,
-:func:`write_json_boolean`; which task writes which: :mod:`hecktor.runtime`).
+step; the containers' output kinds have their writer here (:func:`write_mask`, :func:`write_json_number`,
+:func:`write_json_boolean`, and HECKTOR 2026's four files at once, :func:`write_hecktor2026`, through
+:func:`atomic_paths`; which task writes which: :mod:`hecktor.runtime`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
 
-__all__ = ["READABLE_MODE", "atomic_path", "remove_output", "write_text_atomic", "write_mask", "write_json_number",
-           "write_json_boolean"]
+__all__ = ["READABLE_MODE", "atomic_path", "atomic_paths", "remove_output", "write_text_atomic", "write_mask",
+           "write_json_number", "write_json_boolean", "write_hecktor2026"]
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -33,25 +35,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     read ``/output`` as another user than the container's. A folder that cannot be created or written (read-only,
     or a file in its place) is an :class:`InputError` naming the path.
     """
-    path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        os.close(handle)
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {_os_reason(error)}; the output folder must be a writable "
-                         "folder") from None
-    tmp = Path(name)
-    try:
+    with atomic_paths([path]) as (tmp,):
         yield tmp
-        try:
-            os.chmod(tmp, READABLE_MODE | (0o666 & ~_umask()))
-            os.replace(tmp, path)
-        except OSError as error:
-            raise InputError(f"cannot write {path}: {_os_reason(error)}") from None
+
+
+@contextmanager
+def atomic_paths(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for several files that only make sense together (HECKTOR 2026's four outputs): a
+    temporary file beside each, all renamed into place when the block ends without an error, none otherwise.
+
+    Each rename is atomic; should one of them fail (the folder turned read-only half-way), every one of ``paths`` is
+    removed (those this call already put in place, and those an earlier run left), so the outputs are all new or all
+    absent, never a mix of this run's and an earlier one's.
+    """
+    paths = [Path(p) for p in paths]
+    temporaries: list[Path] = []
+    try:
+        for path in paths:
+            suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+                os.close(handle)
+            except OSError as error:
+                raise InputError(f"cannot write {path}: {_os_reason(error)}; the output folder must be a writable "
+                                 "folder") from None
+            temporaries.append(Path(name))
+        yield list(temporaries)
+        mode = READABLE_MODE | (0o666 & ~_umask())
+        for tmp, path in zip(temporaries, paths):
+            try:
+                os.chmod(tmp, mode)
+                os.replace(tmp, path)
+            except OSError as error:
+                for placed in paths:
+                    remove_output(placed)
+                raise InputError(f"cannot write {path}: {_os_reason(error)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
 
 
 READABLE_MODE = 0o644
@@ -109,3 +131,54 @@ def write_json_boolean(value: bool, path: str | Path) -> Path:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"refusing to write {value!r} ({type(value).__name__}) to {path}: expected a boolean")
     return write_text_atomic("true" if value else "false", path)
+
+
+def write_hecktor2026(answer: Any, mask_path: str | Path, t_stage_path: str | Path, n_stage_path: str | Path,
+                      rfs_path: str | Path) -> Path:
+    """Write HECKTOR 2026's four outputs of one case, all or none (:func:`atomic_paths`); returns ``mask_path``.
+
+    ``answer`` is a :class:`hecktor.hecktor2026.Hecktor2026Answer` (anything with its ``mask``, ``t_stage``,
+    ``n_stage`` and ``rfs_days``). Every value is checked before anything is written, and a bad one is refused with a
+    :class:`ValueError` naming it, so that a predictor bug reaches the platform as an error, never as a wrong
+    answer: the mask must be a 3-D scalar image of labels 0, 1 and 2 only (written as compressed UInt8 on its own
+    grid, which is the CT's when the predictor kept it); the stages must be exactly one of ``T1``..``T4`` and
+    ``N0``..``N3`` (each written as one JSON string); the RFS time a finite number of days above 0 (one JSON number).
+    """
+    # Imported here: hecktor.staging brings the biomarkers and torch with it, which the many light users of this
+    # module (caches, run logs, the fold files) must not pay for.
+    from hecktor.staging import N_STAGES, T_STAGES
+
+    mask = answer.mask
+    if not isinstance(mask, sitk.Image) or mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"refusing to write {mask_path}: the mask must be a 3-D scalar image, got "
+                         f"{_describe_image(mask)}")
+    labels = sorted({float(v) for v in np.unique(sitk.GetArrayViewFromImage(mask))})
+    if not set(labels) <= {0.0, 1.0, 2.0}:
+        raise ValueError(f"refusing to write {mask_path}: the mask holds labels {[_plain(v) for v in labels]}, "
+                         "not only 0 (background), 1 (GTVp) and 2 (GTVn)")
+    texts = {}
+    for path, value, stages in ((t_stage_path, answer.t_stage, T_STAGES), (n_stage_path, answer.n_stage, N_STAGES)):
+        if not isinstance(value, str) or value not in stages:
+            raise ValueError(f"refusing to write {path}: {value!r} is not one of {', '.join(stages)}")
+        texts[Path(path)] = json.dumps(value)
+    days = answer.rfs_days
+    if isinstance(days, (bool, np.bool_)) or not isinstance(days, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(days)) or float(days) <= 0.0:
+        raise ValueError(f"refusing to write {rfs_path}: the RFS time must be a finite number of days above 0, got "
+                         f"{days!r}")
+    texts[Path(rfs_path)] = json.dumps(float(days))
+    with atomic_paths([mask_path, *texts]) as (mask_tmp, *json_tmps):
+        sitk.WriteImage(sitk.Cast(mask, sitk.sitkUInt8), str(mask_tmp), True)
+        for tmp, text in zip(json_tmps, texts.values()):
+            tmp.write_text(text)
+    return Path(mask_path)
+
+
+def _describe_image(image: Any) -> str:
+    if not isinstance(image, sitk.Image):
+        return type(image).__name__
+    return f"a {image.GetDimension()}-D image of {image.GetNumberOfComponentsPerPixel()} component(s) per voxel"
+
+
+def _plain(value: float) -> int | float:
+    return int(value) if value.is_integer() else value

@@ -6,7 +6,9 @@ and ``hecktor-predict`` (:mod:`hecktor.predict`). It sits above the predictors a
 SimpleITK with them).
 
 A predictor class has ``from_bundle(bundle, device=...)``, ``predict_case(case, budget=..., **options)`` and
-``last_report``; a writer is ``writer(value, path) -> path`` and writes atomically.
+``last_report``; a writer is ``writer(value, *paths) -> path``, one path per file of the task's
+:attr:`~hecktor.tasks.TaskSpec.outputs` (one for every kind but ``hecktor2026``'s four), and writes atomically (all
+files or none). :func:`write_outputs` and :func:`remove_outputs` do both for a task's output folder.
 """
 
 from __future__ import annotations
@@ -16,24 +18,27 @@ from pathlib import Path
 from typing import Any
 
 from hecktor.diagnosis import HPVPredictor
-from hecktor.outputs import write_json_boolean, write_json_number, write_mask
+from hecktor.hecktor2026 import Hecktor2026Predictor
+from hecktor.outputs import remove_output, write_hecktor2026, write_json_boolean, write_json_number, write_mask
 from hecktor.prognosis import RiskPredictor
 from hecktor.segment import Segmenter
 from hecktor.tasks import TaskSpec, get_task
 
-__all__ = ["PREDICTORS", "WRITERS", "predictor_class", "output_writer"]
+__all__ = ["PREDICTORS", "WRITERS", "predictor_class", "output_writer", "write_outputs", "remove_outputs"]
 
 PREDICTORS: dict[int, type] = {
     1: Segmenter,
     2: RiskPredictor,
     3: HPVPredictor,
+    2026: Hecktor2026Predictor,
 }
 """The predictor class of each task, by task number."""
 
-WRITERS: dict[str, Callable[[Any, Path], Path]] = {
+WRITERS: dict[str, Callable[..., Path]] = {
     "mask": write_mask,
     "json-number": write_json_number,
     "json-boolean": write_json_boolean,
+    "hecktor2026": write_hecktor2026,
 }
 """The writer of each output kind (:data:`hecktor.tasks.OUTPUT_KINDS`)."""
 
@@ -50,6 +55,21 @@ def predictor_class(task: int | str | TaskSpec) -> type:
     return PREDICTORS[spec.number]
 
 
-def output_writer(task: int | str | TaskSpec) -> Callable[[Any, Path], Path]:
-    """``writer(value, path)``: writes ``task``'s output (its registry ``output_kind``) atomically."""
+def output_writer(task: int | str | TaskSpec) -> Callable[..., Path]:
+    """``writer(value, *paths)``: writes ``task``'s outputs (its registry ``output_kind``) atomically."""
     return WRITERS[get_task(task).output_kind]
+
+
+def write_outputs(task: int | str | TaskSpec, value: Any, output_dir: str | Path) -> Path:
+    """Write a case's answer as the platform reads it: every file of the task's
+    :attr:`~hecktor.tasks.TaskSpec.outputs` under ``output_dir``, all or none; returns the first (the only one for
+    every kind but ``hecktor2026``)."""
+    spec = get_task(task)
+    return output_writer(spec)(value, *(Path(output_dir) / path for path in spec.outputs))
+
+
+def remove_outputs(task: int | str | TaskSpec, output_dir: str | Path) -> list[Path]:
+    """Remove the task's output files that an earlier run left under ``output_dir`` (a failed case leaves none);
+    returns those removed. Never raises."""
+    paths = [Path(output_dir) / path for path in get_task(task).outputs]
+    return [path for path in paths if remove_output(path)]

@@ -1,5 +1,5 @@
-"""The task registry: one table of data that says, per HECKTOR 2025 task, where its data, plan, container and output
-live.
+"""The task registry: one table of data that says, per HECKTOR task (the three of 2025, and 2026's one algorithm that
+answers everything for a case), where its data, plan, container and outputs live.
 
 Every layer that used to branch on a task number (reading training data, the containers, ``build.sh``,
 ``test_container.sh``, the demo) looks the task up here instead, so adding a task means one new :class:`TaskSpec`,
@@ -22,9 +22,10 @@ from pathlib import Path
 
 from hecktor.plan import BoxPlan, RegionPlan
 
-__all__ = ["CLINICAL_COLUMNS", "RECORD_KEYS", "TaskSpec", "TASKS", "get_task", "task_numbers"]
+__all__ = ["CLINICAL_COLUMNS", "RECORD_KEYS", "RECORD_KEYS_2026", "STAGE_COLUMNS", "TaskSpec", "TASKS", "get_task",
+           "task_numbers"]
 
-OUTPUT_KINDS = ("mask", "json-number", "json-boolean")
+OUTPUT_KINDS = ("mask", "json-number", "json-boolean", "hecktor2026")
 
 RECORD_KEYS = ("Age", "Gender", "Tobacco Consumption", "Alcohol Consumption", "Performance Status", "Treatment",
                "M-stage")
@@ -33,7 +34,13 @@ never an input)."""
 
 CLINICAL_COLUMNS = ("CenterID", *RECORD_KEYS, "HPV Status")
 """The clinical columns of the HECKTOR 2025 training tables (``hecktor.datasets`` reads them; HPV Status is Task 3's
-target and in no ``ehr.json``)."""
+target and in no 2025 ``ehr.json``)."""
+
+RECORD_KEYS_2026 = ("CenterID", *(k for k in RECORD_KEYS if k != "M-stage"), "HPV Status")
+"""The keys of HECKTOR 2026's ``ehr.json``: HPV status is an input now, and the organisers' sample has no M-stage."""
+
+STAGE_COLUMNS = ("T-stage", "N-stage")
+"""The 2026 training table's stage columns (``T1``..``T4``, ``N0``..``N3``; parsed by :mod:`hecktor.staging`)."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,10 @@ class TaskSpec:
         ehr_keys: the keys of the platform's ``ehr.json`` for this task (tests and the synthetic cohort write them).
         container: the container's folder in the repository (``task1_container``).
         image: the default container image name (without tag).
-        output: the output file, relative to ``/output``.
+        output: the output file, relative to ``/output`` (for a kind of several files, the first: 2026's mask).
         output_kind: what the output holds: ``mask`` (UInt8 label map on the CT grid), ``json-number`` or
-            ``json-boolean`` (one bare JSON value).
+            ``json-boolean`` (one bare JSON value), or ``hecktor2026`` (the mask, then ``extra_outputs``: the T stage
+            and the N stage as one JSON string each, the RFS time in days as one JSON number; all four or none).
         limit_s: Grand Challenge's wall-clock limit per case, start-up and model loading included.
         plan_class: the kind of preprocessing plan the task's models are trained with.
         export_command: how a user makes the container's bundle from a training run.
@@ -64,6 +72,9 @@ class TaskSpec:
         smoke_commands: shell commands, run from the repository root, that train and export a tiny bundle of
             untrained quality on a synthetic cohort, for packaging checks (``scripts/podman_smoke.sh``); ``DATA``
             (the cohort), ``RUN_DIR`` and ``BUNDLE`` stand for paths, ``python`` for the interpreter.
+        extra_outputs: the further files of a kind that writes several, relative to ``/output``, in the order its
+            writer takes them (:mod:`hecktor.runtime`).
+        edition: the challenge's year.
     """
 
     number: int
@@ -84,10 +95,23 @@ class TaskSpec:
     export_command: str
     value_column: str = ""
     smoke_commands: tuple[str, ...] = ()
+    extra_outputs: tuple[Path, ...] = ()
+    edition: int = 2025
 
     def __post_init__(self) -> None:
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Every file the container writes, relative to ``/output``: :attr:`output`, then :attr:`extra_outputs`."""
+        return (self.output, *self.extra_outputs)
+
+    @property
+    def label(self) -> str:
+        """How messages name the task: ``HECKTOR 2025 Task 1``, or ``HECKTOR 2026`` (one task that year)."""
+        edition = f"HECKTOR {self.edition}"
+        return edition if self.number == self.edition else f"{edition} Task {self.number}"
 
     @property
     def bundle_dir(self) -> Path:
@@ -169,9 +193,29 @@ TASKS: dict[int, TaskSpec] = {
                 "python training/export_hpv.py RUN_DIR --out BUNDLE",
             ),
         ),
+        TaskSpec(
+            number=2026,
+            name="hecktor2026",
+            title="GTVp and GTVn segmentation, T and N stage, recurrence-free survival time",
+            training_folder="Task 2026",
+            training_csv="HECKTOR_2026_Training.csv",
+            target_columns=(*STAGE_COLUMNS, "RFS", "Relapse"),
+            has_label_maps=True,
+            uses_ehr=True,
+            ehr_keys=RECORD_KEYS_2026,
+            container="hecktor2026_container",
+            image="hecktor2026",
+            output=Path("images/head-neck-tumor-segmentation/output.mha"),
+            extra_outputs=(Path("t-stage.json"), Path("n-stage.json"), Path("rfs.json")),
+            output_kind="hecktor2026",
+            limit_s=1500.0,
+            plan_class=BoxPlan,
+            export_command="python training/train_hecktor2026.py export RUN_DIR",
+            edition=2026,
+        ),
     )
 }
-"""Every task, by number."""
+"""Every task, by number: the HECKTOR 2025 tasks 1 to 3, and 2026 (the 2026 edition's one algorithm)."""
 
 
 def task_numbers() -> list[int]:
@@ -200,7 +244,7 @@ def get_task(task: int | str | TaskSpec) -> TaskSpec:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hecktor.tasks",
-        description="List the HECKTOR 2025 tasks this toolkit covers (the registry in hecktor/tasks.py).")
+        description="List the HECKTOR tasks this toolkit covers (the registry in hecktor/tasks.py).")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--shell", action="store_true",
                       help="one tab-separated line per task for scripts: number, container folder, image, output "
@@ -227,9 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              s.export_command]))
     else:
         for s in specs:
-            print(f"Task {s.number} ({s.name}): {s.title}\n"
+            print(f"Task {s.number} ({s.name}, {s.label}): {s.title}\n"
                   f"  training data  {s.training_folder}/ + {s.training_csv}\n"
-                  f"  container      {s.container}/ -> /output/{s.output} ({s.output_kind}), "
+                  f"  container      {s.container}/ -> {', '.join(f'/output/{o}' for o in s.outputs)} "
+                  f"({s.output_kind}), "
                   f"limit {s.limit_s:g} s per case\n"
                   f"  plan           {s.plan_class.__name__}; bundle from: {s.export_command}")
     return 0

@@ -19,6 +19,7 @@ import pytest
 
 from hecktor.datasets import write_gc_input
 from hecktor.diagnosis import HPVPredictor
+from hecktor.hecktor2026 import Hecktor2026Predictor
 from hecktor.prognosis import RiskPredictor
 from hecktor.runtime import WRITERS, output_writer, predictor_class
 from hecktor.segment import Segmenter
@@ -28,8 +29,8 @@ from helpers.phantoms import head_phantom
 
 FIXTURES = FIXTURE_BUNDLES
 EHR = {"Age": 61, "Gender": 1, "Tobacco Consumption": 1, "Performance Status": 0, "Treatment": 1, "M-stage": "M0"}
-PREDICTORS = {1: Segmenter, 2: RiskPredictor, 3: HPVPredictor}
-CALLS = {1: {1: 1, 2: 0, 3: 0}, 2: {1: 0, 2: 1, 3: 0}, 3: {1: 0, 2: 0, 3: 1}}
+PREDICTORS = {1: Segmenter, 2: RiskPredictor, 3: HPVPredictor, 2026: Hecktor2026Predictor}
+CALLS = {1: {1: 1, 2: 0, 3: 0, 2026: 0}, 2: {1: 0, 2: 1, 3: 0, 2026: 0}, 3: {1: 0, 2: 0, 3: 1, 2026: 0}}
 """predict calls per task's case: each task's predictor, once (Tasks 2 and 3 share hecktor.fold_ensemble.FoldEnsemble,
 not each other)."""
 
@@ -121,7 +122,7 @@ def test_task2_default_mode_segments_through_the_nested_segmenter(spies, case_fo
     inference = _load(REPO / get_task(2).container / "inference.py", "inference_2_biomarkers")
     status = inference.main(["--input", str(case_folder), "--output", str(tmp_path), "--resources",
                              str(FIXTURES / "task2-biomarkers"), "--device", "cpu"])
-    assert status == 0 and spies == {1: 1, 2: 1, 3: 0}
+    assert status == 0 and spies == {1: 1, 2: 1, 3: 0, 2026: 0}
 
 
 @pytest.mark.parametrize("task", task_numbers())
