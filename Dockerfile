@@ -1,6 +1,6 @@
 # HECKTOR 2025 algorithm containers for Grand Challenge: the one runtime image definition of every task of the
 # registry (shared/hecktor/tasks.py). The build argument TASK_DIR names the task's container folder, whose
-# inference.py and exported bundle the image runs; everything else is the same for every task.
+# inference.py the image runs; everything else is the same for every task.
 #
 # The build context is the repository root (only what .dockerignore lets through is sent):
 #     ./build.sh --task 2          (or: docker build --build-arg TASK_DIR=task2_container -t hecktor-task2 .)
@@ -9,13 +9,17 @@
 #     ./build.sh --task 1 --no-mamba   (no CUDA kernels: the pure-PyTorch selective scan runs)
 # Task 1's image compiles mamba-ssm in the builder stage below: build.sh passes WITH_MAMBA=1 to the tasks whose
 # container folder has a build-args file that asks for it (task1_container/build-args).
-# The bundle must exist first (./build.sh --help lists each task's export command) -> TASK_DIR/resources/bundle
+# The image holds no model by default: the platform extracts the model tarball (./build.sh --save writes it) into
+# /opt/ml/model, where the container looks first. BUNDLE_IN_IMAGE=1 (./build.sh --bundle-in-image) copies the exported
+# bundle TASK_DIR/resources/bundle into the image instead (./build.sh --help lists each task's export command).
 #
 # Build arguments:
 #   TASK_DIR           the task's container folder (task1_container, task2_container, ...); required.
 #   BASE_IMAGE         runtime image with Python >= 3.10 and a CUDA build of PyTorch (the organisers' template's).
 #   WITH_MAMBA         1: compile and install mamba-ssm (fused selective-scan kernel; Task 1); 0 (default): no
 #                      builder stage.
+#   BUNDLE_IN_IMAGE    1: copy TASK_DIR/resources/bundle into the image (a self-contained image); 0 (default): an
+#                      empty resources/bundle, the model comes from /opt/ml/model at run time.
 #   BUILDER_IMAGE      the matching -devel image (nvcc, CUDA headers) in which mamba-ssm's kernels are compiled.
 #   MAMBA_SSM_VERSION  the mamba-ssm release compiled from source.
 #   TORCH_CUDA_ARCH_LIST  compute capabilities of the kernels: 7.5 is the platform's T4, the rest cover newer cards.
@@ -26,6 +30,7 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 ARG BUILDER_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel
 ARG WITH_MAMBA=0
+ARG BUNDLE_IN_IMAGE=0
 
 # ---------------------------------------------------------------------------------------------- mamba-ssm wheels
 # Compiled here, in the -devel image, so that the runtime image carries no compiler. Only selective_scan_fn is used
@@ -57,6 +62,19 @@ FROM ${BASE_IMAGE} AS mamba-0
 RUN mkdir -p /wheels
 
 FROM mamba-${WITH_MAMBA} AS mamba-wheels
+
+# ------------------------------------------------------------------------------------------------ the model, or none
+# As the mamba stages: only the stage that BUNDLE_IN_IMAGE names is built, so without it the bundle folder need not
+# exist. --chmod: the exported bundle folder is private to its owner (0700); a RUN chmod instead would store every
+# weight file a second time in its own layer.
+FROM scratch AS bundle-1
+ARG TASK_DIR
+COPY --chmod=0755 ${TASK_DIR}/resources/bundle /bundle
+
+FROM ${BASE_IMAGE} AS bundle-0
+RUN mkdir -p /bundle
+
+FROM bundle-${BUNDLE_IN_IMAGE} AS bundle
 
 # ------------------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
@@ -130,10 +148,9 @@ RUN set -eu; \
         exit 1; \
     fi
 WORKDIR /opt/app
-# --chmod: the exported bundle folder is private to its owner (0700); a RUN chmod instead would store every
-# weight file a second time in its own layer.
 COPY --chmod=0755 ${TASK_DIR}/inference.py /opt/app/inference.py
-COPY --chmod=0755 ${TASK_DIR}/resources/bundle /opt/app/resources/bundle
+# The exported bundle (BUNDLE_IN_IMAGE=1) or an empty folder.
+COPY --chmod=0755 --from=bundle /bundle /opt/app/resources/bundle
 
 USER user
 ENTRYPOINT ["python", "inference.py"]

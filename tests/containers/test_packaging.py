@@ -2,12 +2,13 @@
 
 No container engine is needed: build.sh and test_container.sh run against a fake engine (a script that records its
 arguments and, for ``run``, plays the container by calling the task's inference.py on the mounted folders), in a
-scratch copy of the repository so that the real tree's bundles and inference.py files do not matter.
+scratch copy of the repository so that the real tree's bundles and inference.py files do not matter
+(``helpers/packaging.py``). What the platform takes (the image without its model, the model tarball) and the
+pre-flight report: test_platform_upload.py.
 """
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
@@ -25,7 +26,8 @@ import SimpleITK as sitk
 from hecktor.datasets import write_gc_input
 from hecktor.outputs import write_mask, write_json_boolean, write_json_number
 from hecktor.tasks import get_task, task_numbers
-from helpers.paths import REPO
+from helpers.packaging import FAKE_TASKS, engine_calls, engine_env, scratch_repo
+from helpers.paths import FIXTURE_BUNDLES, REPO
 from helpers.phantoms import DIRECTIONS
 
 SCRIPTS = ("build.sh", "test_container.sh", "scripts/podman_smoke.sh")
@@ -64,132 +66,44 @@ def test_help_exits_zero(script):
     assert "ENGINE" in result.stdout
 
 
-# A stand-in for docker/podman: appends its arguments as one JSON line to $FAKE_ENGINE_LOG. "run" plays the
-# container: it calls the inference.py of the task named by the image (hecktor-taskN) on the host folders mounted at
-# /input and /output.
-FAKE_ENGINE = """#!{python}
-import json, os, re, subprocess, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_ENGINE_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\\n")
-if args[0] == "build" and os.environ.get("FAKE_BUILD_FAIL"):
-    sys.exit(1)
-if args[:2] == ["image", "inspect"]:
-    if "-f" in args:
-        fmt = args[args.index("-f") + 1]
-        print(os.environ.get("FAKE_USER", "user") if "User" in fmt else "123456789")
-    sys.exit(0)
-if args[0] == "save":
-    sys.stdout.buffer.write(b"image archive of " + args[-1].encode())
-if args[0] == "run":
-    mounts = dict(reversed(v.split(":", 2)[:2]) for k, v in zip(args, args[1:]) if k == "--volume")
-    task = re.search(r"task(\\d+)", args[-1]).group(1)
-    script = os.path.join(os.environ["FAKE_REPO"], f"task{{task}}_container", "inference.py")
-    sys.exit(subprocess.call([sys.executable, script, "--input", mounts["/input"], "--output", mounts["/output"]]))
-"""
-
-# A stand-in for the containers' inference.py, by the task's output kind in the registry: a mask of one label-1 box on
-# the CT grid, the number 0.25 or the boolean true. FAKE_DEFECT makes it write a wrong output, so the scripts'
-# failure path is exercised.
-FAKE_INFERENCE = """import argparse, json, os, sys
-from pathlib import Path
-import numpy as np, SimpleITK as sitk
-from hecktor.case import read_case
-from hecktor.outputs import write_json_boolean, write_json_number, write_mask
-from hecktor.tasks import get_task
-parser = argparse.ArgumentParser()
-parser.add_argument("--input"); parser.add_argument("--output")
-args = parser.parse_args()
-defect = os.environ.get("FAKE_DEFECT", "")
-case = read_case(args.input)
-out = Path(args.output)
-spec = get_task({task})
-if spec.output_kind == "mask":
-    array = np.zeros(sitk.GetArrayViewFromImage(case.ct).shape, np.uint8)
-    array[2:5, 2:5, 2:5] = 3 if defect == "label3" else 1
-    mask = sitk.GetImageFromArray(array)
-    mask.CopyInformation(case.ct)
-    write_mask(mask, out / spec.output)
-elif defect == "object":
-    (out / spec.output).write_text(json.dumps({{"value": 0.25}}))
-elif spec.output_kind == "json-number":
-    write_json_number(0.25, out / spec.output)
-else:
-    write_json_boolean(True, out / spec.output)
-"""
-
-
-def _scratch_repo(tmp_path: Path, bundles=TASKS, inference=TASKS) -> Path:
-    """A copy of the packaging files, with fake bundles and inference.py where asked (every task of the registry)."""
-    repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    for name in ("build.sh", "test_container.sh", ".dockerignore", "Dockerfile"):
-        shutil.copy2(REPO / name, repo / name)
-    for name in ("make_test_inputs.py", "check_outputs.py"):
-        shutil.copy2(REPO / "scripts" / name, repo / "scripts" / name)
-    for task in TASKS:
-        folder = repo / get_task(task).container
-        folder.mkdir()
-        if (REPO / folder.name / "build-args").exists():
-            shutil.copy2(REPO / folder.name / "build-args", folder / "build-args")
-        if task in bundles:
-            (folder / "resources" / "bundle").mkdir(parents=True)
-            (folder / "resources" / "bundle" / "manifest.json").write_text("{}")
-        if task in inference:
-            (folder / "inference.py").write_text(FAKE_INFERENCE.format(task=task))
-    return repo
-
-
-def _engine_env(tmp_path: Path, repo: Path, **extra: str) -> dict[str, str]:
-    engine = tmp_path / "fake-docker"
-    engine.write_text(FAKE_ENGINE.format(python=sys.executable))
-    engine.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("ENGINE_BUILD_ARGS", "ENGINE_RUN_ARGS", "FAKE_DEFECT")
-           and not (k.startswith("TASK") and k.endswith("_IMAGE"))}
-    env.update(ENGINE=str(engine), FAKE_ENGINE_LOG=str(tmp_path / "engine.log"), FAKE_REPO=str(repo),
-               PYTHON=sys.executable, **extra)
-    return env
-
-
-def _engine_calls(tmp_path: Path) -> list[list[str]]:
-    log = tmp_path / "engine.log"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
+@pytest.mark.parametrize("flag", ["--save", "--bundle-in-image"])
 @pytest.mark.parametrize("task", TASKS)
-def test_build_fails_with_one_clear_line_when_a_bundle_is_missing(tmp_path, task):
-    repo = _scratch_repo(tmp_path, bundles=[t for t in TASKS if t != task])
-    result = subprocess.run([str(repo / "build.sh")], capture_output=True, text=True, env=_engine_env(tmp_path, repo))
+def test_build_fails_with_one_clear_line_when_a_bundle_it_needs_is_missing(tmp_path, task, flag):
+    """The image alone needs no bundle; the model tarball (--save) and a self-contained image do."""
+    repo = scratch_repo(tmp_path, bundles=[t for t in TASKS if t != task])
+    result = subprocess.run([str(repo / "build.sh"), flag], capture_output=True, text=True,
+                            env=engine_env(tmp_path, repo))
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert f"{get_task(task).container}/resources/bundle/manifest.json" in lines[0]
     assert get_task(task).export_command in lines[0]
-    assert {1: "export_segmentation.py", 2: "export_prognosis.py", 3: "export_hpv.py"}[task] in lines[0]
-    assert _engine_calls(tmp_path) == []  # nothing was built before the check
+    assert engine_calls(tmp_path) == []  # nothing was built before the check
 
 
 def test_build_passes_context_dockerfile_tags_and_mamba_switch(tmp_path):
-    repo = _scratch_repo(tmp_path)
-    env = _engine_env(tmp_path, repo)
+    repo = scratch_repo(tmp_path, bundles=[])  # the images hold no model: no bundle is needed to build them
+    env = engine_env(tmp_path, repo)
     result = subprocess.run([str(repo / "build.sh"), "--no-mamba"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    builds = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
+    builds = [c for c in engine_calls(tmp_path) if c[0] == "build"]
     assert builds == [
-        ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task1:latest", "--build-arg", "TASK_DIR=task1_container",
-         "--build-arg", "WITH_MAMBA=0", str(repo)],
-        ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task2:latest", "--build-arg", "TASK_DIR=task2_container",
-         str(repo)],
-        ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task3:latest", "--build-arg", "TASK_DIR=task3_container",
-         str(repo)],
+        ["build", "-f", f"{repo}/Dockerfile", "-t", f"{get_task(t).image}:latest", "--build-arg",
+         f"TASK_DIR={get_task(t).container}",
+         *(["--build-arg", "WITH_MAMBA=0"] if (REPO / get_task(t).container / "build-args").is_file() else []),
+         str(repo)]
+        for t in TASKS
     ]
+    assert builds[0][:8] == ["build", "-f", f"{repo}/Dockerfile", "-t", "hecktor-task1:latest", "--build-arg",
+                             "TASK_DIR=task1_container", "--build-arg"]
+    assert result.stdout.count("no model inside (it loads /opt/ml/model)") == len(TASKS)
 
     (tmp_path / "engine.log").unlink()
     env.update(TASK1_IMAGE="registry.example/seg:v3")
     result = subprocess.run([str(repo / "build.sh"), "--task", "1", "--base-image", "my/base:1",
                              "--build-arg", "MAX_JOBS=2"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    builds = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
+    builds = [c for c in engine_calls(tmp_path) if c[0] == "build"]
     assert builds == [["build", "-f", f"{repo}/Dockerfile", "-t", "registry.example/seg:v3",
                        "--build-arg", "TASK_DIR=task1_container", "--build-arg", "WITH_MAMBA=1",
                        "--build-arg", "BASE_IMAGE=my/base:1", "--build-arg", "MAX_JOBS=2", str(repo)]]
@@ -200,21 +114,12 @@ def test_build_passes_context_dockerfile_tags_and_mamba_switch(tmp_path):
     result = subprocess.run([str(repo / "build.sh")], capture_output=True, text=True, env=env)
     assert result.returncode != 0
     assert result.stderr.strip() == "build.sh: error: task2_container/build-args: 'WITH_MAMBA 1' is not KEY=VALUE"
-    assert _engine_calls(tmp_path) == []
+    assert engine_calls(tmp_path) == []
 
 
-def test_build_save_writes_gzipped_archives_and_reports_failures(tmp_path):
-    repo = _scratch_repo(tmp_path)
-    env = _engine_env(tmp_path, repo)
-    out = tmp_path / "archives"
-    result = subprocess.run([str(repo / "build.sh"), "--save", "--save-dir", str(out)], capture_output=True,
-                            text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["hecktor-task1.tar.gz", "hecktor-task2.tar.gz",
-                                                     "hecktor-task3.tar.gz"]
-    assert gzip.decompress((out / "hecktor-task2.tar.gz").read_bytes()) == b"image archive of hecktor-task2:latest"
-    assert ["save", "hecktor-task1:latest"] in _engine_calls(tmp_path)
-
+def test_build_reports_a_failed_build_and_an_unknown_task(tmp_path):
+    repo = scratch_repo(tmp_path)
+    env = engine_env(tmp_path, repo)
     env.update(FAKE_BUILD_FAIL="1")
     result = subprocess.run([str(repo / "build.sh"), "--task", "2"], capture_output=True, text=True, env=env)
     assert result.returncode != 0
@@ -226,15 +131,16 @@ def test_build_save_writes_gzipped_archives_and_reports_failures(tmp_path):
 
 
 def test_test_container_runs_like_the_platform_and_checks_outputs(tmp_path):
-    repo = _scratch_repo(tmp_path)
-    env = _engine_env(tmp_path, repo)
-    result = subprocess.run([str(repo / "test_container.sh"), "--cases", "1",
+    repo = scratch_repo(tmp_path)
+    env = engine_env(tmp_path, repo)
+    task_flags = [arg for t in FAKE_TASKS for arg in ("--task", str(t))]
+    result = subprocess.run([str(repo / "test_container.sh"), *task_flags, "--cases", "1",
                              "--work", str(tmp_path / "work")], capture_output=True, text=True,
                             env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
-    runs = [c for c in _engine_calls(tmp_path) if c[0] == "run"]
-    assert [r[-1] for r in runs] == ["hecktor-task1:latest", "hecktor-task2:latest", "hecktor-task3:latest"]
+    runs = [c for c in engine_calls(tmp_path) if c[0] == "run"]
+    assert [r[-1] for r in runs] == [f"{get_task(t).image}:latest" for t in FAKE_TASKS]
     run = runs[0]
     for flag, value in (("--network", "none"), ("--memory", "16g"), ("--memory-swap", "16g"), ("--user", "user")):
         assert run[run.index(flag) + 1] == value
@@ -244,34 +150,37 @@ def test_test_container_runs_like_the_platform_and_checks_outputs(tmp_path):
     assert any(v.endswith(":/output") and not v.endswith(":ro") for v in volumes)
     tmp_volume = next(v for v in volumes if v.endswith(":/tmp"))
     assert not tmp_volume.startswith("/")  # a named volume of its own, not a host folder
-    assert ["volume", "rm", "-f", tmp_volume.split(":")[0]] in _engine_calls(tmp_path)
+    assert ["volume", "rm", "-f", tmp_volume.split(":")[0]] in engine_calls(tmp_path)
+    # The model as the platform gives it: the exported bundle folder, read-only at /opt/ml/model.
+    assert f"{repo}/{get_task(FAKE_TASKS[0]).container}/resources/bundle:/opt/ml/model:ro" in volumes
+    assert run[run.index("--name") + 1] == tmp_volume.split(":")[0]
 
 
 def test_test_container_fails_on_a_bad_output_or_a_root_image(tmp_path):
-    repo = _scratch_repo(tmp_path)
+    repo = scratch_repo(tmp_path)
     result = subprocess.run([str(repo / "test_container.sh"), "--task", "2", "--cases", "1",
                              "--work", str(tmp_path / "work")], capture_output=True,
-                            text=True, env=_engine_env(tmp_path, repo, FAKE_DEFECT="object"), timeout=120)
+                            text=True, env=engine_env(tmp_path, repo, FAKE_DEFECT="object"), timeout=120)
     assert result.returncode != 0
     assert "must hold one bare number" in result.stderr
     assert "FAILED: task 2 case-000-identity: output check failed" in result.stderr
 
     result = subprocess.run([str(repo / "test_container.sh"), "--task", "2", "--work", str(tmp_path / "work")],
-                            capture_output=True, text=True, env=_engine_env(tmp_path, repo, FAKE_USER="root"),
+                            capture_output=True, text=True, env=engine_env(tmp_path, repo, FAKE_USER="root"),
                             timeout=120)
     assert result.returncode != 0
     assert "runs as root" in result.stderr
 
 
 def test_test_container_without_engine_runs_inference_py_directly(tmp_path):
-    repo = _scratch_repo(tmp_path)
-    env = _engine_env(tmp_path, repo, FAKE_DEFECT="label3")
+    repo = scratch_repo(tmp_path)
+    env = engine_env(tmp_path, repo, FAKE_DEFECT="label3")
     result = subprocess.run([str(repo / "test_container.sh"), "--no-engine", "--task", "1", "--cases", "1",
                              "--work", str(tmp_path / "work")],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     assert "mask labels [0, 3] are not within [0, 1, 2]" in result.stderr
-    assert _engine_calls(tmp_path) == []
+    assert engine_calls(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------------------------- output checker
@@ -515,11 +424,14 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 def _build_args(tmp_path: Path, task: int, *flags: str) -> dict[str, str]:
     """The build arguments that build.sh passes for one task's image (to the fake engine, in a scratch repository);
     it always builds the repository's one Dockerfile, with the repository root as context."""
-    repo = _scratch_repo(tmp_path)
+    repo = scratch_repo(tmp_path)
+    if "--bundle-in-image" in flags:  # a bundle that loads: build.sh verifies it before building
+        shutil.rmtree(repo / get_task(task).bundle_dir)
+        shutil.copytree(FIXTURE_BUNDLES / f"task{task}", repo / get_task(task).bundle_dir)
     result = subprocess.run([str(repo / "build.sh"), "--task", str(task), *flags], capture_output=True, text=True,
-                            env=_engine_env(tmp_path, repo))
+                            env=engine_env(tmp_path, repo))
     assert result.returncode == 0, result.stderr
-    (build,) = [c for c in _engine_calls(tmp_path) if c[0] == "build"]
+    (build,) = [c for c in engine_calls(tmp_path) if c[0] == "build"]
     assert build[build.index("-f") + 1] == f"{repo}/Dockerfile" and build[-1] == str(repo)
     return dict(build[i + 1].split("=", 1) for i, a in enumerate(build) if a == "--build-arg")
 
@@ -574,10 +486,18 @@ def test_dockerfile_follows_the_platform_template(task, tmp_path):
     users = [v for k, v in final if k == "USER"]
     assert users == ["user"]
     assert ("WORKDIR", "/opt/app") in final
-    # COPY sources and targets without the --chmod/--chown options.
-    copies = [" ".join(w for w in v.split() if not w.startswith("--")) for k, v in final if k == "COPY"]
+    # COPY sources and targets (from the build context) without the --chmod/--chown options.
+    copies = [" ".join(w for w in v.split() if not w.startswith("--")) for k, v in final if k == "COPY"
+              and "--from=" not in v]
     assert f"{get_task(task).container}/inference.py /opt/app/inference.py" in copies
-    assert f"{get_task(task).container}/resources/bundle /opt/app/resources/bundle" in copies
+    # The bundle comes from the stage that BUNDLE_IN_IMAGE picks: by default an empty folder (the model is mounted at
+    # /opt/ml/model), with --bundle-in-image the task's exported bundle.
+    assert ("COPY", "--chmod=0755 --from=bundle /bundle /opt/app/resources/bundle") in final
+    by_name = {stage_name: (stage_base, body) for stage_name, stage_base, body in stages}
+    assert by_name["bundle"][0] == "bundle-0" and by_name["bundle-0"][1] == [("RUN", "mkdir -p /bundle")]
+    assert by_name["bundle-1"] == ("scratch", [("ARG", "TASK_DIR"), (
+        "COPY", f"--chmod=0755 {get_task(task).container}/resources/bundle /bundle")])
+    copies.append(f"{get_task(task).container}/resources/bundle /bundle")
     # The exported bundle folder is 0700: the non-root user can read it only through COPY --chmod.
     assert all(v.startswith("--chmod=0755 ") for k, v in final if k == "COPY" and "/opt/app/" in v)
     env = " ".join(v for k, v in final if k == "ENV")
@@ -603,6 +523,19 @@ def test_dockerfile_follows_the_platform_template(task, tmp_path):
         prefixes = ["/".join(source.split("/")[:n]) for n in range(1, source.count("/") + 2)]
         assert any(any(re.fullmatch(re.escape(a).replace(r"\*", "[^/]*"), prefix) for prefix in prefixes)
                    or a.startswith(source + "/") for a in allowed), source
+
+
+def test_dockerfile_copies_the_bundle_only_with_bundle_in_image(tmp_path):
+    """build.sh --bundle-in-image (a bundle that loads) passes BUNDLE_IN_IMAGE=1: the stage that copies the bundle."""
+    instructions = _instructions(REPO / "Dockerfile")
+    first_from = next(i for i, (k, _) in enumerate(instructions) if k == "FROM")
+    assert ("ARG", "BUNDLE_IN_IMAGE=0") in instructions[:first_from]  # a global ARG, so FROM lines can use it
+    build_args = _build_args(tmp_path, 2, "--bundle-in-image")
+    assert build_args["BUNDLE_IN_IMAGE"] == "1"
+    stages = {name: (base, body) for name, base, body in _stages(instructions, build_args)}
+    assert stages["bundle"][0] == "bundle-1" and stages["bundle-1"][0] == "scratch"
+    assert ("COPY", "--chmod=0755 --from=bundle /bundle /opt/app/resources/bundle") in \
+        _stages(instructions, build_args)[-1][2]
 
 
 def test_build_context_holds_no_synthetic_generator_or_training_code():
