@@ -24,6 +24,7 @@ import SimpleITK as sitk
 
 from hecktor.errors import InputError
 from hecktor.images import read_image
+from hecktor.suv_table import SuvTable, as_suv_table, to_suv
 from hecktor.tasks import CLINICAL_COLUMNS, get_task
 
 __all__ = ["SURVIVAL_COLUMNS", "TrainingCase", "task_folder", "read_clinical_csv", "list_training_cases",
@@ -34,16 +35,20 @@ SURVIVAL_COLUMNS = ("RFS", "Relapse")
 
 @dataclass
 class TrainingCase:
-    """One HECKTOR training case on disk."""
+    """One HECKTOR training case on disk. ``suv_factor``: its PET is in Bq/ml and is read as SUV, every voxel times
+    this factor (the organisers' conversion table, :mod:`hecktor.suv_table`), before any screening or repair."""
 
     patient_id: str
     ct_path: Path
     pet_path: Path
     label_path: Path | None
+    suv_factor: float | None = None
 
     def read(self) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
         ct = read_image(self.ct_path, "CT")
         pet = read_image(self.pet_path, "PET")
+        if self.suv_factor is not None:
+            pet = to_suv(pet, self.suv_factor)
         label = read_image(self.label_path, "label") if self.label_path is not None else None
         return ct, pet, label
 
@@ -129,12 +134,16 @@ def _outcome(cell: str | None, where: str, column: str, expected: str, valid) ->
     return value
 
 
-def list_training_cases(root: str | Path, task: int | str, require_label: bool | None = None) -> list[TrainingCase]:
-    """The cases of ``<root>/Task N`` in sorted PatientID order. Cases of a task with label maps need theirs."""
+def list_training_cases(root: str | Path, task: int | str, require_label: bool | None = None,
+                        suv_table: SuvTable | str | Path | None = None) -> list[TrainingCase]:
+    """The cases of ``<root>/Task N`` in sorted PatientID order. Cases of a task with label maps need theirs. A
+    patient listed in ``suv_table`` (:func:`hecktor.suv_table.read_suv_table`) with units BQML gets its factor."""
     folder = task_folder(root, task)
+    suv_table = as_suv_table(suv_table)
     require_label = get_task(task).has_label_maps if require_label is None else require_label
     cases = []
-    for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    # A hidden folder (.ipynb_checkpoints) is no case: hecktor-check-data notes it and passes it over.
+    for case_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         pid = case_dir.name
         ct = case_dir / f"{pid}__CT.nii.gz"
         pet = case_dir / f"{pid}__PT.nii.gz"
@@ -144,7 +153,8 @@ def list_training_cases(root: str | Path, task: int | str, require_label: bool |
                 raise InputError(f"case {pid}: {what} file missing: {path}")
         if require_label and not label.is_file():
             raise InputError(f"case {pid}: label file missing: {label}")
-        cases.append(TrainingCase(pid, ct, pet, label if label.is_file() else None))
+        factor = suv_table.factor(pid) if suv_table is not None else None
+        cases.append(TrainingCase(pid, ct, pet, label if label.is_file() else None, factor))
     if not cases:
         raise InputError(f"no case folders in {folder}")
     return cases

@@ -38,8 +38,24 @@ from hecktor.errors import InputError
 from hecktor.outputs import atomic_path, write_text_atomic
 from hecktor.plan import BoxPlan, RegionPlan
 
-CACHE_VERSION = 2
-"""Format of an entry's record (1: the two trainers' separate caches of hecktor 0.1)."""
+CACHE_VERSION = 3
+"""Format of an entry's record (1: the two trainers' separate caches of hecktor 0.1; 2: without ``repairs`` in the
+entry's info, so an entry of version 2 is rebuilt rather than reported as repaired by nothing)."""
+
+REPAIRS_JSON = "data_repairs.json"
+"""``RUN_DIR/data_repairs.json``: what preprocessing repaired or dropped, per case (:func:`report_repairs`)."""
+
+REPAIR_KINDS = (
+    ("Bq/ml", "PET read as Bq/ml and divided by the body's median uptake (an approximate SUV)"),
+    ("non-finite voxel", "non-finite voxels replaced by the padding value"),
+    ("offset", "CT stored with a +1024 offset, brought back to HU"),
+    ("implausible values", "implausible PET voxels replaced by their neighbours' median"),
+    ("localisation", "head and neck not found in the PET (a partial field of view?): region placed from the field "
+                     "of view"),
+    ("empty label map", "empty label map: trained as a case without tumour"),
+    ("outside the training region", "tumour voxels outside the training region: lost"),
+)
+"""How :func:`report_repairs` groups the preprocessing's warnings: (text the warning holds, the group's line)."""
 
 PLAN_JSON = "plan.json"
 
@@ -80,9 +96,11 @@ def resolve_workers(workers: int | None, share: int = 1) -> int:
 
 
 def source_fingerprint(case: TrainingCase) -> list[list[Any]]:
-    """Name, size and modification time of the case's files: a changed source file invalidates its entry."""
+    """Name, size and modification time of the case's files, and the SUV factor its PET is read with (where it has
+    one, :mod:`hecktor.suv_table`): a changed source file or factor invalidates its entry."""
     paths = [case.ct_path, case.pet_path] + ([case.label_path] if case.label_path is not None else [])
-    return [[Path(p).name, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+    fingerprint = [[Path(p).name, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+    return fingerprint + ([["suv_factor", case.suv_factor]] if case.suv_factor is not None else [])
 
 
 class PreprocessingCache:
@@ -183,6 +201,17 @@ class PreprocessingCache:
                   for name in record["arrays"]}
         return CacheEntry(patient_id, arrays, dict(record.get("info", {})))
 
+    def repairs(self, patient_ids: Sequence[str]) -> dict[str, list[str]]:
+        """What preprocessing repaired or dropped in each of ``patient_ids`` whose entry has a record (the ``repairs``
+        of its info, one line each; an entry that records none is left out)."""
+        found = {}
+        for pid in patient_ids:
+            record = self._record(pid) or {}
+            lines = record.get("info", {}).get("repairs") or []
+            if lines:
+                found[pid] = [str(line) for line in lines]
+        return found
+
     def get(self, case: TrainingCase) -> CacheEntry:
         """The case's entry, built first where it is not current."""
         return self.load(case.patient_id) if self.is_current(case) else self.build(case)
@@ -236,6 +265,41 @@ class PreprocessingCache:
                 bar.update()
         bar.close()
         return {"built": len(todo), "reused": len(mine) - len(todo)}
+
+
+def report_repairs(cache: PreprocessingCache, patient_ids: Sequence[str], run_dir: str | Path | None = None,
+                   echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Show once, at the end of preprocessing, what it repaired or dropped in the cohort (grouped by
+    :data:`REPAIR_KINDS`, each group one line with its count and patients), and keep every case's lines in
+    ``RUN_DIR/data_repairs.json`` (:data:`REPAIRS_JSON`). Nothing the library repairs is swallowed: the trainers call
+    this after their cache is prepared, whether the entries were built now or reused.
+
+    Returns:
+        the record written: ``cases``, ``repaired`` (how many cases), ``kinds`` (group line -> patients) and
+        ``by_case`` (patient -> lines).
+    """
+    by_case = cache.repairs(patient_ids)
+    kinds: dict[str, list[str]] = {}
+    for pid, lines in by_case.items():
+        for line in lines:
+            kind = next((name for text, name in REPAIR_KINDS if text in line), line.split(":")[0])
+            if pid not in kinds.setdefault(kind, []):
+                kinds[kind].append(pid)
+    record = {"cases": len(patient_ids), "repaired": len(by_case), "kinds": kinds, "by_case": by_case}
+    kept = ""
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(record, indent=1) + "\n", Path(run_dir) / REPAIRS_JSON)
+        kept = f"; every line in {Path(run_dir) / REPAIRS_JSON}"
+    if not by_case:
+        echo(f"data repairs: none in {len(patient_ids)} case(s){kept}")
+        return record
+    echo(f"data repairs: preprocessing repaired or dropped something in {len(by_case)} of {len(patient_ids)} "
+         f"case(s){kept}")
+    for kind, pids in kinds.items():
+        shown = ", ".join(pids[:5]) + (f", ... ({len(pids) - 5} more)" if len(pids) > 5 else "")
+        echo(f"  {kind}: {len(pids)} case(s) ({shown})")
+    return record
 
 
 def _one_thread_per_worker(parent: int) -> None:
