@@ -10,6 +10,7 @@ repairs themselves are in :mod:`hecktor.repair`; reading one image is :mod:`heck
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from hecktor.images import find_single_image, read_image_or_placeholder
 from hecktor.records import read_ehr
 from hecktor.repair import empty_pet_problem, is_placeholder, no_finite_voxel_problem, overlap_problem, repair_case
 
-__all__ = ["CaseInput", "REMEDIES", "read_case"]
+__all__ = ["CaseInput", "REMEDIES", "read_case", "read_images"]
 
 @dataclass
 class CaseInput:
@@ -127,63 +128,85 @@ def read_case(input_dir: str | Path, *, with_ehr: bool = True, strict: bool = Fa
     if not input_dir.is_dir():
         raise InputError(f"input folder not found: {input_dir}")
     locations, warnings = input_locations(input_dir)
-    problems: dict[str, str] = {}
-
-    def drop(key: str, message: str) -> None:
-        if strict:
-            raise InputError(message)
-        problems[key] = message
-        warnings.append(f"{key} unusable ({message}): {REMEDIES[key]}")
-
-    images: dict[str, sitk.Image | None] = {}
-    paths: dict[str, Path | None] = {}
-    placeholder = False
-    for what in ("CT", "PET"):
-        images[what], paths[what] = None, None
-        try:
-            paths[what] = find_single_image(locations[what])
-            image, flat = read_image_or_placeholder(paths[what], what, warnings)
-        except InputError as error:
-            drop(what, str(error))
-            continue
-        if flat:
-            size = "x".join(str(s) for s in image.GetSize())
-            warnings.append(f"{what} {paths[what].name} is a flat placeholder (size {size}), not a scan")
-            placeholder = True
-        else:
-            problem = no_finite_voxel_problem(image, what) if what == "CT" else empty_pet_problem(image)
-            if problem is not None:
-                drop(what, problem)
-                continue
-        images[what] = image
-    ct, pet = images["CT"], images["PET"]
-    if ct is not None and pet is not None and not is_placeholder(ct) and not is_placeholder(pet):
-        problem = overlap_problem(ct, pet)
-        if problem is not None:
-            drop("PET", problem)
-            pet = None
-    # Once per case, here: every consumer (segmentation, biomarkers, networks) then sees the same repaired images.
-    ct, pet, repairs = repair_case(ct, pet)
-    warnings.extend(repairs)
-
-    ehr = None
+    case = read_images(locations["CT"], locations["PET"], strict=strict, warnings=warnings)
     if with_ehr:
         ehr_path = locations["ehr.json"]
         if not ehr_path.exists():
-            warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
+            case.warnings.append(f"{ehr_path} is absent: clinical values are treated as unknown")
         else:
             try:
                 raw, notes = read_ehr(ehr_path)
             except InputError as error:
-                drop("ehr.json", str(error))
+                _drop(case, "ehr.json", str(error))
             else:
-                warnings.extend(notes)
+                case.warnings.extend(notes)
                 checked = sanitize_ehr(raw, source=ehr_path.name)
                 if strict and checked.problems:
                     raise InputError(checked.problems[0])
                 if checked.problems:
-                    problems["ehr.json"] = checked.problems[0]
-                warnings.extend(checked.warnings)
-                ehr = checked.record
-    return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=paths["CT"], pet_path=paths["PET"], warnings=warnings,
-                     placeholder=placeholder, problems=problems, strict=strict)
+                    case.problems["ehr.json"] = checked.problems[0]
+                case.warnings.extend(checked.warnings)
+                case.ehr = checked.record
+    return case
+
+
+def read_images(ct: str | Path, pet: str | Path, *, in_folders: bool = True, strict: bool = False,
+                warnings: list[str] | None = None,
+                pet_to_suv: Callable[[sitk.Image], sitk.Image] | None = None) -> CaseInput:
+    """The CT and PET of a case, screened and repaired as :func:`read_case` does (the record is not read: ``ehr`` is
+    ``None``): an unusable image is dropped with one warning line (with ``strict``, raised), the images kept are
+    repaired once. ``hecktor-predict`` reads the HECKTOR layout's files through it, so that a case answers there as
+    in the containers.
+
+    Args:
+        ct, pet: with ``in_folders``, the folder that holds each image (the platform's ``images/ct``); else the image
+            files themselves (``<PID>__CT.nii.gz``).
+        warnings: lines noticed before; the case's ``warnings`` goes on from them.
+        pet_to_suv: applied to the PET as read, before it is screened and repaired (an exact SUV conversion, e.g.
+            the organisers' factor of :mod:`hecktor.suv_table`, which leaves the Bq/ml heuristic idle).
+    """
+    case = CaseInput(ct=None, pet=None, ehr=None, ct_path=None, pet_path=None,
+                     warnings=[] if warnings is None else warnings, strict=strict)
+    images: dict[str, sitk.Image | None] = {}
+    paths: dict[str, Path | None] = {}
+    for what, source in (("CT", Path(ct)), ("PET", Path(pet))):
+        images[what], paths[what] = None, None
+        try:
+            paths[what] = find_single_image(source) if in_folders else source
+            image, flat = read_image_or_placeholder(paths[what], what, case.warnings)
+        except InputError as error:
+            _drop(case, what, str(error))
+            continue
+        if what == "PET" and pet_to_suv is not None:
+            image = pet_to_suv(image)
+        if flat:
+            size = "x".join(str(s) for s in image.GetSize())
+            case.warnings.append(f"{what} {paths[what].name} is a flat placeholder (size {size}), not a scan")
+            case.placeholder = True
+        else:
+            problem = no_finite_voxel_problem(image, what) if what == "CT" else empty_pet_problem(image)
+            if problem is not None:
+                _drop(case, what, problem)
+                continue
+        images[what] = image
+    ct_image, pet_image = images["CT"], images["PET"]
+    if (ct_image is not None and pet_image is not None and not is_placeholder(ct_image)
+            and not is_placeholder(pet_image)):
+        problem = overlap_problem(ct_image, pet_image)
+        if problem is not None:
+            _drop(case, "PET", problem)
+            pet_image = None
+    # Once per case, here: every consumer (segmentation, biomarkers, networks) then sees the same repaired images.
+    case.ct, case.pet, repairs = repair_case(ct_image, pet_image)
+    case.warnings.extend(repairs)
+    case.ct_path, case.pet_path = paths["CT"], paths["PET"]
+    return case
+
+
+def _drop(case: CaseInput, key: str, message: str) -> None:
+    """Drop an unusable input (``"CT"``, ``"PET"``, ``"ehr.json"``) with one warning line, or raise it when the case
+    is read strictly."""
+    if case.strict:
+        raise InputError(message)
+    case.problems[key] = message
+    case.warnings.append(f"{key} unusable ({message}): {REMEDIES[key]}")

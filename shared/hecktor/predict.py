@@ -6,6 +6,7 @@ Two input layouts are recognised (the first line printed says which):
   or ``DATA/Task N`` may be given; any folder of ``<PID>/<PID>__CT.nii.gz`` case folders works). A task that reads
   the clinical record takes it from the folder's CSV (the task's training table, else the only ``*.csv`` there),
   one row per PatientID, as the platform's ``ehr.json`` would give it (:func:`hecktor.datasets.ehr_from_row`).
+  With ``--suv-table`` (the organisers' ``suv_conversion_tags.csv``) the PETs it lists in Bq/ml are read as exact SUV.
 * **Grand Challenge**: a folder of case folders ``<case>/images/ct/*.mha``, ``<case>/images/pet/*.mha``,
   ``<case>/ehr.json`` (or one such case folder), read by :func:`hecktor.case.read_case` as the containers read them.
 
@@ -20,8 +21,11 @@ Every case goes through the predictor the containers use (the task's class in :m
   ``probability``, from which ``hecktor-evaluate`` computes the AUC). A new task of either kind needs only its
   registry entry and its predictor class in :mod:`hecktor.runtime`.
 
-A case that fails is reported in one line and the run goes on (``strict`` stops at the first); the exit status is 2
-when any case failed. Example::
+Each case is read as the containers read it (:func:`hecktor.case.read_images`): an unusable CT or PET is dropped with
+the containers' warning line and the case answered without it where the task can. A folder that is no case (hidden,
+empty, without the layout's images) is one line. A case that fails is reported in one line and the run goes on
+(``strict`` stops at the first); the exit status is 2 when any case failed; the summary counts the cases answered
+without an input, the failed ones and the folders skipped. Example::
 
     hecktor-predict --task 1 --bundle task1_container/resources/bundle --input DATA --output preds
 """
@@ -36,7 +40,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from hecktor.case import CaseInput, read_case
+from hecktor.case import CaseInput, read_case, read_images
 from hecktor.clinical import sanitize_ehr
 from hecktor.datasets import ehr_from_row, read_clinical_csv
 from hecktor.errors import HecktorError, InputError
-from hecktor.images import read_image
 from hecktor.outputs import write_text_atomic
 from hecktor.runtime import output_writer, predictor_class
+from hecktor.suv_table import SuvTable, as_suv_table, to_suv
 from hecktor.tasks import TaskSpec, get_task, task_numbers
 
 __all__ = ["LAYOUTS", "PREDICTIONS_CSV", "InputFolder", "FolderPrediction", "CliParser", "find_inputs",
@@ -95,6 +99,8 @@ class InputFolder:
         clinical_table: the CSV the clinical records come from (HECKTOR layout, tasks that read them).
         records: PatientID -> clinical record from that table.
         notes: what was assumed while finding the cases, one line each.
+        skipped: folder name -> why it is no case (a hidden folder, one without the layout's images).
+        suv_table: the organisers' conversion table (HECKTOR layout): a PET it lists in Bq/ml is read as exact SUV.
     """
 
     layout: str
@@ -103,6 +109,8 @@ class InputFolder:
     clinical_table: Path | None = None
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    suv_table: SuvTable | None = None
 
     @property
     def case_ids(self) -> list[str]:
@@ -116,23 +124,29 @@ class InputFolder:
         return what + ")"
 
     def read(self, case_id: str, with_ehr: bool) -> CaseInput:
-        """Read one case as the containers see it (``with_ehr``: also its clinical record)."""
+        """Read one case as the containers see it (``with_ehr``: also its clinical record): an unusable CT or PET
+        (missing, unreadable, empty, not overlapping) is dropped with the containers' warning line and the case is
+        answered without it where the task can (:func:`hecktor.case.read_images`, the reading path of
+        :func:`hecktor.case.read_case`)."""
         folder = self.case_dirs[case_id]
         if self.layout == "grand-challenge":
             return read_case(folder, with_ehr=with_ehr)
-        ct_path, pet_path = folder / f"{case_id}__CT.nii.gz", folder / f"{case_id}__PT.nii.gz"
-        ct, pet = read_image(ct_path, "CT"), read_image(pet_path, "PET")
-        warnings, ehr = [], None
+        factor = self.suv_table.factor(case_id) if self.suv_table is not None else None
+        # exact SUV before the screening, whose Bq/ml heuristic then stays idle
+        pet_to_suv = None if factor is None else (lambda pet: to_suv(pet, factor))
+        case = read_images(folder / f"{case_id}__CT.nii.gz", folder / f"{case_id}__PT.nii.gz", in_folders=False,
+                           pet_to_suv=pet_to_suv)
         if with_ehr:
             ehr = self.records.get(case_id)
             if ehr is None:
                 source = self.clinical_table if self.clinical_table is not None else "no clinical table"
-                warnings.append(f"no clinical row for {case_id} ({source}): clinical values are treated as unknown")
+                case.warnings.append(f"no clinical row for {case_id} ({source}): clinical values are treated as "
+                                     "unknown")
             else:  # as read_case does with ehr.json: the predictors take a case's record as sanitised
                 checked = sanitize_ehr(ehr, source=f"{self.clinical_table.name} ({case_id})")
-                ehr = checked.record
-                warnings.extend(checked.warnings)
-        return CaseInput(ct=ct, pet=pet, ehr=ehr, ct_path=ct_path, pet_path=pet_path, warnings=warnings)
+                case.ehr = checked.record
+                case.warnings.extend(checked.warnings)
+        return case
 
 
 def _clinical_table(folder: Path, spec: TaskSpec) -> Path | None:
@@ -142,6 +156,21 @@ def _clinical_table(folder: Path, spec: TaskSpec) -> Path | None:
         return named
     tables = sorted(p for p in folder.glob("*.csv") if p.is_file() and p.name != PREDICTIONS_CSV)
     return tables[0] if len(tables) == 1 else None
+
+
+def _skipped_folders(inputs: InputFolder) -> dict[str, str]:
+    """Every folder beside the case folders, and why it is no case (each gets one line; the summary counts them)."""
+    skipped = {}
+    for folder in sorted(p for p in inputs.root.iterdir() if p.is_dir() and p.name not in inputs.case_dirs):
+        if folder.name.startswith("."):
+            skipped[folder.name] = "a hidden folder"
+        elif not any(folder.iterdir()):
+            skipped[folder.name] = "an empty folder"
+        elif inputs.layout == "hecktor":
+            skipped[folder.name] = f"neither {folder.name}__CT.nii.gz nor {folder.name}__PT.nii.gz in it"
+        else:
+            skipped[folder.name] = "no images/ folder in it"
+    return skipped
 
 
 def find_inputs(input_dir: str | Path, task: int | str | TaskSpec) -> InputFolder:
@@ -169,6 +198,7 @@ def find_inputs(input_dir: str | Path, task: int | str | TaskSpec) -> InputFolde
             raise InputError(f"no cases in {root}: expected '{spec.training_folder}/<PID>/<PID>__CT.nii.gz' "
                              "(HECKTOR) or '<case>/images/ct/<file>.mha' (Grand Challenge) folders")
         inputs = InputFolder("hecktor" if hecktor else "grand-challenge", root, hecktor or grand_challenge)
+        inputs.skipped = _skipped_folders(inputs)
     if inputs.layout == "hecktor" and spec.uses_ehr:
         inputs.clinical_table = _clinical_table(root, spec)
         if inputs.clinical_table is None:
@@ -194,6 +224,8 @@ class FolderPrediction:
         written: the files written.
         extras: case id -> further numbers the predictor's report offers for the table (its ``table_values``, e.g.
             Task 3's ``probability``), written as extra columns of ``predictions.csv``.
+        degraded: case id -> the inputs it was answered without (``"CT"``, ``"PET"``, ``"ehr.json"``: dropped as
+            unusable, as the containers drop them).
     """
 
     inputs: InputFolder
@@ -201,22 +233,33 @@ class FolderPrediction:
     failures: dict[str, str] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     extras: dict[str, dict[str, float]] = field(default_factory=dict)
+    degraded: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def exit_status(self) -> int:
         return 2 if self.failures else 0
 
     def summary(self) -> str:
-        """The last line printed: how many cases were predicted, which failed, where the outputs are."""
+        """The last line printed: how many cases were predicted (and which without an input), which failed, which
+        folders were skipped, where the outputs are."""
         total = len(self.inputs.case_dirs)
         line = f"done: {len(self.values)} of {total} case(s) predicted"
+        if self.degraded:
+            cases = (f"{case_id} without {' and '.join(inputs)}" for case_id, inputs in self.degraded.items())
+            line += f" ({len(self.degraded)} without an input: {_names(cases)})"
         if self.failures:
-            names = ", ".join(list(self.failures)[:5]) + (", ..." if len(self.failures) > 5 else "")
-            line += f", {len(self.failures)} failed ({names})"
+            line += f", {len(self.failures)} failed ({_names(self.failures)})"
+        if self.inputs.skipped:
+            line += f", {len(self.inputs.skipped)} folder(s) skipped ({_names(self.inputs.skipped)})"
         if self.written:
             place = self.written[0] if len(self.written) == 1 else self.written[0].parent
             line += f"; outputs in {place}"
         return line
+
+
+def _names(names: Iterable[str], limit: int = 5) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
 def _json_value(value: Any, spec: TaskSpec) -> str:
@@ -259,6 +302,7 @@ def predict_folder(
     progress: bool | None = None,
     say: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
+    suv_table: SuvTable | str | Path | None = None,
 ) -> FolderPrediction:
     """Predict every case of ``input_dir`` with the bundle and write the task's outputs into ``output_dir``.
 
@@ -274,6 +318,8 @@ def predict_folder(
         progress: a tqdm bar over the cases (``None``: only on a terminal).
         say: where the informative lines go (the layout first, the summary last).
         warn: where per-case warnings and failures go (default: stderr, above the progress bar).
+        suv_table: the organisers' ``suv_conversion_tags.csv`` (HECKTOR layout only): the PETs it lists in Bq/ml
+            (units BQML) are read as exact SUV (:mod:`hecktor.suv_table`).
 
     Returns:
         What was predicted, written and what failed (:class:`FolderPrediction`).
@@ -290,10 +336,17 @@ def predict_folder(
     spec = get_task(task)
     output_dir = Path(output_dir)
     inputs = find_inputs(input_dir, spec)
+    inputs.suv_table = as_suv_table(suv_table)
+    if inputs.suv_table is not None and inputs.layout != "hecktor":
+        raise InputError(f"--suv-table converts the PETs of HECKTOR-layout case folders (named by PatientID); "
+                         f"{inputs.root} holds Grand-Challenge case folders, whose PETs are read as the containers "
+                         "read them")
     result = FolderPrediction(inputs)
     say(inputs.describe())
     for note in inputs.notes:
         warn(f"warning: {note}")
+    for name, why in inputs.skipped.items():
+        warn(f"warning: folder {inputs.root / name} skipped: {why}")
     targets = _output_paths(spec, output_dir, inputs.case_ids)
     _check_outputs(list(targets.values()), output_dir, overwrite)
 
@@ -312,6 +365,10 @@ def predict_folder(
             value = predictor.predict_case(case, **options)
             for line in predictor.last_report.warnings:
                 warn(f"warning: case {case_id}: {line}")
+            given = {"CT": case.ct, "PET": case.pet, "ehr.json": case.ehr}
+            without = [key for key in case.problems if given[key] is None]
+            if without:
+                result.degraded[case_id] = without
             if spec.output_kind == "mask":
                 result.written.append(output_writer(spec)(value, targets[case_id]))
                 result.values[case_id] = targets[case_id]
@@ -382,8 +439,9 @@ def build_parser() -> CliParser:
         description="Predict every case of a folder with an exported HECKTOR 2025 bundle, through the containers' "
                     "predictor. Input layouts: HECKTOR (DATA/Task N/<PID>/<PID>__CT.nii.gz, __PT.nii.gz and the "
                     "task's CSV for clinical records; DATA or DATA/Task N) or Grand Challenge (<case>/images/ct/*.mha, "
-                    f"<case>/images/pet/*.mha, <case>/ehr.json). Outputs: {_outputs_help()}. Exit status 2 when a "
-                    "case failed.")
+                    f"<case>/images/pet/*.mha, <case>/ehr.json). Outputs: {_outputs_help()}. A CT or PET that "
+                    "cannot be used is dropped with one warning and the case answered without it, as the containers "
+                    "answer; a folder that is no case is one line. Exit status 2 when a case failed.")
     parser.add_argument("--task", type=int, required=True, choices=task_numbers(),
                         help="task number (required)")
     parser.add_argument("--bundle", type=Path, required=True,
@@ -398,6 +456,9 @@ def build_parser() -> CliParser:
                         help="replace existing outputs (default: an existing output is an error)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first failed case (default: report it in one line and go on)")
+    parser.add_argument("--suv-table", type=Path, metavar="CSV",
+                        help="the organisers' suv_conversion_tags.csv (HECKTOR layout): the PETs it lists in Bq/ml "
+                             "(units BQML) are read as exact SUV, value x factor (default: none)")
     return parser
 
 
@@ -407,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _log_warnings_above_progress():
         try:
             result = predict_folder(args.task, args.bundle, args.input, args.output, device=args.device,
-                                    tta=args.tta, overwrite=args.overwrite, strict=args.strict)
+                                    tta=args.tta, overwrite=args.overwrite, strict=args.strict,
+                                    suv_table=args.suv_table)
         except HecktorError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -40,6 +40,8 @@ from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.synthetic import generate_cohort
 from hecktor.tasks import TASKS, get_task
+from helpers.containers import check_risk
+from helpers.containers import run as run_container
 from helpers.paths import REPO
 
 PLAN1 = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 120.0, 160.0), brain_min_volume_ml=50.0,
@@ -216,18 +218,62 @@ def test_failed_case_is_reported_and_the_run_goes_on(cli, bundles, cohort, tmp_p
     status, _, stderr = cli(predict_cli, *base)  # outputs exist: refused before any work
     assert status == 2 and len(stderr) == 1 and stderr[0].startswith("error: ") and "--overwrite" in stderr[0]
 
-    (data / broken / f"{broken}__PT.nii.gz").write_bytes(b"not an image")
+    # An unreadable CT fails a Task 1 case, as in the container (there is no grid to write on; an unreadable PET
+    # is dropped and the case segmented from the CT alone, test_a_case_without_its_pet_...).
+    (data / broken / f"{broken}__CT.nii.gz").write_bytes(b"not an image")
     status, stdout, stderr = cli(predict_cli, *base, "--overwrite")
     assert status == 2
-    assert len(stderr) == 1 and stderr[0].startswith(f"warning: case {broken} failed: cannot read PET"), stderr
+    assert len(stderr) == 1 and stderr[0].startswith(f"warning: case {broken} failed: cannot read CT"), stderr
     assert stdout[-1].startswith(f"done: 2 of 3 case(s) predicted, 1 failed ({broken})")
     # The failed case's mask from the first run is gone: no earlier output passes for this run's.
     assert sorted(p.name for p in out.iterdir()) == [f"{first}.nii.gz", f"{last}.nii.gz"]
 
     shutil.rmtree(out)
     status, stdout, stderr = cli(predict_cli, *base, "--strict")
-    assert status == 2 and len(stderr) == 1 and stderr[0].startswith(f"error: case {broken}: cannot read PET")
+    assert status == 2 and len(stderr) == 1 and stderr[0].startswith(f"error: case {broken}: cannot read CT")
     assert sorted(p.name for p in out.iterdir()) == [f"{first}.nii.gz"]  # stopped at the failure
+
+
+def test_a_case_without_its_pet_is_answered_as_the_container_answers_and_skipped_folders_are_named(
+        cli, bundles, cohort, gc_folder, tmp_path):
+    """Task 2, HECKTOR layout, one case's PET missing: the container's degraded answer (from the CT and the record,
+    the same warning), not a failed case; folders that are no case get one line each and the summary counts them."""
+    data = shutil.copytree(cohort / "Task 2", tmp_path / "Task 2")
+    first, without_pet, last = sorted(p.name for p in data.iterdir() if p.is_dir())
+    (data / without_pet / f"{without_pet}__PT.nii.gz").unlink()
+    (data / ".ipynb_checkpoints").mkdir()
+    (data / "empty").mkdir()
+    (data / "notes").mkdir()
+    (data / "notes" / "readme.txt").write_text("not a case")
+    status, stdout, stderr = cli(predict_cli, "--task", 2, "--bundle", bundles[2], "--input", data, "--output",
+                                 tmp_path / "out", "--device", "cpu")
+    remedy = "predicting without the PET (PET channel blank, head and neck placed from the CT)"
+    assert status == 0, stderr
+    assert stderr == [f"warning: folder {data / '.ipynb_checkpoints'} skipped: a hidden folder",
+                      f"warning: folder {data / 'empty'} skipped: an empty folder",
+                      f"warning: folder {data / 'notes'} skipped: neither notes__CT.nii.gz nor notes__PT.nii.gz in it",
+                      f"warning: case {without_pet}: PET unusable (PET not found: "
+                      f"{data / without_pet / f'{without_pet}__PT.nii.gz'}): {remedy}"]
+    assert stdout[0].startswith(f"layout: HECKTOR ({data}, 3 case(s)")
+    assert stdout[-1] == (f"done: 3 of 3 case(s) predicted (1 without an input: {without_pet} without PET), 3 "
+                          f"folder(s) skipped (.ipynb_checkpoints, empty, notes); outputs in "
+                          f"{tmp_path / 'out' / 'predictions.csv'}")
+    risks = {pid: float(value) for pid, value in read_predictions(tmp_path / "out" / "predictions.csv")[1:]}
+
+    # The container on the same case, its PET folder gone: the same warning's remedy, exactly the same risk.
+    case_dir = shutil.copytree(gc_folder / without_pet, tmp_path / "gc" / without_pet)
+    shutil.rmtree(case_dir / "images" / "pet")
+    status, container_out, _ = run_container(2, case_dir, tmp_path / "container", bundles[2])
+    assert status == 0 and f"PET unusable (input folder not found: {case_dir / 'images' / 'pet'}): {remedy}" in \
+        container_out
+    assert risks[without_pet] == check_risk(tmp_path / "container")
+    predictor = RiskPredictor.from_bundle(bundles[2], device="cpu")
+    rows = {row["PatientID"]: row for row in read_training_table(cohort, 2)}
+    ct = sitk.ReadImage(str(data / without_pet / f"{without_pet}__CT.nii.gz"))
+    assert risks[without_pet] == predictor.predict(ct, None, ehr_from_row(rows[without_pet]))
+    assert risks[without_pet] != predictor.predict(ct, sitk.ReadImage(str(cohort / "Task 2" / without_pet /
+                                                                          f"{without_pet}__PT.nii.gz")),
+                                                   ehr_from_row(rows[without_pet]))
 
 
 def test_user_errors_are_one_line(cli, bundles, cohort, tmp_path):
