@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 from sklearn.metrics import balanced_accuracy_score
 
 from hecktor import evaluate as evaluate_cli
@@ -130,3 +132,26 @@ def test_evaluate_task3_labels_go_through_the_one_table_reader(tmp_path, capsys,
     assert evaluate_cli.main(["--task", "3", "--pred", str(pred), "--labels", str(labels)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.splitlines() == [f"error: {labels}{message}"], err
+
+
+def test_predict_task3_without_a_pet_answers_from_the_ct_and_the_record(fusion_bundle, cohort_dir, tmp_path, capsys):
+    """Task 3 answers a case whose PET is missing as the container does (dropped with its warning line), not as a
+    failed case: the probability is the predictor's on the CT and the record alone."""
+    pid = sorted(p.name for p in (cohort_dir / "Task 3").iterdir() if p.is_dir())[0]
+    data = tmp_path / "Task 3"
+    shutil.copytree(cohort_dir / "Task 3" / pid, data / pid)
+    shutil.copy(cohort_dir / "Task 3" / SPEC.training_csv, data / SPEC.training_csv)
+    pet = data / pid / f"{pid}__PT.nii.gz"
+    pet.unlink()
+    capsys.readouterr()
+    assert predict_cli.main(["--task", "3", "--bundle", str(fusion_bundle), "--input", str(data), "--output",
+                             str(tmp_path / "preds"), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: case {pid}: PET unusable (PET not found: {pet}): predicting without the PET" in err
+    assert out.splitlines()[-1].startswith(f"done: 1 of 1 case(s) predicted (1 without an input: {pid} without PET)")
+    row = next(csv.DictReader((tmp_path / "preds" / "predictions.csv").open()))
+    record = {r["PatientID"]: r for r in read_training_table(cohort_dir, 3)}[pid]
+    ct = sitk.ReadImage(str(data / pid / f"{pid}__CT.nii.gz"))
+    expected = HPVPredictor.from_bundle(fusion_bundle, device="cpu").predict_probability(ct, None,
+                                                                                         ehr_from_row(record, 3))
+    assert float(row["probability"]) == pytest.approx(expected, abs=1e-12)
