@@ -116,7 +116,7 @@ MATRIX = {
     "pet_unreadable": (lambda c: _pet(c).write_bytes(b"not an image"), "error", "__PT.nii.gz", "cannot read PET"),
     "pet_far_away": (lambda c: _rewrite_image(_pet(c), _shifted), "error", "__PT.nii.gz", "do not overlap"),
     "pet_in_bq_per_ml": (lambda c: _rewrite_image(_pet(c, 2), lambda i: sitk.Cast(i, sitk.sitkFloat32) * 7000.0),
-                         "warning", "__PT.nii.gz", "looks like Bq/ml"),
+                         "warning", "Task 2", "look like Bq/ml"),
     "rfs_nan": (_set("RFS", "nan"), "error", ")", "RFS 'nan' is not a finite number of days > 0"),
     "rfs_inf": (_set("RFS", "inf"), "error", ")", "RFS 'inf' is not a finite number"),
     "rfs_zero": (_set("RFS", "0"), "error", ")", "RFS '0' is not a finite number of days > 0"),

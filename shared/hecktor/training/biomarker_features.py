@@ -1,10 +1,12 @@
-"""Task 2's biomarker modes (``biomarkers``, ``fusion+biomarkers``): the Task 1 masks the survival model learns from.
+"""The biomarker modes of Tasks 2 and 3 (Task 2's ``biomarkers`` and ``fusion+biomarkers``, Task 3's
+``biomarkers``): the Task 1 masks the survival model or the HPV classifier learns from.
 
 The training patients' masks are the **out-of-fold predictions of a Task 1 cross-validation**
-(:func:`write_validation_masks`), never the ground truth; Task 2 patients outside the Task 1 cohort are segmented by
-the Task 1 bundle of all its folds (:func:`segment_cases`), which :func:`export_segmentation_bundle` also nests in the
-Task 2 run. :func:`add_segmentation_features` measures each patient's PET biomarkers (and, for ``fusion+biomarkers``,
-cuts its tumour-centred cube) from its mask as the container does from a predicted one.
+(:func:`write_validation_masks`), never the ground truth; patients outside the Task 1 cohort are segmented by the
+Task 1 bundle of all its folds (:func:`segment_cases`), which :func:`export_segmentation_bundle` also nests in the
+run. :func:`add_segmentation_features` measures each patient's PET biomarkers (and, for ``fusion+biomarkers``, cuts
+its tumour-centred cube) from its mask as the container does from a predicted one. :func:`attach_biomarkers` is that
+sequence, which both trainers run.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from hecktor.images import read_image
 from hecktor.outputs import write_mask
 from hecktor.plan import BoxPlan
 from hecktor.repair import repair_case
+from hecktor.suv_table import SuvTable
 from hecktor.training.image_level import SEGMENTATION_BUNDLE
 from hecktor.training.prognosis_cohort import Cohort
 
 __all__ = ["validation_mask_path", "write_validation_masks", "segmentation_features", "add_segmentation_features",
-           "export_segmentation_bundle", "segment_cases"]
+           "export_segmentation_bundle", "segment_cases", "attach_biomarkers"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,8 @@ def write_validation_masks(
             raise InputError(f"{run} is not a Task 1 training run ({name} missing); train it with "
                              "training/train_segmentation.py --fold all")
     config = read_run_config(run)
-    cases = {case.patient_id: case for case in list_training_cases(config["data_root"], 1)}
+    cases = {case.patient_id: case for case in list_training_cases(config["data_root"], 1,
+                                                                   suv_table=config.get("suv_table"))}
     ids = sorted(cases)
     split = load_split(run / FOLDS_JSON, case_ids=ids)
     masks: dict[str, Path] = {}
@@ -133,9 +137,13 @@ def add_segmentation_features(
     crop: TumourCrop | None = None,
     suv_reference: str = "body",
     progress: bool = True,
+    suv_table: SuvTable | None = None,
+    task: int = 2,
 ) -> Cohort:
     """Fill ``cohort.biomarkers`` (and, with ``crop``, ``cohort.crops``) from each patient's mask (the out-of-fold
-    Task 1 predictions of :func:`write_validation_masks`) and its Task 2 PET (and CT).
+    Task 1 predictions of :func:`write_validation_masks`) and its PET (and CT) in the ``task`` folder (2, or 3 with
+    Task 3's :class:`~hecktor.training.hpv.HPVCohort`); the PETs that ``suv_table`` lists in Bq/ml are read as exact
+    SUV (:mod:`hecktor.suv_table`).
 
     Raises:
         InputError: a patient without a mask.
@@ -144,7 +152,7 @@ def add_segmentation_features(
     if absent:
         raise InputError(f"no segmentation for {len(absent)} patient(s) ({', '.join(absent[:5])}); predict them "
                          "with the Task 1 model first")
-    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
+    cases = {case.patient_id: case for case in list_training_cases(root, task, suv_table=suv_table)}
     plan = cohort.plan or BoxPlan()
     markers, cubes, empty = [], [], 0
     for pid in tqdm(cohort.patient_ids, desc="biomarkers", unit="case", leave=False, disable=not progress):
@@ -170,16 +178,40 @@ def export_segmentation_bundle(segmentation_run: str | Path, run_dir: str | Path
 
 
 def segment_cases(bundle: str | Path, root: str | Path, patient_ids: Sequence[str], out_dir: str | Path, *,
-                  device: str = "auto", progress: bool = True) -> dict[str, Path]:
-    """Masks of Task 2 patients that no Task 1 fold trained on, by the Task 1 bundle (every fold, no TTA), into
-    ``out_dir/<PID>.nii.gz``."""
+                  device: str = "auto", progress: bool = True, suv_table: SuvTable | None = None,
+                  task: int = 2) -> dict[str, Path]:
+    """Masks of the ``task`` folder's patients that no Task 1 fold trained on, by the Task 1 bundle (every fold, no
+    TTA), into ``out_dir/<PID>.nii.gz``."""
     from hecktor.segment import Segmenter
 
     segmenter = Segmenter.from_bundle(bundle, device=device)
-    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
+    cases = {case.patient_id: case for case in list_training_cases(root, task, suv_table=suv_table)}
     masks = {}
     for pid in tqdm(patient_ids, desc="Task 1 masks", unit="case", leave=False, disable=not progress):
         ct, pet, _ = cases[pid].read()
         masks[pid] = write_mask(segmenter.predict(ct, pet, tta=False), Path(out_dir) / f"{pid}.nii.gz")
     return masks
 
+
+def attach_biomarkers(cohort: Cohort, data: str | Path, segmentation: str | Path, run_dir: str | Path, *, task: int,
+                      crop: TumourCrop | None = None, suv_reference: str = "body", device: str = "auto",
+                      progress: bool = True, suv_table: SuvTable | None = None,
+                      echo: Callable[[str], None] = print) -> Path:
+    """What the biomarker modes do before cross-validating: the out-of-fold masks of the Task 1 cross-validation
+    ``segmentation`` (written where absent), its folds exported to ``RUN_DIR/segmentation_bundle`` (nested in the
+    task's bundle), the ``task`` folder's patients outside the Task 1 cohort segmented by that bundle, and every
+    patient's biomarkers (and, with ``crop``, tumour cube) measured into ``cohort``.
+
+    Returns:
+        the exported Task 1 bundle (the config's ``segmentation_bundle``).
+    """
+    masks = dict(write_validation_masks(segmentation, device=device, progress=progress, echo=echo))
+    bundle = export_segmentation_bundle(segmentation, run_dir)
+    outside = [pid for pid in cohort.patient_ids if pid not in masks]
+    if outside:
+        echo(f"{len(outside)} Task {task} patient(s) are not in the Task 1 cohort: segmented by all Task 1 folds")
+        masks.update(segment_cases(bundle, data, outside, Path(run_dir) / "masks", device=device, progress=progress,
+                                   suv_table=suv_table, task=task))
+    add_segmentation_features(cohort, data, masks, crop=crop, suv_reference=suv_reference, progress=progress,
+                              suv_table=suv_table, task=task)
+    return bundle

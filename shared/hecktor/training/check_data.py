@@ -22,6 +22,7 @@ import argparse
 import csv
 import math
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from hecktor.datasets import SURVIVAL_COLUMNS
+from hecktor.datasets import SURVIVAL_COLUMNS, task_folder
 from hecktor.errors import InputError
 from hecktor.images import read_image
 from hecktor.labels import GTVN, GTVP
 from hecktor.localization import body_uptake
 from hecktor.repair import SUV_MAX_BODY_UPTAKE, no_finite_voxel_problem, overlap_problem
+from hecktor.suv_table import SuvTable, as_suv_table, unconverted_bqml_warning
 from hecktor.tasks import CLINICAL_COLUMNS, TASKS, TaskSpec, get_task
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
@@ -62,6 +64,8 @@ class TaskCounts:
     usable: int = 0
     rows: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    empty_labels: int = 0
+    unconverted_bqml: list[str] = field(default_factory=list)
 
     def line(self, spec: TaskSpec) -> str:
         details = "".join(f", {value} {name}" for name, value in self.extra.items())
@@ -139,8 +143,10 @@ def _read(report: DataReport, path: Path, what: str) -> sitk.Image | None:
         return None
 
 
-def check_case(report: DataReport, spec: TaskSpec, case_dir: Path) -> bool:
-    """Check one case folder of ``spec``'s task; returns whether it is usable for training."""
+def check_case(report: DataReport, spec: TaskSpec, case_dir: Path, suv_table: SuvTable | None = None) -> bool:
+    """Check one case folder of ``spec``'s task; returns whether it is usable for training. A PET that looks like
+    Bq/ml without a factor in ``suv_table`` is counted (:func:`check_task` lists them in one warning); one that the
+    table converts is checked to read about 1 in the body once converted."""
     pid = case_dir.name
     errors_before = len(report.errors)
     ct = _read(report, case_dir / f"{pid}__CT.nii.gz", "CT")
@@ -155,11 +161,14 @@ def check_case(report: DataReport, spec: TaskSpec, case_dir: Path) -> bool:
             report.add(ERROR, case_dir / f"{pid}__PT.nii.gz", problem)
         else:
             level = body_uptake(pet, ct)
-            if level > SUV_MAX_BODY_UPTAKE:
+            factor = suv_table.factor(pid) if suv_table is not None else None
+            if factor is None and level > SUV_MAX_BODY_UPTAKE:
+                report.counts.setdefault(spec.number, TaskCounts()).unconverted_bqml.append(pid)
+            elif factor is not None and not (level > SUV_MAX_BODY_UPTAKE >= level * factor):
                 report.add(WARNING, case_dir / f"{pid}__PT.nii.gz",
-                           f"the body's median uptake is {level:,.0f} (about 1 in SUV): the PET looks like Bq/ml; "
-                           "training divides it by that median (an approximate SUV): convert it to SUVbw with the "
-                           "injected dose and the patient's weight for true SUV biomarkers")
+                           f"{suv_table.path.name} converts it from Bq/ml (factor {factor:.6g}), but the body's median "
+                           f"uptake is {level:,.4g} as stored and {level * factor:,.4g} converted (about 1 in SUV): "
+                           "check the patient's row (units, weight, dose)")
     if spec.has_label_maps:
         label_path = case_dir / f"{pid}.nii.gz"
         label = _read(report, label_path, "label map")
@@ -172,6 +181,7 @@ def check_case(report: DataReport, spec: TaskSpec, case_dir: Path) -> bool:
             if problem is not None:
                 report.add(ERROR, label_path, problem)
             elif not tumour:
+                report.counts.setdefault(spec.number, TaskCounts()).empty_labels += 1
                 report.add(WARNING, label_path, "empty label map (no GTVp or GTVn voxel): trains as a case without "
                                                 "tumour")
     return len(report.errors) == errors_before
@@ -186,16 +196,17 @@ def _finite(value: str | None) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def check_table(report: DataReport, spec: TaskSpec, path: Path, patient_ids: Sequence[str],
+def check_table(report: DataReport, spec: TaskSpec, path: Path, patient_ids: Sequence[str] | None,
                 counts: TaskCounts) -> set[str]:
-    """Check a task's clinical table against its case folders; returns the patients whose row is usable."""
+    """Check a task's clinical table against its case folders (``None``: a table without images, such as a trainer's
+    ``--csv``, whose rows are the cohort); returns the patients whose row is usable."""
     if not path.is_file():
         if spec.target_columns:
             report.add(ERROR, path, f"the table of {spec.training_folder} is missing (it holds "
                                     f"{', '.join(spec.target_columns)})")
         else:
             report.add(NOTE, path, "no clinical table (segmentation does not need one)")
-        return set(patient_ids)
+        return set(patient_ids or ())
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -255,13 +266,17 @@ def check_table(report: DataReport, spec: TaskSpec, path: Path, patient_ids: Seq
         if not problems:
             usable.add(pid)
     counts.rows = len(rows)
-    present = set(patient_ids)
+    present = set(patient_ids) if patient_ids is not None else set(seen) - {""}
     for pid in sorted(present - set(seen)):
         report.add(ERROR, path, f"no row for case {pid}")
     for pid in sorted(set(seen) - present - {""}):
         report.add(WARNING, path, f"row {pid} has no case folder: it is not trained on")
     if set(SURVIVAL_COLUMNS) <= set(spec.target_columns):
         counts.extra["events"] = int(events)
+        if usable and not events:  # fewer folds cannot help this: the advice is about the table
+            report.add(ERROR, path, f"every patient is censored (Relapse 0 in all {len(usable)} usable rows): a "
+                                    "survival model has nothing to learn and no C-index is defined; check that "
+                                    "Relapse is 1 where a relapse was observed")
     if "HPV Status" in spec.target_columns:
         counts.extra.update({"HPV-positive": classes[1], "HPV-negative": classes[0],
                              "of unknown status (left out)": classes["unknown"]})
@@ -283,8 +298,9 @@ def case_folders(report: DataReport, folder: Path, spec: TaskSpec) -> list[Path]
 
 
 def check_task(report: DataReport, spec: TaskSpec, folder: Path,
-               progress: Callable[[str], None] | None = None) -> None:
-    """Check one task folder (its cases and its table) into ``report``."""
+               progress: Callable[[str], None] | None = None, suv_table: SuvTable | None = None) -> None:
+    """Check one task folder (its cases and its table) into ``report``; ``suv_table``: the organisers' conversion
+    table, whose Bq/ml PETs are converted (:mod:`hecktor.suv_table`)."""
     counts = report.counts.setdefault(spec.number, TaskCounts())
     cases = case_folders(report, folder, spec)
     if not cases:
@@ -294,19 +310,28 @@ def check_task(report: DataReport, spec: TaskSpec, folder: Path,
     for index, case_dir in enumerate(cases, start=1):
         if progress is not None:
             progress(f"{spec.training_folder}: case {index}/{len(cases)} {case_dir.name}")
-        if check_case(report, spec, case_dir):
+        if check_case(report, spec, case_dir, suv_table):
             usable_images.add(case_dir.name)
+    bqml = unconverted_bqml_warning(counts.unconverted_bqml, suv_table)
+    if bqml is not None:  # one line for all of them: a centre's PETs come in Bq/ml together
+        report.add(WARNING, folder, bqml)
     usable_rows = check_table(report, spec, folder / spec.training_csv, [c.name for c in cases], counts)
     counts.usable = len(usable_images & usable_rows)
+    if spec.has_label_maps and usable_images and counts.empty_labels >= len(usable_images):
+        report.add(ERROR, folder, f"every label map is empty (no GTVp or GTVn voxel in {len(usable_images)} case(s)): "
+                                  "there is no tumour to learn; check that the label maps are the right files")
 
 
 def check_dataset(root: str | Path, tasks: Sequence[int] | None = None,
-                  progress: Callable[[str], None] | None = None) -> DataReport:
+                  progress: Callable[[str], None] | None = None,
+                  suv_table: SuvTable | str | Path | None = None) -> DataReport:
     """Check every task folder of ``root`` (or only ``tasks``). ``root`` may also be one task's folder (or any folder
-    of case folders, with exactly one task given)."""
+    of case folders, with exactly one task given). ``suv_table``: the organisers' ``suv_conversion_tags.csv``, read
+    and checked first (a bad row is an :class:`InputError`)."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"data folder not found: {root}")
+    suv_table = as_suv_table(suv_table)
     report = DataReport()
     specs = [get_task(t) for t in tasks] if tasks else list(TASKS.values())
     folders = {spec.number: root / spec.training_folder for spec in specs if (root / spec.training_folder).is_dir()}
@@ -320,7 +345,76 @@ def check_dataset(root: str | Path, tasks: Sequence[int] | None = None,
             raise InputError(f"no task folder ({names}) in {root}; give the folder holding them, or --task N for a "
                              "folder of case folders")
     for number, folder in sorted(folders.items()):
-        check_task(report, get_task(number), folder, progress)
+        check_task(report, get_task(number), folder, progress, suv_table)
+    return report
+
+
+def report_lines(report: DataReport) -> list[str]:
+    """The lines of a check, as ``hecktor-check-data`` prints them and the trainers echo them: errors, warnings and
+    notes (one line each), then what each task will train on."""
+    lines = [f.line() for f in sorted(report.findings, key=lambda f: (f.level != ERROR, f.level != WARNING))]
+    return lines + [counts.line(get_task(number)) for number, counts in sorted(report.counts.items())]
+
+
+def summary_line(report: DataReport) -> str:
+    errors, warnings = len(report.errors), len(report.warnings)
+    return f"{errors} error(s), {warnings} warning(s)" + (": fix the errors before training" if errors else "")
+
+
+# ------------------------------------------------------------------------------------------------------- trainers
+PROGRESS_EVERY = 50
+"""A trainer's check says how far it is every this many cases."""
+
+
+class DataCheckError(InputError):
+    """The data check that a trainer runs first found errors (each one already printed on its line). Exit status 1,
+    as ``hecktor-check-data``'s."""
+
+    exit_status = 1
+
+
+def check_training_data(task: int, data: str | Path | None = None, csv: str | Path | None = None, *,
+                        images: bool = True, echo: Callable[[str], None] = print,
+                        suv_table: SuvTable | str | Path | None = None) -> DataReport:
+    """The check every trainer runs first, on what it will read, before any preprocessing or training: the lines of
+    ``hecktor-check-data`` for the task's folder of ``data`` (with ``images=False``, clinical mode, its table and the
+    presence of its case files only), or for the table ``csv`` alone (a trainer's ``--csv``). ``suv_table``: the
+    trainer's ``--suv-table``; the PETs that look like Bq/ml without a factor there are listed in one warning.
+
+    Every finding is echoed on its line, then what the task will train on. Without errors one line more says so, with
+    the check's time; with errors nothing more is done.
+
+    Raises:
+        DataCheckError: the check found errors; its message is the summary line.
+        InputError: ``data`` holds no folder of the task.
+    """
+    spec = get_task(task)
+    started = time.perf_counter()
+    report = DataReport()
+    counts = report.counts.setdefault(spec.number, TaskCounts())
+    if csv is not None:
+        where = Path(csv)
+        counts.usable = len(check_table(report, spec, where, None, counts))
+        counts.cases = counts.rows
+    else:
+        where = task_folder(data, task)
+        if images:
+            seen = iter(range(1, 1 << 62))
+            check_task(report, spec, where, lambda line: None if next(seen) % PROGRESS_EVERY else echo(f"  {line}"),
+                       as_suv_table(suv_table))
+        else:
+            cases = case_folders(report, where, spec)
+            for case_dir in cases:
+                for suffix, what in (("__CT.nii.gz", "CT"), ("__PT.nii.gz", "PET")):
+                    if not (case_dir / f"{case_dir.name}{suffix}").is_file():
+                        report.add(ERROR, case_dir / f"{case_dir.name}{suffix}", f"{what} file missing")
+            counts.cases = len(cases)
+            counts.usable = len(check_table(report, spec, where / spec.training_csv, [c.name for c in cases], counts))
+    for line in report_lines(report):
+        echo(line)
+    if report.errors:
+        raise DataCheckError(f"{summary_line(report)} (the data check of {where}, before any training)")
+    echo(f"data check of {where}: {summary_line(report)} ({time.perf_counter() - started:.1f} s)")
     return report
 
 
@@ -331,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", type=int, action="append", choices=sorted(TASKS),
                         help="check only this task (repeat for several; default: every task folder found)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--suv-table", type=Path, metavar="CSV",
+                        help="the organisers' suv_conversion_tags.csv: the PETs it lists in Bq/ml (units BQML) are "
+                             "checked as converted to SUV; the others that look like Bq/ml are listed")
     return parser
 
 
@@ -338,17 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     try:
-        report = check_dataset(args.data, args.task, progress)
+        report = check_dataset(args.data, args.task, progress, args.suv_table)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for finding in sorted(report.findings, key=lambda f: (f.level != ERROR, f.level != WARNING)):
-        print(finding.line())
-    for number, counts in sorted(report.counts.items()):
-        print(counts.line(get_task(number)))
-    errors, warnings = len(report.errors), len(report.warnings)
-    print(f"{errors} error(s), {warnings} warning(s)" + (": fix the errors before training" if errors else ""))
-    return 1 if errors else 0
+    for line in report_lines(report):
+        print(line)
+    print(summary_line(report))
+    return 1 if report.errors else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ The common options carry one vocabulary across both tasks (the TrainingConfig fi
 ``--data DIR`` (HECKTOR layout root), ``--out RUN_DIR``, ``--folds N`` [n_folds], ``--fold K[,K...]|all`` [folds],
 ``--seed``, ``--epochs``, ``--batch-size``, ``--lr`` [learning_rate], ``--weight-decay``,
 ``--augmentation/--no-augmentation``, ``--device`` (``auto``: CUDA when available), ``--workers`` (worker processes;
-default all cores: the cores this process may run on), ``--progress/--no-progress``.
+default all cores: the cores this process may run on), ``--progress/--no-progress``, ``--suv-table CSV`` [suv_table].
 
 They are added with ``default=argparse.SUPPRESS``, so :func:`config_values` returns only what was typed, and the
 trainer's TrainingConfig supplies the rest (after a config file, where the CLI reads one); :func:`show_defaults`
@@ -28,7 +28,8 @@ from hecktor.errors import HecktorError
 EXIT_USER_ERROR = 2
 """Exit status of a command whose input or arguments are wrong (argparse's own status for a bad option)."""
 
-ALL_WHEN_UNSET = {"folds": "all", "workers": "all cores", "threads": "all cores"}
+ALL_WHEN_UNSET = {"folds": "all", "workers": "all cores", "threads": "all cores",
+                  "suv_table": "none: PETs that look like Bq/ml are divided by their body's median uptake"}
 """What an unset (``None``) setting means, as ``--help`` shows it."""
 
 
@@ -158,6 +159,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
     add("--device", default=argparse.SUPPRESS, help="auto (CUDA when available), cpu, cuda or cuda:N")
     add("--workers", type=int, default=argparse.SUPPRESS, help=workers_help)
     add("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="progress bars")
+    add("--suv-table", metavar="CSV", default=argparse.SUPPRESS,
+        help="the organisers' suv_conversion_tags.csv: the PETs it lists in Bq/ml (units BQML) are read as exact SUV "
+             "(value x factor)")
 
 
 # ------------------------------------------------------------------------------------------------------------- run
@@ -221,6 +225,22 @@ def add_box_arguments(group: argparse._ActionsContainer, default_cache: Path) ->
     group.add_argument("--threads", type=int, default=argparse.SUPPRESS,
                        help="torch's CPU threads while training (all cores: the cores this process may run on, or "
                             "$OMP_NUM_THREADS where set)")
+
+
+def add_segmentation_arguments(parser: argparse.ArgumentParser, task: str) -> argparse._ArgumentGroup:
+    """The biomarker modes' options that Tasks 2 and 3 share (``--segmentation``, ``--biomarkers``,
+    ``--segmentation-budget-share``), in a group of their own; returns it for the task's own options."""
+    from hecktor.biomarkers import BIOMARKER_NAMES
+
+    group = parser.add_argument_group("biomarker modes")
+    group.add_argument("--segmentation", type=Path, metavar="TASK1_RUN",
+                       help="Task 1 cross-validation run (train_segmentation.py --fold all): out-of-fold masks for "
+                            "training, its folds nested in the bundle (required by the biomarker modes)")
+    group.add_argument("--biomarkers", type=comma_list, default=argparse.SUPPRESS,
+                       help=f"comma-separated biomarkers (default: all: {', '.join(BIOMARKER_NAMES)})")
+    group.add_argument("--segmentation-budget-share", type=float, default=argparse.SUPPRESS,
+                       help=f"share of the {task} time budget left that the nested segmentation may use")
+    return group
 
 
 def network_from_args(args: argparse.Namespace, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,15 +26,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler
 from hecktor.bundle import check_bundle_destination
 from hecktor.clinical import DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.errors import InputError
+from hecktor.fold_ensemble import BIOMARKER_MODES
 from hecktor.folds import make_folds, save_folds, select_folds
 from hecktor.networks.fused import FusedFeatureExtractor
 from hecktor.outputs import write_text_atomic
 from hecktor.plan import BoxPlan
 from hecktor.segment import resolve_device
-from hecktor.training.cache import PreprocessingCache, available_cores
+from hecktor.tasks import TASKS
+from hecktor.training.cache import PreprocessingCache, available_cores, report_repairs  # noqa: F401 (the trainers')
+from hecktor.training.check_data import check_training_data
 from hecktor.training.run_log import RunLog
 
 __all__ = ["FoldRunConfig", "json_safe", "default_threads", "torch_threads", "Batches", "forward_all",
@@ -83,6 +88,25 @@ class FoldRunConfig:
 
     def new_encoder(self) -> ClinicalEncoder:
         return ClinicalEncoder(features=self.clinical_features, numeric=self.numeric_features or ())
+
+    # The biomarker modes of both tasks (the field ``biomarkers`` expected).
+    @property
+    def uses_biomarkers(self) -> bool:
+        return self.mode in BIOMARKER_MODES
+
+    def check_biomarkers(self) -> None:
+        """The chosen biomarkers as a list of known names (``None``: all of them)."""
+        if self.biomarkers is not None:
+            self.biomarkers = list(self.biomarkers)
+            unknown = sorted(set(self.biomarkers) - set(BIOMARKER_NAMES))
+            if unknown or not self.biomarkers:
+                raise InputError(f"unknown biomarker(s) {unknown or '(none given)'}; choose among "
+                                 f"{', '.join(BIOMARKER_NAMES)}")
+
+    def new_scaler(self) -> BiomarkerScaler:
+        """An unfitted biomarker scaling of the configured biomarkers (log of the heavy-tailed ones kept)."""
+        names = tuple(self.biomarkers or BIOMARKER_NAMES)
+        return BiomarkerScaler(names, tuple(n for n in BiomarkerScaler().log_names if n in names))
 
 
 def json_safe(value: Any) -> Any:
@@ -286,13 +310,56 @@ def fit_encoder(config: Any, rows: Sequence[Mapping[str, Any]],
 
 
 # ------------------------------------------------------------------------------------------------ cross-validation
-def check_data_source(mode: str, data: Any, csv: Any, training_folder: str) -> None:
+def check_data_source(mode: str, data: Any, csv: Any, training_folder: str, *,
+                      echo: Callable[[str], None] = print, suv_table: Any = None) -> None:
     """The trainers' one rule on their input: a HECKTOR folder (``--data``) or, in clinical mode only, a CSV
-    (``--csv``); exactly one. ``training_folder`` is the task's (``Task 2``), named in the error."""
+    (``--csv``); exactly one. ``training_folder`` is the task's (``Task 2``), named in the error. Then the data check
+    that every trainer runs first (:func:`hecktor.training.check_data.check_training_data`, its lines echoed): on the
+    images and the table, or in clinical mode on the table alone.
+
+    Raises:
+        InputError: not exactly one source, or a CSV for a mode with images.
+        DataCheckError: the data check found errors (each echoed on its line).
+    """
     if (data is None) == (csv is None):
         raise InputError("give the data as either --data (a HECKTOR folder) or --csv (clinical mode), not both or none")
     if csv is not None and mode != "clinical":
         raise InputError(f"--csv gives no images; mode {mode!r} needs --data with a '{training_folder}' folder")
+    task = next(spec.number for spec in TASKS.values() if spec.training_folder == training_folder)
+    check_training_data(task, data, csv, images=mode != "clinical", echo=echo, suv_table=suv_table)
+
+
+FOLD_LOGS = ("training_log.csv", "training_log.json", "training_log.png")
+"""What a fold of Tasks 2 and 3 writes in ``RUN_DIR/fold_k`` while it trains (its :class:`RunLog`); the rest of the
+run is written at its end."""
+
+
+def restart_unfinished_run(run_dir: str | Path, echo: Callable[[str], None] = print) -> list[str]:
+    """Clear the fold folders of a run that was stopped before it finished, so that the re-run is not refused.
+
+    A Task 2 or 3 run keeps its folds' results in memory until the end (``metrics.json`` and ``model/``); a run
+    killed before that leaves only ``fold_k/`` folders holding their training logs. There is nothing to resume from
+    (no checkpoint), so those folds restart from their first epoch: their logs are removed (a restarted fold's log
+    would otherwise continue the killed one's rows), with one line naming them. A folder holding anything else, or
+    a finished run, is left as it is (:func:`hecktor.training.image_level.prepare_run_dir` then decides).
+
+    Returns:
+        the names of the folds cleared.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / "metrics.json").exists() or (run_dir / "model").exists():
+        return []
+    folds = sorted(p for p in run_dir.glob("fold_*") if p.is_dir())
+    if not folds or any(f.name not in FOLD_LOGS for fold in folds for f in fold.iterdir()):
+        return []
+    for fold in folds:
+        for log in fold.iterdir():
+            log.unlink()
+        fold.rmdir()
+    names = [fold.name for fold in folds]
+    echo(f"{run_dir} holds {', '.join(names)} of a run stopped before it finished (no metrics.json): "
+         f"{'that fold restarts' if len(names) == 1 else 'those folds restart'} from the first epoch")
+    return names
 
 
 def resolve_split(
@@ -321,6 +388,10 @@ def run_folds(
     ``config.fold_list`` under ``config.threads`` torch threads; ``log_dir`` is ``RUN_DIR/fold_<k>`` (``None``
     without a run folder). ``on_fold`` is called with each fold's result."""
     device = resolve_device(config.device)
+    for k in config.fold_list:  # before any fold trains
+        warning = fold_validation_warning(cohort, k, split[k][1])
+        if warning is not None:
+            print(f"warning: {warning}", flush=True)
     results = []
     with torch_threads(config.threads):
         for k in tqdm(config.fold_list, desc=f"{config.mode} folds", unit="fold", disable=not progress):
@@ -331,6 +402,25 @@ def run_folds(
             if on_fold is not None:
                 on_fold(result)
     return results
+
+
+def fold_validation_warning(cohort: Any, k: int, val_idx: np.ndarray) -> str | None:
+    """Why fold ``k``'s validation patients cannot score it (``None`` when they can): Task 3's (a cohort with
+    ``labels``) all of one HPV status, so that its AUC is undefined and counts as chance in the ensemble weights.
+    A Task 2 fold (a cohort with ``event``) whose validation patients hold no relapse is refused here, before any
+    fold trains, since its C-index is undefined and the ensemble needs it."""
+    n = len(val_idx)
+    if hasattr(cohort, "labels"):
+        classes = np.unique(np.asarray(cohort.labels)[val_idx])
+        if len(classes) < 2:
+            status = "HPV-positive" if n and classes[0] == 1 else "HPV-negative"
+            return (f"fold {k}: its {n} validation patient(s) are all {status}: its AUC is undefined and counts as "
+                    "chance (0.5) in the ensemble weights; use fewer folds (--folds) or more patients of both classes")
+    elif hasattr(cohort, "event") and not np.asarray(cohort.event)[val_idx].any():
+        raise InputError(f"fold {k}: its {n} validation patient(s) hold no relapse, so the fold has no C-index to "
+                         f"weight it by ({int(np.asarray(cohort.event).sum())} relapse(s) in all); use fewer folds "
+                         "(--folds) so that every fold holds a relapse, or add patients with relapses")
+    return None
 
 
 def pool_oof(n: int, folds: Sequence[Any], attribute: str) -> np.ndarray:
@@ -396,4 +486,38 @@ def export_run(run_dir: str | Path, out_dir: str | Path, predictor_class: Any, t
         raise InputError(f"--out {out_dir} is the run's own model folder; choose another folder")
     check_bundle_destination(out_dir, overwrite)  # before the run's model is even read
     predictor_class.from_bundle(model_dir, device="cpu").to_bundle(out_dir, overwrite=overwrite)
+    metrics_path = run_dir / "metrics.json"
+    warning = chance_warning(json.loads(metrics_path.read_text())) if metrics_path.is_file() else None
+    if warning is not None:
+        print(f"warning: {run_dir}: {warning}", file=sys.stderr, flush=True)
     return predictor_class.from_bundle(out_dir, device="cpu")
+
+
+CHANCE_CINDEX_MARGIN = 0.02
+"""A Task 2 run whose mean out-of-fold C-index is at most 0.5 + this is at chance (:func:`chance_warning`)."""
+CHANCE_BALANCED_ACCURACY, CHANCE_AUC = 0.5, 0.55
+"""A Task 3 run at or below either of these mean out-of-fold scores is at chance (:func:`chance_warning`)."""
+
+
+def chance_warning(metrics: Mapping[str, Any]) -> str | None:
+    """One line when a run's out-of-fold score (its ``metrics.json``) is at chance, as an export says: Task 2's mean
+    C-index within :data:`CHANCE_CINDEX_MARGIN` of 0.5 or below, Task 3's mean balanced accuracy at most
+    :data:`CHANCE_BALANCED_ACCURACY` or mean AUC at most :data:`CHANCE_AUC` (an undefined score counts as chance);
+    ``None`` otherwise."""
+    def shown(value: Any) -> str:
+        return "undefined" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+    def at_most(value: Any, limit: float) -> bool:
+        return value is None or not math.isfinite(value) or value <= limit
+
+    advice = ("the ensemble does no better than chance on patients it did not train on; check the outcome column and "
+              "the data check's warnings, and train longer or on more patients before using it")
+    if "cindex_mean" in metrics:
+        cindex = metrics["cindex_mean"]
+        if at_most(cindex, 0.5 + CHANCE_CINDEX_MARGIN):
+            return f"out-of-fold C-index {shown(cindex)} (chance: 0.5): {advice}"
+    elif "balanced_accuracy_mean" in metrics or "auc_mean" in metrics:
+        accuracy, auc = metrics.get("balanced_accuracy_mean"), metrics.get("auc_mean")
+        if at_most(accuracy, CHANCE_BALANCED_ACCURACY) or at_most(auc, CHANCE_AUC):
+            return (f"out-of-fold balanced accuracy {shown(accuracy)}, AUC {shown(auc)} (chance: 0.5): {advice}")
+    return None

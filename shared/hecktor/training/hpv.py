@@ -9,6 +9,11 @@ Patients whose HPV status is unknown (an empty ``HPV Status`` cell) are left out
    cross-entropy of its linear head (each class weighs half, as scikit-learn's ``class_weight="balanced"``); a
    stratified part of them (``early_stopping_fraction``) is held out to pick the epoch of best held-out AUC;
    clinical: a logistic regression (scikit-learn, L2, balanced class weights) on the encoded record;
+   biomarkers: the same logistic regression on the encoded record and the PET biomarkers of each patient's Task 1
+   mask, an **out-of-fold prediction of a Task 1 cross-validation** (never the ground truth), scaled by a
+   :class:`~hecktor.biomarkers.BiomarkerScaler` fitted on the fold's training patients: Task 2's ``biomarkers`` mode
+   and its code (:func:`hecktor.training.biomarker_features.attach_biomarkers`); the Task 1 bundle of all the
+   cross-validation's folds is nested in the Task 3 bundle and segments the test cases first;
 3. **calibration**: Platt scaling of the fold's logit, fitted on predictions the fold's model made for training
    patients it did not fit: the inner hold-out of step 2 (networks), or inner 5-fold cross-validated logits
    (clinical); never on the fold's validation patients (:mod:`hecktor.training.calibration`);
@@ -17,7 +22,9 @@ Patients whose HPV status is unknown (an empty ``HPV Status`` cell) are left out
 The ensemble averages the folds' calibrated probabilities with weights ``max(AUC_k - 0.5, 0.001)`` (normalised).
 The **decision threshold** stored in the bundle maximises balanced accuracy on the pooled OOF probabilities; each
 fold is scored at the threshold chosen on the other folds only (cross-fitting), the in-sample figure beside it
-(:mod:`hecktor.training.calibration`).
+(:mod:`hecktor.training.calibration`). When the pooled OOF probabilities do not separate the classes (AUC below
+:data:`~hecktor.training.calibration.MIN_SEPARATION_AUC`), training warns once and the threshold is the training
+prevalence, recorded in ``metrics.json`` and the bundle (``threshold_fallback``).
 
 Images are preprocessed once per case by :func:`hecktor.preprocessing.preprocess_box` (Task 2's box, the
 container's exact path) and kept in the trainers' preprocessing cache. The network, its batches and the early
@@ -27,6 +34,7 @@ stopping split are Task 2's (:mod:`hecktor.training.prognosis`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,28 +47,32 @@ import torch
 
 from hecktor.clinical import parse_number
 from hecktor.datasets import list_training_cases, read_clinical_csv, read_training_table
-from hecktor.diagnosis import ENSEMBLE_RULE, HPVPredictor, LogisticHead, PlattCalibration
+from hecktor.diagnosis import ENSEMBLE_RULE, HPV_MODES, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import InputError
 from hecktor.feature_range import FeatureRange
-from hecktor.fold_ensemble import EnsembleFold
+from hecktor.fold_ensemble import EnsembleFold, SegmentationSettings
 from hecktor.folds import load_folds
 from hecktor.metrics import balanced_accuracy, roc_auc
-from hecktor.networks.fused import MODES, RESNET18_BACKBONE, FusedFeatureExtractor
+from hecktor.networks.fused import RESNET18_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
+from hecktor.suv_table import SuvTable, as_suv_table
 from hecktor.tasks import RECORD_KEYS, get_task
 from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
+from hecktor.training.biomarker_features import attach_biomarkers
 from hecktor.training.cache import PreprocessingCache
 from hecktor.training.calibration import best_threshold, decision_thresholds, fit_platt
 from hecktor.training.crossval import json_safe as _json_safe
 from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
 
-__all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "HPVFoldResult", "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv",
-           "export_hpv_bundle", "score_held_out", "demo_hpv", "NETWORK_PRESETS", "DEFAULT_CACHE"]
+__all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "HPVFoldResult",
+           "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv", "export_hpv_bundle", "NETWORK_PRESETS",
+           "DEFAULT_CACHE"]
 
 TASK = get_task(3)
 TARGET = TASK.target_columns[0]  # "HPV Status"
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------- config
@@ -69,7 +81,8 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
     """Everything that decides a Task 3 cross-validation run (written to ``RUN_DIR/config.json``).
 
     Args:
-        mode: ``"fusion"``, ``"imaging"`` or ``"clinical"`` (logistic regression on the record).
+        mode: ``"fusion"``, ``"imaging"``, ``"clinical"`` (logistic regression on the record) or ``"biomarkers"``
+            (logistic regression on the record and the PET biomarkers of Task 1's out-of-fold masks).
         n_folds: cross-validation folds of the split (CLI ``--folds``).
         folds: fold indices to train (``None``: all; CLI ``--fold``). The ensemble holds the trained folds.
         seed: seeds the split, the initialisation, the hold-out, batches and augmentation.
@@ -84,8 +97,10 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
         class_weighted: weigh each class half in the loss (``class_weight="balanced"``); otherwise every patient
             counts once.
         network: ``FusedFeatureExtractor`` arguments (``n_clinical`` and ``mode`` are set by the trainer).
-        logistic_c: clinical mode: inverse L2 strength of the logistic regression (scikit-learn's ``C``).
-        calibration_folds: clinical mode: inner folds whose out-of-sample logits fit the Platt calibration.
+        logistic_c: clinical and biomarkers modes: inverse L2 strength of the logistic regression (scikit-learn's
+            ``C``).
+        calibration_folds: clinical and biomarkers modes: inner folds whose out-of-sample logits fit the Platt
+            calibration.
         clinical_features: encoded record fields (default: the seven of the platform's ``ehr.json``).
         numeric_features: which of them are numeric (default: ``Age`` when present).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -94,6 +109,14 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
         threads: torch's CPU threads while training (``None``: all cores, or ``$OMP_NUM_THREADS`` where set), set for
             the run and restored after it (Task 2's rule).
         progress: tqdm progress bars.
+        suv_table: the organisers' ``suv_conversion_tags.csv`` (CLI ``--suv-table``): PETs listed in Bq/ml are read
+            as exact SUV (:mod:`hecktor.suv_table`); ``None``: the Bq/ml heuristic alone.
+        biomarkers: biomarkers mode: the biomarkers used (default all of :data:`hecktor.biomarkers.BIOMARKER_NAMES`).
+        segmentation_bundle: biomarkers mode: the Task 1 bundle nested in the exported bundle (``train_hpv`` exports
+            it from the Task 1 cross-validation).
+        segmentation_budget_share: biomarkers mode: share of the Task 3 time budget the nested segmentation may use.
+        suv_reference: biomarkers mode: ``body`` (default: SUVs relative to the body's median uptake, the same in any
+            PET unit) or ``absolute`` (Task 2's setting of the same name).
     """
 
     mode: str = "fusion"
@@ -120,15 +143,29 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
     workers: int | None = None
     threads: int | None = None
     progress: bool = True
+    suv_table: str | None = None
+    biomarkers: list[str] | None = None
+    segmentation_bundle: str | None = None
+    segmentation_budget_share: float = 0.7
+    suv_reference: str = "body"
 
     def __post_init__(self) -> None:
-        self.check_common(MODES)
+        self.check_common(HPV_MODES)
+        self.check_biomarkers()
+        try:
+            self.segmentation_settings()
+        except ValueError as error:
+            raise InputError(str(error)) from None
         if not self.logistic_c > 0 or self.calibration_folds < 2:
             raise InputError(f"logistic_c must be > 0 and calibration_folds >= 2 (got {self.logistic_c}, "
                              f"{self.calibration_folds})")
         if TARGET in self.clinical_features:
             raise InputError(f"{TARGET!r} is what Task 3 predicts; it cannot be a clinical feature")
         self.fill_clinical_defaults()
+
+    def segmentation_settings(self) -> SegmentationSettings:
+        """How the bundle runs its nested Task 1 model (biomarkers mode): no TTA, as the out-of-fold masks."""
+        return SegmentationSettings(self.segmentation_budget_share, False, None, self.suv_reference)
 
 
 # ---------------------------------------------------------------------------------------------------------- cohorts
@@ -141,8 +178,10 @@ class HPVCohort:
         rows: clinical records (strings as read; the encoder normalises them).
         labels: 1 = HPV-positive.
         centres: CenterID per patient (``None`` where unknown), used to stratify the folds.
-        images: ``(n, 2, z, y, x)`` float32 network inputs, or ``None`` (clinical mode).
+        images: ``(n, 2, z, y, x)`` float32 network inputs, or ``None`` (clinical and biomarkers modes).
         plan: the plan that made ``images``.
+        biomarkers: biomarkers mode: each patient's biomarkers of its Task 1 mask
+            (:func:`~hecktor.training.biomarker_features.attach_biomarkers`).
         source: where the data came from.
         n_unknown: patients left out because their status is unknown.
     """
@@ -155,6 +194,8 @@ class HPVCohort:
     plan: BoxPlan | None = None
     source: str = ""
     n_unknown: int = 0
+    biomarkers: list[dict[str, float]] | None = None
+    crops: np.ndarray | None = None  # filled by add_segmentation_features; Task 3 has no tumour cube (None)
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -168,7 +209,7 @@ class HPVCohort:
         return float(self.labels.mean())
 
 
-def _status(value: Any, where: str) -> int | None:
+def hpv_status(value: Any, where: str) -> int | None:
     """An ``HPV Status`` cell as 0/1, ``None`` when empty; anything else is an :class:`InputError`."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
@@ -189,7 +230,7 @@ def _cohort_from_rows(rows: Sequence[Mapping[str, Any]], source: str) -> HPVCoho
         if pid in seen:
             raise InputError(f"{source} lists patient {pid} more than once")
         seen.add(pid)
-        status = _status(row.get(TARGET), f"{source} ({pid})")
+        status = hpv_status(row.get(TARGET), f"{source} ({pid})")
         if status is None:
             unknown += 1
             continue
@@ -225,6 +266,7 @@ def load_hpv_cohort(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     workers: int | None = None,
+    suv_table: SuvTable | None = None,
 ) -> HPVCohort:
     """A cohort from a HECKTOR Task 3 folder (``<root>/Task 3/<PID>/...`` and its CSV); patients of unknown status
     are left out (their images are not preprocessed).
@@ -236,27 +278,28 @@ def load_hpv_cohort(
         cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
         progress: tqdm bar over the cases to preprocess.
         workers: processes preprocessing side by side (0: this process; ``None``: all cores).
+        suv_table: the PETs it lists in Bq/ml are read as exact SUV (:mod:`hecktor.suv_table`).
     """
     plan = plan or BoxPlan()
     cohort = _cohort_from_rows(read_training_table(root, TASK.number), str(root))
     cohort.plan = plan
     if not with_images:
         return cohort
-    cases = {case.patient_id: case for case in list_training_cases(root, TASK.number)}
+    cases = {case.patient_id: case for case in list_training_cases(root, TASK.number, suv_table=suv_table)}
     cohort.images = crossval.load_cached_images(hpv_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
                                                 progress=progress, workers=workers)
     return cohort
 
 
 # ---------------------------------------------------------------------------------------------------------- scores
-def _safe_auc(labels: np.ndarray, score: np.ndarray) -> float:
+def safe_auc(labels: np.ndarray, score: np.ndarray) -> float:
     try:
         return roc_auc(labels, score)
     except InputError:
         return math.nan
 
 
-def _safe_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+def safe_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     try:
         return balanced_accuracy(labels, predicted)
     except InputError:
@@ -289,6 +332,8 @@ class HPVCrossValidationResult:
         threshold: the bundle's decision threshold (best balanced accuracy on the pooled OOF probabilities).
         cross_fitted_thresholds: per trained fold, the threshold chosen on the other trained folds' OOF
             probabilities (the training prevalence when no other fold was trained): what scores the fold honestly.
+        threshold_fallback: why ``threshold`` is the training prevalence (the pooled OOF probabilities did not
+            separate the classes), or ``None``.
     """
 
     config: HPVTrainingConfig
@@ -300,6 +345,7 @@ class HPVCrossValidationResult:
     cross_fitted_thresholds: list[float]
     seconds: float
     split: list[tuple[np.ndarray, np.ndarray]]
+    threshold_fallback: str | None = None
 
     def oof_probability(self) -> np.ndarray:
         """Every patient's calibrated probability from the fold that did not train on it (NaN: fold not trained)."""
@@ -315,7 +361,7 @@ class HPVCrossValidationResult:
     @property
     def balanced_accuracy_folds(self) -> list[float]:
         labels = self.cohort.labels
-        return [_safe_balanced_accuracy(labels[f.val_idx], f.oof_probability >= t)
+        return [safe_balanced_accuracy(labels[f.val_idx], f.oof_probability >= t)
                 for f, t in zip(self.folds, self.cross_fitted_thresholds)]
 
     def metrics(self) -> dict[str, Any]:
@@ -330,15 +376,16 @@ class HPVCrossValidationResult:
             "balanced_accuracy_mean": float(np.nanmean(ba)) if np.isfinite(ba).any() else math.nan,
             "balanced_accuracy_folds": ba,
             "balanced_accuracy_std": float(np.nanstd(ba)) if np.isfinite(ba).any() else math.nan,
-            "balanced_accuracy_pooled_oof": _safe_balanced_accuracy(labels[scored], predicted[scored] == 1),
+            "balanced_accuracy_pooled_oof": safe_balanced_accuracy(labels[scored], predicted[scored] == 1),
             # Optimistic, for comparison: the bundle's threshold was chosen on these very patients.
-            "balanced_accuracy_in_sample_threshold": _safe_balanced_accuracy(
+            "balanced_accuracy_in_sample_threshold": safe_balanced_accuracy(
                 labels[scored], probability[scored] >= self.threshold),
             "auc_mean": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else math.nan,
             "auc_folds": aucs,
             "auc_std": float(np.nanstd(aucs)) if np.isfinite(aucs).any() else math.nan,
-            "auc_pooled_oof": _safe_auc(labels[scored], probability[scored]),
+            "auc_pooled_oof": safe_auc(labels[scored], probability[scored]),
             "threshold": self.threshold,
+            "threshold_fallback": self.threshold_fallback,
             "thresholds_cross_fitted": list(self.cross_fitted_thresholds),
             "thresholds_fold_tuned": tuned,
             "prevalence": self.cohort.prevalence,
@@ -362,9 +409,13 @@ class HPVCrossValidationResult:
 
     def predictor(self, device: str | torch.device | None = None) -> HPVPredictor:
         """The weighted fold ensemble and its threshold, as the container will run them."""
+        biomarkers = self.config.uses_biomarkers
         return HPVPredictor(
             [f.model for f in self.folds], self.weights, self.plan, self.config.mode, self.threshold, device=device,
-            info=_json_safe({"metrics": self.metrics(), "config": self.config.to_dict(), "source": self.cohort.source}))
+            info=_json_safe({"metrics": self.metrics(), "config": self.config.to_dict(), "source": self.cohort.source}),
+            threshold_fallback=self.threshold_fallback,
+            segmentation=self.config.segmentation_bundle if biomarkers else None,
+            segmentation_settings=self.config.segmentation_settings() if biomarkers else None)
 
     def save(self, run_dir: str | Path) -> Path:
         """Write the run: ``metrics.json``, ``config.json``, ``folds.json``, ``oof.csv`` and the fold models as a
@@ -437,7 +488,7 @@ def train_classifier(
     network, best_epoch = crossval.fit_epochs(
         network, config, data, fit_idx, held_idx, seed=seed,
         batches=lambda rng: _shuffled_batches(len(fit_idx), config.batch_size, rng), loss=loss,
-        held_out=lambda held_logit: {"heldout_auc": _safe_auc(labels[held_idx], held_logit)},
+        held_out=lambda held_logit: {"heldout_auc": safe_auc(labels[held_idx], held_logit)},
         score_key="heldout_auc", shown_key="heldout_auc", log=log, progress=progress, description=description)
     return network, best_epoch, held_idx
 
@@ -480,11 +531,17 @@ def run_fold(
     labels = cohort.labels
     seed = config.seed * 1000 + index
     encoder, clinical = crossval.fit_encoder(config, cohort.rows, train_idx)
-    network, best_epoch = None, None
-    if config.mode == "clinical":
-        head, calibration_patients = _clinical_head(config, clinical[train_idx].astype(np.float64), labels[train_idx],
-                                                    seed)
-        oof = head.probability(clinical[val_idx])
+    network, best_epoch, scaler = None, None, None
+    if config.mode in ("clinical", "biomarkers"):
+        features = clinical.astype(np.float64)
+        if config.uses_biomarkers:  # the record, then the biomarkers scaled on the fold's training patients
+            if cohort.biomarkers is None:
+                raise InputError(f"mode {config.mode!r} needs the patients' biomarkers; add them with "
+                                 "attach_biomarkers")
+            scaler = config.new_scaler().fit([cohort.biomarkers[i] for i in train_idx])
+            features = np.concatenate([features, scaler.transform(cohort.biomarkers).astype(np.float64)], axis=1)
+        head, calibration_patients = _clinical_head(config, features[train_idx], labels[train_idx], seed)
+        oof = head.probability(features[val_idx])
     else:
         if cohort.images is None:
             raise InputError(f"mode {config.mode!r} needs images; load the cohort with with_images=True")
@@ -506,7 +563,7 @@ def run_fold(
         features, _ = crossval.forward_all(network, data, val_idx, config.feature_batch_size)
         oof = head.probability(features)
         network.cpu()
-    model = EnsembleFold(head, network, encoder, validation_score=_safe_auc(labels[val_idx], oof))
+    model = EnsembleFold(head, network, encoder, validation_score=safe_auc(labels[val_idx], oof), biomarkers=scaler)
     return HPVFoldResult(index, train_idx, val_idx, model, model.validation_score, oof, best_epoch,
                          calibration_patients, time.perf_counter() - started)
 
@@ -537,17 +594,22 @@ def cross_validate_hpv(
     """
     started = time.perf_counter()
     progress = config.progress if progress is None else progress
+    if run_dir is not None and config.uses_biomarkers and config.segmentation_bundle is None:
+        raise InputError(f"mode {config.mode!r} saves its Task 1 model with the run: set segmentation_bundle "
+                         "(train_hpv exports it from the Task 1 cross-validation)")
     if run_dir is not None:
         prepare_run_dir(Path(run_dir), overwrite)
     split = crossval.resolve_split(split, cohort.labels, cohort.centres, config)
     results = crossval.run_folds(config, cohort, split, run_dir, run_fold, progress=progress, on_fold=on_fold)
     aucs = [r.auc if math.isfinite(r.auc) else 0.5 for r in results]  # an undefined AUC counts as chance
     weights = ensemble_weights(aucs)
-    threshold, cross_fitted = decision_thresholds(cohort.labels, [r.val_idx for r in results],
-                                                  [r.oof_probability for r in results],
-                                                  [r.train_idx for r in results], cohort.prevalence)
+    threshold, cross_fitted, fallback = decision_thresholds(cohort.labels, [r.val_idx for r in results],
+                                                            [r.oof_probability for r in results],
+                                                            [r.train_idx for r in results], cohort.prevalence)
+    if fallback is not None:
+        logger.warning("Task 3 %s: %s", config.mode, fallback)
     outcome = HPVCrossValidationResult(config, cohort, cohort.plan or BoxPlan(), results, weights, threshold,
-                                       cross_fitted, time.perf_counter() - started, split)
+                                       cross_fitted, time.perf_counter() - started, split, fallback)
     if run_dir is not None:
         outcome.save(run_dir)
     return outcome
@@ -564,6 +626,7 @@ def train_hpv(
     split_file: str | Path | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    segmentation: str | Path | None = None,
 ) -> HPVCrossValidationResult:
     """Load a cohort, cross-validate, save the run and report on the way (the ``train_hpv.py`` call).
 
@@ -577,14 +640,31 @@ def train_hpv(
         split_file: the ``folds.json`` of an earlier run, so that modes compare on the same folds.
         overwrite: replace an earlier run in ``run_dir``.
         echo: where the progress lines go (one per fold, and a summary).
+        segmentation: biomarkers mode: a Task 1 cross-validation run (``train_segmentation.py --fold all``), as
+            Task 2's: its out-of-fold masks give the training patients' biomarkers and its folds are nested in the
+            bundle (:func:`~hecktor.training.biomarker_features.attach_biomarkers`).
     """
-    crossval.check_data_source(config.mode, data, csv, TASK.training_folder)
+    if config.uses_biomarkers and segmentation is None:
+        raise InputError(f"mode {config.mode!r} needs --segmentation RUN_DIR, a Task 1 cross-validation run "
+                         "(training/train_segmentation.py --fold all) whose out-of-fold masks train it")
+    if segmentation is not None and not config.uses_biomarkers:
+        raise InputError(f"--segmentation is for the biomarkers mode, not {config.mode!r}")
+    suv_table = as_suv_table(config.suv_table)  # a bad row stops the run before anything is read
+    crossval.check_data_source(config.mode, data, csv, TASK.training_folder, echo=echo, suv_table=suv_table)
+    crossval.restart_unfinished_run(run_dir, echo)
     prepare_run_dir(run_dir, overwrite)
     if csv is not None:
         cohort = load_hpv_csv_cohort(csv)
     else:
-        cohort = load_hpv_cohort(data, plan or BoxPlan(), with_images=config.mode != "clinical", cache_dir=cache_dir,
-                                 progress=config.progress, workers=config.workers)
+        cohort = load_hpv_cohort(data, plan or BoxPlan(), with_images=config.mode in ("fusion", "imaging"),
+                                 cache_dir=cache_dir, progress=config.progress, workers=config.workers,
+                                 suv_table=suv_table)
+        if cohort.images is not None:  # what preprocessing repaired, shown once and kept in the run folder
+            crossval.report_repairs(hpv_cache(cache_dir, cohort.plan), cohort.patient_ids, run_dir, echo)
+        if config.uses_biomarkers:
+            config.segmentation_bundle = str(attach_biomarkers(
+                cohort, data, segmentation, run_dir, task=TASK.number, suv_reference=config.suv_reference,
+                device=config.device, progress=config.progress, suv_table=suv_table, echo=echo))
     split = load_folds(split_file, cohort.patient_ids) if split_file is not None else None
     chosen = "" if config.folds is None else f", training fold(s) {', '.join(map(str, config.folds))}"
     echo(f"{config.mode}: {len(cohort)} patients of known HPV status ({cohort.n_positive} positive; "
@@ -600,7 +680,8 @@ def train_hpv(
     echo(f"mean out-of-fold balanced accuracy {m['balanced_accuracy_mean']:.3f} ± {m['balanced_accuracy_std']:.3f} "
          f"(folds {', '.join(f'{v:.3f}' for v in m['balanced_accuracy_folds'])}; each at the threshold chosen on "
          f"the other folds), AUC {m['auc_mean']:.3f} (pooled OOF {m['auc_pooled_oof']:.3f})")
-    echo(f"decision threshold {m['threshold']:.3f} (pooled OOF balanced accuracy at it, in-sample: "
+    fallback = f", the training prevalence: {result.threshold_fallback}" if result.threshold_fallback else ""
+    echo(f"decision threshold {m['threshold']:.3f}{fallback} (pooled OOF balanced accuracy at it, in-sample: "
          f"{m['balanced_accuracy_in_sample_threshold']:.3f}); ensemble weights "
          f"{', '.join(f'{w:.3f}' for w in m['ensemble_weights'])}; {m['train_seconds']:.0f} s")
     echo(f"wrote {Path(run_dir) / 'metrics.json'} and the fold ensemble in {Path(run_dir) / 'model'}")
@@ -617,98 +698,3 @@ def export_hpv_bundle(run_dir: str | Path, out_dir: str | Path, *, overwrite: bo
     """
     return crossval.export_run(run_dir, out_dir, HPVPredictor, "Task 3", "training/train_hpv.py",
                                overwrite=overwrite)
-
-
-# ---------------------------------------------------------------------------------------------- held-out scoring
-def score_held_out(bundle: str | Path, data: str | Path, *, device: str = "cpu") -> dict[str, Any]:
-    """Score an exported bundle on the labelled cases of a HECKTOR Task 3 folder, every case through
-    :meth:`HPVPredictor.predict <hecktor.diagnosis.HPVPredictor.predict>` (the container's path, with the record as
-    the platform's ``ehr.json`` would give it, sanitised there as the container's is on reading), and, where the
-    folder is a synthetic cohort, the oracle beside it (the true P(HPV+) at the population prevalence,
-    :func:`hecktor.synthetic.oracle_balanced_accuracy`).
-
-    Returns:
-        ``{"n", "n_positive", "balanced_accuracy", "auc", "threshold", "oracle_balanced_accuracy", "oracle_auc",
-        "cases": [{PatientID, status, probability, predicted}], "seconds_per_case"}`` (oracle values ``None``
-        without ``true_risk.csv``).
-    """
-    import csv as csv_module
-
-    from hecktor.datasets import ehr_from_row
-
-    predictor = HPVPredictor.from_bundle(bundle, device=device)
-    rows = {row["PatientID"]: row for row in read_training_table(data, TASK.number)}
-    cases = []
-    started = time.perf_counter()
-    for case in list_training_cases(data, TASK.number):
-        status = _status(rows[case.patient_id].get(TARGET), case.patient_id)
-        if status is None:
-            continue
-        ct, pet, _ = case.read()
-        predicted = predictor.predict(ct, pet, ehr_from_row(rows[case.patient_id], TASK.number))
-        cases.append({"PatientID": case.patient_id, "status": status,
-                      "probability": predictor.last_report.probability, "predicted": bool(predicted)})
-    seconds = time.perf_counter() - started
-    if not cases:
-        raise InputError(f"{data}: no case of known {TARGET} to score")
-    labels = np.asarray([c["status"] for c in cases])
-    result: dict[str, Any] = {
-        "n": len(cases), "n_positive": int(labels.sum()), "threshold": predictor.threshold,
-        "balanced_accuracy": _safe_balanced_accuracy(labels, np.asarray([c["predicted"] for c in cases])),
-        "auc": _safe_auc(labels, np.asarray([c["probability"] for c in cases])),
-        "oracle_balanced_accuracy": None, "oracle_auc": None, "cases": cases,
-        "seconds_per_case": seconds / len(cases),
-    }
-    truth_csv = Path(data) / "true_risk.csv"
-    if not truth_csv.is_file() and (Path(data).parent / "true_risk.csv").is_file():
-        truth_csv = Path(data).parent / "true_risk.csv"  # given the Task 3 folder itself
-    if truth_csv.is_file():
-        from hecktor.synthetic import oracle_balanced_accuracy
-
-        with truth_csv.open(newline="") as handle:
-            truth = {row["PatientID"]: float(row["hpv_probability"]) for row in csv_module.DictReader(handle)}
-        oracle = np.asarray([truth[c["PatientID"]] for c in cases])
-        result["oracle_balanced_accuracy"] = oracle_balanced_accuracy(labels, oracle)
-        result["oracle_auc"] = _safe_auc(labels, oracle)
-    return result
-
-
-def demo_hpv(
-    train_data: str | Path,
-    test_data: str | Path,
-    run_dir: str | Path,
-    bundle_dir: str | Path,
-    config: HPVTrainingConfig | None = None,
-    *,
-    plan: BoxPlan | None = None,
-    cache_dir: str | Path | None = None,
-    echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """The demo's Task 3: cross-validate on ``train_data``, export the ensemble to ``bundle_dir`` and score the
-    held-out cases of ``test_data`` beside the oracle.
-
-    Args:
-        train_data: a HECKTOR folder with ``Task 3/`` (e.g. the demo's synthetic training cohort).
-        test_data: another one, of held-out cases (with ``true_risk.csv`` for the oracle row).
-        run_dir: the training run folder (replaced if it holds a run).
-        bundle_dir: where the container's bundle goes (e.g. ``task3_container/resources/bundle``).
-        config: training settings (default: fusion, 5 folds, the tiny backbone, 20 epochs, learning rate 3e-3:
-            CPU minutes).
-        plan: the preprocessing plan (default: ``BoxPlan`` at 48^3, the demo's Task 2 size).
-        cache_dir: the preprocessing cache root.
-        echo: progress lines.
-
-    Returns:
-        ``{"cv": metrics.json's content, "held_out": score_held_out(...)}``.
-    """
-    config = config or HPVTrainingConfig(mode="fusion", n_folds=5, epochs=20, learning_rate=3e-3,
-                                         network=dict(NETWORK_PRESETS["tiny"]), device="cpu", progress=False)
-    plan = plan or BoxPlan(input_shape_zyx=(48, 48, 48))
-    result = train_hpv(config, run_dir, data=train_data, plan=plan, cache_dir=cache_dir, overwrite=True, echo=echo)
-    export_hpv_bundle(run_dir, bundle_dir, overwrite=True)
-    held_out = score_held_out(bundle_dir, test_data)
-    oracle = held_out["oracle_balanced_accuracy"]
-    echo(f"Task 3 on {held_out['n']} held-out case(s) ({held_out['n_positive']} HPV-positive): balanced accuracy "
-         f"{held_out['balanced_accuracy']:.3f}, AUC {held_out['auc']:.3f}"
-         + (f" (oracle {oracle:.3f} / {held_out['oracle_auc']:.3f})" if oracle is not None else ""))
-    return {"cv": _json_safe(result.metrics()), "held_out": _json_safe(held_out)}

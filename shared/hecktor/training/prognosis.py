@@ -57,6 +57,7 @@ from hecktor.plan import BoxPlan
 from hecktor.prognosis import BIOMARKER_MODES, RiskHead, RiskPredictor, network_mode
 from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_loss, ensemble_weights
 from hecktor.survival_models import build_survival_model
+from hecktor.suv_table import as_suv_table
 from hecktor.tasks import get_task
 from hecktor.training.biomarker_features import add_segmentation_features, export_segmentation_bundle, \
     segment_cases, write_validation_masks
@@ -67,12 +68,15 @@ from hecktor.training.crossval import (
     fit_encoder,
     fit_epochs,
     forward_all,
+    report_repairs,
+    restart_unfinished_run,
+    restart_unfinished_run,
     resolve_split,
     run_folds,
     split_for_early_stopping,
 )
 from hecktor.training.crossval import json_safe as _json_safe
-from hecktor.training.image_level import prepare_run_dir
+from hecktor.training.image_level import box_cache, prepare_run_dir
 from hecktor.training.prognosis_cohort import Cohort, load_csv_cohort, load_hecktor_cohort
 from hecktor.training.prognosis_config import TrainingConfig
 from hecktor.training.prognosis_results import CrossValidationResult, FoldResult, safe_cindex, summarize_repeats
@@ -278,19 +282,26 @@ def train(
         raise InputError(f"--repeats must be at least 1, got {repeats}")
     if repeats > 1 and split_file is not None:
         raise InputError("--repeats draws a new split for every seed, --folds-file fixes one split; give only one")
-    check_data_source(config.mode, data, csv, get_task(2).training_folder)
     if config.uses_biomarkers and segmentation is None:
         raise InputError(f"mode {config.mode!r} needs --segmentation RUN_DIR, a Task 1 cross-validation run "
                          "(training/train_segmentation.py --fold all) whose out-of-fold masks train it")
     if segmentation is not None and not config.uses_biomarkers:
         raise InputError(f"--segmentation is for the biomarker modes ({', '.join(BIOMARKER_MODES)}), not "
                          f"{config.mode!r}")
+    suv_table = as_suv_table(config.suv_table)  # a bad row stops the run before anything is read
+    check_data_source(config.mode, data, csv, get_task(2).training_folder, echo=echo,  # the data check first
+                      suv_table=suv_table)
+    restart_unfinished_run(run_dir, echo)  # a killed run's fold folders do not block its re-run
+    restart_unfinished_run(run_dir, echo)  # a killed run's fold folders do not block its re-run
     prepare_run_dir(run_dir, overwrite)  # before hours of preprocessing, not after
     if csv is not None:
         cohort = load_csv_cohort(csv)
     else:
         cohort = load_hecktor_cohort(data, plan or BoxPlan(), with_images=config.mode in ("fusion", "imaging"),
-                                     cache_dir=cache_dir, progress=config.progress, workers=config.workers)
+                                     cache_dir=cache_dir, progress=config.progress, workers=config.workers,
+                                     suv_table=suv_table)
+        if cohort.images is not None:  # what preprocessing repaired, shown once and kept in the run folder
+            report_repairs(box_cache(cache_dir, cohort.plan), cohort.patient_ids, run_dir, echo)
     if config.uses_biomarkers:
         masks = dict(write_validation_masks(segmentation, device=config.device, progress=config.progress, echo=echo))
         config.segmentation_bundle = str(export_segmentation_bundle(segmentation, run_dir))
@@ -298,10 +309,10 @@ def train(
         if outside:
             echo(f"{len(outside)} Task 2 patient(s) are not in the Task 1 cohort: segmented by all Task 1 folds")
             masks.update(segment_cases(config.segmentation_bundle, data, outside, Path(run_dir) / "masks",
-                                       device=config.device, progress=config.progress))
+                                       device=config.device, progress=config.progress, suv_table=suv_table))
         add_segmentation_features(cohort, data, masks, crop=config.tumour_crop(cohort.plan or BoxPlan()),
                                   suv_reference=config.suv_reference,
-                                  progress=config.progress)
+                                  progress=config.progress, suv_table=suv_table)
     split = load_folds(split_file, cohort.patient_ids) if split_file is not None else None
     chosen = "" if config.folds is None else f", training fold(s) {', '.join(map(str, config.folds))}"
     echo(f"{config.mode}: {len(cohort)} patients, {cohort.n_events} relapses, {config.n_folds} folds{chosen} "

@@ -15,6 +15,7 @@ import numpy as np
 from hecktor.datasets import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.errors import InputError
 from hecktor.plan import BoxPlan
+from hecktor.suv_table import SuvTable
 from hecktor.training.crossval import load_cached_images
 from hecktor.training.image_level import box_cache
 
@@ -91,6 +92,7 @@ def load_hecktor_cohort(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     workers: int | None = None,
+    suv_table: SuvTable | None = None,
 ) -> Cohort:
     """A cohort from a HECKTOR Task 2 folder (``<root>/Task 2/<PID>/...`` and its CSV).
 
@@ -105,13 +107,14 @@ def load_hecktor_cohort(
         cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
         progress: tqdm bar over the cases to preprocess.
         workers: processes preprocessing side by side (0: this process; ``None``: all cores).
+        suv_table: the PETs it lists in Bq/ml are read as exact SUV (:mod:`hecktor.suv_table`).
     """
     plan = plan or BoxPlan()
     cohort = _cohort_from_rows(read_training_table(root, 2), str(root))
     cohort.plan = plan
     if not with_images:
         return cohort
-    cases = {case.patient_id: case for case in list_training_cases(root, 2)}
+    cases = {case.patient_id: case for case in list_training_cases(root, 2, suv_table=suv_table)}
     cohort.images = load_cached_images(box_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
                                        progress=progress, workers=workers)
     return cohort

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hecktor.biomarkers import BIOMARKER_NAMES, BiomarkerScaler, TumourCrop
+from hecktor.biomarkers import TumourCrop
 from hecktor.clinical import DEFAULT_FEATURES
 from hecktor.errors import InputError
 from hecktor.networks.fused import RESNET18_BACKBONE
 from hecktor.plan import BoxPlan
-from hecktor.prognosis import BIOMARKER_MODES, PREDICTOR_MODES, SegmentationSettings
+from hecktor.prognosis import PREDICTOR_MODES, SegmentationSettings
 from hecktor.survival_models import build_survival_model
 from hecktor.training.crossval import FoldRunConfig
 
@@ -91,6 +91,8 @@ class TrainingConfig(FoldRunConfig):
         suv_reference: biomarker modes: ``body`` (default) measures the SUV biomarkers relative to the body's median
             uptake, so that a PET in another unit (Bq/ml) gives the same features; ``absolute`` measures them in the
             PET's SUV as it is (:func:`hecktor.biomarkers.body_relative_pet`).
+        suv_table: the organisers' ``suv_conversion_tags.csv`` (CLI ``--suv-table``): PETs listed in Bq/ml are read
+            as exact SUV (:mod:`hecktor.suv_table`); ``None``: the Bq/ml heuristic alone.
     """
 
     mode: str = "fusion"
@@ -121,6 +123,7 @@ class TrainingConfig(FoldRunConfig):
     segmentation_tta: bool = False
     crop_mm: float = 128.0
     suv_reference: str = "body"
+    suv_table: str | None = None
 
     def __post_init__(self) -> None:
         self.check_common(PREDICTOR_MODES)
@@ -131,25 +134,11 @@ class TrainingConfig(FoldRunConfig):
             build_survival_model(self.survival)  # fail now, not after an hour of training, on a bad survival config
         except ValueError as error:  # an unknown kind or parameter
             raise InputError(f"survival model config {self.survival}: {error}") from None
-        if self.biomarkers is not None:
-            self.biomarkers = list(self.biomarkers)
-            unknown = sorted(set(self.biomarkers) - set(BIOMARKER_NAMES))
-            if unknown or not self.biomarkers:
-                raise InputError(f"unknown biomarker(s) {unknown or '(none given)'}; choose among "
-                                 f"{', '.join(BIOMARKER_NAMES)}")
+        self.check_biomarkers()
         try:
             self.segmentation_settings()
         except ValueError as error:
             raise InputError(str(error)) from None
-
-    @property
-    def uses_biomarkers(self) -> bool:
-        return self.mode in BIOMARKER_MODES
-
-    def new_scaler(self) -> BiomarkerScaler:
-        """An unfitted biomarker scaling of the configured biomarkers (log of the heavy-tailed ones kept)."""
-        names = tuple(self.biomarkers or BIOMARKER_NAMES)
-        return BiomarkerScaler(names, tuple(n for n in BiomarkerScaler().log_names if n in names))
 
     def tumour_crop(self, plan: BoxPlan) -> TumourCrop | None:
         """The tumour-centred cube of ``fusion+biomarkers`` (the plan's input shape), else ``None``."""

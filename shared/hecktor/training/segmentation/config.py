@@ -25,6 +25,20 @@ VALIDATION_LABELS_DIR = "validation_labels"
 """``fold_K/validation_labels/Task 1/<PID>/``: links to the validation cases' files, a HECKTOR folder holding exactly
 the cases of ``validation/`` (what ``hecktor-evaluate --labels`` needs to score one fold)."""
 POSTPROCESSING_JSON = "postprocessing.json"
+CONFIG_CHANGES_JSON = "config_changes.json"
+"""``RUN_DIR/config_changes.json``: every setting changed on ``--resume`` (:data:`MAY_CHANGE_ON_RESUME`), per fold,
+with the iteration it applies from."""
+
+MAY_CHANGE_ON_RESUME = ("run_dir", "data_root", "cache_dir", "folds", "epochs", "val_every", "device", "workers",
+                        "progress", "log_validation", "predict_validation", "validation_tta", "sw_batch_size")
+"""The settings that ``--resume`` may change, recorded in :data:`CONFIG_CHANGES_JSON` as applied from the iteration
+the fold resumes at: where things are (the run's, the data's and the cache's folders: the cache entries are checked
+against the case files anyway), which folds this command trains, ``epochs`` (to extend or shorten a run: the
+warm-up and cosine learning-rate schedule is the new length's from that iteration on), and what does not change
+the training's arithmetic (how often and how validation runs, the device, the worker processes, the progress
+lines). Any other difference from the run's ``config.json`` (the learning rate, the batch, the loss, the plan, the
+network, ...) is refused: the checkpoint's optimizer and schedule would carry on with the recorded one, and the
+record would lie."""
 
 
 
@@ -59,6 +73,8 @@ class TrainingConfig:
         sw_batch_size: windows per forward pass in validation.
         around: training region of a case, ``region`` (inference region widened to the mask) or ``mask``.
         cache_dir: preprocessing cache (default: ``<run_dir>/../cache``).
+        suv_table: the organisers' ``suv_conversion_tags.csv`` (CLI ``--suv-table``): PETs listed in Bq/ml are read
+            as exact SUV (:mod:`hecktor.suv_table`); ``None``: the Bq/ml heuristic alone.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun the local rank picks
             the GPU).
         workers: worker processes per rank that build the preprocessing cache and load patches (``None``: the
@@ -100,6 +116,7 @@ class TrainingConfig:
     sw_batch_size: int = 2
     around: str = "region"
     cache_dir: str | None = None
+    suv_table: str | None = None
     device: str = "auto"
     workers: int | None = None
     seed: int = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,13 +28,16 @@ from hecktor.metrics import dice
 from hecktor.outputs import write_text_atomic
 from hecktor.plan import RegionPlan
 from hecktor.segment import autocast_context, sliding_window_probabilities
-from hecktor.training.cache import resolve_workers
+from hecktor.suv_table import as_suv_table
+from hecktor.training.cache import report_repairs, resolve_workers
+from hecktor.training.check_data import check_training_data
 from hecktor.training.distributed import distributed_failures, init_distributed
 from hecktor.training.run_log import RunLog
 from hecktor.training.segmentation.checkpoints import (CHECKPOINT_FORMAT, CheckpointError, CheckpointWarning,
                                                        find_resume_checkpoint, remove_stale_temporaries,
                                                        save_checkpoint, set_aside, verify_checkpoint_file)
-from hecktor.training.segmentation.config import (CONFIG_JSON, FOLDS_JSON, PLAN_JSON, VALIDATION_DIR, TrainingConfig,
+from hecktor.training.segmentation.config import (CONFIG_CHANGES_JSON, CONFIG_JSON, FOLDS_JSON, MAY_CHANGE_ON_RESUME,
+                                                  PLAN_JSON, VALIDATION_DIR, TrainingConfig,
                                                   build_segmentation_network, read_run_config,
                                                   resolve_network_config)
 from hecktor.training.segmentation.data import EpochSampler, PatchDataset, build_augmentation, load_region, region_cache
@@ -72,9 +76,11 @@ class SegmentationTrainer:
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         self.network_config = resolve_network_config(config.network, config.network_config, config.deep_supervision)
         self.cache = region_cache(config.cache_root, config.plan, config.around)
-        self.cases = list_training_cases(config.data_root, task=1)
+        self.suv_table = as_suv_table(config.suv_table)
+        self.cases = list_training_cases(config.data_root, task=1, suv_table=self.suv_table)
         self.patient_ids = [case.patient_id for case in self.cases]
         self.cache_stats: dict[str, int] = {}
+        self.resume_changes: dict[str, list[Any]] = {}
         self.folds: list[tuple[np.ndarray, np.ndarray]] = []
 
     # -------------------------------------------------------------------------------------------- run set-up
@@ -86,7 +92,8 @@ class SegmentationTrainer:
 
     def _check_run_dir(self) -> None:
         """A run folder keeps what its checkpoints depend on (plan, network, split); folds are trained into it one
-        command at a time if need be, but a fold that holds checkpoints is only continued with ``resume``."""
+        command at a time if need be, but a fold that holds checkpoints is only continued with ``resume``, and a
+        resume changes only what may change (:meth:`_resume_differences`)."""
         config_path = self.run_dir / CONFIG_JSON
         if not config_path.is_file():
             return
@@ -97,13 +104,46 @@ class SegmentationTrainer:
         changed = [key for key in fixed if previous.get(key) != current.get(key)]
         if changed:
             raise InputError(f"{config_path} was written with other {', '.join(changed)}; use a new --out folder")
-        if not self.resume:
+        if self.resume:  # every other difference listed, and refused unless it may change
+            self.resume_changes = self._resume_differences(previous, current)
+        else:
             started = [f"fold_{k}" for k in self.config.fold_list
                        if any((self.run_dir / f"fold_{k}" / name).is_file()
                               for name in ("checkpoint_last.pt", "checkpoint_last.previous.pt"))]
             if started:
                 raise InputError(f"{self.run_dir} already holds checkpoints ({', '.join(started)}); "
                                  "pass --resume to continue, or use a new --out folder")
+
+    def _resume_differences(self, previous: dict[str, Any], current: dict[str, Any]) -> dict[str, list[Any]]:
+        """The settings of ``--resume`` that differ from the run's ``config.json``: each printed on a line (key,
+        recorded value, given value); refused unless every one may change (:data:`MAY_CHANGE_ON_RESUME`). Returns
+        the differences to record (:meth:`_record_resume_changes`)."""
+        differences = {key: [previous.get(key), current.get(key)] for key in sorted(set(previous) | set(current))
+                       if previous.get(key) != current.get(key)}
+        refused = {key: pair for key, pair in differences.items() if key not in MAY_CHANGE_ON_RESUME}
+        if refused:
+            for key, (recorded, given) in refused.items():
+                print(f"{key}: recorded {json.dumps(recorded)}, given {json.dumps(given)}", flush=True)
+            raise InputError(f"--resume with {len(refused)} setting(s) other than {self.run_dir / CONFIG_JSON} records "
+                             f"({', '.join(refused)}; listed above): resume with the recorded values, or train into a "
+                             f"new --out folder (only {', '.join(MAY_CHANGE_ON_RESUME)} may change on --resume)")
+        # Which folds this command trains, and how it reports, change nothing a fold is trained with.
+        return {key: pair for key, pair in differences.items()
+                if key not in ("run_dir", "folds", "progress", "log_validation")}
+
+    def _record_resume_changes(self, fold: int, start_epoch: int) -> None:
+        """Append the settings changed on ``--resume`` to :data:`CONFIG_CHANGES_JSON`, as applied to ``fold`` from
+        the iteration it resumes at, and say so in one line."""
+        path = self.run_dir / CONFIG_CHANGES_JSON
+        history = json.loads(path.read_text()) if path.is_file() else []
+        iteration = start_epoch * self.config.iterations_per_epoch
+        history.append({"fold": fold, "from_epoch": start_epoch, "from_iteration": iteration,
+                        "changes": {key: {"recorded": old, "given": new}
+                                    for key, (old, new) in self.resume_changes.items()}})
+        write_text_atomic(json.dumps(history, indent=1) + "\n", path)
+        shown = ", ".join(f"{key} {json.dumps(old)} -> {json.dumps(new)}"
+                          for key, (old, new) in self.resume_changes.items())
+        print(f"fold {fold} resumes at iteration {iteration} with {shown} (recorded in {path})", flush=True)
 
     def prepare(self) -> None:
         """Check the run folder, write the run record, cache every case, and fix the fold split."""
@@ -118,6 +158,8 @@ class SegmentationTrainer:
                                               progress=self.config.progress and self.context.is_main,
                                               workers=self.workers)
         self.context.barrier()
+        if self.context.is_main:  # what preprocessing repaired, shown once and kept in the run folder
+            report_repairs(self.cache, self.patient_ids, self.run_dir)
         folds_path = self.run_dir / FOLDS_JSON
         if self.context.is_main and not folds_path.is_file():
             save_folds(kfold_split(self.patient_ids, self.config.n_folds, self.config.seed), folds_path,
@@ -278,6 +320,8 @@ class SegmentationTrainer:
                 torch.manual_seed(config.seed + 1000 * self.context.rank + start_epoch)
         else:
             torch.manual_seed(config.seed + 1000 * self.context.rank)
+        if self.resume_changes and self.context.is_main:
+            self._record_resume_changes(fold, start_epoch)
         if start_epoch >= config.epochs:
             if config.predict_validation and not self.has_validation_predictions(fold):
                 self.predict_validation(fold)
@@ -396,7 +440,14 @@ class SegmentationTrainer:
 def train(config: TrainingConfig, resume: bool = False) -> list[dict[str, Any]]:
     """Train the folds of ``config`` (the CLI's one call). Under ``torchrun``, a rank that dies or hangs makes the
     others stop with a :class:`~hecktor.training.distributed.DistributedJobError` (see
-    :func:`~hecktor.training.distributed.init_distributed`)."""
+    :func:`~hecktor.training.distributed.init_distributed`).
+
+    First of all, every rank runs the data check of ``config.data_root``'s Task 1 folder
+    (:func:`~hecktor.training.check_data.check_training_data`; rank 0 prints its lines): an error stops the run there
+    (:class:`~hecktor.training.check_data.DataCheckError`)."""
+    quiet = os.environ.get("RANK", "0") != "0"
+    check_training_data(1, config.data_root, echo=(lambda line: None) if quiet else print,
+                        suv_table=config.suv_table)
     trainer = SegmentationTrainer(config, resume=resume)
     finished = False
     try:
