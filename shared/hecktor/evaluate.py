@@ -183,10 +183,8 @@ def read_predictions_table(path: str | Path, column: str) -> dict[str, float]:
     if rows and column not in rows[0]:
         raise InputError(f"{path} has no '{column}' column (columns: {', '.join(rows[0])})")
     values: dict[str, float] = {}
-    for row in rows:
+    for row in rows:  # a patient listed twice is refused by read_clinical_csv, naming both lines
         case_id = row["PatientID"]
-        if case_id in values:
-            raise InputError(f"{path}: case {case_id} appears twice; keep one prediction per case")
         try:
             value = float(row[column])
         except (TypeError, ValueError):
@@ -286,10 +284,8 @@ def evaluate_statuses(pred_csv: str | Path, labels: str | Path, task: int | str 
         raise InputError(f"{pred_csv} has no '{column}' column (columns: {', '.join(predicted_rows[0])})")
     with_probability = bool(predicted_rows) and "probability" in predicted_rows[0]
     predictions: dict[str, tuple[bool, float | None]] = {}
-    for row in predicted_rows:
+    for row in predicted_rows:  # a patient listed twice is refused by read_clinical_csv, naming both lines
         case_id = row["PatientID"]
-        if case_id in predictions:
-            raise InputError(f"{pred_csv}: case {case_id} appears twice; keep one prediction per case")
         value = _status_of(row[column])
         if value is None:
             raise InputError(f"{pred_csv}: case {case_id} has {column} {row[column]!r}; expected true or false")
