@@ -44,7 +44,7 @@ bench-segmentation: setup
 		--iterations 25 --jobs 2 --threads 1
 
 ## nnU-Net v2 (benchmark-only) into the venv, then the table with its row. torchvision comes out again: see the
-## header of benchmarks/requirements-nnunet.txt (PyPI's CUDA build cannot load beside the CPU torch).
+## header of benchmarks/requirements-nnunet.txt (the package index's CUDA build cannot load beside the CPU torch).
 bench-nnunet: setup
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements-nnunet.txt
 	$(BIN)/python -m pip uninstall --quiet -y torchvision

@@ -7,7 +7,7 @@ process's resident-set high-water mark (``VmHWM``, reset through /proc/self/clea
 inputs allocated; the Python allocators' counters do not see torch's buffers. The script prints the times, peaks and
 ratios in one table, and checks that both outputs agree.
 
-mambapy (PyPI ``mambapy``) is a benchmark-only dependency; without it, its row is skipped with a message.
+mambapy (the package ``mambapy``) is a benchmark-only dependency; without it, its row is skipped with a message.
 Usage::
 
     python benchmarks/bench_scan.py             # the target size (mambapy needs about 8 GB and ~15 s per run)

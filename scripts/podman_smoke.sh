@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Smoke test of the container packaging with Podman, on a machine that cannot pull base images (no registry but
-# PyPI and Debian): build the Dockerfile through build.sh from a locally bootstrapped Debian base image with the
-# CPU PyTorch wheel, then run them through test_container.sh with the platform's restrictions.
+# Smoke test of the container packaging with Podman, on a machine that cannot pull base images (no container
+# registry, only the machine's own Python and Debian package sources): build the Dockerfile through build.sh from a
+# locally bootstrapped Debian base image with the CPU PyTorch wheel, save the image and the model tarball as the
+# platform takes them, then run them through test_container.sh as the platform does (the model tarball extracted and
+# mounted read-only at /opt/ml/model, no network), which ends with the pre-flight report.
 #
 # Not part of the test suite: it needs root, installs Debian packages and takes minutes. What it proves is that the
 # Dockerfile, .dockerignore, build.sh and test_container.sh work with a real engine; it does not exercise the CUDA
@@ -11,7 +13,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SMOKE_DIR="${SMOKE_DIR:-/tmp/hecktor-smoke}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-BASE_IMAGE="localhost/hecktor-base:bookworm"
+SUITE="${DEBIAN_SUITE:-bookworm}"
+BASE_IMAGE="localhost/hecktor-base:$SUITE"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -28,6 +31,38 @@ while IFS=$'\t' read -r n _; do all_tasks+=("$n"); done <<<"$TASK_TABLE"
 # runc here refuses containers whose default rlimits exceed what the host allows; these values work.
 ULIMITS="--ulimit nofile=1024:20000 --ulimit nproc=1024:1024"
 
+# The Debian mirror for debootstrap: $DEBIAN_MIRROR, else the first source of this machine's apt configuration that
+# serves $SUITE (one-line entries in sources.list and sources.list.d/*.list, deb822 stanzas in sources.list.d/*.sources,
+# under $APT_ETC, default /etc/apt). No mirror is named here: the machine's own configuration says where its packages
+# are.
+apt_mirror() {
+    local file etc="${APT_ETC:-/etc/apt}"
+    for file in "$etc/sources.list" "$etc"/sources.list.d/*.list; do
+        [[ -f "$file" ]] || continue
+        # deb [options] URI SUITE COMPONENTS...
+        sed -e 's/\[[^]]*\]//' "$file" | awk -v suite="$SUITE" \
+            '$1 == "deb" && $3 == suite { print $2; exit }'
+    done
+    for file in "$etc"/sources.list.d/*.sources; do
+        [[ -f "$file" ]] || continue
+        # Stanzas separated by blank lines; a stanza serves SUITE when its Types hold deb and its Suites the suite.
+        awk -v suite="$SUITE" 'BEGIN { RS = ""; FS = "\n" }
+            { types = uris = suites = ""; enabled = 1
+              for (i = 1; i <= NF; i++) {
+                  if ($i ~ /^#/) continue
+                  split($i, kv, /:[ \t]*/)
+                  key = tolower(kv[1]); value = substr($i, length(kv[1]) + 2); gsub(/^[ \t]+/, "", value)
+                  if (key == "types") types = value
+                  else if (key == "uris") uris = value
+                  else if (key == "suites") suites = value
+                  else if (key == "enabled" && tolower(value) == "no") enabled = 0
+              }
+              if (enabled && (" " types " ") ~ / deb / && (" " suites " ") ~ (" " suite " ")) {
+                  split(uris, first, /[ \t]+/); print first[1]; exit
+              } }' "$file"
+    done
+}
+
 usage() {
     cat <<EOF
 Usage: sudo scripts/podman_smoke.sh [--task N]... [--cases N]
@@ -38,14 +73,19 @@ Usage: sudo scripts/podman_smoke.sh [--task N]... [--cases N]
 
 Steps (each skipped when its result is already there, under \$SMOKE_DIR, default /tmp/hecktor-smoke):
   1. apt-get install podman debootstrap runc (if missing)
-  2. debootstrap a minimal Debian bookworm with python3 + a venv at /opt/venv; import it as $BASE_IMAGE
+  2. debootstrap a minimal Debian \$DEBIAN_SUITE (default bookworm) with python3 + a venv at /opt/venv; import it
+     as $BASE_IMAGE. The mirror: \$DEBIAN_MIRROR, else this machine's apt sources that serve the suite
+     (/etc/apt/sources.list, /etc/apt/sources.list.d/*.list and deb822 *.sources)
   3. fetch the CPU torch==\$TORCH_VERSION wheel with the host's pip (default $TORCH_VERSION) for the build
   4. copy the build context (the files .dockerignore admits, plus build.sh, the Dockerfile and each container
      folder's build-args) to \$SMOKE_DIR/context; where the repository has no exported bundle, train a tiny one
      on a synthetic cohort (untrained-quality, packaging only) with the task's smoke_commands of the registry
      ('python -m hecktor.tasks --smoke N')
-  5. ENGINE=podman build.sh on that copy; then ENGINE=podman test_container.sh, or, where a container's
-     inference.py does not exist yet, only the library import under the platform's run restrictions
+  5. ENGINE=podman build.sh --save on that copy: each image without its model, saved with the model tarball under
+     \$SMOKE_DIR/upload; then every image under the platform's run restrictions (the bundle read-only at
+     /opt/ml/model, --network none: the container must see no network interface but the loopback), and
+     ENGINE=podman test_container.sh --save-dir \$SMOKE_DIR/upload (the model tarball extracted and mounted, the
+     pre-flight report last), except where a container's inference.py does not exist yet
 EOF
 }
 
@@ -81,16 +121,19 @@ step "2. base image $BASE_IMAGE"
 rootfs="$SMOKE_DIR/rootfs"
 if ! podman image exists "$BASE_IMAGE"; then
     if [[ ! -x "$rootfs/opt/venv/bin/python" ]]; then
+        mirror="${DEBIAN_MIRROR:-$(apt_mirror | head -n 1)}"
+        [[ -n "$mirror" ]] || die "no apt source of this machine serves Debian $SUITE; set DEBIAN_MIRROR to a mirror's URL"
+        echo "debootstrap $SUITE from $mirror"
         rm -rf "$rootfs"
         debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-            bookworm "$rootfs" http://deb.debian.org/debian >"$SMOKE_DIR/debootstrap.log" 2>&1 \
+            "$SUITE" "$rootfs" "$mirror" >"$SMOKE_DIR/debootstrap.log" 2>&1 \
             || die "debootstrap failed (see $SMOKE_DIR/debootstrap.log)"
         # Debian's python refuses pip installs into the system (PEP 668); the pytorch images' conda python does
         # not. A venv first on PATH makes 'python -m pip install' in the Dockerfile behave the same on both.
         chroot "$rootfs" python3 -m venv /opt/venv
     fi
-    # Builds reach PyPI through this host's network, which may re-sign TLS with its own CA: give the image the
-    # host's CA bundle and point pip and Python at it.
+    # Builds reach the package index through this host's network, which may re-sign TLS with its own CA: give the
+    # image the host's CA bundle and point pip and Python at it.
     cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     tar -C "$rootfs" -c . | podman import \
         --change "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
@@ -159,54 +202,71 @@ sys.exit(json.load(open(sys.argv[1]))['generator_version'] != s.GENERATOR_VERSIO
     done <<<"$commands"
 done
 
-step "5a. build.sh with podman"
+step "5a. build.sh --save with podman"
+upload="$SMOKE_DIR/upload"
+rm -rf "$upload"
 build_flags=(--no-mamba --base-image "$BASE_IMAGE" --build-arg "TORCH_REQUIREMENT=torch==$TORCH_VERSION"
     --build-arg "PIP_EXTRA_ARGS=--find-links /wheels")
+image_of() { echo "hecktor-smoke-$(field_of "$1" 3):latest"; }
 for task in "${tasks[@]}"; do
     start=$SECONDS
-    env ENGINE=podman "TASK${task}_IMAGE=hecktor-smoke-task$task:latest" \
+    # The image without its model, then the image archive and the model tarball (the bundle verified first).
+    env ENGINE=podman PYTHON="$PYTHON" "TASK${task}_IMAGE=$(image_of "$task")" \
         ENGINE_BUILD_ARGS="$ULIMITS --volume $wheels:/wheels:ro" \
-        "$context/build.sh" --task "$task" "${build_flags[@]}"
-    echo "Task $task image built in $((SECONDS - start)) s"
+        "$context/build.sh" --task "$task" --save --save-dir "$upload" "${build_flags[@]}"
+    echo "Task $task image built and saved in $((SECONDS - start)) s"
 done
 podman images --filter reference='hecktor-smoke-*'
+ls -l "$upload"
 
-step "5b. run"
+step "5b. the platform's run restrictions"
 for task in "${tasks[@]}"; do
-    image="hecktor-smoke-task$task:latest"
-    if [[ " ${placeholder_tasks[*]-} " == *" $task "* ]]; then
-        echo "Task $task: inference.py does not exist yet; checking the image under the platform's restrictions only"
-        work="$(mktemp -d "$SMOKE_DIR/run.XXXXXX")"
-        mkdir -p "$work/input" "$work/output"
-        chmod 777 "$work/output"
-        podman volume create "hecktor-smoke-tmp-$$" >/dev/null
-        # shellcheck disable=SC2086
-        podman run --rm --network none --read-only --memory 16g --memory-swap 16g $ULIMITS \
-            --user "$(podman image inspect -f '{{.Config.User}}' "$image")" \
-            --volume "$work/input:/input:ro" --volume "$work/output:/output" --volume "hecktor-smoke-tmp-$$:/tmp" \
-            --entrypoint python "$image" -c "
-import os, socket, sys, tempfile
+    image="$(image_of "$task")"
+    echo "Task $task: $image with the bundle read-only at /opt/ml/model"
+    work="$(mktemp -d "$SMOKE_DIR/run.XXXXXX")"
+    mkdir -p "$work/input" "$work/output"
+    chmod 777 "$work/output"
+    podman volume create "hecktor-smoke-tmp-$$" >/dev/null
+    # "No network" is proven without dialing anywhere: with --network none the container holds no network interface
+    # but the loopback.
+    # shellcheck disable=SC2086
+    podman run --rm --network none --read-only --memory 16g --memory-swap 16g $ULIMITS \
+        --user "$(podman image inspect -f '{{.Config.User}}' "$image")" \
+        --volume "$context/$(field_of "$task" 2)/resources/bundle:/opt/ml/model:ro" \
+        --volume "$work/input:/input:ro" --volume "$work/output:/output" --volume "hecktor-smoke-tmp-$$:/tmp" \
+        --entrypoint python "$image" -c "
+import os, sys, tempfile
 import torch, SimpleITK, monai, hecktor, hecktor.case, hecktor.segment, hecktor.prognosis, hecktor.diagnosis
 print('imports ok: torch', torch.__version__, 'monai', monai.__version__, 'hecktor', hecktor.__version__)
-print('uid', os.getuid(), 'cwd', os.getcwd(), 'files', sorted(os.listdir('.')), 'bundle', sorted(os.listdir('resources/bundle'))[:3])
+print('uid', os.getuid(), 'cwd', os.getcwd(), 'files', sorted(os.listdir('.')))
+baked = sorted(os.listdir('resources/bundle'))
+if baked:
+    sys.exit('the image holds a bundle but must not: ' + ', '.join(baked[:3]))
+print('no bundle in the image; /opt/ml/model holds', sorted(os.listdir('/opt/ml/model'))[:3], '...')
 for path in ('/output/probe', tempfile.gettempdir() + '/probe'):
     open(path, 'w').close(); os.remove(path)
 print('writable: /output and', tempfile.gettempdir())
-for path in ('/input/probe', '/opt/app/probe', '/home/user/probe'):
+for path in ('/input/probe', '/opt/app/probe', '/home/user/probe', '/opt/ml/model/probe'):
     try:
         open(path, 'w').close(); sys.exit('writable but must not be: ' + path)
     except OSError as error:
         print('read-only as required:', path, '(' + error.strerror + ')')
-try:
-    socket.create_connection(('pypi.org', 443), timeout=5); sys.exit('network reachable')
-except OSError as error:
-    print('no network as required:', error)
+interfaces = sorted(os.listdir('/sys/class/net'))
+if interfaces != ['lo']:
+    sys.exit('network interfaces besides the loopback: ' + ', '.join(interfaces))
+print('no network as required: the only interface is', interfaces[0])
 "
-        podman volume rm -f "hecktor-smoke-tmp-$$" >/dev/null
-        rm -rf "$work"
-    else
-        env ENGINE=podman "TASK${task}_IMAGE=$image" \
-            ENGINE_RUN_ARGS="$ULIMITS" PYTHON="$PYTHON" "$REPO/test_container.sh" --task "$task" --cases "$cases"
+    podman volume rm -f "hecktor-smoke-tmp-$$" >/dev/null
+    rm -rf "$work"
+done
+
+step "5c. test_container.sh with the saved files"
+for task in "${tasks[@]}"; do
+    if [[ " ${placeholder_tasks[*]-} " == *" $task "* ]]; then
+        echo "Task $task: inference.py does not exist yet; the image was checked under the restrictions only"
+        continue
     fi
+    env ENGINE=podman "TASK${task}_IMAGE=$(image_of "$task")" ENGINE_RUN_ARGS="$ULIMITS" PYTHON="$PYTHON" \
+        "$REPO/test_container.sh" --task "$task" --cases "$cases" --save-dir "$upload"
 done
 step "done"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hecktor.tasks import get_task
 from helpers.packaging import engine_calls, engine_env, scratch_repo
-from helpers.paths import FIXTURE_BUNDLES
+from helpers.paths import FIXTURE_BUNDLES, REPO
 
 TASK = 2  # the task whose fixture bundle the scripts verify, pack and mount here
 SPEC = get_task(TASK)
@@ -164,3 +164,39 @@ def test_test_container_model_options(tmp_path):
         result = _run(repo, "test_container.sh", "--task", str(TASK), *args, env=env)
         assert result.returncode != 0 and result.stderr.startswith("test_container.sh: error: "), args
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _apt_mirror(etc: Path, suite: str = "bookworm") -> str:
+    """podman_smoke.sh's apt_mirror function, run alone on the apt configuration under ``etc``."""
+    script = (REPO / "scripts" / "podman_smoke.sh").read_text()
+    function = script[script.index("apt_mirror() {"):]
+    function = function[:function.index("\n}\n") + 3]
+    result = subprocess.run(["bash", "-c", f"{function}\napt_mirror"], capture_output=True, text=True,
+                            env={"APT_ETC": str(etc), "SUITE": suite, "PATH": "/usr/bin:/bin"}, check=True)
+    return result.stdout
+
+
+def test_podman_smoke_takes_the_mirror_from_the_apt_sources_and_dials_nowhere(tmp_path):
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    (etc / "sources.list").write_text("# deb http://commented.example/debian bookworm main\n"
+                                      "deb [arch=amd64 signed-by=/k.gpg] http://old.example/debian bullseye main\n")
+    (etc / "sources.list.d" / "src.list").write_text("deb-src http://src.example/debian bookworm main\n")
+    (etc / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# http://snapshot.example/archive\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\nEnabled: no\n\n"
+        "Types: deb-src deb\nURIs: http://mirror.example/debian http://second.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n")
+    (etc / "sources.list.d" / "other.sources.disabled").write_text("Types: deb\nURIs: http://x.example\n"
+                                                                    "Suites: bookworm\n")
+    assert _apt_mirror(etc) == "http://mirror.example/debian\n"
+    assert _apt_mirror(etc, "bullseye") == "http://old.example/debian\n"
+    assert _apt_mirror(etc, "trixie") == ""
+    (etc / "sources.list").write_text("deb http://one-line.example/debian bookworm main contrib\n")
+    assert _apt_mirror(etc).splitlines()[0] == "http://one-line.example/debian"
+
+    # "No network" is the container's interfaces, read from /sys/class/net: nothing is dialled.
+    script = (REPO / "scripts" / "podman_smoke.sh").read_text()
+    assert "interfaces = sorted(os.listdir('/sys/class/net'))" in script and "if interfaces != ['lo']:" in script
+    assert "socket" not in script and "http" not in script.replace("$mirror", "")
