@@ -8,8 +8,10 @@ The generator lays out a folder exactly like the HECKTOR 2025 training data::
     DIR/Task 2/HECKTOR_2025_Training_Task_2.csv      (+ RFS, Relapse)
     DIR/Task 3/<PID>/<PID>__CT.nii.gz, <PID>__PT.nii.gz
     DIR/Task 3/HECKTOR_2025_Training_Task_3.csv      (HPV Status, the target, empty where unknown)
+    DIR/Task 2026/<PID>/ as Task 1, HECKTOR_2026_Training.csv (with --edition-2026: + HPV Status, RFS, T/N stage)
     DIR/true_risk.csv                                  (true log-hazard, HPV status and P(HPV+), the image features)
-    DIR/cohort.json                                    (seed, size, true models, oracle C-index and balanced accuracy)
+    DIR/cohort.json                                    (seed, size, true models, oracle C-index and balanced accuracy,
+                                                        the stage counts and the rules' staging on the true masks)
 
 Every case is an analytic head-and-neck phantom placed in physical space (LPS mm, +z superior). Each image is
 made by evaluating the same analytic shapes at the physical centres of *its own* voxels, so CT, PET and label
@@ -33,6 +35,8 @@ The modules, from the bottom up:
 * :mod:`~hecktor.synthetic.phantom`: one patient's anatomy drawn at random and painted onto a grid;
 * :mod:`~hecktor.synthetic.clinical`: the clinical record, true and as recorded (values missing at random);
 * :mod:`~hecktor.synthetic.outcomes`: the true survival and HPV models, the survival draw and the oracles;
+* :mod:`~hecktor.synthetic.staging`: the T and N stage of the AJCC 7th rules on the drawn primary and nodes, and the
+  recorded stages' label noise (a random stream of its own: no earlier draw changes);
 * :mod:`~hecktor.synthetic.case`: :func:`make_case`, one patient in memory;
 * :mod:`~hecktor.synthetic.cohort`: :func:`generate_cohort`, a cohort written to disk;
 * :mod:`~hecktor.synthetic.cli`: the command line.

@@ -20,6 +20,7 @@ from hecktor.synthetic.clinical import _draw_clinical, _mask_missing
 from hecktor.synthetic.grids import _SIZE_SPECS, ORIENTATIONS, SIZES, _draw_grid, _image
 from hecktor.synthetic.outcomes import _covariates, _draw_survival, hpv_probability, true_log_hazard
 from hecktor.synthetic.phantom import _draw_anatomy, _render_slabs
+from hecktor.synthetic.staging import recorded_stages, staging_seed_sequence, true_stages
 from hecktor.tasks import get_task
 
 
@@ -42,6 +43,9 @@ class SyntheticCase:
         landmarks: physical positions (LPS mm): brain_centre, brain_radii, tumour_centre, tumour_box (lo, hi),
             node_centres.
         ct_orientation, pet_orientation: ``"identity"``, ``"flip"`` or ``"oblique"``.
+        t_stage, n_stage: the stages as recorded (2026 table; one step off the true ones now and then).
+        true_t_stage, true_n_stage: the stages of the AJCC 7th rules on the case's own primary and nodes
+            (:mod:`hecktor.synthetic.staging`).
     """
 
     ct: sitk.Image
@@ -58,6 +62,10 @@ class SyntheticCase:
     hpv_probability: float = float("nan")
     ct_orientation: str = "identity"
     pet_orientation: str = "identity"
+    t_stage: str | None = None
+    n_stage: str | None = None
+    true_t_stage: str | None = None
+    true_n_stage: str | None = None
 
     def ehr(self, task: int = 2) -> dict[str, Any]:
         """The case's ``ehr.json`` content as the platform sends it for ``task``: the keys of the task's record
@@ -103,10 +111,12 @@ def make_case(
     _check_choice("pet_orientation", pet_orientation, ORIENTATIONS, allow_none=True)
     if isinstance(rng_or_seed, np.random.Generator):
         rng = rng_or_seed
+        sequence = rng.bit_generator.seed_seq  # read, never drawn from: the case's draws stay as they were
     else:
         if int(rng_or_seed) < 0 or case_index < 0:
             raise InputError(f"seed and case_index must be non-negative; got {rng_or_seed}, {case_index}")
-        rng = np.random.default_rng(case_seed_sequence(int(rng_or_seed), case_index))
+        sequence = case_seed_sequence(int(rng_or_seed), case_index)
+        rng = np.random.default_rng(sequence)
 
     # Draw order: the patient (clinical, anatomy, survival, missingness) first, then what depends on the size
     # (grids, image noise), so a seed gives the same patients at both sizes.
@@ -123,6 +133,8 @@ def make_case(
         _covariates(true_clinical, anatomy.tumour_volume_ml, anatomy.suv_max, anatomy.n_nodes)
     )
     rfs_days, relapse = _draw_survival(rng, log_hazard)
+    true_t, true_n = true_stages(anatomy)
+    t_stage, n_stage = recorded_stages(true_t, true_n, staging_seed_sequence(sequence))  # a stream of its own
     clinical = _mask_missing(rng, true_clinical)
 
     spec = _SIZE_SPECS[size]
@@ -169,5 +181,9 @@ def make_case(
         ct_orientation=ct_kind,
         pet_orientation=pet_kind,
         hpv_probability=p_hpv,
+        t_stage=t_stage,
+        n_stage=n_stage,
+        true_t_stage=true_t,
+        true_n_stage=true_n,
     )
 

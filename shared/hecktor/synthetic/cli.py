@@ -48,13 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="small: ~56x56x64 CT / 40x40x60 PET (tests, demos); realistic: 512x512x200 CT / 200^3 PET",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
+    parser.add_argument("--edition-2026", action="store_true",
+                        help="also write the HECKTOR 2026 training layout (Task 2026/: Task 1's images and labels, "
+                        "the 2026 table with HPV status and the T and N stages)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        summary = generate_cohort(args.out, args.cases, args.seed, args.size, overwrite=args.overwrite, progress=True)
+        summary = generate_cohort(args.out, args.cases, args.seed, args.size, overwrite=args.overwrite, progress=True,
+                                  edition_2026=args.edition_2026)
     except HecktorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

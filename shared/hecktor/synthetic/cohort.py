@@ -18,6 +18,8 @@ from hecktor.errors import InputError
 from hecktor.synthetic.case import _check_choice, make_case
 from hecktor.synthetic.clinical import CENTRES, MISSING_RATES
 from hecktor.synthetic.grids import SIZES
+from hecktor.staging import measure_staging, stage_by_rules
+from hecktor.synthetic.staging import INVASION_DEPTH_MM, STAGE_NOISE, rules_on_true_masks
 from hecktor.synthetic.outcomes import (
     CENSOR_DROPOUT_MEAN_YEARS,
     CENSOR_FOLLOW_UP_YEARS,
@@ -30,7 +32,7 @@ from hecktor.synthetic.outcomes import (
     oracle_balanced_accuracy,
     oracle_c_index,
 )
-from hecktor.tasks import CLINICAL_COLUMNS, get_task
+from hecktor.tasks import CLINICAL_COLUMNS, RECORD_KEYS_2026, STAGE_COLUMNS, get_task
 
 GENERATOR_VERSION = 2  # 2: HPV status depends on the record and the images (Task 3); images as in 1
 
@@ -39,7 +41,10 @@ TASK2_CSV = get_task(2).training_csv
 TRUE_RISK_CSV = "true_risk.csv"
 COHORT_JSON = "cohort.json"
 TASK3_FOLDER, TASK3_CSV = get_task(3).training_folder, get_task(3).training_csv
-_OUTPUT_NAMES = ("Task 1", "Task 2", TASK3_FOLDER, TRUE_RISK_CSV, COHORT_JSON)
+TASK2026_FOLDER, TASK2026_CSV = get_task(2026).training_folder, get_task(2026).training_csv
+TASK2026_COLUMNS = ("PatientID", *RECORD_KEYS_2026, "Relapse", "RFS", *STAGE_COLUMNS)
+"""The 2026 training table's columns, in the organisers' order."""
+_OUTPUT_NAMES = ("Task 1", "Task 2", TASK3_FOLDER, TASK2026_FOLDER, TRUE_RISK_CSV, COHORT_JSON)
 
 
 @dataclass
@@ -71,6 +76,14 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[list[Any]]) -> None
         writer.writerows([[_csv_cell(v) for v in row] for row in rows])
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it (the 2026 layout repeats Task 1's images), else a copy."""
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder; pass a folder path to --out")
@@ -95,6 +108,7 @@ def generate_cohort(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    edition_2026: bool = False,
 ) -> CohortSummary:
     """Write a synthetic HECKTOR 2025 training folder (the layout: :mod:`hecktor.synthetic`).
 
@@ -105,6 +119,8 @@ def generate_cohort(
         size: ``"small"`` or ``"realistic"``.
         overwrite: replace an earlier generator output in ``out_dir`` (other files there are left alone).
         progress: show a tqdm progress bar on stderr.
+        edition_2026: also write the HECKTOR 2026 training layout, ``Task 2026/`` (images and labels as Task 1,
+            hard-linked where the file system allows, and the 2026 table with HPV status and the T and N stages).
     """
     from tqdm import tqdm
 
@@ -120,8 +136,11 @@ def generate_cohort(
     for folder in (task1, task2, task3):
         folder.mkdir()
 
+    task2026 = out_dir / TASK2026_FOLDER
+    if edition_2026:
+        task2026.mkdir()
     counters: dict[str, int] = {}
-    rows1, rows2, risk_rows, hpv_rows = [], [], [], []
+    rows1, rows2, risk_rows, hpv_rows, rows2026, staged = [], [], [], [], [], []
     for index in tqdm(range(cases), desc="synthetic cases", unit="case", disable=not progress):
         case = make_case(seed, size, case_index=index)
         counters[case.centre] = counters.get(case.centre, 0) + 1
@@ -136,6 +155,14 @@ def generate_cohort(
         for name in (f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz"):
             shutil.copyfile(folder1 / name, folder2 / name)
             shutil.copyfile(folder1 / name, folder3 / name)
+        if edition_2026:
+            (task2026 / pid).mkdir()
+            for name in (f"{pid}__CT.nii.gz", f"{pid}__PT.nii.gz", f"{pid}.nii.gz"):
+                _link_or_copy(folder1 / name, task2026 / pid / name)
+            rows2026.append([pid, *(case.clinical[c] for c in RECORD_KEYS_2026), case.relapse, case.rfs_days,
+                             case.t_stage, case.n_stage])
+        staged.append((*stage_by_rules(measure_staging(case.label, case.ct)), case.t_stage, case.n_stage,
+                       case.true_t_stage, case.true_n_stage))
         row = [pid] + [case.clinical[c] for c in CLINICAL_COLUMNS]
         rows1.append(row)
         rows2.append(row + [case.rfs_days, case.relapse])
@@ -150,6 +177,8 @@ def generate_cohort(
     _write_csv(task1 / TASK1_CSV, header, rows1)
     _write_csv(task2 / TASK2_CSV, header + ["RFS", "Relapse"], rows2)
     _write_csv(task3 / TASK3_CSV, header, rows1)
+    if edition_2026:
+        _write_csv(task2026 / TASK2026_CSV, TASK2026_COLUMNS, rows2026)
     _write_csv(
         out_dir / TRUE_RISK_CSV,
         ["PatientID", "true_log_hazard", "tumour_volume_ml", "suv_max", "n_nodes", "true_hpv_status",
@@ -188,6 +217,12 @@ def generate_cohort(
                       "population_prevalence": HPV_PREVALENCE},
         "hpv_recorded": len(hpv_rows),
         "oracle_hpv_balanced_accuracy": oracle_balanced_accuracy([s for s, _ in hpv_rows], [p for _, p in hpv_rows]),
+        "staging": {
+            "rules": "AJCC 7th (hecktor.staging) on the case's own primary and nodes; T4: the primary reaches more "
+                     f"than {INVASION_DEPTH_MM:g} mm into the mandible",
+            "label_noise": f"each recorded stage one step off with probability {STAGE_NOISE:g}",
+            **rules_on_true_masks(staged),
+        },
     }
     (out_dir / COHORT_JSON).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return CohortSummary(

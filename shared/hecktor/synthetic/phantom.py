@@ -9,7 +9,7 @@ CT, PET and label agree in physical space whatever their spacing, origin, extent
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -39,6 +39,10 @@ class _Anatomy:
     pet_fwhm_mm: float
     pet_counts_per_suv: float  # at a 4 mm voxel; scaled by voxel volume
     ct_noise_hu: float
+    # The geometry the T and N stage are read from (hecktor.synthetic.staging); kept, never drawn.
+    tumour_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # anatomy frame
+    node_shapes: list[tuple[np.ndarray, np.ndarray, bool]] = field(default_factory=list)  # centre, radii, ipsilateral
+    mandible_distance: Any = None  # the mandible's signed distance (anatomy frame)
 
 
 def _tumour_components(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -136,6 +140,7 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
     # Lymph nodes: lateral neck ellipsoids, mostly on the tumour's side, kept apart from the tumour and each other.
     wanted_nodes = int(rng.choice(len(_NODE_PROBS), p=_NODE_PROBS))
     nodes: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+    node_shapes: list[tuple[np.ndarray, np.ndarray, bool]] = []
     for _ in range(wanted_nodes):
         for _attempt in range(100):
             volume_ml = math.exp(rng.uniform(math.log(0.5), math.log(10.0)))
@@ -157,6 +162,7 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
             clear_of_nodes = all(np.linalg.norm(centre - c) > radii.max() + r.max() + 10.0 for c, r, _, _ in nodes)
             if clear_of_tumour and clear_of_nodes:
                 nodes.append((centre, radii, rotation, node_suv))
+                node_shapes.append((centre, radii, node_side == side))
                 break
 
     structures = [
@@ -197,6 +203,9 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
         pet_fwhm_mm=rng.uniform(5.0, 7.5),
         pet_counts_per_suv=rng.uniform(15.0, 40.0),
         ct_noise_hu=rng.uniform(15.0, 30.0),
+        tumour_parts=parts,
+        node_shapes=node_shapes,
+        mandible_distance=mandible_distance,
     )
 
 
