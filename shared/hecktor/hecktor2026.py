@@ -8,8 +8,9 @@ head, :class:`Hecktor2026Head`, holds
 * the fold's Cox model (its standardised risk is the fold's score, averaged over the folds as Task 2 does) and its
   Breslow baseline survival (:class:`~hecktor.rfs_time.BaselineSurvival`): the ensemble's risk becomes the RFS time,
   the restricted mean survival time (:func:`~hecktor.rfs_time.ensemble_rfs_time`, why: :mod:`hecktor.rfs_time`);
-* the fold's learned T and N stagers (:class:`~hecktor.staging.StageClassifier`) on the same features joined to the
-  staging measurements of the mask (:func:`~hecktor.staging.staging_features`).
+* the fold's learned T and N stagers (:class:`~hecktor.staging.StageClassifier`) on the staging measurements of the
+  mask (:func:`~hecktor.staging.staging_features`; with ``staging_inputs`` ``all``, joined after the fold's features:
+  the encoded record and the scaled biomarkers).
 
 Which stager answers each stage (``rules`` or ``learned``) is the bundle's choice, made by cross-validation
 (``model.json``'s ``staging``). The learned stage is the argmax of the folds' weighted mean probabilities.
@@ -42,8 +43,8 @@ from hecktor.fold_ensemble import SEGMENTATION_FOLDER, EnsembleFold, FoldEnsembl
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import BaselineSurvival, ensemble_rfs_time
 from hecktor.segment import Segmenter, blank_mask
-from hecktor.staging import N_STAGES, STAGERS, T_STAGES, StageClassifier, StagingMeasurements, measure_staging, \
-    stage_by_rules, staging_features
+from hecktor.staging import N_STAGES, STAGERS, STAGING_FEATURES, T_STAGES, StageClassifier, StagingMeasurements, \
+    measure_staging, stage_by_rules, staging_features
 from hecktor.survival_models import SurvivalModel, survival_model_from_dict
 
 __all__ = ["TASK", "MODEL_FORMAT", "Hecktor2026Answer", "Hecktor2026Head", "Hecktor2026Predictor",
@@ -53,6 +54,8 @@ TASK = 2026
 MODEL_FORMAT = "hecktor-2026"
 MODEL_FORMAT_VERSION = 1
 MODE = "biomarkers"
+STAGING_INPUTS = ("measurements", "all")
+"""What the learned stagers take: the staging measurements, or the fold's features (record, biomarkers) and them."""
 _FIX = "re-export the bundle with training/train_hecktor2026.py"
 
 
@@ -116,13 +119,23 @@ class Hecktor2026Head:
     """One fold's heads: the Cox model and its baseline survival, the learned T and N stagers.
 
     The fold ensemble scores the fold by the Cox model's standardised risk (:meth:`score`); the stagers take the
-    same features joined to the staging measurements (:meth:`stage_probabilities`).
+    staging measurements, after the fold's features when ``staging_inputs`` is ``all``
+    (:meth:`stage_probabilities`).
     """
 
     survival: SurvivalModel
     baseline: BaselineSurvival
     t_stage: StageClassifier
     n_stage: StageClassifier
+    staging_inputs: str = "measurements"
+
+    def __post_init__(self) -> None:
+        if self.staging_inputs not in STAGING_INPUTS:
+            raise ValueError(f"staging_inputs must be one of {STAGING_INPUTS}, got {self.staging_inputs!r}")
+
+    def staging_width(self, n_fold_features: int) -> int:
+        """The width of the stagers' input for a fold making ``n_fold_features`` features."""
+        return len(STAGING_FEATURES) + (n_fold_features if self.staging_inputs == "all" else 0)
 
     @property
     def n_features(self) -> int:
@@ -137,7 +150,9 @@ class Hecktor2026Head:
     def stage_probabilities(self, features: np.ndarray, measurements: StagingMeasurements) -> tuple[np.ndarray,
                                                                                                      np.ndarray]:
         """P(T1..T4) and P(N0..N3) of one case's fold features ``(1, p)`` and measurements."""
-        joined = np.concatenate([features, staging_features(measurements)[None, :]], axis=1)
+        joined = staging_features(measurements)[None, :]
+        if self.staging_inputs == "all":
+            joined = np.concatenate([features, joined], axis=1)
         return (self.t_stage.probabilities_over(joined, T_STAGES)[0],
                 self.n_stage.probabilities_over(joined, N_STAGES)[0])
 
@@ -266,7 +281,8 @@ class Hecktor2026Predictor(FoldEnsemble):
             folds.append({**names, "cindex": None if fold.validation_score is None else float(fold.validation_score)})
         return {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "mode": MODE,
                 "ensemble": {"rule": "cindex_margin", "weights": [float(w) for w in self.weights]},
-                "staging": dict(self.stagers), "rfs_time": "restricted mean survival time (hecktor.rfs_time)",
+                "staging": dict(self.stagers), "staging_inputs": self.folds[0].head.staging_inputs,
+                "rfs_time": "restricted mean survival time (hecktor.rfs_time)",
                 "folds": folds, "segmentation": self.segmentation_settings.to_dict(), "training": self.info}
 
     def to_bundle(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -293,6 +309,9 @@ class Hecktor2026Predictor(FoldEnsemble):
         """Load a verified 2026 bundle; anything that does not fit together is a :class:`BundleError`."""
         bundle = load_bundle(path, task=TASK)
         weights, records, stagers, settings = _model_description(bundle)
+        inputs = bundle.model.get("staging_inputs", "measurements")
+        if inputs not in STAGING_INPUTS:
+            raise BundleError(f"{bundle.file('model.json')}: staging_inputs must be one of {STAGING_INPUTS}; {_FIX}")
         folds = []
         for k, record in enumerate(records):
             encoder = load_fold_encoder(bundle, record)
@@ -303,9 +322,9 @@ class Hecktor2026Predictor(FoldEnsemble):
                                                   source=str(bundle.file(record["baseline"])))
             t_stage, n_stage = (StageClassifier.from_dict(bundle.load_json(record[key]), str(bundle.file(record[key])))
                                 for key in ("t_stage", "n_stage"))
-            fold = EnsembleFold(Hecktor2026Head(survival, baseline, t_stage, n_stage), None, encoder,
-                                record.get("cindex"), scaler)
-            width = fold.n_features + len(staging_features(StagingMeasurements(0.0)))
+            head = Hecktor2026Head(survival, baseline, t_stage, n_stage, inputs)
+            fold = EnsembleFold(head, None, encoder, record.get("cindex"), scaler)
+            width = head.staging_width(fold.n_features)
             if survival.n_features != fold.n_features or t_stage.n_features != width or n_stage.n_features != width:
                 raise BundleError(f"{bundle.file(record['survival'])}: fold {k}'s Cox model and stagers do not take "
                                   f"the {fold.n_features} features its encoder and biomarkers make; {_FIX}")
