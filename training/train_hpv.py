@@ -2,6 +2,8 @@
 
 Examples::
 
+    python training/train_segmentation.py --data /data/hecktor2025 --out runs/seg --fold all   # Task 1 CV first
+    python training/train_hpv.py --segmentation runs/seg --data /data/hecktor2025 --out runs/hpv-bio  # biomarkers
     python training/train_hpv.py --mode fusion   --folds 5 --data /data/hecktor2025 --out runs/hpv-fusion
     python training/train_hpv.py --mode imaging  --folds 5 --data /data/hecktor2025 --out runs/hpv-imaging \\
         --folds-file runs/hpv-fusion/folds.json
@@ -14,6 +16,12 @@ probabilities) and AUC, and writes ``RUN_DIR/metrics.json`` (``{"balanced_accura
 training logs and the fold ensemble in ``RUN_DIR/model`` (export it with ``export_hpv.py``). Settings not given take
 the defaults of ``hecktor.training.hpv.HPVTrainingConfig`` (shown below). Exit status 2 with one ``error:`` line for
 a wrong input or option.
+
+``--mode biomarkers`` (the default when ``--segmentation`` is given; otherwise ``--mode`` is required) is Task 2's
+biomarkers mode for Task 3: a logistic regression on the record and the PET biomarkers of the Task 1
+cross-validation's out-of-fold masks; its Task 1 folds are nested in the bundle, which segments each case first.
+When the pooled out-of-fold probabilities do not separate the classes (AUC < 0.55) the decision threshold is the
+training prevalence, with one warning; the summary line and ``metrics.json`` (``threshold_fallback``) say so.
 """
 
 from __future__ import annotations
@@ -22,16 +30,19 @@ import argparse
 import sys
 from typing import Sequence
 
-from hecktor.networks.fused import MODES
+from hecktor.diagnosis import HPV_MODES
+from hecktor.errors import InputError
 from hecktor.training import cli
 from hecktor.training.hpv import DEFAULT_CACHE, NETWORK_PRESETS, HPVTrainingConfig, train_hpv
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", choices=MODES, required=True,
-                        help="fusion (PET/CT + clinical), imaging (PET/CT only) or clinical (logistic regression on "
-                             "the record, no network)")
+    parser.add_argument("--mode", choices=HPV_MODES, default=None,
+                        help="biomarkers (logistic regression on the record + PET biomarkers of the Task 1 "
+                             "segmentation; the default with --segmentation), fusion (PET/CT + clinical), imaging "
+                             "(PET/CT only) or clinical (logistic regression on the record, no network); required "
+                             "without --segmentation")
     cli.add_cohort_arguments(parser, "Task 3", " and HPV Status")
     task = parser.add_argument_group("Task 3")
     cli.add_folds_file_argument(task)
@@ -47,8 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="clinical mode: inner folds whose out-of-sample logits fit the Platt calibration")
     cli.add_feature_arguments(task)
     cli.add_box_arguments(task, DEFAULT_CACHE)
+    seg = cli.add_segmentation_arguments(parser, "Task 3")
+    seg.add_argument("--suv-reference", choices=("body", "absolute"), default=argparse.SUPPRESS,
+                     help="SUV biomarkers relative to the body's median uptake (body) or as the PET gives them")
     defaults = cli.config_defaults(HPVTrainingConfig)
     defaults.pop("numeric_features")  # its help says what the default is
+    for name in ("mode", "biomarkers", "segmentation_bundle"):  # the options' help says these
+        defaults.pop(name)
     cli.show_defaults(parser, defaults)
     return parser
 
@@ -57,11 +73,16 @@ def config_from_args(args: argparse.Namespace) -> HPVTrainingConfig:
     """The run's config: HPVTrainingConfig defaults, then the options given."""
     values = cli.config_values(args, HPVTrainingConfig)
     values["network"] = cli.network_from_args(args, NETWORK_PRESETS)
+    if args.mode is None:
+        if args.segmentation is None:
+            raise InputError("give --mode (fusion, imaging, clinical), or --segmentation TASK1_RUN for the biomarkers "
+                             "mode")
+        values["mode"] = "biomarkers"
     return HPVTrainingConfig(**values)
 
 
 def run(args: argparse.Namespace) -> None:
-    train_hpv(config_from_args(args), **cli.cohort_inputs(args))
+    train_hpv(config_from_args(args), **cli.cohort_inputs(args), segmentation=args.segmentation)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from hecktor.errors import InputError
-from hecktor.biomarkers import BIOMARKER_NAMES
 from hecktor.prognosis import PREDICTOR_MODES
 from hecktor.survival import ENSEMBLE_RULES
 from hecktor.survival_models import SURVIVAL_MODELS
@@ -73,14 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--repeats", type=int, default=1,
                       help="cross-validate with this many fold seeds (--seed, --seed + 1, ...) and report the mean "
                            "and spread; the exported model is the first repeat's")
-    seg = parser.add_argument_group("biomarker modes")
-    seg.add_argument("--segmentation", type=Path, metavar="TASK1_RUN",
-                     help="Task 1 cross-validation run (train_segmentation.py --fold all): out-of-fold masks for "
-                          "training, its folds nested in the bundle (required by the biomarker modes)")
-    seg.add_argument("--biomarkers", type=cli.comma_list, default=argparse.SUPPRESS,
-                     help=f"comma-separated biomarkers (default: all: {', '.join(BIOMARKER_NAMES)})")
-    seg.add_argument("--segmentation-budget-share", type=float, default=argparse.SUPPRESS,
-                     help="share of the Task 2 time budget left that the nested segmentation may use")
+    seg = cli.add_segmentation_arguments(parser, "Task 2")
     seg.add_argument("--segmentation-tta", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                      help="mirror TTA of the nested segmentation at test time (the training masks are without)")
     seg.add_argument("--crop-mm", type=float, default=argparse.SUPPRESS,

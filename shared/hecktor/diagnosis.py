@@ -14,7 +14,14 @@ The three arms of the baseline comparison share this class through ``mode`` (as 
 * ``"fusion"``: image + clinical record through the network;
 * ``"imaging"``: image only (the record is ignored; the bundle holds no encoder);
 * ``"clinical"``: no network and no image: a logistic regression on the encoded record (scikit-learn at training,
-  its coefficients stored as JSON).
+  its coefficients stored as JSON);
+* ``"biomarkers"``: the nested Task 1 model segments the case first (its share of the time budget, as Task 2's
+  ``biomarkers`` mode), and the logistic regression sees the encoded record and the scaled PET biomarkers of the
+  predicted mask (:mod:`hecktor.biomarkers`); the bundle nests the Task 1 bundle in ``segmentation/``.
+
+When the training's pooled out-of-fold probabilities did not separate the classes, the bundle's threshold is the
+training prevalence and ``model.json``'s ``decision.fallback`` says why (:mod:`hecktor.training.calibration`); the
+report's summary line, which the container logs, repeats it.
 
 :class:`HPVPredictor` is a :class:`~hecktor.fold_ensemble.FoldEnsemble` whose per-fold head is a
 :class:`LogisticHead`: the ensemble (preprocessing, the clinical record sanitised once, folds run heaviest weight
@@ -44,14 +51,15 @@ from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import CheckedRecord
 from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
     check_format, check_network_record, check_weights, fold_record, load_fold_encoder, load_fold_network, \
-    network_and_encoder_files
+    load_fold_scaler, nested_segmentation, network_and_encoder_files, segmentation_description
 from hecktor.errors import BundleError
 from hecktor.feature_range import FeatureRange, OutOfRange
-from hecktor.fold_ensemble import EnsembleFold, FoldEnsemble
+from hecktor.fold_ensemble import EnsembleFold, FoldEnsemble, SegmentationSettings, network_mode
 from hecktor.networks.fused import MODES
 from hecktor.plan import BoxPlan
+from hecktor.segment import Segmenter
 
-__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "ENSEMBLE_RULE", "PlattCalibration", "LogisticHead",
+__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "ENSEMBLE_RULE", "HPV_MODES", "PlattCalibration", "LogisticHead",
            "DiagnosisReport", "HPVPredictor", "fold_file_names", "sigmoid"]
 
 TASK = 3
@@ -62,6 +70,8 @@ HEAD_FORMAT_VERSION = 1
 ENSEMBLE_RULE = "auc_margin"
 """Fold weights ``max(AUC_k - 0.5, 0.001)``, normalised: Task 2's ``cindex_margin`` rule on the out-of-fold AUC (the
 C-index of a binary outcome); all equal if no fold beats chance."""
+HPV_MODES = (*MODES, "biomarkers")
+"""Task 3's modes: the network's three (:data:`hecktor.networks.fused.MODES`) and ``biomarkers``."""
 _FIX = "re-export the bundle with training/export_hpv.py"
 
 
@@ -72,9 +82,10 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray:
 
 
 def fold_file_names(index: int) -> dict[str, str]:
-    """Bundle file names of fold ``index``: network weights, fitted clinical encoder, logistic head."""
+    """Bundle file names of fold ``index``: network weights, fitted clinical encoder, biomarker scaling, logistic
+    head."""
     return {"network": f"fold_{index}_network.pt", "encoder": f"fold_{index}_encoder.json",
-            "head": f"fold_{index}_head.json"}
+            "biomarkers": f"fold_{index}_biomarkers.json", "head": f"fold_{index}_head.json"}
 
 
 # ----------------------------------------------------------------------------------------------------------- heads
@@ -207,11 +218,14 @@ class DiagnosisReport(PredictionReport):
         probability: the ensemble's calibrated P(HPV+).
         threshold: the bundle's decision threshold (HPV-positive when ``probability >= threshold``).
         fold_probabilities: each used fold's calibrated probability, by fold index.
+        threshold_fallback: why the threshold is the training prevalence (``model.json``'s ``decision.fallback``),
+            or ``None`` when it was chosen on the out-of-fold probabilities.
     """
 
     probability: float | None = None
     threshold: float | None = None
     fold_probabilities: dict[int, float] = dataclasses.field(default_factory=dict)
+    threshold_fallback: str | None = None
 
     @property
     def table_values(self) -> dict[str, float]:
@@ -223,7 +237,9 @@ class DiagnosisReport(PredictionReport):
         if self.probability is None or self.threshold is None:
             return super().summary()
         verdict = "HPV-positive" if self.probability >= self.threshold else "HPV-negative"
-        return f"P(HPV+) {self.probability:.3f}, threshold {self.threshold:.3f}: {verdict}; {super().summary()}"
+        fallback = f" (training prevalence: {self.threshold_fallback})" if self.threshold_fallback else ""
+        return (f"P(HPV+) {self.probability:.3f}, threshold {self.threshold:.3f}{fallback}: {verdict}; "
+                f"{super().summary()}")
 
     @classmethod
     def extend(cls, report: PredictionReport, **values: Any) -> "DiagnosisReport":
@@ -243,10 +259,14 @@ class HPVPredictor(FoldEnsemble):
         folds: one :class:`~hecktor.fold_ensemble.EnsembleFold` per fold, with a :class:`LogisticHead`.
         weights: ensemble weight of each fold (non-negative, summing to 1).
         plan: the preprocessing plan of the training run.
-        mode: ``"fusion"``, ``"imaging"`` or ``"clinical"``.
+        mode: one of :data:`HPV_MODES`.
         threshold: HPV-positive when the ensemble's calibrated probability is at least this, in (0, 1).
         device: where the networks run; ``None`` picks CUDA when available.
         info: free-form training record copied into ``model.json`` on export (metrics, config).
+        threshold_fallback: why ``threshold`` is the training prevalence rather than the out-of-fold choice
+            (``None``: it is the out-of-fold choice).
+        segmentation, segmenter, segmentation_settings: ``biomarkers`` mode, as
+            :class:`~hecktor.fold_ensemble.FoldEnsemble`'s.
 
     Attributes:
         last_report: what the last :meth:`predict` call ran, dropped, repaired, spent and decided
@@ -264,27 +284,36 @@ class HPVPredictor(FoldEnsemble):
         threshold: float,
         device: str | torch.device | None = None,
         info: Mapping[str, Any] | None = None,
+        *,
+        threshold_fallback: str | None = None,
+        segmentation: str | Path | None = None,
+        segmenter: Segmenter | None = None,
+        segmentation_settings: SegmentationSettings | None = None,
     ) -> None:
         threshold = float(threshold)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"the decision threshold must lie in (0, 1), got {threshold}")
-        super().__init__(folds, weights, plan, mode, device, info, modes=MODES)
+        super().__init__(folds, weights, plan, mode, device, info, modes=HPV_MODES, segmentation=segmentation,
+                         segmenter=segmenter, segmentation_settings=segmentation_settings)
         self.threshold = threshold
+        self.threshold_fallback = threshold_fallback
         self.last_report = DiagnosisReport()
 
     # ------------------------------------------------------------------------------------------------ prediction
     def predict_probability(self, ct: sitk.Image | None, pet: sitk.Image | None,
                             ehr: Mapping[str, Any] | CheckedRecord | None, *, folds: Sequence[int] | None = None,
-                            budget: TimeBudget | None = None) -> float:
+                            budget: TimeBudget | None = None, segmentation: sitk.Image | None = None) -> float:
         """The ensemble's calibrated P(HPV+) of one case (arguments as :meth:`predict`)."""
-        probability = self.predict_score(ct, pet, ehr, folds=folds, budget=budget)
+        probability = self.predict_score(ct, pet, ehr, folds=folds, budget=budget, segmentation=segmentation)
         self.last_report = DiagnosisReport.extend(self.last_report, probability=probability,
                                                   threshold=self.threshold,
-                                                  fold_probabilities=dict(self.last_fold_scores))
+                                                  fold_probabilities=dict(self.last_fold_scores),
+                                                  threshold_fallback=self.threshold_fallback)
         return probability
 
     def predict(self, ct: sitk.Image | None, pet: sitk.Image | None, ehr: Mapping[str, Any] | CheckedRecord | None,
-                *, folds: Sequence[int] | None = None, budget: TimeBudget | None = None) -> bool:
+                *, folds: Sequence[int] | None = None, budget: TimeBudget | None = None,
+                segmentation: sitk.Image | None = None) -> bool:
         """HPV status of one case: ``True`` when HPV-positive.
 
         Args:
@@ -298,8 +327,11 @@ class HPVPredictor(FoldEnsemble):
             folds: the folds allowed (default: all); they run heaviest weight first and their weights are
                 renormalised.
             budget: the case's deadline; ``None`` runs every fold.
+            segmentation: ``biomarkers`` mode: the nested Task 1 model's mask of the case, made already (one
+                segmentation shared by Tasks 2 and 3); the nested model then does not run
+                (:meth:`~hecktor.fold_ensemble.FoldEnsemble.predict_score`).
         """
-        probability = self.predict_probability(ct, pet, ehr, folds=folds, budget=budget)
+        probability = self.predict_probability(ct, pet, ehr, folds=folds, budget=budget, segmentation=segmentation)
         return probability >= self.threshold
 
     # --------------------------------------------------------------------------------------------------- bundles
@@ -311,6 +343,7 @@ class HPVPredictor(FoldEnsemble):
             names = fold_file_names(k)
             auc = fold.validation_score
             folds.append(fold_record(fold.network, fold.encoder, names, {
+                "biomarkers": names["biomarkers"] if fold.biomarkers is not None else None,
                 "head": names["head"], "auc": None if auc is None or not math.isfinite(auc) else float(auc)}))
         return {
             "format": MODEL_FORMAT,
@@ -319,24 +352,30 @@ class HPVPredictor(FoldEnsemble):
             "network": None if first_network is None else {"class": NETWORK_CLASS, "config": first_network.config},
             "ensemble": {"rule": ENSEMBLE_RULE, "weights": [float(w) for w in self.weights],
                          "combination": "weighted mean of the folds' calibrated probabilities"},
-            "decision": {"threshold": self.threshold, "positive": "probability >= threshold"},
+            "decision": {"threshold": self.threshold, "positive": "probability >= threshold",
+                         "fallback": self.threshold_fallback},
             "folds": folds,
+            "segmentation": self.segmentation_settings.to_dict() if self.uses_biomarkers else None,
             "training": self.info,
         }
 
     def to_bundle(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
         """Write a verified Task 3 bundle (see :mod:`hecktor.bundle`): plan, ``model.json`` and, per fold, the
-        network's state dict, the fitted clinical encoder and the logistic head as JSON. No pickle. ``out_dir`` must be
-        absent, empty, or (with ``overwrite``) an earlier bundle."""
+        network's state dict, the fitted clinical encoder, the biomarker scaling and the logistic head as JSON (no
+        pickle); in ``biomarkers`` mode the Task 1 bundle, verified, in ``segmentation/``. ``out_dir`` must be absent,
+        empty, or (with ``overwrite``) an earlier bundle."""
         record = self.model_record()
+        nested = nested_segmentation(self)
         state_dicts, json_files = {}, {}
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
             network_and_encoder_files(k, fold.network, fold.encoder, names, (record["network"] or {}).get("config"),
                                       state_dicts, json_files)
+            if fold.biomarkers is not None:
+                json_files[names["biomarkers"]] = fold.biomarkers.to_dict()
             json_files[names["head"]] = fold.head.to_dict()
         return write_bundle(out_dir, task=TASK, plan=self.plan, model=record, state_dicts=state_dicts,
-                            json_files=json_files, overwrite=overwrite)
+                            json_files=json_files, bundles=nested, overwrite=overwrite)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device | None = None) -> "HPVPredictor":
@@ -344,18 +383,25 @@ class HPVPredictor(FoldEnsemble):
         weights, encoders or heads do not fit together is a :class:`BundleError`."""
         bundle = load_bundle(path, task=TASK)
         mode, network_config, weights, threshold, fold_records = _model_description(bundle)
+        segmentation, settings = None, None
+        if mode == "biomarkers":
+            segmentation, settings = segmentation_description(bundle, mode, _FIX)
         folds = []
         for k, record in enumerate(fold_records):
             encoder = load_fold_encoder(bundle, record)
             head = LogisticHead.from_dict(bundle.load_json(record["head"]), source=str(bundle.file(record["head"])))
             fold = EnsembleFold(head, load_fold_network(bundle, record, network_config, _FIX), encoder,
-                                record.get("auc"))
+                                record.get("auc"), load_fold_scaler(bundle, record))
             if head.n_features != fold.n_features:
                 raise BundleError(f"{bundle.file(record['head'])} takes {head.n_features} features but fold {k} "
                                   f"produces {fold.n_features}; {_FIX}")
             check_clinical_width(bundle, record, fold.network, encoder, _FIX)
             folds.append(fold)
-        return cls(folds, weights, bundle.plan, mode, threshold, device=device, info=bundle.model.get("training", {}))
+        fallback = (bundle.model.get("decision") or {}).get("fallback")
+        segmenter = Segmenter.from_bundle(segmentation, device=device) if segmentation is not None else None
+        return cls(folds, weights, bundle.plan, mode, threshold, device=device, info=bundle.model.get("training", {}),
+                   threshold_fallback=str(fallback) if fallback else None, segmentation=segmentation,
+                   segmenter=segmenter, segmentation_settings=settings)
 
 
 def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, np.ndarray, float, list[dict[str, Any]]]:
@@ -364,9 +410,9 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, np.n
     where = bundle.file("model.json")
     check_format(bundle, MODEL_FORMAT, MODEL_FORMAT_VERSION, _FIX)
     mode = model.get("mode")
-    if mode not in MODES:
-        raise BundleError(f"{where}: mode must be one of {MODES}, got {mode!r}; {_FIX}")
-    config = check_network_record(bundle, mode, None if mode == "clinical" else mode, _FIX)
+    if mode not in HPV_MODES:
+        raise BundleError(f"{where}: mode must be one of {HPV_MODES}, got {mode!r}; {_FIX}")
+    config = check_network_record(bundle, mode, network_mode(mode), _FIX)
     folds = check_fold_records(bundle, _FIX)
     ensemble = model.get("ensemble")
     if not isinstance(ensemble, dict) or ensemble.get("rule") != ENSEMBLE_RULE:
@@ -380,5 +426,6 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, np.n
     if not 0.0 < threshold < 1.0:
         raise BundleError(f"{where}: the decision threshold must lie in (0, 1), got {threshold}; {_FIX}")
     check_fold_files(bundle, folds, mode, fold_file_names,
-                     {"network": mode != "clinical", "encoder": mode != "imaging", "head": True}, _FIX)
+                     {"network": network_mode(mode) is not None, "encoder": mode != "imaging",
+                      "biomarkers": mode == "biomarkers", "head": True}, _FIX)
     return mode, config, weights, threshold, folds

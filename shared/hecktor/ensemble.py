@@ -12,18 +12,22 @@ the bundle), so every message stays the one that task has always given.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hecktor.bundle import Bundle
+from hecktor.biomarkers import BiomarkerScaler
+from hecktor.bundle import Bundle, load_bundle
 from hecktor.clinical import ClinicalEncoder
 from hecktor.errors import BundleError
+from hecktor.fold_ensemble import SEGMENTATION_FOLDER, FoldEnsemble, SegmentationSettings
 from hecktor.networks.fused import FusedFeatureExtractor
 
 __all__ = ["NETWORK_CLASS", "without_width", "load_network", "load_fold_encoder", "load_fold_network",
-           "check_clinical_width", "check_format", "check_network_record", "check_fold_records",
-           "check_weights", "check_fold_files", "fold_record", "network_and_encoder_files"]
+           "load_fold_scaler", "check_clinical_width", "check_format", "check_network_record", "check_fold_records",
+           "check_weights", "check_fold_files", "fold_record", "network_and_encoder_files", "nested_segmentation",
+           "segmentation_description"]
 
 NETWORK_CLASS = "FusedFeatureExtractor"
 """The ``model.json`` name of the fold networks of both tasks."""
@@ -60,6 +64,43 @@ def load_fold_encoder(bundle: Bundle, record: Mapping[str, Any]) -> ClinicalEnco
     if record["encoder"] is None:
         return None
     return ClinicalEncoder.from_dict(bundle.load_json(record["encoder"]), source=str(bundle.file(record["encoder"])))
+
+
+def load_fold_scaler(bundle: Bundle, record: Mapping[str, Any]) -> BiomarkerScaler | None:
+    """The fold's fitted biomarker scaling (biomarker modes; ``None`` where the fold record lists none)."""
+    if record.get("biomarkers") is None:
+        return None
+    return BiomarkerScaler.from_dict(bundle.load_json(record["biomarkers"]), source=str(bundle.file(record["biomarkers"])))
+
+
+def nested_segmentation(ensemble: FoldEnsemble) -> dict[str, Path]:
+    """The ``bundles`` argument of :func:`~hecktor.bundle.write_bundle` for a fold ensemble: in the biomarker modes
+    its Task 1 bundle (checked to load) in :data:`~hecktor.fold_ensemble.SEGMENTATION_FOLDER`, else nothing."""
+    if not ensemble.uses_biomarkers:
+        return {}
+    if ensemble.segmentation_bundle is None:
+        raise ValueError(f"mode {ensemble.mode!r} exports the Task 1 bundle with it; this predictor has none")
+    load_bundle(ensemble.segmentation_bundle, task=1)  # never nest a bundle that would not load
+    return {SEGMENTATION_FOLDER: ensemble.segmentation_bundle}
+
+
+def segmentation_description(bundle: Bundle, mode: str, fix: str) -> tuple[Path, SegmentationSettings]:
+    """The nested Task 1 bundle's folder and the :class:`~hecktor.fold_ensemble.SegmentationSettings` of a
+    biomarker-mode ``model.json`` (Tasks 2 and 3 alike), checked."""
+    where = bundle.file("model.json")
+    record = bundle.model.get("segmentation")
+    if not isinstance(record, dict) or record.get("folder") != SEGMENTATION_FOLDER:
+        raise BundleError(f"{where}: mode {mode!r} needs a 'segmentation' record naming the nested Task 1 bundle "
+                          f"folder {SEGMENTATION_FOLDER!r}; {fix}")
+    bundle.file(f"{SEGMENTATION_FOLDER}/manifest.json")  # the nested bundle must be listed in the outer manifest
+    try:
+        settings = SegmentationSettings.from_dict(record)
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{where}: bad 'segmentation' record ({error}); {fix}") from None
+    if (mode == "fusion+biomarkers") != (settings.crop is not None):
+        raise BundleError(f"{where}: mode {mode!r} {'needs' if settings.crop is None else 'has no'} tumour-centred "
+                          f"cube ('segmentation.crop'); {fix}")
+    return bundle.path / SEGMENTATION_FOLDER, settings
 
 
 def load_fold_network(bundle: Bundle, record: Mapping[str, Any], network_config: Mapping[str, Any] | None,

@@ -334,6 +334,7 @@ class FoldEnsemble:
         *,
         folds: Sequence[int] | None = None,
         budget: TimeBudget | None = None,
+        segmentation: sitk.Image | None = None,
     ) -> float:
         """The ensemble's score of one case: the weighted mean of its folds' ``head.score``.
 
@@ -351,6 +352,10 @@ class FoldEnsemble:
             folds: the folds allowed (default: all); they run heaviest weight first and their weights are
                 renormalised.
             budget: the case's deadline; ``None`` runs every fold.
+            segmentation: biomarker modes: the case's Task 1 mask (labels on the CT's grid) made already by this
+                ensemble's nested model (:attr:`segmenter`, with :attr:`segmentation_settings`' TTA), so that one
+                segmentation serves several tasks' ensembles; the nested model then does not run. Ignored in the
+                other modes.
         """
         allowed = set(fold_order(folds, len(self.folds)))
         report = self.last_report = PredictionReport()
@@ -367,7 +372,7 @@ class FoldEnsemble:
         self.last_biomarkers = self.last_segmentation_report = None
         if self.uses_biomarkers:
             placeholder = any(image is not None and is_placeholder(image) for image in (ct, pet))
-            self.last_biomarkers, mask = self._segment(ct, pet, placeholder, budget, report, clock)
+            self.last_biomarkers, mask = self._segment(ct, pet, placeholder, budget, report, clock, segmentation)
         preprocess_started = clock()
         tensor = None
         if self.uses_network:
@@ -511,9 +516,11 @@ class FoldEnsemble:
         return TimeBudget(budget.limit_s, budget_s=end, start_time=budget.start_time, clock=budget.clock)
 
     def _segment(self, ct: sitk.Image | None, pet: sitk.Image | None, placeholder: bool, budget: TimeBudget | None,
-                 report: PredictionReport, clock) -> tuple[Biomarkers, sitk.Image | None]:
-        """Segment the case with the nested Task 1 model within its share of the budget, and measure the
-        biomarkers of the predicted mask (no-tumour values, with a warning, for a placeholder or an empty mask)."""
+                 report: PredictionReport, clock,
+                 given: sitk.Image | None = None) -> tuple[Biomarkers, sitk.Image | None]:
+        """Segment the case with the nested Task 1 model within its share of the budget (or take the ``given``
+        mask of that model), and measure the biomarkers of the mask (no-tumour values, with a warning, for a
+        placeholder or an empty mask)."""
         started = clock()
         mask = None
         if placeholder:
@@ -521,6 +528,14 @@ class FoldEnsemble:
             markers = no_tumour_biomarkers("flat placeholder input, nothing to segment")
         elif ct is None or pet is None:  # the biomarkers are measured in the PET on the CT's grid: both are needed
             markers = no_tumour_biomarkers(f"no usable {'CT' if ct is None else 'PET'}, nothing to segment")
+        elif given is not None:
+            if given.GetSize() != ct.GetSize():
+                raise InputError(f"the given segmentation ({given.GetSize()}) is not on the CT's grid "
+                                 f"({ct.GetSize()})")
+            mask, segmented = given, clock()
+            report.timings["segmentation_s"] = 0.0
+            markers = compute_biomarkers(mask, self.segmentation_settings.biomarker_pet(pet, ct))
+            report.timings["biomarkers_s"] = clock() - segmented
         else:
             segmenter = self.segmenter
             mask = segmenter.predict(ct, pet, tta=self.segmentation_settings.tta,

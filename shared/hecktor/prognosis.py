@@ -28,13 +28,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from hecktor.biomarkers import BiomarkerScaler
 from hecktor.budget import TimeBudget
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.clinical import CheckedRecord
 from hecktor.ensemble import NETWORK_CLASS, check_clinical_width, check_fold_files, check_fold_records, \
     check_format, check_network_record, check_weights, fold_record, load_fold_encoder, load_fold_network, \
-    network_and_encoder_files
+    load_fold_scaler, nested_segmentation, network_and_encoder_files, segmentation_description
 from hecktor.errors import BundleError
 from hecktor.feature_range import OutOfRange
 from hecktor.fold_ensemble import BIOMARKER_MODES, PREDICTOR_MODES, SEGMENTATION_FOLDER, EnsembleFold, \
@@ -139,10 +138,12 @@ class RiskPredictor(FoldEnsemble):
         return self.last_fold_scores
 
     def predict(self, ct: sitk.Image | None, pet: sitk.Image | None, ehr: Mapping[str, Any] | CheckedRecord | None,
-                *, folds: Sequence[int] | None = None, budget: TimeBudget | None = None) -> float:
-        """Recurrence-free-survival risk of one case: higher means earlier relapse. The arguments, and what odd
-        images and records give, are :meth:`~hecktor.fold_ensemble.FoldEnsemble.predict_score`'s."""
-        return self.predict_score(ct, pet, ehr, folds=folds, budget=budget)
+                *, folds: Sequence[int] | None = None, budget: TimeBudget | None = None,
+                segmentation: sitk.Image | None = None) -> float:
+        """Recurrence-free-survival risk of one case: higher means earlier relapse. The arguments (``segmentation``:
+        the nested model's mask made already), and what odd images and records give, are
+        :meth:`~hecktor.fold_ensemble.FoldEnsemble.predict_score`'s."""
+        return self.predict_score(ct, pet, ehr, folds=folds, budget=budget, segmentation=segmentation)
 
     # --------------------------------------------------------------------------------------------------- bundles
     def model_record(self) -> dict[str, Any]:
@@ -173,12 +174,7 @@ class RiskPredictor(FoldEnsemble):
         pickle); in the biomarker modes the Task 1 bundle, verified, in ``segmentation/``. ``out_dir`` must be absent,
         empty, or (with ``overwrite``) an earlier bundle (:func:`hecktor.bundle.check_bundle_destination`)."""
         record = self.model_record()
-        nested = {}
-        if self.uses_biomarkers:
-            if self.segmentation_bundle is None:
-                raise ValueError(f"mode {self.mode!r} exports the Task 1 bundle with it; this predictor has none")
-            load_bundle(self.segmentation_bundle, task=1)  # never nest a bundle that would not load
-            nested[SEGMENTATION_FOLDER] = self.segmentation_bundle
+        nested = nested_segmentation(self)
         state_dicts, json_files = {}, {}
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
@@ -198,17 +194,13 @@ class RiskPredictor(FoldEnsemble):
         mode, network_config, rule, weights, fold_records = _model_description(bundle)
         segmentation, settings = None, None
         if mode in BIOMARKER_MODES:
-            segmentation, settings = _segmentation_description(bundle, mode)
+            segmentation, settings = segmentation_description(bundle, mode, _FIX)
         folds = []
         for k, record in enumerate(fold_records):
             encoder = load_fold_encoder(bundle, record)
             survival = survival_model_from_dict(bundle.load_json(record["survival"]))
-            scaler = None
-            if record.get("biomarkers") is not None:
-                scaler = BiomarkerScaler.from_dict(bundle.load_json(record["biomarkers"]),
-                                                   source=str(bundle.file(record["biomarkers"])))
             fold = EnsembleFold(RiskHead(survival), load_fold_network(bundle, record, network_config, _FIX), encoder,
-                                record.get("cindex"), scaler)
+                                record.get("cindex"), load_fold_scaler(bundle, record))
             if survival.n_features != fold.n_features:
                 raise BundleError(f"{bundle.file(record['survival'])} expects {survival.n_features} features but "
                                   f"fold {k} produces {fold.n_features}; {_FIX}")
@@ -244,21 +236,3 @@ def _model_description(bundle: Bundle) -> tuple[str, dict[str, Any] | None, str,
                      {"network": network_mode(mode) is not None, "encoder": mode != "imaging",
                       "biomarkers": mode in BIOMARKER_MODES, "survival": True}, _FIX)
     return mode, config, ensemble["rule"], weights, folds
-
-
-def _segmentation_description(bundle: Bundle, mode: str) -> tuple[Path, SegmentationSettings]:
-    """The nested Task 1 bundle's folder and the segmentation settings of a biomarker-mode ``model.json``."""
-    where = bundle.file("model.json")
-    record = bundle.model.get("segmentation")
-    if not isinstance(record, dict) or record.get("folder") != SEGMENTATION_FOLDER:
-        raise BundleError(f"{where}: mode {mode!r} needs a 'segmentation' record naming the nested Task 1 bundle "
-                          f"folder {SEGMENTATION_FOLDER!r}; {_FIX}")
-    bundle.file(f"{SEGMENTATION_FOLDER}/manifest.json")  # the nested bundle must be listed in the outer manifest
-    try:
-        settings = SegmentationSettings.from_dict(record)
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{where}: bad 'segmentation' record ({error}); {_FIX}") from None
-    if (mode == "fusion+biomarkers") != (settings.crop is not None):
-        raise BundleError(f"{where}: mode {mode!r} {'needs' if settings.crop is None else 'has no'} tumour-centred "
-                          f"cube ('segmentation.crop'); {_FIX}")
-    return bundle.path / SEGMENTATION_FOLDER, settings

@@ -94,3 +94,22 @@ def build_hpv_predictor(mode: str = "fusion", threshold: float = 0.5, seed: int 
                             PlattCalibration(float(rng.uniform(0.5, 2.0)), float(rng.normal(scale=0.3))))
         folds.append(EnsembleFold(head, network, encoder, validation_score=auc))
     return HPVPredictor(folds, ensemble_weights(AUCS), HPV_PLAN, mode, threshold, device="cpu", info={"note": "test"})
+
+
+def build_hpv_biomarker_predictor(segmentation=None, threshold: float = 0.5, seed: int = 0,
+                                  suv_reference: str = "body") -> HPVPredictor:
+    """Task 3's biomarkers mode: three folds, encoders and biomarker scalings fitted on different rows, random
+    logistic heads of the record + biomarkers width with Platt calibrations; ``segmentation`` the nested Task 1
+    bundle."""
+    rng = np.random.default_rng(seed)
+    markers = [{name: float(rng.uniform(0.0, 30.0)) for name in BIOMARKER_NAMES} for _ in range(20)]
+    folds = []
+    for k, auc in enumerate(AUCS):
+        encoder = ClinicalEncoder().fit(ROWS[k:k + 12])
+        scaler = BiomarkerScaler().fit(markers[k:k + 15])
+        head = LogisticHead(tuple(rng.normal(size=encoder.n_features + scaler.n_features)), float(rng.normal()),
+                            PlattCalibration(float(rng.uniform(0.5, 2.0)), float(rng.normal(scale=0.3))))
+        folds.append(EnsembleFold(head, None, encoder, validation_score=auc, biomarkers=scaler))
+    return HPVPredictor(folds, ensemble_weights(AUCS), HPV_PLAN, "biomarkers", threshold, device="cpu",
+                        info={"note": "test"}, segmentation=segmentation,
+                        segmentation_settings=SegmentationSettings(suv_reference=suv_reference))

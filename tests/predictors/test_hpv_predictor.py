@@ -193,3 +193,53 @@ def test_odd_clinical_records_encode_as_unknown(phantom):
     assert p({**EHR, "HPV Status": 1, "Weight": 80.5}) == base  # the target is never an input
     assert p({**EHR, "M-stage": "M7", "Gender": "other"}) == p({**EHR, "M-stage": None, "Gender": None}) != base
     assert p(None) == p({}) == p({k: None for k in EHR}) != base
+
+
+# ------------------------------------------------------------------------------------------------ biomarkers mode
+def test_biomarkers_bundle_nests_task1_and_takes_a_segmentation_made_already(phantom, tmp_path):
+    """Task 3's biomarkers mode: the bundle nests the Task 1 bundle (verified again on loading) and answers as the
+    in-memory ensemble; a mask passed as ``segmentation`` (one segmentation shared by Tasks 2 and 3) replaces the
+    nested model's run and gives the same answer when it is that model's mask, another when it is another mask."""
+    import SimpleITK as sitk
+
+    from hecktor.biomarkers import body_relative_pet, compute_biomarkers
+    from hecktor.prognosis import RiskPredictor
+    from hecktor.segment import Segmenter
+    from helpers.predictors import build_biomarker_predictor, build_hpv_biomarker_predictor
+
+    task1 = FIXTURE_BUNDLES / "task1"
+    ct, pet = phantom
+    predictor = build_hpv_biomarker_predictor(segmentation=task1, threshold=0.4, seed=3)
+    bundle = predictor.to_bundle(tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "segmentation/manifest.json" in manifest["files"] and "fold_2_biomarkers.json" in manifest["files"]
+    model = json.loads((bundle / "model.json").read_text())
+    assert model["mode"] == "biomarkers" and model["network"] is None
+    assert model["segmentation"]["suv_reference"] == "body" and model["decision"]["fallback"] is None
+    loaded = HPVPredictor.from_bundle(bundle, device="cpu")
+    assert loaded.mode == "biomarkers" and loaded.segmentation_bundle == bundle / "segmentation"
+    probability = loaded.predict_probability(ct, pet, EHR)
+    assert probability == pytest.approx(predictor.predict_probability(ct, pet, EHR), abs=1e-12)
+    assert loaded.last_report.timings["segmentation_s"] > 0 and loaded.last_segmentation_report is not None
+    mask = Segmenter.from_bundle(task1, device="cpu").predict(ct, pet, tta=False)
+    expected = compute_biomarkers(mask, body_relative_pet(pet, ct))
+    assert loaded.last_biomarkers.values == expected.values
+    # The same mask, given: the nested model does not run, the answer is the same.
+    assert loaded.predict_probability(ct, pet, EHR, segmentation=mask) == pytest.approx(probability, abs=1e-12)
+    assert loaded.last_report.timings["segmentation_s"] == 0.0 and loaded.last_segmentation_report is None
+    assert loaded.predict(ct, pet, EHR, segmentation=mask) == (probability >= 0.4)
+    # Another mask (nothing segmented) gives the no-tumour biomarkers and another probability.
+    empty = sitk.Image(mask.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(mask)
+    other = loaded.predict_probability(ct, pet, EHR, segmentation=empty)
+    assert not loaded.last_biomarkers.tumour_found and other != pytest.approx(probability, abs=1e-6)
+    # Task 2's biomarker ensemble takes the same keyword, through predict_case as the demo calls it.
+    from hecktor.case import CaseInput
+
+    risk_predictor = build_biomarker_predictor("biomarkers", segmentation=task1, suv_reference="body")
+    case = CaseInput(ct=ct, pet=pet, ehr=dict(EHR), ct_path=None, pet_path=None)
+    risk = risk_predictor.predict_case(case)
+    assert risk_predictor.predict_case(case, segmentation=mask) == pytest.approx(risk, abs=1e-12)
+    assert isinstance(risk_predictor, RiskPredictor) and risk_predictor.last_segmentation_report is None
+    with pytest.raises(InputError, match="not on the CT's grid"):
+        loaded.predict(ct, pet, EHR, segmentation=sitk.Image([3, 3, 3], sitk.sitkUInt8))

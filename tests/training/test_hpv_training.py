@@ -20,15 +20,9 @@ from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.survival import ensemble_weights
 from hecktor.synthetic import generate_cohort
 from hecktor.tasks import RECORD_KEYS
-from hecktor.training.calibration import best_threshold
-from hecktor.training.hpv import (
-    HPVTrainingConfig,
-    cross_validate_hpv,
-    demo_hpv,
-    load_hpv_cohort,
-    load_hpv_csv_cohort,
-    score_held_out,
-)
+from hecktor.training.calibration import best_threshold, chosen_threshold
+from hecktor.training.hpv import HPVTrainingConfig, cross_validate_hpv, load_hpv_cohort, load_hpv_csv_cohort
+from hecktor.training.hpv_held_out import demo_hpv, score_held_out
 from helpers.predictors import NETWORK
 from helpers.predictors import HPV_PLAN as PLAN
 
@@ -84,12 +78,25 @@ def test_reported_fold_scores_use_thresholds_chosen_without_the_fold(cohort_dir,
     p = np.asarray([float(r["oof_probability"]) for r in oof])
     for k in range(3):
         others = fold != k
-        threshold = best_threshold(p[others], y[others], prior=y[others].mean())
+        threshold = chosen_threshold(p[others], y[others], y[others].mean())[0]
         assert metrics["thresholds_cross_fitted"][k] == pytest.approx(threshold)
         assert metrics["balanced_accuracy_folds"][k] == pytest.approx(balanced_accuracy(y[~others], p[~others] >= threshold))
         assert metrics["auc_folds"][k] == pytest.approx(roc_auc(y[~others], p[~others]))
         assert [int(r["oof_prediction"]) for r in oof if int(r["fold"]) == k] == (p[~others] >= threshold).tolist()
-    assert metrics["threshold"] == pytest.approx(best_threshold(p, y))
+    # This record does not predict the status here (pooled OOF AUC 0.214): the threshold is the training prevalence
+    # (13 of 22), which splits the probabilities, rather than the in-sample optimum, not the best threshold.
+    assert metrics["auc_pooled_oof"] == pytest.approx(0.214, abs=5e-4)
+    assert metrics["threshold"] == pytest.approx(13 / 22) == chosen_threshold(p, y, y.mean())[0]
+    assert metrics["threshold_fallback"] == ("the out-of-fold probabilities do not separate the classes (AUC 0.214 < "
+                                             "0.55): threshold at the training prevalence 0.591")
+    assert 0 < int((p >= metrics["threshold"]).sum()) < len(p)
+    assert best_threshold(p, y) != pytest.approx(metrics["threshold"])
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["decision"]["fallback"] == metrics["threshold_fallback"]
+    predictor = HPVPredictor.from_bundle(out / "model", device="cpu")
+    predictor.predict(None, None, {"Age": 60})
+    assert "threshold 0.591 (training prevalence: the out-of-fold probabilities do not separate the classes (AUC " \
+        "0.214 < 0.55)" in predictor.last_report.summary()
     assert metrics["balanced_accuracy_in_sample_threshold"] == pytest.approx(balanced_accuracy(y, p >= metrics["threshold"]))
     assert metrics["balanced_accuracy_mean"] == pytest.approx(np.mean(metrics["balanced_accuracy_folds"]))
     assert metrics["ensemble_weights"] == pytest.approx(ensemble_weights(metrics["auc_folds"]).tolist())
@@ -129,7 +136,8 @@ def test_cohort_leaves_out_unknown_status_and_refuses_bad_values(tmp_path, capsy
     rows[2]["HPV Status"] = "2"
     bad = _write_table(tmp_path / "bad.csv", rows)
     assert train_hpv.main(["--mode", "clinical", "--csv", str(bad), "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip().endswith("HPV Status must be 0, 1 or empty, got '2'")
+    out = capsys.readouterr().out  # the data check's line, before any training
+    assert f"error: {bad} line 4 (P2): HPV Status '2' is not exactly 0 or 1 (leave the cell empty when unknown)" in out
     assert train_hpv.main(["--mode", "fusion", "--csv", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "mode 'fusion' needs --data with a 'Task 3' folder" in capsys.readouterr().err
     assert export_hpv.main([str(tmp_path), "--out", str(tmp_path / "b")]) == 2
@@ -164,3 +172,40 @@ def test_demo_function_trains_exports_and_scores_held_out_cases_beside_the_oracl
     assert scores["oracle_balanced_accuracy"] is not None and lines[-1].startswith("Task 3 on ")
     assert result["cv"]["n_folds"] == 2 and HPVPredictor.from_bundle(tmp_path / "bundle").mode == "fusion"
     assert score_held_out(tmp_path / "bundle", held_out)["balanced_accuracy"] == scores["balanced_accuracy"]
+
+
+def test_biomarkers_mode_learns_the_status_from_the_masks_biomarkers():
+    """HPV-positive exactly when the measured primary is small (the record says nothing): the biomarkers mode's
+    logistic regression ranks every fold nearly perfectly (AUC >= 0.95), the clinical mode on the same patients does not, and each
+    fold's in-memory ensemble gives exactly its out-of-fold probabilities from the record and the biomarkers."""
+    from hecktor.biomarkers import BIOMARKER_NAMES
+    from hecktor.training.hpv import HPVCohort
+
+    rng = np.random.default_rng(4)
+    n = 60
+    volume = rng.uniform(2.0, 40.0, n)
+    labels = (volume < 15.0).astype(np.int64)
+    rows = [{"PatientID": f"P{i:03d}", "Age": str(int(rng.integers(40, 80))), "Gender": str(i % 2)} for i in range(n)]
+    markers = [{name: float(rng.uniform(1.0, 10.0)) for name in BIOMARKER_NAMES} | {"gtvp_volume_ml": float(v)}
+               for v in volume]
+    cohort = HPVCohort([r["PatientID"] for r in rows], rows, labels, [1 + i % 3 for i in range(n)],
+                       biomarkers=markers)
+    config = HPVTrainingConfig(mode="biomarkers", n_folds=3, seed=0, logistic_c=10.0, progress=False)
+    result = cross_validate_hpv(cohort, config, None, progress=False)
+    metrics = result.metrics()
+    assert min(metrics["auc_folds"]) >= 0.95 and metrics["threshold_fallback"] is None
+    assert metrics["balanced_accuracy_mean"] == pytest.approx(0.84375)  # each fold at the others' threshold
+    clinical = cross_validate_hpv(cohort, HPVTrainingConfig(mode="clinical", n_folds=3, seed=0, progress=False),
+                                  None, progress=False).metrics()
+    assert clinical["auc_pooled_oof"] < 0.75
+    for fold in result.folds:
+        assert fold.model.biomarkers is not None and fold.model.head.n_features == (
+            fold.model.encoder.n_features + len(BIOMARKER_NAMES))
+        alone = HPVPredictor([fold.model], [1.0], result.plan, "biomarkers", 0.5, device="cpu")
+        got = alone.predict_batch(None, [rows[i] for i in fold.val_idx],
+                                  biomarkers=[markers[i] for i in fold.val_idx])
+        assert got == pytest.approx(fold.oof_probability, abs=1e-12)
+    with pytest.raises(InputError, match="saves its Task 1 model with the run"):
+        cross_validate_hpv(cohort, config, Path("/nonexistent/run"), progress=False)
+    with pytest.raises(InputError, match="unknown biomarker"):
+        HPVTrainingConfig(mode="biomarkers", biomarkers=["tumour_colour"])

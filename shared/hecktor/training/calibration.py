@@ -16,6 +16,13 @@ calibrated probabilities). Because that threshold has seen every OOF patient, th
 fold uses the threshold chosen the same way on the *other* folds' OOF probabilities only (cross-fitting), and the
 in-sample figure is reported beside it, so the gap shows how much threshold tuning alone flatters a
 cross-validation.
+
+**When the probabilities do not separate the classes** (:func:`chosen_threshold`: their AUC below
+:data:`MIN_SEPARATION_AUC`, or undefined), the balanced-accuracy optimum is noise, and it often lies above or below
+every probability, so that the model answers one class for every patient (the demo of 2026-12-06: threshold 0.713,
+every held-out patient HPV-negative). The threshold is then the training prevalence (the Bayes threshold of
+calibrated probabilities, which splits them), and the reason is returned so that training warns and the bundle
+records it. The cross-fitted thresholds follow the same rule on the other folds' probabilities.
 """
 
 from __future__ import annotations
@@ -26,8 +33,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from hecktor.diagnosis import PlattCalibration
+from hecktor.errors import InputError
+from hecktor.metrics import roc_auc
 
-__all__ = ["fit_platt", "best_threshold", "decision_thresholds"]
+__all__ = ["MIN_SEPARATION_AUC", "fit_platt", "best_threshold", "chosen_threshold", "decision_thresholds"]
+
+MIN_SEPARATION_AUC = 0.55
+"""Below this AUC of the pooled out-of-fold probabilities the threshold falls back to the training prevalence."""
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray) -> PlattCalibration:
@@ -93,9 +105,28 @@ def best_threshold(probability: np.ndarray, labels: np.ndarray, prior: float | N
     return float(candidates[best[np.argmin(np.abs(candidates[best] - prior))]])
 
 
+def chosen_threshold(probability: np.ndarray, labels: np.ndarray, prior: float,
+                     min_auc: float = MIN_SEPARATION_AUC) -> tuple[float, str | None]:
+    """:func:`best_threshold` of these probabilities, or, when their AUC is below ``min_auc`` (or undefined), ``prior``
+    and the reason (``None`` when the threshold was chosen on the probabilities)."""
+    p = np.asarray(probability, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    try:
+        auc = roc_auc(y, p)
+    except InputError:  # one class only: best_threshold answers the prior itself
+        auc = math.nan
+    if math.isfinite(auc) and auc >= min_auc:
+        return best_threshold(p, y, prior=prior), None
+    measured = f"AUC {auc:.3f}" if math.isfinite(auc) else "no AUC (one class)"
+    return min(max(float(prior), 1e-6), 1 - 1e-6), (
+        f"the out-of-fold probabilities do not separate the classes ({measured} < {min_auc:g}): threshold at the "
+        f"training prevalence {prior:.3f}")
+
+
 def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], probabilities: Sequence[np.ndarray],
-                        train_idx: Sequence[np.ndarray], prevalence: float) -> tuple[float, list[float]]:
-    """The bundle's threshold and, per fold, its cross-fitted one.
+                        train_idx: Sequence[np.ndarray], prevalence: float,
+                        min_auc: float = MIN_SEPARATION_AUC) -> tuple[float, list[float], str | None]:
+    """The bundle's threshold and, per fold, its cross-fitted one, each by :func:`chosen_threshold`.
 
     Args:
         labels: the cohort's statuses (1 = HPV-positive).
@@ -104,13 +135,17 @@ def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], proba
         train_idx: per trained fold, its training patients.
         prevalence: the cohort's, the tie-break of the bundle's threshold.
 
+        min_auc: below this pooled OOF AUC, the threshold is the prevalence (:func:`chosen_threshold`).
+
     Returns:
-        the threshold of :func:`best_threshold` on the pooled OOF probabilities, and per fold the one chosen on the
-        other folds' OOF probabilities only (ties towards the fold's training prevalence; with one fold trained, that
-        prevalence itself: the Bayes threshold of calibrated probabilities).
+        the threshold of :func:`chosen_threshold` on the pooled OOF probabilities; per fold the one chosen the same
+        way on the other folds' OOF probabilities only (ties, and the fallback, towards the fold's training
+        prevalence; with one fold trained, that prevalence itself: the Bayes threshold of calibrated probabilities);
+        and why the bundle's threshold fell back to the prevalence (``None``: it did not).
     """
     labels = np.asarray(labels)
-    threshold = best_threshold(np.concatenate(probabilities), labels[np.concatenate(val_idx)], prior=prevalence)
+    threshold, fallback = chosen_threshold(np.concatenate(probabilities), labels[np.concatenate(val_idx)],
+                                           prevalence, min_auc)
     cross_fitted = []
     for k, trained in enumerate(train_idx):
         prior = float(labels[trained].mean())
@@ -119,6 +154,6 @@ def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], proba
             cross_fitted.append(prior)
             continue
         idx = np.concatenate([val_idx[j] for j in others])
-        cross_fitted.append(best_threshold(np.concatenate([probabilities[j] for j in others]), labels[idx],
-                                           prior=prior))
-    return threshold, cross_fitted
+        cross_fitted.append(chosen_threshold(np.concatenate([probabilities[j] for j in others]), labels[idx], prior,
+                                             min_auc)[0])
+    return threshold, cross_fitted, fallback
