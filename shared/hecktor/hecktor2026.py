@@ -196,8 +196,8 @@ class Hecktor2026Predictor(FoldEnsemble):
         """The four answers of a case read by :func:`hecktor.case.read_case` (the container's call).
 
         Without a usable CT there is no grid for the mask: the CT's problem is raised as an :class:`InputError`. A
-        flat placeholder image gives a blank mask, the rules' stages of an empty mask (T1, N0) and the RFS time of
-        the record alone; a dropped PET is segmented from the CT alone (as Task 1 does), its biomarkers taking their
+        flat placeholder image gives a blank mask, the stages of an empty mask and the RFS time of the record
+        alone; a dropped PET is segmented from the CT alone (as Task 1 does), its biomarkers taking their
         no-tumour values.
         """
         if case.ct is None:

@@ -75,6 +75,7 @@ def test_cross_validation_scores_the_time_as_the_risk_and_chooses_a_stager_per_s
         assert concordance_index(cohort.time[fold.val_idx], cohort.event[fold.val_idx], -fold.oof_time) == \
             fold.cindex
     assert metrics["cindex_pooled_oof_risk"] > 0.6
+    assert metrics["cindex_pooled_oof_rfs_time_ensemble_map"] == metrics["cindex_pooled_oof_risk"]
     staging = metrics["staging"]
     # The rules on these measurements miss only the relabelled patients (every seventh T stage).
     assert staging["t_rules_predicted_mask"]["patients"] == 30 and staging["n_rules_predicted_mask"]["patients"] == 29

@@ -40,7 +40,7 @@ from hecktor.folds import load_folds
 from hecktor.hecktor2026 import STAGING_INPUTS, TASK, Hecktor2026Head, Hecktor2026Predictor
 from hecktor.images import read_image
 from hecktor.plan import BoxPlan
-from hecktor.rfs_time import fit_baseline_survival
+from hecktor.rfs_time import ensemble_rfs_time, fit_baseline_survival
 from hecktor.staging import N_STAGES, T_STAGES, StageClassifier, StagingMeasurements, body_midline_x, \
     measure_staging, parse_n_stage, parse_t_stage, stage_by_rules, staging_features
 from hecktor.survival import ensemble_weights
@@ -273,6 +273,10 @@ def cross_validate(cohort: StagingCohort, config: Hecktor2026Config, split: Sequ
         "cindex_pooled_oof_rfs_time": safe_cindex(cohort.time, cohort.event, -rfs_time),
         "cindex_folds_rfs_time": [safe_cindex(cohort.time[o.val_idx], cohort.event[o.val_idx], -o.oof_time)
                                   for o in outcomes],
+        # The bundle's own map from risk to days (every fold's RMST, weighted) on every out-of-fold risk: one
+        # strictly decreasing function, so the pooled C-index is the risk's (each fold's own map above mixes scales).
+        "cindex_pooled_oof_rfs_time_ensemble_map": safe_cindex(cohort.time, cohort.event, -np.asarray(
+            [ensemble_rfs_time([o.fold.head.baseline for o in outcomes], weights, r) for r in risk])),
         "ensemble_weights": weights.tolist(), "stagers": stagers, "staging": staging,
         "rfs_time": "restricted mean survival time up to each fold's last training follow-up (hecktor.rfs_time)",
     }
