@@ -31,21 +31,22 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from hecktor.biomarkers import Biomarkers, BiomarkerScaler, no_tumour_biomarkers
+from hecktor.biomarkers import Biomarkers, no_tumour_biomarkers
 from hecktor.budget import PredictionReport, TimeBudget
 from hecktor.bundle import Bundle, load_bundle, write_bundle
 from hecktor.case import CaseInput
 from hecktor.clinical import CheckedRecord
-from hecktor.ensemble import check_fold_records, check_format, check_weights, load_fold_encoder
+from hecktor.ensemble import check_fold_records, check_format, check_weights, load_fold_encoder, load_fold_scaler, \
+    nested_segmentation, segmentation_description
 from hecktor.errors import BundleError, HecktorError, InputError
-from hecktor.feature_range import OutOfRange
-from hecktor.fold_ensemble import SEGMENTATION_FOLDER, EnsembleFold, FoldEnsemble, SegmentationSettings
+from hecktor.fold_ensemble import EnsembleFold, FoldEnsemble, SegmentationSettings
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import BaselineSurvival, ensemble_rfs_time
 from hecktor.segment import Segmenter, blank_mask
 from hecktor.staging import N_STAGES, STAGERS, STAGING_FEATURES, T_STAGES, StageClassifier, StagingMeasurements, \
     measure_staging, stage_by_rules, staging_features
-from hecktor.survival_models import SurvivalModel, survival_model_from_dict
+from hecktor.prognosis import RiskHead
+from hecktor.survival_models import survival_model_from_dict
 
 __all__ = ["TASK", "MODEL_FORMAT", "Hecktor2026Answer", "Hecktor2026Head", "Hecktor2026Predictor",
            "Hecktor2026Report", "fold_file_names"]
@@ -115,15 +116,15 @@ class Hecktor2026Report(PredictionReport):
 
 
 @dataclass(frozen=True)
-class Hecktor2026Head:
-    """One fold's heads: the Cox model and its baseline survival, the learned T and N stagers.
+class Hecktor2026Head(RiskHead):
+    """One fold's heads: Task 2's :class:`~hecktor.prognosis.RiskHead` (the Cox model) with its baseline survival,
+    and the learned T and N stagers.
 
     The fold ensemble scores the fold by the Cox model's standardised risk (:meth:`score`); the stagers take the
     staging measurements, after the fold's features when ``staging_inputs`` is ``all``
     (:meth:`stage_probabilities`).
     """
 
-    survival: SurvivalModel
     baseline: BaselineSurvival
     t_stage: StageClassifier
     n_stage: StageClassifier
@@ -137,16 +138,6 @@ class Hecktor2026Head:
         """The width of the stagers' input for a fold making ``n_fold_features`` features."""
         return len(STAGING_FEATURES) + (n_fold_features if self.staging_inputs == "all" else 0)
 
-    @property
-    def n_features(self) -> int:
-        return self.survival.n_features
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        return self.survival.standardized_risk(features)
-
-    def features_out_of_range(self, features: np.ndarray) -> list[OutOfRange]:
-        return self.survival.features_out_of_range(features)
-
     def stage_probabilities(self, features: np.ndarray, measurements: StagingMeasurements) -> tuple[np.ndarray,
                                                                                                      np.ndarray]:
         """P(T1..T4) and P(N0..N3) of one case's fold features ``(1, p)`` and measurements."""
@@ -155,9 +146,6 @@ class Hecktor2026Head:
             joined = np.concatenate([features, joined], axis=1)
         return (self.t_stage.probabilities_over(joined, T_STAGES)[0],
                 self.n_stage.probabilities_over(joined, N_STAGES)[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.survival.to_dict()
 
 
 class Hecktor2026Predictor(FoldEnsemble):
@@ -289,9 +277,7 @@ class Hecktor2026Predictor(FoldEnsemble):
         """Write a verified 2026 bundle: plan, ``model.json``, per fold the encoder, the biomarker scaling, the Cox
         model, its baseline survival and the two stage classifiers (JSON, no pickle), and the Task 1 bundle in
         ``segmentation/``. ``out_dir`` must be absent, empty or (with ``overwrite``) an earlier bundle."""
-        if self.segmentation_bundle is None:
-            raise ValueError("a HECKTOR 2026 bundle holds its Task 1 bundle; this predictor has none")
-        load_bundle(self.segmentation_bundle, task=1)  # never nest a bundle that would not load
+        nested = nested_segmentation(self)
         json_files = {}
         for k, fold in enumerate(self.folds):
             names = fold_file_names(k)
@@ -302,21 +288,20 @@ class Hecktor2026Predictor(FoldEnsemble):
             json_files[names["t_stage"]] = fold.head.t_stage.to_dict()
             json_files[names["n_stage"]] = fold.head.n_stage.to_dict()
         return write_bundle(out_dir, task=TASK, plan=self.plan, model=self.model_record(), json_files=json_files,
-                            bundles={SEGMENTATION_FOLDER: self.segmentation_bundle}, overwrite=overwrite)
+                            bundles=nested, overwrite=overwrite)
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device | None = None) -> "Hecktor2026Predictor":
         """Load a verified 2026 bundle; anything that does not fit together is a :class:`BundleError`."""
         bundle = load_bundle(path, task=TASK)
-        weights, records, stagers, settings = _model_description(bundle)
+        weights, records, stagers, segmentation, settings = _model_description(bundle)
         inputs = bundle.model.get("staging_inputs", "measurements")
         if inputs not in STAGING_INPUTS:
             raise BundleError(f"{bundle.file('model.json')}: staging_inputs must be one of {STAGING_INPUTS}; {_FIX}")
         folds = []
         for k, record in enumerate(records):
             encoder = load_fold_encoder(bundle, record)
-            scaler = BiomarkerScaler.from_dict(bundle.load_json(record["biomarkers"]),
-                                               source=str(bundle.file(record["biomarkers"])))
+            scaler = load_fold_scaler(bundle, record)
             survival = survival_model_from_dict(bundle.load_json(record["survival"]))
             baseline = BaselineSurvival.from_dict(bundle.load_json(record["baseline"]),
                                                   source=str(bundle.file(record["baseline"])))
@@ -329,15 +314,15 @@ class Hecktor2026Predictor(FoldEnsemble):
                 raise BundleError(f"{bundle.file(record['survival'])}: fold {k}'s Cox model and stagers do not take "
                                   f"the {fold.n_features} features its encoder and biomarkers make; {_FIX}")
             folds.append(fold)
-        segmentation = bundle.path / SEGMENTATION_FOLDER
         segmenter = Segmenter.from_bundle(segmentation, device=device)
         return cls(folds, weights, bundle.plan, stagers, device=device, info=bundle.model.get("training", {}),
                    segmentation=segmentation, segmenter=segmenter, segmentation_settings=settings)
 
 
-def _model_description(bundle: Bundle) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, str],
+def _model_description(bundle: Bundle) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, str], Path,
                                                  SegmentationSettings]:
-    """Ensemble weights, fold records, stager choice and segmentation settings from ``model.json``, checked."""
+    """Ensemble weights, fold records, stager choice, the nested Task 1 bundle and the segmentation settings from
+    ``model.json``, checked."""
     model = bundle.model
     where = bundle.file("model.json")
     check_format(bundle, MODEL_FORMAT, MODEL_FORMAT_VERSION, _FIX)
@@ -355,13 +340,5 @@ def _model_description(bundle: Bundle) -> tuple[np.ndarray, list[dict[str, Any]]
             if record.get(key) != name:
                 raise BundleError(f"{where}: fold {k} must name {key} file {name!r}; {_FIX}")
             bundle.file(name)
-    record = model.get("segmentation")
-    if not isinstance(record, dict) or record.get("folder") != SEGMENTATION_FOLDER:
-        raise BundleError(f"{where}: needs a 'segmentation' record naming the nested Task 1 bundle folder "
-                          f"{SEGMENTATION_FOLDER!r}; {_FIX}")
-    bundle.file(f"{SEGMENTATION_FOLDER}/manifest.json")
-    try:
-        settings = SegmentationSettings.from_dict(record)
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{where}: bad 'segmentation' record ({error}); {_FIX}") from None
-    return weights, folds, dict(stagers), settings
+    segmentation, settings = segmentation_description(bundle, MODE, _FIX)
+    return weights, folds, dict(stagers), segmentation, settings
