@@ -140,3 +140,17 @@ def test_export_command_copies_the_run_bundle_and_refuses_to_overwrite(trained, 
     assert script_main(["export", str(run), "--out", str(out), "--overwrite"]) == 0
     assert script_main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "b2")]) == 2
     assert "is not a finished HECKTOR 2026 run" in capsys.readouterr().err
+
+
+def test_train_command_errors_are_one_line(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        script_main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "error: the following arguments are required: --segmentation" in capsys.readouterr().err
+    assert script_main(["train", "--data", str(tmp_path), "--segmentation", str(tmp_path), "--out",
+                        str(tmp_path / "run"), "--folds", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --folds must be at least 2, got 1"
+    assert script_main(["train", "--data", str(tmp_path), "--segmentation", str(tmp_path), "--out",
+                        str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Task 2026" in err and "\n" not in err
