@@ -11,8 +11,15 @@ Examples::
 Settings come from the defaults of ``hecktor.training.segmentation.TrainingConfig`` (shown below), then the
 ``--config`` file, then the options given. Exit status 2 with one ``error:`` line for a wrong input or option.
 
+Before anything else the trainer checks the Task 1 folder as ``hecktor-check-data`` does (the same lines; an error
+stops it there, exit status 2), and at the end of preprocessing it shows what was repaired (kept in
+``RUN_DIR/data_repairs.json``).
+
 A killed run continues with ``--resume`` from each fold's last complete checkpoint (a damaged one is moved aside
-with a warning and the one before it used). Under ``torchrun``, when a rank dies the others stop with one
+with a warning and the one before it used). Settings not given are the run's ``config.json``'s; a setting given
+otherwise is refused with the list of differences, except those that may change on ``--resume`` (the folders, the
+folds, --epochs, validation, device, workers, progress), recorded in ``RUN_DIR/config_changes.json`` with the
+iteration they apply from. Under ``torchrun``, when a rank dies the others stop with one
 ``error:`` line and exit status 1; a rank that hangs is given up after ``$HECKTOR_DIST_TIMEOUT_S`` seconds
 (default 1800).
 """
@@ -27,8 +34,8 @@ from pathlib import Path
 from hecktor.errors import InputError
 from hecktor.plan import RegionPlan
 from hecktor.training import cli
-from hecktor.training.segmentation import (LOSS_SPECS, LOSSES, VALIDATION_DIR, TrainingConfig,
-                                          load_config_file, train)
+from hecktor.training.segmentation import (LOSS_SPECS, LOSSES, MAY_CHANGE_ON_RESUME, VALIDATION_DIR, TrainingConfig,
+                                          load_config_file, read_run_config, train)
 
 NETWORKS = ("hecmamba", "unet", "vnet", "unetr", "segresnet", "dynunet")
 
@@ -77,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="preprocessing cache (default: RUN_DIR/../cache)")
     task.add_argument("--amp", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                       help="mixed precision on CUDA")
-    task.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
+    task.add_argument("--resume", action="store_true",
+                      help="continue from the last checkpoints; settings not given are the run's config.json's, and "
+                           f"only these may differ: {', '.join(MAY_CHANGE_ON_RESUME)}")
     defaults = cli.config_defaults(TrainingConfig)
     defaults.pop("cache_dir")  # its help says where the default lies
     cli.show_defaults(parser, defaults)
@@ -85,9 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    """The run's config: TrainingConfig defaults, then the ``--config`` file, then the options given."""
+    """The run's config: TrainingConfig defaults (with ``--resume``, the run's ``config.json`` instead), then the
+    ``--config`` file, then the options given."""
     values = load_config_file(args.config) if "config" in args else {}
     flags = cli.config_values(args, TrainingConfig)
+    run_dir = flags.get("run_dir", values.get("run_dir"))
+    if args.resume and run_dir is not None:  # a setting not given is the recorded one, not the default
+        values = {**read_run_config(run_dir), **values}
     if "network" in flags and flags["network"] != values.get("network", flags["network"]):
         values.pop("network_config", None)  # the config file's sizes belong to its own network
     values.update(flags)

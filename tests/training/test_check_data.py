@@ -4,16 +4,22 @@ command gives."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from hecktor.synthetic import generate_cohort
 from hecktor.training.check_data import check_dataset, main
+from helpers.broken_cohorts import case_dir as _case
+from helpers.broken_cohorts import edit_table as _edit_table
+from helpers.broken_cohorts import header_lost as _header_lost
+from helpers.broken_cohorts import label_value as _value
+from helpers.broken_cohorts import partial_volume as _partial_volume
+from helpers.broken_cohorts import rewrite_image as _rewrite_image
+from helpers.broken_cohorts import set_cell as _set
+from helpers.broken_cohorts import shifted_2_m as _shifted
 
 PID = "CHUM-001"
 
@@ -28,16 +34,6 @@ def cohort(clean_cohort, tmp_path) -> Path:
     return Path(shutil.copytree(clean_cohort, tmp_path / "DATA"))
 
 
-def _case(cohort: Path, task: int = 1) -> Path:
-    folders = sorted(p for p in (cohort / f"Task {task}").iterdir() if p.is_dir())
-    return folders[0]
-
-
-def _rewrite_image(path: Path, edit) -> None:
-    image = sitk.ReadImage(str(path))
-    sitk.WriteImage(edit(image), str(path), True)
-
-
 def _label(cohort: Path) -> Path:
     case = _case(cohort)
     return case / f"{case.name}.nii.gz"
@@ -46,55 +42,6 @@ def _label(cohort: Path) -> Path:
 def _pet(cohort: Path, task: int = 1) -> Path:
     case = _case(cohort, task)
     return case / f"{case.name}__PT.nii.gz"
-
-
-def _header_lost(image: sitk.Image) -> sitk.Image:
-    array = sitk.GetArrayFromImage(image)[::2, ::2, ::2]
-    return sitk.GetImageFromArray(array)  # spacing 1, origin 0: what a tool that drops the header writes
-
-
-def _shifted(image: sitk.Image) -> sitk.Image:
-    image.SetOrigin(tuple(np.asarray(image.GetOrigin()) + (0.0, 0.0, 2000.0)))
-    return image
-
-
-def _with_array(image: sitk.Image, array: np.ndarray) -> sitk.Image:
-    out = sitk.GetImageFromArray(array)
-    out.CopyInformation(image)
-    return out
-
-
-def _partial_volume(image: sitk.Image) -> sitk.Image:
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    return _with_array(image, np.where(array == 1, np.float32(0.5), array))
-
-
-def _value(value: int, pixel):
-    def edit(image: sitk.Image) -> sitk.Image:
-        array = sitk.GetArrayFromImage(sitk.Cast(image, pixel))
-        array[array == 2] = value
-        return _with_array(image, array)
-    return edit
-
-
-def _edit_table(task: int, edit):
-    def apply(cohort: Path) -> None:
-        path = cohort / f"Task {task}" / f"HECKTOR_2025_Training_Task_{task}.csv"
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        rows = edit(rows)
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return apply
-
-
-def _set(column: str, value: str, task: int = 2):
-    def edit(rows):
-        rows[0][column] = value
-        return rows
-    return _edit_table(task, edit)
 
 
 # name: (how to break the cohort, level, the file the line names (a suffix), text the line holds)

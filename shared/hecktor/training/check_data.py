@@ -367,10 +367,8 @@ PROGRESS_EVERY = 50
 
 
 class DataCheckError(InputError):
-    """The data check that a trainer runs first found errors (each one already printed on its line). Exit status 1,
-    as ``hecktor-check-data``'s."""
-
-    exit_status = 1
+    """The data check that a trainer runs first found errors (each one already printed on its line). A wrong input,
+    so the trainers' exit status 2, as for every other wrong input (``hecktor-check-data`` itself exits 1)."""
 
 
 def check_training_data(task: int, data: str | Path | None = None, csv: str | Path | None = None, *,

@@ -36,10 +36,11 @@ SEGMENTATION_BUNDLE = "segmentation_bundle"
 
 def box_entry(case: TrainingCase, plan: BoxPlan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The cache entry of one case (:class:`~hecktor.training.cache.PreprocessingCache`'s ``preprocess``): the
-    network input by :func:`hecktor.preprocessing.preprocess_box`, float32 (2, z, y, x)."""
+    network input by :func:`hecktor.preprocessing.preprocess_box`, float32 (2, z, y, x), and what preprocessing
+    repaired (``repairs``, :func:`hecktor.training.cache.report_repairs`)."""
     ct, pet, _ = case.read()
     region = preprocess_box(ct, pet, plan)
-    return {"image": np.asarray(region.image, dtype=np.float32)}, {}
+    return {"image": np.asarray(region.image, dtype=np.float32)}, {"repairs": list(region.warnings)}
 
 
 def box_cache(root: str | Path | None, plan: BoxPlan) -> PreprocessingCache:

@@ -57,7 +57,8 @@ from hecktor.training.segmentation.checkpoints import (CHECKPOINT_FORMAT, CHECKP
                                                        network_from_checkpoint, previous_checkpoint_path,
                                                        remove_stale_temporaries, save_checkpoint, set_aside,
                                                        verify_checkpoint_file)
-from hecktor.training.segmentation.config import (CONFIG_JSON, FOLDS_JSON, PLAN_JSON, POSTPROCESSING_JSON,
+from hecktor.training.segmentation.config import (CONFIG_CHANGES_JSON, CONFIG_JSON, FOLDS_JSON, MAY_CHANGE_ON_RESUME,
+                                                  PLAN_JSON, POSTPROCESSING_JSON,
                                                   VALIDATION_DIR, VALIDATION_LABELS_DIR, TrainingConfig,
                                                   build_segmentation_network, check_run_config, load_config_file,
                                                   read_run_config, resolve_network_config)
@@ -72,7 +73,8 @@ from hecktor.training.segmentation.validation import link_case_files, predict_va
 
 __all__ = [
     # config
-    "CONFIG_JSON", "FOLDS_JSON", "PLAN_JSON", "POSTPROCESSING_JSON", "VALIDATION_DIR", "VALIDATION_LABELS_DIR",
+    "CONFIG_CHANGES_JSON", "CONFIG_JSON", "FOLDS_JSON", "MAY_CHANGE_ON_RESUME", "PLAN_JSON", "POSTPROCESSING_JSON",
+    "VALIDATION_DIR", "VALIDATION_LABELS_DIR",
     "TrainingConfig", "build_segmentation_network", "check_run_config", "load_config_file", "read_run_config",
     "resolve_network_config",
     # data

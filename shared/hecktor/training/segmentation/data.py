@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -25,6 +26,7 @@ from hecktor.errors import InputError
 from hecktor.geometry import Grid
 from hecktor.patches import preprocess_training_case, sample_patches, sampling_indices
 from hecktor.plan import RegionPlan
+from hecktor.preprocessing import check_case
 from hecktor.segment import N_CLASSES
 from hecktor.training.cache import PreprocessingCache
 
@@ -44,12 +46,27 @@ def region_entry(case: TrainingCase, plan: RegionPlan, around: str = "region") -
     disk and page cache of float32, and the normalised CT/PET values lose nothing that matters at fp16's 3
     significant digits."""
     ct, pet, label = case.read()
+    # The repairs are screened here to be recorded (preprocess_training_case screens again and keeps no word of them;
+    # an image already repaired passes that second screening unchanged).
+    ct, pet, repairs = check_case(ct, pet, plan)
     region = preprocess_training_case(ct, pet, label, plan, around=around)
     arrays = {"image": region.image.astype(np.float16), "label": region.label.astype(np.uint8)}
+    label_voxels = [int(np.count_nonzero(region.label == v)) for v in range(N_CLASSES)]
+    source = sitk.GetArrayViewFromImage(label)
+    source_voxels = [int(np.count_nonzero(source == v)) for v in range(N_CLASSES)]
+    if not region.localization.found:
+        repairs.append(f"head-and-neck localisation: {region.localization.reason}")
+    if not any(source_voxels[1:]):
+        repairs.append("empty label map (no GTVp or GTVn voxel): trained as a case without tumour")
+    for value, name in ((1, "GTVp"), (2, "GTVn")):
+        if source_voxels[value] and not label_voxels[value]:
+            repairs.append(f"label map: its {name} ({source_voxels[value]} voxels) lies outside the training region "
+                           "and is lost")
     info = {
         "grid": dataclasses.asdict(region.grid),
         "localization_found": bool(region.localization.found),
-        "label_voxels": [int(np.count_nonzero(region.label == v)) for v in range(N_CLASSES)],
+        "label_voxels": label_voxels,
+        "repairs": repairs,
     }
     return arrays, info
 
