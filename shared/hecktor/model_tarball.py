@@ -224,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HecktorError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Exception as error:  # noqa: BLE001 - build.sh shows one line, never a traceback
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else "no message"
+        print(f"error: unexpected {type(error).__name__} ({detail}); please report this bundle", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -153,9 +153,9 @@ def report(runs: Sequence[CaseRun], sizes: Sequence[UploadSize]) -> tuple[list[s
                 verdicts.append(_verdict(run.peak_memory_bytes, MEMORY_LIMIT_BYTES))
                 text += (f"   peak {run.peak_memory_bytes / 1024**3:6.2f} GB = "
                          f"{100 * run.peak_memory_bytes / MEMORY_LIMIT_BYTES:5.1f} % of 16 GB ({run.memory_source})")
-            verdict = "FAILED (exit status %d)" % run.status if run.status else (
+            verdict = f"FAILED (exit status {run.status})" if run.status else (
                 "OVER" if "OVER" in verdicts else "tight" if "tight" in verdicts else "ok")
-            problems += verdict != "ok" and verdict != "tight"
+            problems += verdict not in ("ok", "tight")
             lines.append(f"{text}   {verdict}")
         for size in (s for s in sizes if s.task == task):
             verdict = _verdict(size.bytes, UPLOAD_LIMIT_BYTES)
