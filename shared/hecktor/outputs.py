@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from hecktor.errors import InputError
 
 __all__ = ["READABLE_MODE", "atomic_path", "atomic_paths", "remove_output", "write_text_atomic", "write_mask",
-           "write_json_number", "write_json_boolean", "write_hecktor2026"]
+           "write_json_number", "write_json_boolean", "write_hecktor2026", "check_hecktor2026_answer"]
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -137,41 +137,52 @@ def write_hecktor2026(answer: Any, mask_path: str | Path, t_stage_path: str | Pa
                       rfs_path: str | Path) -> Path:
     """Write HECKTOR 2026's four outputs of one case, all or none (:func:`atomic_paths`); returns ``mask_path``.
 
-    ``answer`` is a :class:`hecktor.hecktor2026.Hecktor2026Answer` (anything with its ``mask``, ``t_stage``,
-    ``n_stage`` and ``rfs_days``). Every value is checked before anything is written, and a bad one is refused with a
-    :class:`ValueError` naming it, so that a predictor bug reaches the platform as an error, never as a wrong
-    answer: the mask must be a 3-D scalar image of labels 0, 1 and 2 only (written as compressed UInt8 on its own
-    grid, which is the CT's when the predictor kept it); the stages must be exactly one of ``T1``..``T4`` and
-    ``N0``..``N3`` (each written as one JSON string); the RFS time a finite number of days above 0 (one JSON number).
+    ``answer`` is a :class:`hecktor.hecktor2026.Hecktor2026Answer`; every value is checked before anything is
+    written (:func:`check_hecktor2026_answer`). The mask is written as compressed UInt8 on its own grid (the CT's,
+    when the predictor kept it), each stage as one JSON string, the RFS time as one JSON number of days.
     """
-    # Imported here: hecktor.staging brings the biomarkers and torch with it, which the many light users of this
-    # module (caches, run logs, the fold files) must not pay for.
-    from hecktor.staging import N_STAGES, T_STAGES
-
-    mask = answer.mask
-    if not isinstance(mask, sitk.Image) or mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"refusing to write {mask_path}: the mask must be a 3-D scalar image, got "
-                         f"{_describe_image(mask)}")
-    labels = sorted({float(v) for v in np.unique(sitk.GetArrayViewFromImage(mask))})
-    if not set(labels) <= {0.0, 1.0, 2.0}:
-        raise ValueError(f"refusing to write {mask_path}: the mask holds labels {[_plain(v) for v in labels]}, "
-                         "not only 0 (background), 1 (GTVp) and 2 (GTVn)")
-    texts = {}
-    for path, value, stages in ((t_stage_path, answer.t_stage, T_STAGES), (n_stage_path, answer.n_stage, N_STAGES)):
-        if not isinstance(value, str) or value not in stages:
-            raise ValueError(f"refusing to write {path}: {value!r} is not one of {', '.join(stages)}")
-        texts[Path(path)] = json.dumps(value)
-    days = answer.rfs_days
-    if isinstance(days, (bool, np.bool_)) or not isinstance(days, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(days)) or float(days) <= 0.0:
-        raise ValueError(f"refusing to write {rfs_path}: the RFS time must be a finite number of days above 0, got "
-                         f"{days!r}")
-    texts[Path(rfs_path)] = json.dumps(float(days))
+    mask, t_stage, n_stage, days = check_hecktor2026_answer(answer, (mask_path, t_stage_path, n_stage_path, rfs_path))
+    texts = {Path(t_stage_path): json.dumps(t_stage), Path(n_stage_path): json.dumps(n_stage),
+             Path(rfs_path): json.dumps(days)}
     with atomic_paths([mask_path, *texts]) as (mask_tmp, *json_tmps):
         sitk.WriteImage(sitk.Cast(mask, sitk.sitkUInt8), str(mask_tmp), True)
         for tmp, text in zip(json_tmps, texts.values()):
             tmp.write_text(text)
     return Path(mask_path)
+
+
+def check_hecktor2026_answer(answer: Any, where: Sequence[str | Path]) -> tuple[sitk.Image, str, str, float]:
+    """The mask, T stage, N stage and RFS time (float days) of a 2026 answer, each checked; a bad one is a
+    :class:`ValueError` ``refusing to write <where>: ...``, so that a predictor bug reaches the platform as an error,
+    never as a wrong answer.
+
+    ``answer`` has the fields of :class:`hecktor.hecktor2026.Hecktor2026Answer`: the mask must be a 3-D scalar image
+    of labels 0, 1 and 2 only (2-D on the 1 x 1 placeholder CT of the platform's sanity check, as Task 1's mask is); the stages exactly one of ``T1``..``T4`` and ``N0``..``N3``; the RFS time a finite
+    number of days above 0. ``where`` names the destination of each of the four, in that order.
+    """
+    # Imported here: hecktor.staging brings the biomarkers and torch with it, which the many light users of this
+    # module (caches, run logs, the fold files) must not pay for.
+    from hecktor.staging import N_STAGES, T_STAGES
+
+    mask_where, t_where, n_where, rfs_where = where
+    mask = answer.mask
+    if not isinstance(mask, sitk.Image) or mask.GetDimension() not in (2, 3) or \
+            mask.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"refusing to write {mask_where}: the mask must be a 3-D scalar image (2-D for a 2-D "
+                         f"placeholder CT), got {_describe_image(mask)}")
+    labels = sorted({float(v) for v in np.unique(sitk.GetArrayViewFromImage(mask))})
+    if not set(labels) <= {0.0, 1.0, 2.0}:
+        raise ValueError(f"refusing to write {mask_where}: the mask holds labels {[_plain(v) for v in labels]}, "
+                         "not only 0 (background), 1 (GTVp) and 2 (GTVn)")
+    for place, value, stages in ((t_where, answer.t_stage, T_STAGES), (n_where, answer.n_stage, N_STAGES)):
+        if not isinstance(value, str) or value not in stages:
+            raise ValueError(f"refusing to write {place}: {value!r} is not one of {', '.join(stages)}")
+    days = answer.rfs_days
+    if isinstance(days, (bool, np.bool_)) or not isinstance(days, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(days)) or float(days) <= 0.0:
+        raise ValueError(f"refusing to write {rfs_where}: the RFS time must be a finite number of days above 0, got "
+                         f"{days!r}")
+    return mask, answer.t_stage, answer.n_stage, float(days)
 
 
 def _describe_image(image: Any) -> str:

@@ -32,6 +32,9 @@ REGION_PLAN = RegionPlan(spacing_mm_xyz=(4.0, 4.0, 4.0), region_mm_xyz=(120.0, 1
 EHR = {"CenterID": 5, "Age": 56, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1,
        "Performance Status": 0, "Treatment": 0, "M-stage": "M0"}
 """The clean case's record (the organisers' sample ``ehr.json``)."""
+EHR_2026 = {"CenterID": 5, "Age": 56, "Gender": 1, "Tobacco Consumption": 0, "Alcohol Consumption": 1,
+            "Performance Status": 0, "Treatment": 0, "HPV Status": 1}
+"""The clean case's record for HECKTOR 2026 (the 2026 sample's keys: HPV Status in, no M-stage)."""
 ORGANISERS_SAMPLE_EHR = (
     '{\n    "CenterID": 4,\n    "Age": 58,\n    "Gender": 0,\n    "Tobacco Consumption": 0,\n'
     '    "Alcohol Consumption": 1,\n    "Performance Status": 0,\n    "Treatment": 1,\n    "HPV Status": 0,\n}\n'
@@ -82,7 +85,7 @@ def _whole_body() -> tuple[sitk.Image, sitk.Image]:
 def _edit_ehr(edit):
     def apply(input_dir: Path, case) -> None:
         path = input_dir / "ehr.json"
-        result = edit(dict(EHR))
+        result = edit(json.loads(path.read_text()))  # the task's clean record (EHR, or EHR_2026)
         if result is None:
             path.unlink()
         elif isinstance(result, bytes):
@@ -333,9 +336,10 @@ MATRIX = {
 _CASES: dict[int, object] = {}
 
 
-def _spoiled_input(name: str, case, tmp_path: Path) -> Path:
+def _spoiled_input(name: str, case, tmp_path: Path, ehr=None) -> Path:
+    """The clean case as the platform lays it out, with ``ehr`` (default :data:`EHR`), spoiled as row ``name`` says."""
     _CASES[id(case)] = case
-    input_dir = write_gc_input(case.ct, case.pet, tmp_path / "in", EHR, seed=1)
+    input_dir = write_gc_input(case.ct, case.pet, tmp_path / "in", EHR if ehr is None else ehr, seed=1)
     MATRIX[name][0](input_dir, case)
     return input_dir
 
@@ -360,6 +364,25 @@ BIOMARKER_MODE_OUTCOMES = {
     "ct_and_pet_missing": (DEGRADED, "no usable CT, nothing to segment"),
 }
 """Task 2's outcome in ``biomarkers`` mode where it differs from :data:`MATRIX`'s (measured on a fusion bundle)."""
+
+HECKTOR2026_OUTCOMES = {
+    # where the HECKTOR 2026 container answers otherwise than hecktor2026_outcome's rule: its record has no M-stage,
+    # so of "M-stage M7, Gender other" only the gender is an unknown code
+    "ehr_unknown_categories": (REPAIRED, "Gender 'other' is not a code the model knows"),
+}
+"""HECKTOR 2026's outcome where it differs from :func:`hecktor2026_outcome`'s rule (measured on the 2026 bundle of
+``helpers.containers``, its record :data:`EHR_2026`)."""
+
+
+def hecktor2026_outcome(name: str) -> tuple[str, str]:
+    """What the HECKTOR 2026 container answers for row ``name``: it segments the case as Task 1 does (no mask without
+    a usable CT, so a CT that cannot be used is an error) and reads ``ehr.json`` as Task 2's default (biomarkers)
+    mode does, so an image row answers as Task 1 and a record row as Task 2's default mode, except where
+    :data:`HECKTOR2026_OUTCOMES` says otherwise."""
+    if name in HECKTOR2026_OUTCOMES:
+        return HECKTOR2026_OUTCOMES[name]
+    _, task1, task2 = MATRIX[name]
+    return BIOMARKER_MODE_OUTCOMES.get(name, task2) if name.startswith("ehr_") else task1
 
 # ------------------------------------------------------------------------------------------------- the page
 SECTIONS = {
@@ -451,8 +474,9 @@ PREAMBLE = """\
 
 What each container's `inference.py` does with a missing, broken, hostile or merely unusual input, by default and
 with `--strict`. Every row below is a case that `tests/containers/test_containers.py` (Tasks 1 and 2),
-`tests/containers/test_hpv_container.py` (Task 3) and `tests/containers/test_hostile_modes.py` (every Task 2 and
-Task 3 mode) run and assert; the containers' `--help`, their docstrings and `hecktor.container` point here.
+`tests/containers/test_hpv_container.py` (Task 3), `tests/containers/test_hostile_modes.py` (every Task 2 and
+Task 3 mode) and `tests/containers/test_hostile_hecktor2026.py` (HECKTOR 2026) run and assert; the containers'
+`--help`, their docstrings and `hecktor.container` point here.
 
 **The rule.** On Grand Challenge a case that exits non-zero or writes nothing is lost, and a failed job can stop a
 submission's evaluation, so by default a case is **answered whenever an answer can be formed**, with one warning line
@@ -475,10 +499,13 @@ the feature (`hecktor.feature_range`), so that a case far outside the training p
 risks' order, never thousands.
 
 **Reading the table.** *answer*: a valid output (Task 1 a mask on the CT's exact grid, Task 2 a finite risk, Task 3
-`true` or `false`); *warning*: one warning line holding the quoted text; *error*: one line `error: ...` holding the
-quoted text, exit status 2, no output. Task 3 answers every row as Task 2's network modes. The Task 2 columns:
-*network modes* (`fusion`, `imaging`, `clinical`, `fusion+biomarkers`) and *biomarkers*, the default mode, which
-segments the case with its nested Task 1 model and measures the PET biomarkers of the mask.
+`true` or `false`, HECKTOR 2026 all four files: the mask on the CT's exact grid, the T and N stage, an RFS time in
+days); *warning*: one warning line holding the quoted text; *error*: one line `error: ...` holding the quoted text,
+exit status 2, no output (none of the four, for 2026). Task 3 answers every row as Task 2's network modes. The Task 2
+columns: *network modes* (`fusion`, `imaging`, `clinical`, `fusion+biomarkers`) and *biomarkers*, the default mode,
+which segments the case with its nested Task 1 model and measures the PET biomarkers of the mask. HECKTOR 2026
+segments as Task 1 (no mask without a usable CT) and reads `ehr.json` as Task 2's default mode; its clean record is
+the 2026 sample's keys (`HPV Status` in, no `M-stage`).
 """
 
 CLEAN_TWINS = """\
@@ -517,15 +544,15 @@ def render_page() -> str:
     if set(WHAT) != set(MATRIX) or not set(SECTIONS) <= set(MATRIX):
         raise ValueError("every row of MATRIX needs its words in WHAT (and SECTIONS must name rows of MATRIX)")
     lines = [PREAMBLE, "## Behaviour per input", ""]
-    header = ("| input | Task 1 | Task 2 network modes, Task 3 | Task 2 biomarkers (default) | `--strict` |\n"
-              "| --- | --- | --- | --- | --- |")
+    header = ("| input | Task 1 | Task 2 network modes, Task 3 | Task 2 biomarkers (default) | HECKTOR 2026 | "
+              "`--strict` |\n| --- | --- | --- | --- | --- | --- |")
     for name, (_, task1, task2) in MATRIX.items():
         if name in SECTIONS:
             lines += ["", f"### {SECTIONS[name]}", "", header]
-        biomarkers = BIOMARKER_MODE_OUTCOMES.get(name, task2)
+        biomarkers, hecktor2026 = BIOMARKER_MODE_OUTCOMES.get(name, task2), hecktor2026_outcome(name)
         lines.append(f"| {WHAT[name]} (`{name}`) | {_cell(task1)} | {_cell(task2)} | "
-                     f"{'same' if biomarkers == task2 else _cell(biomarkers)} | "
-                     f"{_strict_cell(name, [task1, task2, biomarkers])} |")
+                     f"{'same' if biomarkers == task2 else _cell(biomarkers)} | {_cell(hecktor2026)} | "
+                     f"{_strict_cell(name, [task1, task2, biomarkers, hecktor2026])} |")
     rows = ", ".join(f"{WHAT[name]} (`{name}`)" for name in SILENTLY_WRONG)
     lines += ["", CLEAN_TWINS.format(rows=rows[0].upper() + rows[1:], dice=DICE_TOLERANCE, risk=RISK_TOLERANCE)]
     return "\n".join(lines).rstrip() + "\n"

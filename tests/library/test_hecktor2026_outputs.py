@@ -94,10 +94,11 @@ def test_the_four_outputs_round_trip_on_the_masks_exact_grid(tmp_path):
     ({"rfs_days": "900"}, "rfs.json: the RFS time must be a finite number of days above 0, got '900'"),
     ({"rfs_days": True}, "rfs.json: the RFS time must be a finite number of days above 0, got True"),
     ({"mask": _mask() * 3}, "output.mha: the mask holds labels [0, 3, 6], not only 0 (background), 1 (GTVp) and 2"),
-    ({"mask": _mask()[:, :, 2]}, "output.mha: the mask must be a 3-D scalar image, got a 2-D image of 1 component"),
-    ({"mask": sitk.Compose(_mask(), _mask())}, "output.mha: the mask must be a 3-D scalar image, got a 3-D image of "
-                                               "2 component(s)"),
-    ({"mask": np.zeros((5, 6, 7), np.uint8)}, "output.mha: the mask must be a 3-D scalar image, got ndarray"),
+    ({"mask": sitk.JoinSeries([_mask()] * 2)}, "output.mha: the mask must be a 3-D scalar image (2-D for a 2-D "
+                                                "placeholder CT), got a 4-D image of 1 component(s) per voxel"),
+    ({"mask": sitk.Compose(_mask(), _mask())}, "got a 3-D image of 2 component(s) per voxel"),
+    ({"mask": np.zeros((5, 6, 7), np.uint8)}, "output.mha: the mask must be a 3-D scalar image (2-D for a 2-D "
+                                              "placeholder CT), got ndarray"),
 ])
 def test_a_bad_value_is_refused_before_anything_is_written(changes, message, tmp_path):
     with pytest.raises(ValueError) as refused:
