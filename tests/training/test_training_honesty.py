@@ -139,3 +139,22 @@ def test_an_export_at_chance_says_so_in_one_warning(cohort, tmp_path, capsys):
         f"warning: {run_dir}: out-of-fold C-index 0.490 (chance: 0.5): the ensemble does no better than chance on "
         "patients it did not train on; check the outcome column and the data check's warnings, and train longer or "
         "on more patients before using it"]
+
+
+@pytest.mark.slow  # two short trainings: 43 s on the shared 2 cores (2026-12-07)
+def test_more_epochs_on_resume_follow_the_new_schedule_from_the_iteration_recorded(cohort, tmp_path, capsys):
+    """The change is applied, not only recorded: the resumed epochs' learning rate is the new length's schedule."""
+    from hecktor.training.segmentation import warmup_cosine
+
+    fast = {**TINY, "data_root": str(cohort), "run_dir": str(tmp_path / "run"), "network": "unet",
+            "network_config": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}, "epochs": 2,
+            "iterations_per_epoch": 2, "folds": [0], "predict_validation": False, "device": "cpu", "val_every": 2}
+    SegmentationTrainer(TrainingConfig.from_dict(fast)).run()
+    resumed = SegmentationTrainer(TrainingConfig.from_dict({**fast, "epochs": 4}), resume=True)
+    resumed.run()
+    assert "fold 0 resumes at iteration 4 with epochs 2 -> 4" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "run" / "fold_0" / "metrics.json").read_text())
+    factor = warmup_cosine(4 * 2, TINY["warmup_fraction"], TINY["min_lr_ratio"])
+    # A row's lr is the one after its epoch's last step: the new schedule's factor at the epoch's last iteration.
+    assert [r["lr"] for r in rows[2:]] == pytest.approx([TINY["learning_rate"] * factor(i) for i in (6, 8)])
+    assert json.loads((tmp_path / "run" / CONFIG_CHANGES_JSON).read_text())[0]["from_iteration"] == 4
