@@ -91,7 +91,7 @@ def task1_config(cohort_dir: Path, run_dir: Path, args: argparse.Namespace) -> d
     epochs = max(1, args.seg_iterations // TASK1_ITERATIONS_PER_EPOCH)
     config.update({"data_root": str(cohort_dir), "run_dir": str(run_dir),
                    "cache_dir": str(run_dir.parent / "cache_seg"),
-                   "folds": None, "n_folds": 5, "epochs": epochs, "iterations_per_epoch": TASK1_ITERATIONS_PER_EPOCH,
+                   "folds": None, "n_folds": getattr(args, "seg_folds", 5), "epochs": epochs, "iterations_per_epoch": TASK1_ITERATIONS_PER_EPOCH,
                    "loss": "batch_dice", "val_every": epochs, "workers": 0, "device": "cpu", "progress": False, "seed": 0})
     return config
 
@@ -122,9 +122,10 @@ def task1_cross_validation(cohort_dir: Path, run_dir: Path, args: argparse.Names
     from hecktor.training.segmentation import SegmentationTrainer, TrainingConfig as SegConfig
 
     config = task1_config(cohort_dir, run_dir, args)
-    done = [k for k in range(5) if (run_dir / f"fold_{k}" / "checkpoint_last.pt").is_file()
+    n_folds = config["n_folds"]  # 5 here; bench_hpv.py's cheaper run has 2
+    done = [k for k in range(n_folds) if (run_dir / f"fold_{k}" / "checkpoint_last.pt").is_file()
             and json.loads((run_dir / f"fold_{k}" / "metrics.json").read_text())[-1]["epoch"] >= config["epochs"]]
-    if len(done) == 5:
+    if len(done) == n_folds:
         return 0.0
     started = time.perf_counter()
     trainer = SegmentationTrainer(SegConfig.from_dict(config), resume=True)
@@ -135,7 +136,7 @@ def task1_cross_validation(cohort_dir: Path, run_dir: Path, args: argparse.Names
     print(f"Task 1 cross-validation: {config['epochs'] * TASK1_ITERATIONS_PER_EPOCH} iterations per fold, "
           f"{args.seg_jobs} fold(s) at a time ...", flush=True)
     with ProcessPoolExecutor(max_workers=args.seg_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_train_task1_fold, [config] * 5, range(5)))
+        list(pool.map(_train_task1_fold, [config] * n_folds, range(n_folds)))
     return time.perf_counter() - started
 
 
@@ -146,13 +147,13 @@ def _masks_of_folds(seg_run: Path, folds: list[int]) -> dict:
     return write_validation_masks(seg_run, folds=folds, device="cpu", progress=False, echo=print)
 
 
-def out_of_fold_masks(seg_run: Path, jobs: int) -> dict:
-    """Every fold segments its validation patients (masks already written are kept), ``jobs`` processes of one
-    thread."""
+def out_of_fold_masks(seg_run: Path, jobs: int, n_folds: int = 5) -> dict:
+    """Every fold of the ``n_folds`` segments its validation patients (masks already written are kept), ``jobs``
+    processes of one thread."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    groups = [list(range(5))[j::jobs] for j in range(jobs)]
+    groups = [list(range(n_folds))[j::jobs] for j in range(jobs)]
     masks = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for part in pool.map(_masks_of_folds, [seg_run] * jobs, groups):

@@ -11,7 +11,8 @@ The tasks come from the registry (:mod:`hecktor.tasks`); each has a training sta
 task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so they can be run alone from Python):
 
 1. :func:`make_cohorts`: ``--train-cases`` synthetic training cases in the HECKTOR layout, and ``--held-out`` other
-   patients (another seed) as Grand-Challenge input folders for each task, with their labels, survival and HPV status.
+   patients (another seed) as Grand-Challenge input folders for each task, with their labels, survival and HPV status;
+   ``--held-out-extra`` more of them (``held_out_extra/``) for the in-process scoring of stage 6.
 2. :func:`train_segmentation` (Task 1): the small HecMamba of ``training/configs/demo.json`` with a 16-channel
    full-resolution decoder (1.5 M parameters; the recipe's 32 nearly doubles the time per iteration; 32^3 patches at
    4 mm, Dice + CE with deep supervision), both folds of a 2-fold split trained side by side (one process and one
@@ -22,13 +23,18 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
 3. :func:`train_prognosis` (Task 2): ``biomarkers`` mode (the default of ``train_prognosis.py``): a Cox model on the
    record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; exported, with the Task 1 model nested, to
    ``task2_container/resources/bundle``.
-4. :func:`train_hpv` (Task 3): the fusion model (tiny backbone, 48^3 input, 12 epochs) with a logistic head, 5
-   folds; exported to ``task3_container/resources/bundle``.
+4. :func:`train_hpv` (Task 3): ``biomarkers`` mode (the default of ``train_hpv.py`` with a Task 1 run): a logistic
+   regression on the record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; exported, with the Task 1
+   model nested, to ``task3_container/resources/bundle``.
 5. :func:`run_containers`: every task's ``inference.py`` once per held-out case, each a fresh process on the CPU as
    the container would run it (two at a time, one thread each); wall time, CPU time and peak memory of each.
-6. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``), the held-out C-index and the HPV
+6. :func:`predict_in_process`: the ``--held-out-extra`` patients through the same ``predict_case`` as the Task 2 and
+   3 containers, in this process, each case segmented once (:func:`shared_segmentation`) for both tasks: a C-index
+   and a balanced accuracy on 12 patients move by several points with one patient, so these are scored with the
+   container runs and reported apart too.
+7. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``), the held-out C-index and the HPV
    balanced accuracy, each beside its oracle (the synthetic cohort's true hazard and P(HPV+)).
-7. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
+8. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
 """
 
 from __future__ import annotations
@@ -112,28 +118,38 @@ class Stopwatch:
 # --------------------------------------------------------------------------------------------------------- data
 
 
-def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int) -> dict[str, Any]:
-    """The training cohort (HECKTOR layout) and the held-out cases (input folders per task, labels, survival)."""
-    summary = generate_cohort(out / "data", cases=train_cases, seed=seed, size="small", overwrite=True)
+def write_held_out(folder: Path, indices: Sequence[int], seed: int) -> list[dict[str, Any]]:
+    """Held-out patients ``indices`` of the held-out seed as Grand-Challenge input folders per task
+    (``FOLDER/task<n>/<PID>``), their labels (``FOLDER/labels``) and ``FOLDER/survival.csv``; returns their records."""
     cases = []
-    for index in range(held_out):
+    for index in indices:
         case = make_case(seed + HELD_OUT_SEED_OFFSET, "small", case_index=index)
         pid = f"HELDOUT-{index:03d}"
         for spec in tasks():
-            write_gc_input(case.ct, case.pet, out / "held_out" / f"task{spec.number}" / pid,
+            write_gc_input(case.ct, case.pet, folder / f"task{spec.number}" / pid,
                            case.ehr(task=spec.number) if spec.uses_ehr else None, seed=index)
-        (out / "held_out" / "labels").mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(case.label, str(out / "held_out" / "labels" / f"{pid}.nii.gz"), True)
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(case.label, str(folder / "labels" / f"{pid}.nii.gz"), True)
         cases.append({"patient_id": pid, "rfs_days": case.rfs_days, "relapse": case.relapse,
                       "true_log_hazard": case.true_log_hazard, "ct_orientation": case.ct_orientation,
                       "n_nodes": int(case.features["n_nodes"]), "hpv_status": case.clinical["HPV Status"],
                       "hpv_probability": case.hpv_probability})
-    with (out / "held_out" / "survival.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(cases[0]))
-        writer.writeheader()
-        writer.writerows(cases)
+    if cases:
+        with (folder / "survival.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(cases[0]))
+            writer.writeheader()
+            writer.writerows(cases)
+    return cases
+
+
+def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int, extra: int = 0) -> dict[str, Any]:
+    """The training cohort (HECKTOR layout), the held-out cases the containers run (``held_out/``: input folders per
+    task, labels, survival) and ``extra`` more held-out patients scored in-process (``held_out_extra/``)."""
+    summary = generate_cohort(out / "data", cases=train_cases, seed=seed, size="small", overwrite=True)
+    cases = write_held_out(out / "held_out", range(held_out), seed)
+    more = write_held_out(out / "held_out_extra", range(held_out, held_out + extra), seed)
     return {"train_cases": train_cases, "train_event_fraction": summary.event_fraction,
-            "train_oracle_cindex": summary.oracle_c_index, "held_out": cases}
+            "train_oracle_cindex": summary.oracle_c_index, "held_out": cases, "held_out_extra": more}
 
 
 # ----------------------------------------------------------------------------------------------------- training
@@ -239,20 +255,20 @@ def train_prognosis(data: Path, runs: Path, options: argparse.Namespace, trained
 
 
 def train_hpv(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
-    """Task 3: the fusion model (tiny backbone, 48^3 input, ``--hpv-epochs`` epochs), 5 folds, exported."""
-    from hecktor.training.hpv import NETWORK_PRESETS, HPVTrainingConfig, export_hpv_bundle, train_hpv as train
+    """Task 3 in ``biomarkers`` mode: a logistic regression on the record and the PET biomarkers of Task 1's
+    out-of-fold masks (Task 2's), 5 folds; the bundle nests Task 1's (the container segments first)."""
+    from hecktor.training.hpv import HPVTrainingConfig, export_hpv_bundle, train_hpv as train
 
     run_dir = runs / get_task(3).name
-    config = HPVTrainingConfig(mode="fusion", n_folds=5, seed=0, epochs=options.hpv_epochs, learning_rate=3e-3,
-                               network=dict(NETWORK_PRESETS["tiny"]), device="cpu", progress=False)
+    config = HPVTrainingConfig(mode="biomarkers", n_folds=5, seed=0, device="cpu", progress=False)
     result = train(config, run_dir, data=data, plan=BOX_PLAN, cache_dir=runs / "cache", overwrite=True,
-                   echo=lambda line: print(f"[demo]   {line}"))
+                   segmentation=trained[get_task(1).name]["run_dir"], echo=lambda line: print(f"[demo]   {line}"))
     export_hpv_bundle(run_dir, bundle_dir(3), overwrite=True)
     metrics = result.metrics()
-    return {"mode": config.mode, "epochs": config.epochs, "n_folds": config.n_folds,
-            "input_shape_zyx": list(BOX_PLAN.input_shape_zyx), "prevalence": metrics["prevalence"],
+    return {"mode": config.mode, "n_folds": config.n_folds, "prevalence": metrics["prevalence"],
             "balanced_accuracy_oof_mean": metrics["balanced_accuracy_mean"], "auc_oof_mean": metrics["auc_mean"],
-            "threshold": metrics["threshold"]}
+            "threshold": metrics["threshold"], "threshold_fallback": metrics["threshold_fallback"],
+            "biomarkers": list(config.biomarkers or []) or "all"}
 
 
 TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis, "hpv": train_hpv}
@@ -321,6 +337,74 @@ def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict
     return runs
 
 
+IN_PROCESS_TASKS = (2, 3)
+"""The tasks whose held-out scores gain the ``--held-out-extra`` patients (their C-index and balanced accuracy need
+more patients than the 12 container runs; Task 1's Dice does not)."""
+
+
+def load_predictors(task_numbers: Sequence[int], device: str = "cpu") -> dict[int, Any]:
+    """Each task's predictor from its container's bundle, as ``inference.py`` loads it (:mod:`hecktor.runtime`)."""
+    from hecktor.runtime import predictor_class
+
+    return {task: predictor_class(task).from_bundle(bundle_dir(task), device=device) for task in task_numbers}
+
+
+def shared_segmentation(case: Any, predictors: Sequence[Any]) -> sitk.Image | None:
+    """The one Task 1 segmentation of a held-out case (a :class:`hecktor.case.CaseInput`) that the biomarker-mode
+    predictors among ``predictors`` share, made by their nested Task 1 model as each would make it (its TTA setting,
+    no budget); ``None`` when none of them segments. Their nested Task 1 bundles must be the same (the demo nests the
+    one Task 1 run in Tasks 2 and 3), else this is an :class:`InputError`: the answers would not be theirs."""
+    segmenting = [p for p in predictors if p.uses_biomarkers]
+    if not segmenting:
+        return None
+    manifests = {(p.segmentation_bundle / "manifest.json").read_bytes() for p in segmenting}
+    if len(manifests) > 1:
+        raise InputError("the biomarker-mode bundles nest different Task 1 bundles: one segmentation cannot serve "
+                         "them all")
+    if case.ct is None or case.pet is None or case.placeholder:
+        return None  # each predictor then answers as without a segmentation (no-tumour biomarkers)
+    first = segmenting[0]
+    return first.segmenter.predict(case.ct, case.pet, tta=first.segmentation_settings.tta)
+
+
+def predict_in_process(out: Path, cases: list[dict[str, Any]], task_numbers: Sequence[int] = IN_PROCESS_TASKS,
+                       folder: str = "held_out_extra") -> dict[str, Any]:
+    """The held-out ``cases`` (``OUT/<folder>/task<n>/<PID>``) through each task's ``predict_case`` in this process,
+    as its container calls it (:func:`hecktor.case.read_case`), with one :func:`shared_segmentation` per case for the
+    tasks that segment. Fills each case's ``risk`` (Task 2) and ``hpv_predicted`` / ``hpv_probability_predicted``
+    (Task 3) and returns the seconds spent."""
+    import torch
+
+    from hecktor.case import read_case
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # alone on the machine at this stage (the container runs are over)
+    try:
+        predictors = load_predictors(task_numbers)
+        segment_s = predict_s = 0.0
+        for case in cases:
+            pid = case["patient_id"]
+            inputs = {task: read_case(out / folder / f"task{task}" / pid, with_ehr=get_task(task).uses_ehr)
+                      for task in task_numbers}
+            started = time.perf_counter()
+            mask = shared_segmentation(inputs[task_numbers[0]], list(predictors.values()))
+            segment_s += time.perf_counter() - started
+            started = time.perf_counter()
+            for task, predictor in predictors.items():
+                answer = predictor.predict_case(inputs[task], segmentation=mask)
+                if task == 2:
+                    case["risk"] = float(answer)
+                elif task == 3:
+                    case["hpv_predicted"] = bool(answer)
+                    case["hpv_probability_predicted"] = float(predictor.last_report.probability)
+            predict_s += time.perf_counter() - started
+        print(f"[demo]   {len(cases)} extra held-out case(s) in-process: segmentation {segment_s:.0f} s (once per "
+              f"case, shared), Tasks {', '.join(map(str, task_numbers))} {predict_s:.0f} s", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    return {"n": len(cases), "segmentation_s": segment_s, "predict_s": predict_s}
+
+
 # ------------------------------------------------------------------------------------------------------ scoring
 
 
@@ -328,8 +412,9 @@ def _output(out: Path, task: int, pid: str) -> Path:
     return out / "outputs" / f"task{task}" / pid / get_task(task).output
 
 
-def score_segmentation(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
-    """Task 1: the challenge's metrics of the masks against the labels."""
+def score_segmentation(out: Path, held_out: list[dict[str, Any]],
+                       extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Task 1: the challenge's metrics of the container's masks against the labels (the container runs only)."""
     per_case = []
     for case in held_out:
         pid = case["patient_id"]
@@ -339,31 +424,61 @@ def score_segmentation(out: Path, held_out: list[dict[str, Any]]) -> dict[str, A
     return {"segmentation": summarize_segmentation(per_case), "per_case": per_case}
 
 
-def score_prognosis(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
-    """Task 2: Harrell's C of the risks, beside the true log-hazard's."""
+def _cindex(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Harrell's C of the cases' risks and of their true log-hazards (NaN without a comparable pair)."""
+    times = [c["rfs_days"] for c in cases]
+    events = [c["relapse"] for c in cases]
+    return {"cindex": _or_nan(concordance_index, times, events, [c["risk"] for c in cases]),
+            "oracle_cindex": _or_nan(oracle_c_index, events, times, [c["true_log_hazard"] for c in cases]),
+            "cindex_n": len(cases)}
+
+
+def _or_nan(score, *args: Any) -> float:
+    """A score that is undefined on these patients (no comparable pair, one class only) as NaN."""
+    try:
+        return score(*args)
+    except InputError:
+        return float("nan")
+
+
+def _apart(scores_of, containers: list[dict[str, Any]], extra: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scores of all the held-out patients (the keys as they are), and of the container runs and the in-process
+    patients apart (``<key>_containers``, ``<key>_in_process``)."""
+    scores = scores_of(containers + extra)
+    for suffix, part in (("containers", containers), ("in_process", extra)):
+        if part:
+            scores.update({f"{key}_{suffix}": value for key, value in scores_of(part).items()})
+    return scores
+
+
+def score_prognosis(out: Path, held_out: list[dict[str, Any]],
+                    extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Task 2: Harrell's C of the risks, beside the true log-hazard's, on the container runs and the ``extra``
+    patients predicted in-process (:func:`predict_in_process`), together (``cindex``, ``cindex_n``) and apart."""
     for case in held_out:
         case["risk"] = json.loads(_output(out, 2, case["patient_id"]).read_text())
-    times = [c["rfs_days"] for c in held_out]
-    events = [c["relapse"] for c in held_out]
-    cindex = concordance_index(times, events, [c["risk"] for c in held_out]) if any(events) else float("nan")
-    return {"cindex": cindex,
-            "oracle_cindex": oracle_c_index(events, times, [c["true_log_hazard"] for c in held_out])}
+    return _apart(_cindex, held_out, list(extra or []))
 
 
 HPV_LOG_LINE = re.compile(r"P\(HPV\+\) ([0-9.]+), threshold")
 """The Task 3 container's last log line gives the probability behind the boolean it writes (the AUC needs it)."""
 
 
-def score_hpv(out: Path, held_out: list[dict[str, Any]]) -> dict[str, Any]:
+def score_hpv(out: Path, held_out: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Task 3: balanced accuracy of the predicted statuses (the challenge's metric) and the AUC of the probabilities
-    the containers logged, on the patients whose status is recorded, each beside the oracle's (the true P(HPV+):
-    the Bayes rule, :func:`hecktor.synthetic.oracle_balanced_accuracy`, and its AUC)."""
+    the containers logged (the ``extra`` patients: that :func:`predict_in_process` recorded), on the patients whose
+    status is recorded, each beside the oracle's (the true P(HPV+): the Bayes rule,
+    :func:`hecktor.synthetic.oracle_balanced_accuracy`, and its AUC); together and apart, as Task 2's."""
     for case in held_out:
         pid = case["patient_id"]
         case["hpv_predicted"] = json.loads(_output(out, 3, pid).read_text())
         found = HPV_LOG_LINE.findall((out / "outputs" / "task3" / f"{pid}.log").read_text())
         case["hpv_probability_predicted"] = float(found[-1]) if found else float("nan")
-    known = [c for c in held_out if c["hpv_status"] is not None]
+    return _apart(_hpv_scores, held_out, list(extra or []))
+
+
+def _hpv_scores(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    known = [c for c in cases if c["hpv_status"] is not None]
     labels = [int(c["hpv_status"]) for c in known]
     both_classes = 0 < sum(labels) < len(labels)
     predicted = [c["hpv_probability_predicted"] for c in known]
@@ -385,7 +500,7 @@ def score(out: Path, cohorts: dict[str, Any]) -> dict[str, Any]:
     """Every task's scores on the held-out cases (one dict)."""
     scores: dict[str, Any] = {}
     for spec in tasks():
-        scores.update(SCORERS[spec.name](out, cohorts["held_out"]))
+        scores.update(SCORERS[spec.name](out, cohorts["held_out"], cohorts.get("held_out_extra", [])))
     return scores
 
 
@@ -401,20 +516,23 @@ def run_demo(out: Path, options: argparse.Namespace) -> Path:
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep rather than spin on shared cores
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("runs", "held_out", "outputs"):  # this demo's own folders only: a re-run starts clean
+    for name in ("runs", "held_out", "held_out_extra", "outputs"):  # this demo's own folders only: re-runs start clean
         shutil.rmtree(out / name, ignore_errors=True)
     specs = tasks()
     watch = Stopwatch()
-    cohorts = watch.run("synthetic cohorts", make_cohorts, out, options.train_cases, options.held_out, options.seed)
+    cohorts = watch.run("synthetic cohorts", make_cohorts, out, options.train_cases, options.held_out, options.seed,
+                        options.held_out_extra)
     trained: dict[str, Any] = {}
     for spec in specs:
         trained[spec.name] = watch.run(f"Task {spec.number} training ({spec.name}) and export", TRAINERS[spec.name],
                                        out / "data", out / "runs", options, trained)
     patient_ids = [c["patient_id"] for c in cohorts["held_out"]]
     runs = watch.run("every inference.py on the held-out cases", run_containers, out, patient_ids, options.jobs)
+    in_process = watch.run(f"Tasks {', '.join(map(str, IN_PROCESS_TASKS))} in-process on the extra held-out cases",
+                           predict_in_process, out, cohorts["held_out_extra"])
     scores = watch.run("scoring", score, out, cohorts)
-    results = {"cohorts": cohorts, "training": trained, "runs": runs, "scores": scores, "stages": watch.stages,
-               "seed": options.seed, "jobs": options.jobs}
+    results = {"cohorts": cohorts, "training": trained, "runs": runs, "in_process": in_process, "scores": scores,
+               "stages": watch.stages, "seed": options.seed, "jobs": options.jobs}
     report = watch.run("report", demo_report.write_report, out, results)
     results["total"] = watch.total()
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
@@ -438,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="output folder")
     parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
     parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through every container")
+    parser.add_argument("--held-out-extra", type=int, default=24,
+                        help="more held-out cases through Tasks 2 and 3's predict_case in-process (one shared "
+                             "segmentation each), scored with the container runs and apart")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--epochs", type=int, default=24,
                         help="Task 1 epochs per fold (of demo.json's 25 iterations; demo.json itself says 40)")

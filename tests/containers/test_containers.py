@@ -445,3 +445,40 @@ def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(
     assert scores["hpv_auc"] == pytest.approx(0.75)  # positives 0.9, 0.4 against negatives 0.2, 0.7: 3 of 4 pairs
     assert scores["hpv_oracle_auc"] == pytest.approx(1.0)
     assert [c["hpv_probability_predicted"] for c in held_out] == [0.9, 0.4, 0.2, 0.7, 0.99]
+
+
+def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apart(tmp_path):
+    """The patients predicted in-process count in the held-out scores (hpv_n, cindex_n) and are reported apart."""
+    import demo
+
+    held_out = []
+    for pid, status, predicted, logged in (("A", 1, True, 0.9), ("B", 1, False, 0.4), ("C", 0, False, 0.2),
+                                           ("D", 0, True, 0.7)):
+        folder = tmp_path / "outputs" / "task3" / pid
+        folder.mkdir(parents=True)
+        (folder / "hpv-status.json").write_text(json.dumps(predicted))
+        (tmp_path / "outputs" / "task3" / f"{pid}.log").write_text(f"P(HPV+) {logged:.3f}, threshold 0.500: ...\n")
+        held_out.append({"patient_id": pid, "hpv_status": status, "hpv_probability": 0.5})
+    extra = [{"patient_id": "F", "hpv_status": 1, "hpv_probability": 0.5, "hpv_predicted": True,
+              "hpv_probability_predicted": 0.8},
+             {"patient_id": "G", "hpv_status": 0, "hpv_probability": 0.5, "hpv_predicted": False,
+              "hpv_probability_predicted": 0.1}]
+    scores = demo.score_hpv(tmp_path, held_out, extra)
+    assert (scores["hpv_n"], scores["hpv_n_containers"], scores["hpv_n_in_process"]) == (6, 4, 2)
+    assert scores["hpv_balanced_accuracy"] == pytest.approx(2 / 3)  # 2 of 3 positives, 2 of 3 negatives right
+    assert scores["hpv_balanced_accuracy_containers"] == pytest.approx(0.5)
+    assert scores["hpv_balanced_accuracy_in_process"] == pytest.approx(1.0)
+    assert scores["hpv_auc"] == pytest.approx(8 / 9)  # 0.9 and 0.8 above all three negatives, 0.4 above two
+    # Task 2: the risks written by the containers and those predicted in-process, in one C-index.
+    survival = [("A", 100.0, 1, 2.0), ("B", 300.0, 1, 1.0), ("C", 500.0, 0, 0.5)]
+    for pid, _, _, risk in survival:
+        (tmp_path / "outputs" / "task2" / pid).mkdir(parents=True)
+        (tmp_path / "outputs" / "task2" / pid / "rfs.json").write_text(json.dumps(risk))
+    cases = [{"patient_id": pid, "rfs_days": days, "relapse": event, "true_log_hazard": risk}
+             for pid, days, event, risk in survival]
+    more = [{"patient_id": "X", "rfs_days": 200.0, "relapse": 1, "true_log_hazard": 0.0, "risk": 0.1}]
+    scores = demo.score_prognosis(tmp_path, cases, more)
+    assert (scores["cindex_n"], scores["cindex_n_containers"], scores["cindex_n_in_process"]) == (4, 3, 1)
+    assert scores["cindex_containers"] == pytest.approx(1.0)
+    # pairs: A<B, A<X, A<C, X<B, X<C, B<C by time with an event first: X's low risk breaks X<B and X<C
+    assert scores["cindex"] == pytest.approx(4 / 6)

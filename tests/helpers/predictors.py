@@ -55,16 +55,20 @@ def build_risk_predictor(mode: str, seed: int = 0) -> RiskPredictor:
     return RiskPredictor(folds, ensemble_weights(CINDICES), RISK_PLAN, mode, device="cpu", info={"note": "test"})
 
 
+def _biomarker_folds(rng: np.random.Generator) -> list[tuple[ClinicalEncoder, BiomarkerScaler]]:
+    """Three folds' clinical encoders and biomarker scalings, fitted on different rows of ROWS and of 20 random
+    biomarker rows."""
+    markers = [{name: float(rng.uniform(0.0, 30.0)) for name in BIOMARKER_NAMES} for _ in range(20)]
+    return [(ClinicalEncoder().fit(ROWS[k:k + 12]), BiomarkerScaler().fit(markers[k:k + 15])) for k in range(3)]
+
+
 def build_biomarker_predictor(mode: str, segmenter=None, segmentation=None, seed: int = 0,
                               suv_reference: str = "absolute") -> RiskPredictor:
     """Three folds: encoders and biomarker scalings fitted on different rows, networks (fusion+biomarkers) on 3-channel
     cubes, Cox models fitted on random features of the right width."""
     rng = np.random.default_rng(seed)
-    markers = [{name: float(rng.uniform(0.0, 30.0)) for name in BIOMARKER_NAMES} for _ in range(20)]
     folds = []
-    for k, cindex in enumerate(CINDICES):
-        encoder = ClinicalEncoder().fit(ROWS[k:k + 12])
-        scaler = BiomarkerScaler().fit(markers[k:k + 15])
+    for k, (cindex, (encoder, scaler)) in enumerate(zip(CINDICES, _biomarker_folds(rng))):
         network = None
         if mode == "fusion+biomarkers":
             torch.manual_seed(seed * 10 + k)
@@ -102,11 +106,8 @@ def build_hpv_biomarker_predictor(segmentation=None, threshold: float = 0.5, see
     logistic heads of the record + biomarkers width with Platt calibrations; ``segmentation`` the nested Task 1
     bundle."""
     rng = np.random.default_rng(seed)
-    markers = [{name: float(rng.uniform(0.0, 30.0)) for name in BIOMARKER_NAMES} for _ in range(20)]
     folds = []
-    for k, auc in enumerate(AUCS):
-        encoder = ClinicalEncoder().fit(ROWS[k:k + 12])
-        scaler = BiomarkerScaler().fit(markers[k:k + 15])
+    for auc, (encoder, scaler) in zip(AUCS, _biomarker_folds(rng)):
         head = LogisticHead(tuple(rng.normal(size=encoder.n_features + scaler.n_features)), float(rng.normal()),
                             PlattCalibration(float(rng.uniform(0.5, 2.0)), float(rng.normal(scale=0.3))))
         folds.append(EnsembleFold(head, None, encoder, validation_score=auc, biomarkers=scaler))

@@ -241,5 +241,11 @@ def test_biomarkers_bundle_nests_task1_and_takes_a_segmentation_made_already(pha
     risk = risk_predictor.predict_case(case)
     assert risk_predictor.predict_case(case, segmentation=mask) == pytest.approx(risk, abs=1e-12)
     assert isinstance(risk_predictor, RiskPredictor) and risk_predictor.last_segmentation_report is None
+    # The demo's one segmentation per extra held-out case is that mask, for both tasks' ensembles.
+    import demo
+
+    shared = demo.shared_segmentation(case, [risk_predictor, loaded])
+    assert np.array_equal(sitk.GetArrayFromImage(shared), sitk.GetArrayFromImage(mask))
+    assert demo.shared_segmentation(case, [build_hpv_predictor("clinical")]) is None
     with pytest.raises(InputError, match="not on the CT's grid"):
         loaded.predict(ct, pet, EHR, segmentation=sitk.Image([3, 3, 3], sitk.sitkUInt8))
