@@ -14,6 +14,10 @@
   or its folder; the score is the balanced accuracy, with the AUC of the probability (patients of unknown status,
   an empty cell, are not scored; when those scored are all of one class, the AUC is undefined, ``null``/``n/a``,
   with one warning). Both tables are read by :func:`hecktor.datasets.read_clinical_csv`, the trainers' reader.
+* HECKTOR 2026 (``hecktor2026``: mask, T and N stage, RFS time): ``--pred`` is the folder ``hecktor-predict --task
+  2026`` writes (the masks and ``predictions.csv``), ``--labels`` the ``Task 2026`` folder or its parent; the masks are
+  scored as Task 1's, the rest by :mod:`hecktor.evaluate2026` (the challenge's Dice of GTVp and GTVn averaged, T and N
+  balanced accuracy with recall and confusion matrix, the C-index of the RFS time).
 
 Every prediction must match one ground-truth case and every case must have a prediction: a missing, extra or
 off-grid prediction is one error naming the case. A Markdown report goes to stdout and, with ``--json``, the numbers
@@ -37,16 +41,17 @@ import SimpleITK as sitk
 
 from hecktor.datasets import SURVIVAL_COLUMNS, list_training_cases, read_clinical_csv, task_folder
 from hecktor.errors import HecktorError, InputError
+from hecktor.evaluate2026 import hecktor2026_markdown, score_hecktor2026
 from hecktor.images import read_image
 from hecktor.labels import FOREGROUND, GTVN, GTVP
 from hecktor.metrics import (DEFAULT_IOU_THRESHOLD, DEFAULT_TOLERANCE_MM, _check_labels, balanced_accuracy,
                              concordance_index, evaluate_segmentation, roc_auc, summarize_segmentation)
 from hecktor.outputs import write_text_atomic
-from hecktor.predict import CliParser, prediction_column
+from hecktor.predict import PREDICTIONS_CSV, CliParser, prediction_column
 from hecktor.tasks import TaskSpec, get_task, task_numbers
 
-__all__ = ["MASK_SUFFIXES", "find_masks", "evaluate_masks", "evaluate_risks", "evaluate_statuses", "evaluate",
-           "to_markdown",
+__all__ = ["MASK_SUFFIXES", "find_masks", "evaluate_masks", "evaluate_risks", "evaluate_statuses",
+           "evaluate_hecktor2026", "evaluate", "to_markdown",
            "write_json", "main"]
 
 MASK_SUFFIXES = (".nii.gz", ".mha")
@@ -345,6 +350,24 @@ def evaluate_statuses(pred_csv: str | Path, labels: str | Path, task: int | str 
     }
 
 
+def evaluate_hecktor2026(pred_dir: str | Path, labels: str | Path, task: int | str | TaskSpec = 2026,
+                         **options: Any) -> dict[str, Any]:
+    """HECKTOR 2026's scores of what ``hecktor-predict --task 2026`` wrote: the masks as :func:`evaluate_masks`
+    scores them, the T and N stage and the RFS time of ``predictions.csv`` beside them
+    (:func:`hecktor.evaluate2026.score_hecktor2026`).
+
+    Args:
+        pred_dir: one mask per case (``<PatientID>.nii.gz`` or ``.mha``) and ``predictions.csv``
+            (``PatientID,t_stage,n_stage,rfs_days``).
+        labels: the 2026 training folder (label maps and the table with T-stage, N-stage, RFS, Relapse) or its
+            parent.
+        options: :func:`evaluate_masks`'s.
+    """
+    spec = get_task(task)
+    segmentation = evaluate_masks(pred_dir, labels, spec, **options)
+    return score_hecktor2026(segmentation, Path(pred_dir) / PREDICTIONS_CSV, _survival_table(Path(labels), spec))
+
+
 def evaluate(task: int | str | TaskSpec, pred: str | Path, labels: str | Path, **options: Any) -> dict[str, Any]:
     """Score a task's predictions by the kind of its output in the registry (:mod:`hecktor.tasks`)."""
     spec = get_task(task)
@@ -354,6 +377,8 @@ def evaluate(task: int | str | TaskSpec, pred: str | Path, labels: str | Path, *
         return evaluate_risks(pred, labels, spec, **options)
     if spec.output_kind == "json-boolean" and len(spec.target_columns) == 1:
         return evaluate_statuses(pred, labels, spec, **options)
+    if spec.output_kind == "hecktor2026":
+        return evaluate_hecktor2026(pred, labels, spec, **options)
     raise InputError(f"hecktor-evaluate cannot score Task {spec.number} ({spec.output_kind} output) yet")
 
 
@@ -438,7 +463,8 @@ def _classification_markdown(report: Mapping[str, Any]) -> str:
 def to_markdown(report: Mapping[str, Any]) -> str:
     """The Markdown report of :func:`evaluate`'s result."""
     kinds = {"segmentation": _segmentation_markdown, "survival": _survival_markdown,
-             "classification": _classification_markdown}
+             "classification": _classification_markdown,
+             "hecktor2026": lambda r: hecktor2026_markdown(r, _segmentation_markdown(r["segmentation"]))}
     return kinds[report["kind"]](report)
 
 
@@ -469,17 +495,22 @@ def build_parser() -> CliParser:
         description="Score predictions as the HECKTOR 2025 leaderboard does. Task 1: GTVp mean per-patient Dice, "
                     f"GTVn DSCagg and F1agg (lesions at IoU > {DEFAULT_IOU_THRESHOLD:g}), with HD95 and surface Dice "
                     f"({DEFAULT_TOLERANCE_MM:g} mm) per label. Task 2: Harrell's C-index. Task 3: balanced accuracy "
-                    "and, with a probability column, AUC. Markdown on stdout; "
+                    "and, with a probability column, AUC. HECKTOR 2026 (--task 2026): the Dice of GTVp and GTVn "
+                    "averaged (the Task 1 scores beside), T and N stage balanced accuracy with recall and confusion "
+                    "matrix, C-index of the RFS time. Markdown on stdout; "
                     "a missing, extra or off-grid prediction is an error naming the case (exit status 2).")
     parser.add_argument("--task", type=int, required=True, choices=task_numbers(), help="task number (required)")
     parser.add_argument("--pred", type=Path, required=True,
                         help="Task 1: folder of <PatientID>.nii.gz or .mha masks; Task 2: predictions.csv "
-                             "(PatientID,risk); Task 3: predictions.csv (PatientID,hpv_status[,probability]) "
-                             "(required)")
+                             "(PatientID,risk); Task 3: predictions.csv (PatientID,hpv_status[,probability]); "
+                             "2026: the folder of masks and predictions.csv (PatientID,t_stage,n_stage,rfs_days) "
+                             "that hecktor-predict --task 2026 writes (required)")
     parser.add_argument("--labels", type=Path, required=True,
                         help="Task 1: HECKTOR 'Task 1' folder or its parent; Task 2: the training table with RFS "
                              "and Relapse, its 'Task 2' folder or that folder's parent; Task 3: the table with HPV "
-                             "Status, its 'Task 3' folder or that folder's parent (required)")
+                             "Status, its 'Task 3' folder or that folder's parent; 2026: the 'Task 2026' folder "
+                             "(label maps and the table with T-stage, N-stage, RFS, Relapse) or its parent "
+                             "(required)")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write every number (per case included) to this JSON file (default: none)")
     return parser

@@ -19,7 +19,9 @@ Every case goes through the predictor the containers use (the task's class in :m
   column named by the registry, e.g. ``risk`` for Task 2, ``hpv_status`` for Task 3), each value written as the
   container's JSON would hold it, then any number the predictor's report offers (``table_values``; Task 3:
   ``probability``, from which ``hecktor-evaluate`` computes the AUC). A new task of either kind needs only its
-  registry entry and its predictor class in :mod:`hecktor.runtime`.
+  registry entry and its predictor class in :mod:`hecktor.runtime`;
+* ``hecktor2026``: both, a mask per case and ``OUT/predictions.csv`` with ``PatientID,t_stage,n_stage,rfs_days``
+  (and the ``risk`` behind the time), each value checked as the container's writer checks it.
 
 Each case is read as the containers read it (:func:`hecktor.case.read_images`): an unusable CT or PET is dropped with
 the containers' warning line and the case answered without it where the task can. A folder that is no case (hidden,
@@ -52,7 +54,8 @@ from hecktor.case import CaseInput, read_case, read_images
 from hecktor.clinical import sanitize_ehr
 from hecktor.datasets import ehr_from_row, read_clinical_csv
 from hecktor.errors import HecktorError, InputError
-from hecktor.outputs import write_text_atomic
+from hecktor.evaluate2026 import PREDICTION_COLUMNS
+from hecktor.outputs import check_hecktor2026_answer, write_mask, write_text_atomic
 from hecktor.runtime import output_writer, predictor_class
 from hecktor.suv_table import SuvTable, as_suv_table, to_suv
 from hecktor.tasks import TaskSpec, get_task, task_numbers
@@ -275,9 +278,24 @@ def _json_value(value: Any, spec: TaskSpec) -> str:
 
 
 def _output_paths(spec: TaskSpec, output_dir: Path, case_ids: Sequence[str]) -> dict[str, Path]:
-    if spec.output_kind == "mask":
-        return {case_id: output_dir / f"{case_id}{MASK_SUFFIX}" for case_id in case_ids}
-    return {"": output_dir / PREDICTIONS_CSV}
+    paths: dict[str, Path] = {}
+    if spec.output_kind in ("mask", "hecktor2026"):  # 2026: a mask per case too, its other answers in the table
+        paths = {case_id: output_dir / f"{case_id}{MASK_SUFFIX}" for case_id in case_ids}
+    if spec.output_kind != "mask":
+        paths[""] = output_dir / PREDICTIONS_CSV
+    return paths
+
+
+def _table_value(value: Any, spec: TaskSpec, targets: dict[str, Path], case_id: str) -> str | tuple[str, ...]:
+    """The case's cells of ``predictions.csv``: the ``json-*`` value, or HECKTOR 2026's T stage, N stage and RFS
+    time (:data:`hecktor.evaluate2026.PREDICTION_COLUMNS`), each checked as the container's writer checks it, after
+    writing the case's mask."""
+    if spec.output_kind != "hecktor2026":
+        return _json_value(value, spec)
+    where = [f"{targets['']} ({column} of case {case_id})" for column in PREDICTION_COLUMNS]
+    mask, t_stage, n_stage, days = check_hecktor2026_answer(value, (targets[case_id], *where))
+    write_mask(mask, targets[case_id])
+    return t_stage, n_stage, json.dumps(days)
 
 
 def _check_outputs(paths: Sequence[Path], output_dir: Path, overwrite: bool) -> None:
@@ -373,7 +391,7 @@ def predict_folder(
                 result.written.append(output_writer(spec)(value, targets[case_id]))
                 result.values[case_id] = targets[case_id]
             else:
-                result.values[case_id] = _json_value(value, spec)
+                result.values[case_id] = _table_value(value, spec, targets, case_id)
                 # A report may offer more than the output holds (Task 3: the probability behind the boolean).
                 extras = getattr(predictor.last_report, "table_values", None) or {}
                 if extras:
@@ -393,21 +411,22 @@ def predict_folder(
                 stale.unlink()
 
     if spec.output_kind != "mask":  # written even when every case failed: no earlier table may pass for this run's
-        result.written.append(_write_predictions_table(result.values, targets[""], prediction_column(spec),
-                                                       result.extras))
+        columns = PREDICTION_COLUMNS if spec.output_kind == "hecktor2026" else (prediction_column(spec),)
+        result.written.append(_write_predictions_table(result.values, targets[""], columns, result.extras))
     return result
 
 
-def _write_predictions_table(values: dict[str, str], path: Path, column: str,
+def _write_predictions_table(values: dict[str, str | tuple[str, ...]], path: Path, columns: Sequence[str],
                              extras: dict[str, dict[str, float]] | None = None) -> Path:
     extras = extras or {}
     names = sorted({name for row in extras.values() for name in row})
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["PatientID", column, *names])
+    writer.writerow(["PatientID", *columns, *names])
     for case_id, value in values.items():
         more = extras.get(case_id, {})
-        writer.writerow([case_id, value, *(json.dumps(more[n]) if n in more else "" for n in names)])
+        cells = value if isinstance(value, tuple) else (value,)
+        writer.writerow([case_id, *cells, *(json.dumps(more[n]) if n in more else "" for n in names)])
     return write_text_atomic(text.getvalue(), path)
 
 
@@ -428,6 +447,9 @@ def _outputs_help() -> str:
         spec = get_task(number)
         if spec.output_kind == "mask":
             parts.append(f"Task {number} OUT/<PatientID>{MASK_SUFFIX} on each CT grid")
+        elif spec.output_kind == "hecktor2026":
+            parts.append(f"Task {number} both, OUT/<PatientID>{MASK_SUFFIX} and OUT/{PREDICTIONS_CSV} "
+                         f"(PatientID,{','.join(PREDICTION_COLUMNS)},risk)")
         else:
             parts.append(f"Task {number} OUT/{PREDICTIONS_CSV} (PatientID,{prediction_column(spec)})")
     return "; ".join(parts)
@@ -436,7 +458,7 @@ def _outputs_help() -> str:
 def build_parser() -> CliParser:
     parser = CliParser(
         prog="hecktor-predict",
-        description="Predict every case of a folder with an exported HECKTOR 2025 bundle, through the containers' "
+        description="Predict every case of a folder with an exported HECKTOR bundle, through the containers' "
                     "predictor. Input layouts: HECKTOR (DATA/Task N/<PID>/<PID>__CT.nii.gz, __PT.nii.gz and the "
                     "task's CSV for clinical records; DATA or DATA/Task N) or Grand Challenge (<case>/images/ct/*.mha, "
                     f"<case>/images/pet/*.mha, <case>/ehr.json). Outputs: {_outputs_help()}. A CT or PET that "
