@@ -11,7 +11,11 @@
   primary's side of the midline): none N0, any > 60 mm N3, one ipsilateral <= 30 mm N1, otherwise N2.
 
 **Recorded stage** (:func:`recorded_stages`): staging by a clinician disagrees with image measurement, so each stage
-is moved one step up or down (within its range) with probability :data:`STAGE_NOISE`, independently for T and N.
+is moved one step up or down with probability :data:`STAGE_NOISE`, independently for T and N, within the stages the
+generator's anatomy can show (:data:`SYNTHETIC_T_STAGES`, :data:`SYNTHETIC_N_STAGES`: its primaries of 5-60 ml are at
+least 23 mm across, so never T1, and its nodes of at most 10 ml never N3): noise that made a T1 or an N3 would add a
+class no image holds a trace of, which no stager could learn and which would weigh a whole class in a balanced
+accuracy.
 The noise is drawn from a stream of its own, :func:`staging_seed_sequence` (the case's seed sequence with one more
 spawn key), so that no draw of the existing cohort changes: every case's images, record and survival are
 bit-identical to the generator's before staging existed.
@@ -30,7 +34,8 @@ import numpy as np
 
 from hecktor.staging import N_STAGES, T_STAGES, StagingMeasurements, n_stage_by_rules, t_stage_by_rules
 
-__all__ = ["INVASION_DEPTH_MM", "STAGE_NOISE", "STAGING_STREAM", "recorded_stages", "rules_on_true_masks",
+__all__ = ["INVASION_DEPTH_MM", "STAGE_NOISE", "STAGING_STREAM", "SYNTHETIC_N_STAGES", "SYNTHETIC_T_STAGES",
+           "recorded_stages", "rules_on_true_masks",
            "stage_balanced_accuracy", "staging_seed_sequence", "true_measurements", "true_stages"]
 
 STAGE_NOISE = 0.08
@@ -39,6 +44,9 @@ INVASION_DEPTH_MM = 1.0
 """The primary invades (T4) when it reaches more than this far into the mandible."""
 STAGING_STREAM = 2026
 """The extra spawn key of the staging noise's random stream."""
+SYNTHETIC_T_STAGES = T_STAGES[1:]
+SYNTHETIC_N_STAGES = N_STAGES[:3]
+"""The stages the generator's anatomy can produce, the range of the label noise."""
 _SURFACE_POINTS = 256
 
 
@@ -89,11 +97,14 @@ def true_stages(anatomy) -> tuple[str, str]:
 def recorded_stages(t_stage: str, n_stage: str, sequence: np.random.SeedSequence,
                     noise: float = STAGE_NOISE) -> tuple[str, str]:
     """The stages as a clinician records them: each one step off with probability ``noise`` (from the staging
-    stream ``sequence``; the direction is random, and a stage at the end of its range moves inwards)."""
+    stream ``sequence``; the direction is random, and a stage at the end of the generator's range moves inwards)."""
     rng = np.random.default_rng(sequence)
     recorded = []
-    for stage, stages in ((t_stage, T_STAGES), (n_stage, N_STAGES)):
+    for stage, stages in ((t_stage, SYNTHETIC_T_STAGES), (n_stage, SYNTHETIC_N_STAGES)):
         flip, up = rng.random() < noise, rng.random() < 0.5
+        if stage not in stages:  # cannot happen with the generator's anatomy; kept as measured
+            recorded.append(stage)
+            continue
         index = stages.index(stage)
         if flip:
             index = index + 1 if (up and index < len(stages) - 1) or index == 0 else index - 1
