@@ -211,6 +211,16 @@ TASKS: dict[int, TaskSpec] = {
             limit_s=1500.0,
             plan_class=BoxPlan,
             export_command="python training/train_hecktor2026.py export RUN_DIR",
+            # A Task 1 cross-validation of the same patients first: its out-of-fold masks are what the stagers and the
+            # survival folds learn from (the cohort needs its Task 2026 folder: python -m hecktor.synthetic
+            # --edition-2026).
+            smoke_commands=(
+                "python training/train_segmentation.py --data DATA --out RUN_DIR/segmentation --config "
+                "training/configs/tiny.json --fold all --epochs 1 --device cpu --no-progress",
+                "python training/train_hecktor2026.py train --data DATA --segmentation RUN_DIR/segmentation --out "
+                "RUN_DIR/hecktor2026 --folds 2 --device cpu --no-progress",
+                "python training/train_hecktor2026.py export RUN_DIR/hecktor2026 --out BUNDLE",
+            ),
             edition=2026,
         ),
     )
