@@ -30,12 +30,12 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 ARG BUILDER_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-devel
 ARG WITH_MAMBA=0
-ARG BUNDLE_IN_IMAGE=0
 
 # ---------------------------------------------------------------------------------------------- mamba-ssm wheels
 # Compiled here, in the -devel image, so that the runtime image carries no compiler. Only selective_scan_fn is used
 # (hecktor.scan); causal-conv1d is an optional extra of mamba-ssm that this network never calls, so it is not built.
 FROM ${BUILDER_IMAGE} AS mamba-1
+ARG WITH_MAMBA=0
 ARG MAMBA_SSM_VERSION=2.2.4
 ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0"
 ARG MAX_JOBS=4
@@ -51,30 +51,20 @@ ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} \
 # --no-build-isolation: the extension must compile against the image's own torch, not a fresh one pip would fetch.
 # The constraints file keeps pip from touching that torch while it installs the build tools.
 RUN set -eu; \
+    if [ "${WITH_MAMBA}" != "1" ]; then mkdir -p /wheels; exit 0; fi; \
     python -m pip list --format=freeze | grep -iE '^(torch|triton)==' > /tmp/torch-constraints.txt; \
     python -m pip install --no-cache-dir ${PIP_EXTRA_ARGS} -c /tmp/torch-constraints.txt packaging ninja wheel setuptools; \
     python -m pip wheel --no-cache-dir ${PIP_EXTRA_ARGS} --no-build-isolation --no-deps -w /wheels \
         "mamba-ssm==${MAMBA_SSM_VERSION}"; \
     ls -l /wheels
 
-# With WITH_MAMBA=0 this empty stage stands in for the builder, which is then never built.
+# With WITH_MAMBA=0 this empty stage stands in for the builder, which is then never built by Docker's BuildKit. Podman
+# 4.3 does not build a stage picked through a build argument: there, --skip-unused-stages=false builds every stage,
+# and the builder above then makes no wheel (scripts/podman_smoke.sh).
 FROM ${BASE_IMAGE} AS mamba-0
 RUN mkdir -p /wheels
 
 FROM mamba-${WITH_MAMBA} AS mamba-wheels
-
-# ------------------------------------------------------------------------------------------------ the model, or none
-# As the mamba stages: only the stage that BUNDLE_IN_IMAGE names is built, so without it the bundle folder need not
-# exist. --chmod: the exported bundle folder is private to its owner (0700); a RUN chmod instead would store every
-# weight file a second time in its own layer.
-FROM scratch AS bundle-1
-ARG TASK_DIR
-COPY --chmod=0755 ${TASK_DIR}/resources/bundle /bundle
-
-FROM ${BASE_IMAGE} AS bundle-0
-RUN mkdir -p /bundle
-
-FROM bundle-${BUNDLE_IN_IMAGE} AS bundle
 
 # ------------------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
@@ -149,8 +139,25 @@ RUN set -eu; \
     fi
 WORKDIR /opt/app
 COPY --chmod=0755 ${TASK_DIR}/inference.py /opt/app/inference.py
-# The exported bundle (BUNDLE_IN_IMAGE=1) or an empty folder.
-COPY --chmod=0755 --from=bundle /bundle /opt/app/resources/bundle
+# The model: an empty resources/bundle by default (the platform mounts the model at /opt/ml/model), the task's exported
+# bundle with BUNDLE_IN_IMAGE=1. A bind mount of the task's folder rather than a COPY, because a COPY fails when the
+# bundle does not exist, and a stage picked through a build argument is not built by Podman 4.3 (its buildah skips
+# such a stage as unused; seen 2026-12-07). The bundle folder is private to its owner (0700): it is made readable in
+# the same RUN, so the weights are stored once.
+ARG BUNDLE_IN_IMAGE=0
+RUN --mount=type=bind,source=${TASK_DIR},target=/tmp/task-dir \
+    set -eu; \
+    mkdir -p /opt/app/resources; \
+    if [ "${BUNDLE_IN_IMAGE}" = "1" ]; then \
+        if [ ! -f /tmp/task-dir/resources/bundle/manifest.json ]; then \
+            echo "error: BUNDLE_IN_IMAGE=1 but ${TASK_DIR}/resources/bundle holds no bundle; export one first" >&2; \
+            exit 1; \
+        fi; \
+        cp -R /tmp/task-dir/resources/bundle /opt/app/resources/bundle; \
+        chmod -R a+rX,go-w /opt/app/resources/bundle; \
+    else \
+        mkdir -p /opt/app/resources/bundle; \
+    fi
 
 USER user
 ENTRYPOINT ["python", "inference.py"]

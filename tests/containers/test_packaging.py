@@ -490,14 +490,14 @@ def test_dockerfile_follows_the_platform_template(task, tmp_path):
     copies = [" ".join(w for w in v.split() if not w.startswith("--")) for k, v in final if k == "COPY"
               and "--from=" not in v]
     assert f"{get_task(task).container}/inference.py /opt/app/inference.py" in copies
-    # The bundle comes from the stage that BUNDLE_IN_IMAGE picks: by default an empty folder (the model is mounted at
-    # /opt/ml/model), with --bundle-in-image the task's exported bundle.
-    assert ("COPY", "--chmod=0755 --from=bundle /bundle /opt/app/resources/bundle") in final
-    by_name = {stage_name: (stage_base, body) for stage_name, stage_base, body in stages}
-    assert by_name["bundle"][0] == "bundle-0" and by_name["bundle-0"][1] == [("RUN", "mkdir -p /bundle")]
-    assert by_name["bundle-1"] == ("scratch", [("ARG", "TASK_DIR"), (
-        "COPY", f"--chmod=0755 {get_task(task).container}/resources/bundle /bundle")])
-    copies.append(f"{get_task(task).container}/resources/bundle /bundle")
+    # The model: by default an empty resources/bundle (the platform mounts the model at /opt/ml/model); with
+    # BUNDLE_IN_IMAGE=1 (build.sh --bundle-in-image) the task's exported bundle, copied from a bind mount of the task's
+    # folder and made readable in the same RUN (no second layer of weights).
+    (model_step,) = [" ".join(v.split()) for k, v in final if k == "RUN" and "/opt/app/resources/bundle" in v]
+    assert model_step.startswith(f"--mount=type=bind,source={get_task(task).container},target=/tmp/task-dir ")
+    assert 'if [ "0" = "1" ]' in model_step and "chmod -R a+rX,go-w /opt/app/resources/bundle" in model_step
+    assert "else mkdir -p /opt/app/resources/bundle; fi" in model_step
+    assert ("ARG", "BUNDLE_IN_IMAGE=0") in final and "BUNDLE_IN_IMAGE" not in build_args
     # The exported bundle folder is 0700: the non-root user can read it only through COPY --chmod.
     assert all(v.startswith("--chmod=0755 ") for k, v in final if k == "COPY" and "/opt/app/" in v)
     env = " ".join(v for k, v in final if k == "ENV")
@@ -526,16 +526,13 @@ def test_dockerfile_follows_the_platform_template(task, tmp_path):
 
 
 def test_dockerfile_copies_the_bundle_only_with_bundle_in_image(tmp_path):
-    """build.sh --bundle-in-image (a bundle that loads) passes BUNDLE_IN_IMAGE=1: the stage that copies the bundle."""
-    instructions = _instructions(REPO / "Dockerfile")
-    first_from = next(i for i, (k, _) in enumerate(instructions) if k == "FROM")
-    assert ("ARG", "BUNDLE_IN_IMAGE=0") in instructions[:first_from]  # a global ARG, so FROM lines can use it
+    """build.sh --bundle-in-image (a bundle that loads) passes BUNDLE_IN_IMAGE=1, which the model step copies with."""
     build_args = _build_args(tmp_path, 2, "--bundle-in-image")
     assert build_args["BUNDLE_IN_IMAGE"] == "1"
-    stages = {name: (base, body) for name, base, body in _stages(instructions, build_args)}
-    assert stages["bundle"][0] == "bundle-1" and stages["bundle-1"][0] == "scratch"
-    assert ("COPY", "--chmod=0755 --from=bundle /bundle /opt/app/resources/bundle") in \
-        _stages(instructions, build_args)[-1][2]
+    final = _stages(_instructions(REPO / "Dockerfile"), build_args)[-1][2]
+    (model_step,) = [v for k, v in final if k == "RUN" and "/opt/app/resources/bundle" in v]
+    assert 'if [ "1" = "1" ]; then if [ ! -f /tmp/task-dir/resources/bundle/manifest.json ]' in " ".join(
+        model_step.split())
 
 
 def test_build_context_holds_no_synthetic_generator_or_training_code():
@@ -655,11 +652,14 @@ def test_every_task_tells_podman_smoke_how_to_make_a_tiny_bundle():
         commands = subprocess.run([sys.executable, "-m", "hecktor.tasks", "--smoke", str(task)], capture_output=True,
                                   text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "shared")})
         lines = commands.stdout.splitlines()
-        assert lines == list(spec.smoke_commands) and len(lines) == 2
-        train, export = (line.split() for line in lines)
+        # HECKTOR 2026 trains a Task 1 cross-validation first (its out-of-fold masks), then itself, in a subfolder each
+        assert lines == list(spec.smoke_commands) and len(lines) == (3 if task == 2026 else 2)
+        *_, train, export = (line.split() for line in lines)
+        run_dir = "RUN_DIR/hecktor2026" if task == 2026 else "RUN_DIR"
+        export = [word for word in export if word != "export"]  # train_hecktor2026.py's subcommand
         assert train[0] == export[0] == "python" and (REPO / train[1]).is_file() and (REPO / export[1]).is_file()
-        assert train[train.index("--data") + 1] == "DATA" and train[train.index("--out") + 1] == "RUN_DIR"
-        assert export[1] == spec.export_command.split()[1] and export[2] == "RUN_DIR"
+        assert train[train.index("--data") + 1] == "DATA" and train[train.index("--out") + 1] == run_dir
+        assert export[1] == spec.export_command.split()[1] and export[2] == run_dir
         assert export[export.index("--out") + 1] == "BUNDLE"
     smoke = (REPO / "scripts" / "podman_smoke.sh").read_text()
     assert "--smoke" in smoke and "task1_container" not in smoke and "TASK2_MODE" not in smoke
