@@ -49,6 +49,18 @@ def test_measurements_in_physical_space(direction) -> None:
     assert measure_staging(mask).node_sides == ("ipsilateral", "contralateral")
 
 
+def test_bone_against_the_primary() -> None:
+    # A bone ball (1,000 HU) 1 mm from the primary's surface touches it; moved 6 mm away, it does not.
+    ct, mask = _case("identity", [((0.0, 0, 0), 10.0, 1)], spacing=(1.0, 1.0, 1.0), size=(60, 40, 40))
+    near = paint(ct, [((17.0, 0, 0), 6.0, 1000.0)], background=0.0)
+    far = paint(ct, [((22.0, 0, 0), 6.0, 1000.0)], background=0.0)
+    touching = measure_staging(mask, sitk.Maximum(ct, near))
+    assert 0.010 <= touching.bone_contact_ml <= 0.025  # a 1 mm cap of the ball: about 18 mm^3
+    assert measure_staging(mask, sitk.Maximum(ct, far)).bone_contact_ml == 0.0
+    assert measure_staging(mask).bone_contact_ml == 0.0  # no CT, nothing measured
+    assert stage_by_rules(touching) == ("T2", "N0")  # the rules never answer T4
+
+
 def test_measurements_of_an_empty_mask_and_a_missing_one() -> None:
     ct, mask = _case("identity", [])
     assert measure_staging(mask, ct) == StagingMeasurements(0.0)

@@ -144,9 +144,9 @@ def measure_cohort(cohort: StagingCohort, root: str | Path, masks: Mapping[str, 
         case = cases[pid]
         ct = read_image(case.ct_path, "CT")
         midline = body_midline_x(ct)
-        predicted.append(measure_staging(read_image(masks[pid], "segmentation"), midline_x=midline))
+        predicted.append(measure_staging(read_image(masks[pid], "segmentation"), ct, midline_x=midline))
         if case.label_path is not None:
-            truth.append(measure_staging(read_image(case.label_path, "label"), midline_x=midline))
+            truth.append(measure_staging(read_image(case.label_path, "label"), ct, midline_x=midline))
     cohort.measurements = predicted
     cohort.true_measurements = truth if len(truth) == len(predicted) else None
     return cohort
