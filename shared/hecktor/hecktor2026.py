@@ -178,6 +178,7 @@ class Hecktor2026Predictor(FoldEnsemble):
         self.stagers = dict(stagers)
         self.last_mask: sitk.Image | None = None
         self.last_report = Hecktor2026Report()
+        self._strict = False  # the case being predicted was read strictly: a failed segmentation is an error
 
     # ------------------------------------------------------------------------------------------------ prediction
     def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> Hecktor2026Answer:
