@@ -70,7 +70,6 @@ from hecktor.training.crossval import (
     forward_all,
     report_repairs,
     restart_unfinished_run,
-    restart_unfinished_run,
     resolve_split,
     run_folds,
     split_for_early_stopping,
@@ -291,7 +290,6 @@ def train(
     suv_table = as_suv_table(config.suv_table)  # a bad row stops the run before anything is read
     check_data_source(config.mode, data, csv, get_task(2).training_folder, echo=echo,  # the data check first
                       suv_table=suv_table)
-    restart_unfinished_run(run_dir, echo)  # a killed run's fold folders do not block its re-run
     restart_unfinished_run(run_dir, echo)  # a killed run's fold folders do not block its re-run
     prepare_run_dir(run_dir, overwrite)  # before hours of preprocessing, not after
     if csv is not None:
