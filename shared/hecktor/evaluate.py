@@ -1,4 +1,4 @@
-"""Score predictions as the HECKTOR 2025 leaderboard does: ``hecktor-evaluate`` (``python -m hecktor.evaluate``).
+"""Score predictions as the HECKTOR leaderboards do: ``hecktor-evaluate`` (``python -m hecktor.evaluate``).
 
 * Task 1 (output kind ``mask``): ``--pred`` holds one mask per case, ``<PatientID>.nii.gz`` or ``<PatientID>.mha``
   (what ``hecktor-predict`` writes), each on its ground truth's grid; ``--labels`` is a HECKTOR ``Task 1`` folder
@@ -492,7 +492,8 @@ def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
 def build_parser() -> CliParser:
     parser = CliParser(
         prog="hecktor-evaluate",
-        description="Score predictions as the HECKTOR 2025 leaderboard does. Task 1: GTVp mean per-patient Dice, "
+        description="Score predictions as the HECKTOR 2025 and 2026 leaderboards do. Task 1: GTVp mean per-patient "
+                    "Dice, "
                     f"GTVn DSCagg and F1agg (lesions at IoU > {DEFAULT_IOU_THRESHOLD:g}), with HD95 and surface Dice "
                     f"({DEFAULT_TOLERANCE_MM:g} mm) per label. Task 2: Harrell's C-index. Task 3: balanced accuracy "
                     "and, with a probability column, AUC. HECKTOR 2026 (--task 2026): the Dice of GTVp and GTVn "
