@@ -33,8 +33,8 @@ Options:
   --save-dir DIR    where 'build.sh --save' wrote <image>.tar.gz and <image>-model.tar.gz: the model tarball is the
                     model, and both sizes are in the report
   --bundle-in-image the images carry their bundle (build.sh --bundle-in-image): nothing is mounted at /opt/ml/model
-  --no-engine       no container: run python taskN_container/inference.py --input IN --output OUT directly, the model
-                    folder given through HECKTOR_MODEL_DIR (which stands in for /opt/ml/model)
+  --no-engine       no container: run the task's inference.py (python FOLDER/inference.py --input IN --output OUT)
+                    directly, the model folder given as HECKTOR_MODEL_DIR (which stands in for /opt/ml/model)
   --cases N         cases per task (default 3)
   --seed N          synthetic seed (default 0)
   --size small|realistic   case size (default small; realistic is a 512x512x200 CT)
