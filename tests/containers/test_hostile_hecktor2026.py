@@ -146,3 +146,15 @@ def test_check_outputs_accepts_the_container_and_names_each_defect(clean, tmp_pa
     assert script.check_hecktor2026(input_dir, folder, SPEC.outputs) == [
         f"unexpected file(s) in {folder}: notes.txt", f"output file missing: {folder / 'rfs.json'}"]
     assert files_under(output_dir) == sorted(output_dir / p for p in SPEC.outputs)  # the clean run left untouched
+
+
+def test_the_time_guard_drops_folds_and_still_writes_the_four_outputs(bundles, clean, tmp_path):
+    """One budget for the whole case (25 minutes on the platform): past it, the ensemble keeps its heaviest fold and
+    the four answers are still written; a budget beyond the limit is refused in one line."""
+    input_dir = clean[0]
+    status, stdout, _ = run(TASK, input_dir, tmp_path / "late", bundles[TASK], "--time-budget", "0.5",
+                            started_s_ago=10)
+    assert status == 0 and "time budget: dropped fold(s) [1]: " in stdout, stdout
+    check_hecktor2026(tmp_path / "late", input_ct(input_dir))
+    status, _, stderr = run(TASK, input_dir, tmp_path / "over", bundles[TASK], "--time-budget", "1600")
+    check_failure(status, stderr, tmp_path / "over", "the time budget must lie in (0, 1500] s")
