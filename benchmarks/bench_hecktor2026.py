@@ -8,7 +8,8 @@ Example (the demo's 48-case Task 1 run, 2 folds, its cohort written again with t
         --folds 3 --out /tmp/bench_hecktor2026.json
 
 The Task 1 run must have segmented the same patients (its ``config.json``'s data root holds them in ``Task 1/``; the
-2026 layout's ``Task 2026/`` repeats them). Rows: the out-of-fold masks' Dice (GTVp, GTVn, their mean, as the
+2026 layout's ``Task 2026/`` repeats them); ``--true-masks`` lets the labels stand in for them instead (an upper
+bound, without a Task 1 run). Rows: the out-of-fold masks' Dice (GTVp, GTVn, their mean, as the
 challenge scores), the rules on the true masks (the ceiling of a stager that measures masks), the rules on the
 out-of-fold masks, the learned stagers (both input sets), and the C-index of the risk and of the RFS time, per fold
 (equal by construction) and pooled. Prints a Markdown table and writes the numbers as JSON.
@@ -37,7 +38,10 @@ from hecktor.training.hecktor2026 import Hecktor2026Config, cross_validate, load
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="HECKTOR folder holding 'Task 2026/'")
-    parser.add_argument("--segmentation", type=Path, required=True, help="Task 1 cross-validation run")
+    masks = parser.add_mutually_exclusive_group(required=True)
+    masks.add_argument("--segmentation", type=Path, help="Task 1 cross-validation run")
+    masks.add_argument("--true-masks", action="store_true",
+                       help="the labels stand in for the out-of-fold masks: an upper bound (a perfect segmenter)")
     parser.add_argument("--folds", type=int, default=5, help="folds of the 2026 cross-validation (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
     parser.add_argument("--out", type=Path, help="JSON of the numbers (default: none)")
@@ -61,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     cohort = load_staging_cohort(args.data)
-    masks = dict(write_validation_masks(args.segmentation, progress=False))
+    if args.true_masks:
+        masks = {case.patient_id: case.label_path for case in list_training_cases(args.data, 2026)}
+    else:
+        masks = dict(write_validation_masks(args.segmentation, progress=False))
     missing = [pid for pid in cohort.patient_ids if pid not in masks]
     if missing:
         print(f"error: {len(missing)} patient(s) of {args.data} have no out-of-fold mask in {args.segmentation} "
