@@ -59,8 +59,7 @@ from hecktor.survival import EventBalancedBatchSampler, cox_partial_likelihood_l
 from hecktor.survival_models import build_survival_model
 from hecktor.suv_table import as_suv_table
 from hecktor.tasks import get_task
-from hecktor.training.biomarker_features import add_segmentation_features, export_segmentation_bundle, \
-    segment_cases, write_validation_masks
+from hecktor.training.biomarker_features import attach_biomarkers
 from hecktor.training.crossval import (
     Batches,
     check_data_source,
@@ -300,17 +299,11 @@ def train(
                                      suv_table=suv_table)
         if cohort.images is not None:  # what preprocessing repaired, shown once and kept in the run folder
             report_repairs(box_cache(cache_dir, cohort.plan), cohort.patient_ids, run_dir, echo)
-    if config.uses_biomarkers:
-        masks = dict(write_validation_masks(segmentation, device=config.device, progress=config.progress, echo=echo))
-        config.segmentation_bundle = str(export_segmentation_bundle(segmentation, run_dir))
-        outside = [pid for pid in cohort.patient_ids if pid not in masks]
-        if outside:
-            echo(f"{len(outside)} Task 2 patient(s) are not in the Task 1 cohort: segmented by all Task 1 folds")
-            masks.update(segment_cases(config.segmentation_bundle, data, outside, Path(run_dir) / "masks",
-                                       device=config.device, progress=config.progress, suv_table=suv_table))
-        add_segmentation_features(cohort, data, masks, crop=config.tumour_crop(cohort.plan or BoxPlan()),
-                                  suv_reference=config.suv_reference,
-                                  progress=config.progress, suv_table=suv_table)
+    if config.uses_biomarkers:  # the sequence Task 3's biomarkers mode runs too
+        config.segmentation_bundle = str(attach_biomarkers(
+            cohort, data, segmentation, run_dir, task=2, crop=config.tumour_crop(cohort.plan or BoxPlan()),
+            suv_reference=config.suv_reference, device=config.device, progress=config.progress, suv_table=suv_table,
+            echo=echo))
     split = load_folds(split_file, cohort.patient_ids) if split_file is not None else None
     chosen = "" if config.folds is None else f", training fold(s) {', '.join(map(str, config.folds))}"
     echo(f"{config.mode}: {len(cohort)} patients, {cohort.n_events} relapses, {config.n_folds} folds{chosen} "
