@@ -70,7 +70,8 @@ def load_fold_scaler(bundle: Bundle, record: Mapping[str, Any]) -> BiomarkerScal
     """The fold's fitted biomarker scaling (biomarker modes; ``None`` where the fold record lists none)."""
     if record.get("biomarkers") is None:
         return None
-    return BiomarkerScaler.from_dict(bundle.load_json(record["biomarkers"]), source=str(bundle.file(record["biomarkers"])))
+    name = record["biomarkers"]
+    return BiomarkerScaler.from_dict(bundle.load_json(name), source=str(bundle.file(name)))
 
 
 def nested_segmentation(ensemble: FoldEnsemble) -> dict[str, Path]:

@@ -66,7 +66,7 @@ def test_clinical_mode_learns_a_status_the_record_decides(tmp_path, capsys):
     assert predictor.predict(None, None, {"Tobacco Consumption": 1, "HPV Status": 1}) is False
 
 
-def test_reported_fold_scores_use_thresholds_chosen_without_the_fold(cohort_dir, tmp_path):
+def test_reported_fold_scores_use_thresholds_chosen_without_the_fold(cohort_dir, tmp_path, capsys, caplog):
     out = tmp_path / "clinical"
     assert train_hpv.main(["--mode", "clinical", "--data", str(cohort_dir), "--folds", "3", "--out", str(out),
                            "--no-progress"]) == 0
@@ -84,15 +84,18 @@ def test_reported_fold_scores_use_thresholds_chosen_without_the_fold(cohort_dir,
         assert metrics["auc_folds"][k] == pytest.approx(roc_auc(y[~others], p[~others]))
         assert [int(r["oof_prediction"]) for r in oof if int(r["fold"]) == k] == (p[~others] >= threshold).tolist()
     # This record does not predict the status here (pooled OOF AUC 0.214): the threshold is the training prevalence
-    # (13 of 22), which splits the probabilities, rather than the in-sample optimum, not the best threshold.
+    # (13 of 22), which splits the probabilities, not the in-sample optimum (best_threshold).
     assert metrics["auc_pooled_oof"] == pytest.approx(0.214, abs=5e-4)
     assert metrics["threshold"] == pytest.approx(13 / 22) == chosen_threshold(p, y, y.mean())[0]
-    assert metrics["threshold_fallback"] == ("the out-of-fold probabilities do not separate the classes (AUC 0.214 < "
-                                             "0.55): threshold at the training prevalence 0.591")
+    assert metrics["threshold_fallback"] == "the out-of-fold probabilities do not separate the classes (AUC 0.214 < 0.55)"
     assert 0 < int((p >= metrics["threshold"]).sum()) < len(p)
     assert best_threshold(p, y) != pytest.approx(metrics["threshold"])
     model = json.loads((out / "model" / "model.json").read_text())
     assert model["decision"]["fallback"] == metrics["threshold_fallback"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "prevalence" in r.getMessage()] == [
+        f"Task 3 clinical: {metrics['threshold_fallback']}: the threshold is the training prevalence 0.591"]
+    assert f"decision threshold 0.591 = the training prevalence ({metrics['threshold_fallback']})" in \
+        capsys.readouterr().out
     predictor = HPVPredictor.from_bundle(out / "model", device="cpu")
     predictor.predict(None, None, {"Age": 60})
     assert "threshold 0.591 (training prevalence: the out-of-fold probabilities do not separate the classes (AUC " \
@@ -176,8 +179,9 @@ def test_demo_function_trains_exports_and_scores_held_out_cases_beside_the_oracl
 
 def test_biomarkers_mode_learns_the_status_from_the_masks_biomarkers():
     """HPV-positive exactly when the measured primary is small (the record says nothing): the biomarkers mode's
-    logistic regression ranks every fold nearly perfectly (AUC >= 0.95), the clinical mode on the same patients does not, and each
-    fold's in-memory ensemble gives exactly its out-of-fold probabilities from the record and the biomarkers."""
+    logistic regression ranks every fold nearly perfectly (AUC >= 0.95), the clinical mode on the same patients does
+    not, and each fold's in-memory ensemble gives exactly its out-of-fold probabilities from the record and the
+    biomarkers."""
     from hecktor.biomarkers import BIOMARKER_NAMES
     from hecktor.training.hpv import HPVCohort
 

@@ -118,9 +118,8 @@ def chosen_threshold(probability: np.ndarray, labels: np.ndarray, prior: float,
     if math.isfinite(auc) and auc >= min_auc:
         return best_threshold(p, y, prior=prior), None
     measured = f"AUC {auc:.3f}" if math.isfinite(auc) else "no AUC (one class)"
-    return min(max(float(prior), 1e-6), 1 - 1e-6), (
-        f"the out-of-fold probabilities do not separate the classes ({measured} < {min_auc:g}): threshold at the "
-        f"training prevalence {prior:.3f}")
+    return min(max(float(prior), 1e-6), 1 - 1e-6), \
+        f"the out-of-fold probabilities do not separate the classes ({measured} < {min_auc:g})"
 
 
 def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], probabilities: Sequence[np.ndarray],

@@ -607,7 +607,7 @@ def cross_validate_hpv(
                                                             [r.oof_probability for r in results],
                                                             [r.train_idx for r in results], cohort.prevalence)
     if fallback is not None:
-        logger.warning("Task 3 %s: %s", config.mode, fallback)
+        logger.warning("Task 3 %s: %s: the threshold is the training prevalence %.3f", config.mode, fallback, threshold)
     outcome = HPVCrossValidationResult(config, cohort, cohort.plan or BoxPlan(), results, weights, threshold,
                                        cross_fitted, time.perf_counter() - started, split, fallback)
     if run_dir is not None:
@@ -680,7 +680,7 @@ def train_hpv(
     echo(f"mean out-of-fold balanced accuracy {m['balanced_accuracy_mean']:.3f} ± {m['balanced_accuracy_std']:.3f} "
          f"(folds {', '.join(f'{v:.3f}' for v in m['balanced_accuracy_folds'])}; each at the threshold chosen on "
          f"the other folds), AUC {m['auc_mean']:.3f} (pooled OOF {m['auc_pooled_oof']:.3f})")
-    fallback = f", the training prevalence: {result.threshold_fallback}" if result.threshold_fallback else ""
+    fallback = f" = the training prevalence ({result.threshold_fallback})" if result.threshold_fallback else ""
     echo(f"decision threshold {m['threshold']:.3f}{fallback} (pooled OOF balanced accuracy at it, in-sample: "
          f"{m['balanced_accuracy_in_sample_threshold']:.3f}); ensemble weights "
          f"{', '.join(f'{w:.3f}' for w in m['ensemble_weights'])}; {m['train_seconds']:.0f} s")
