@@ -25,7 +25,10 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
    ``task2_container/resources/bundle``.
 4. :func:`train_hpv` (Task 3): ``biomarkers`` mode (the default of ``train_hpv.py`` with a Task 1 run): a logistic
    regression on the record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; exported, with the Task 1
-   model nested, to ``task3_container/resources/bundle``.
+   model nested, to ``task3_container/resources/bundle``. :func:`train_hecktor2026` (HECKTOR 2026): the same
+   out-of-fold masks and the cohort's ``Task 2026`` table (HPV status in the record, T and N stage): per fold a Cox
+   model with its baseline survival (the RFS time) and the T and N stagers, 5 folds; exported, with the Task 1 model
+   nested, to ``hecktor2026_container/resources/bundle``.
 5. :func:`run_containers`: every task's ``inference.py`` once per held-out case, each a fresh process on the CPU as
    the container would run it (two at a time, one thread each); wall time, CPU time and peak memory of each.
 6. :func:`predict_in_process`: the ``--held-out-extra`` patients through the same ``predict_case`` as the Task 2 and
@@ -133,7 +136,7 @@ def write_held_out(folder: Path, indices: Sequence[int], seed: int) -> list[dict
         cases.append({"patient_id": pid, "rfs_days": case.rfs_days, "relapse": case.relapse,
                       "true_log_hazard": case.true_log_hazard, "ct_orientation": case.ct_orientation,
                       "n_nodes": int(case.features["n_nodes"]), "hpv_status": case.clinical["HPV Status"],
-                      "hpv_probability": case.hpv_probability})
+                      "hpv_probability": case.hpv_probability, "t_stage": case.t_stage, "n_stage": case.n_stage})
     if cases:
         with (folder / "survival.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(cases[0]))
@@ -145,7 +148,8 @@ def write_held_out(folder: Path, indices: Sequence[int], seed: int) -> list[dict
 def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int, extra: int = 0) -> dict[str, Any]:
     """The training cohort (HECKTOR layout), the held-out cases the containers run (``held_out/``: input folders per
     task, labels, survival) and ``extra`` more held-out patients scored in-process (``held_out_extra/``)."""
-    summary = generate_cohort(out / "data", cases=train_cases, seed=seed, size="small", overwrite=True)
+    summary = generate_cohort(out / "data", cases=train_cases, seed=seed, size="small", overwrite=True,
+                              edition_2026=True)  # Task 2026/ too: the same patients with their T and N stage
     cases = write_held_out(out / "held_out", range(held_out), seed)
     more = write_held_out(out / "held_out_extra", range(held_out, held_out + extra), seed)
     return {"train_cases": train_cases, "train_event_fraction": summary.event_fraction,
@@ -271,8 +275,31 @@ def train_hpv(data: Path, runs: Path, options: argparse.Namespace, trained: dict
             "biomarkers": list(config.biomarkers or []) or "all"}
 
 
-TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis, "hpv": train_hpv}
-"""The demo's training stage of each task, by registry name, in registry order (Task 2 uses Task 1's run)."""
+def train_hecktor2026(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
+    """HECKTOR 2026: Task 1's out-of-fold masks measured (PET biomarkers, the primary's diameter, the nodes and their
+    side), per fold a Cox model of the record (HPV status in it) and the biomarkers with its baseline survival, and the
+    T and N stagers, 5 folds; the bundle stages by the rules or the learned stager as cross-validation preferred, and
+    nests Task 1's (the container segments first)."""
+    from hecktor.training.hecktor2026 import Hecktor2026Config, export_bundle, train
+
+    run_dir = runs / get_task(2026).name
+    config = Hecktor2026Config(n_folds=5, seed=0, device="cpu", progress=False)
+    _, metrics = train(config, run_dir, data=data, segmentation=trained[get_task(1).name]["run_dir"], overwrite=True,
+                       echo=lambda line: print(f"[demo]   {line}"))
+    export_bundle(run_dir, bundle_dir(2026), overwrite=True)
+    staging = metrics["staging"]
+    return {"n_folds": config.n_folds, "stagers": metrics["stagers"],
+            "cindex_oof_risk": metrics["cindex_pooled_oof_risk"],
+            "cindex_oof_rfs_time": metrics["cindex_pooled_oof_rfs_time"],
+            **{f"{stage}_balanced_accuracy_oof_{name}": staging[key]["balanced_accuracy"]
+               for stage in ("t", "n") for name, key in (("rules", f"{stage}_rules_predicted_mask"),
+                                                         ("learned", f"{stage}_learned"))}}
+
+
+TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis, "hpv": train_hpv,
+            "hecktor2026": train_hecktor2026}
+"""The demo's training stage of each task, by registry name, in registry order (Tasks 2, 3 and 2026 use Task 1's
+run)."""
 
 
 # --------------------------------------------------------------------------------------------------- inference
@@ -492,7 +519,38 @@ def _hpv_scores(cases: list[dict[str, Any]]) -> dict[str, Any]:
             else float("nan")}
 
 
-SCORERS = {"segmentation": score_segmentation, "prognosis": score_prognosis, "hpv": score_hpv}
+def score_hecktor2026(out: Path, held_out: list[dict[str, Any]],
+                      extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """HECKTOR 2026, from the container's four outputs of each held-out case (the container runs only): the T and N
+    stage balanced accuracy against the recorded stages, with recall per stage and the confusion matrix
+    (:func:`hecktor.evaluate2026.stage_scores`), the C-index of the RFS time (a longer time, a later relapse:
+    :func:`hecktor.evaluate2026.rfs_time_cindex`), and the challenge's Dice of GTVp and GTVn averaged."""
+    from hecktor.evaluate2026 import STAGES, rfs_time_cindex, stage_scores
+
+    spec, per_case = get_task(2026), []
+    for case in held_out:
+        folder = out / "outputs" / f"task{spec.number}" / case["patient_id"]
+        for column, path in zip(STAGES, spec.extra_outputs):
+            case[f"{column}_predicted"] = json.loads((folder / path).read_text())
+        case["rfs_days_predicted"] = json.loads((folder / spec.extra_outputs[-1]).read_text())
+        truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{case['patient_id']}.nii.gz"))
+        per_case.append(evaluate_segmentation(sitk.ReadImage(str(folder / spec.output)), truth))
+    summary = summarize_segmentation(per_case)
+    scores: dict[str, Any] = {"hecktor2026_n": len(held_out), "hecktor2026_dice_mean": float(
+        (summary["GTVp"]["dice_mean"] + summary["GTVn"]["dice_mean"]) / 2)}
+    for column, (_, stages, _) in STAGES.items():
+        known = [c for c in held_out if c.get(column) is not None]  # a recorded stage (Tx: not scored)
+        result = (stage_scores([c[column] for c in known], [c[f"{column}_predicted"] for c in known], stages)
+                  if known else {"balanced_accuracy": float("nan"), "recall": None, "confusion": None})
+        scores.update({f"{column}_balanced_accuracy": result["balanced_accuracy"], f"{column}_recall": result["recall"],
+                       f"{column}_confusion": result["confusion"], f"{column}_n": len(known)})
+    scores["rfs_time_cindex"] = _or_nan(rfs_time_cindex, [c["rfs_days"] for c in held_out],
+                                        [c["relapse"] for c in held_out], [c["rfs_days_predicted"] for c in held_out])
+    return scores
+
+
+SCORERS = {"segmentation": score_segmentation, "prognosis": score_prognosis, "hpv": score_hpv,
+           "hecktor2026": score_hecktor2026}
 """How the demo scores each task's container outputs, by registry name."""
 
 

@@ -145,3 +145,32 @@ def test_evaluate_refuses_a_bad_or_extra_row_in_one_line(labelled, row, message,
     assert evaluate.main(["--task", "2026", "--pred", str(preds), "--labels", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_the_demo_scores_the_containers_four_outputs(tmp_path):
+    """training/demo.py's HECKTOR 2026 scores: the stages and times the container wrote, against the recorded
+    stages (an unknown one not scored) and the survival, the mask against the label."""
+    import demo
+
+    held_out = []
+    for pid, t_stage, n_stage, rfs, relapse, answer in [
+            ("A", "T2", "N0", 100.0, 1, ("T2", "N0", 150.0)), ("B", "T3", "N2", 400.0, 0, ("T3", "N1", 800.0)),
+            ("C", "T2", "N1", 250.0, 1, ("T3", "N1", 300.0)), ("D", None, "N2", 900.0, 0, ("T2", "N2", 200.0))]:
+        folder = tmp_path / "outputs" / "task2026" / pid
+        for path, value in zip(SPEC.extra_outputs, answer):
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(json.dumps(value))
+        (folder / SPEC.output).parent.mkdir(parents=True)
+        sitk.WriteImage(_label(), str(folder / SPEC.output))
+        (tmp_path / "held_out" / "labels").mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(_label(), str(tmp_path / "held_out" / "labels" / f"{pid}.nii.gz"))
+        held_out.append({"patient_id": pid, "t_stage": t_stage, "n_stage": n_stage, "rfs_days": rfs,
+                         "relapse": relapse})
+    scores = demo.score_hecktor2026(tmp_path, held_out)
+    assert scores["t_stage_balanced_accuracy"] == 0.75  # T2: A right, C wrong; T3: B right; D unknown
+    assert scores["t_stage_recall"] == {"T1": None, "T2": 0.5, "T3": 1.0, "T4": None}
+    assert scores["n_stage_balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)  # N2: B wrong, D right
+    assert scores["n_stage_confusion"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    assert scores["rfs_time_cindex"] == pytest.approx(0.8)  # as in the test of rfs_time_cindex above
+    assert scores["hecktor2026_dice_mean"] == 1.0 and scores["hecktor2026_n"] == 4
+    assert held_out[2]["rfs_days_predicted"] == 300.0 and held_out[2]["t_stage_predicted"] == "T3"
