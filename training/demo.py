@@ -400,35 +400,30 @@ def predict_in_process(out: Path, cases: list[dict[str, Any]], task_numbers: Seq
     as its container calls it (:func:`hecktor.case.read_case`), with one :func:`shared_segmentation` per case for the
     tasks that segment. Fills each case's ``risk`` (Task 2) and ``hpv_predicted`` / ``hpv_probability_predicted``
     (Task 3) and returns the seconds spent."""
-    import torch
-
     from hecktor.case import read_case
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # alone on the machine at this stage (the container runs are over)
-    try:
-        predictors = load_predictors(task_numbers)
-        segment_s = predict_s = 0.0
-        for case in cases:
-            pid = case["patient_id"]
-            inputs = {task: read_case(out / folder / f"task{task}" / pid, with_ehr=get_task(task).uses_ehr)
-                      for task in task_numbers}
-            started = time.perf_counter()
-            mask = shared_segmentation(inputs[task_numbers[0]], list(predictors.values()))
-            segment_s += time.perf_counter() - started
-            started = time.perf_counter()
-            for task, predictor in predictors.items():
-                answer = predictor.predict_case(inputs[task], segmentation=mask)
-                if task == 2:
-                    case["risk"] = float(answer)
-                elif task == 3:
-                    case["hpv_predicted"] = bool(answer)
-                    case["hpv_probability_predicted"] = float(predictor.last_report.probability)
-            predict_s += time.perf_counter() - started
-        print(f"[demo]   {len(cases)} extra held-out case(s) in-process: segmentation {segment_s:.0f} s (once per "
-              f"case, shared), Tasks {', '.join(map(str, task_numbers))} {predict_s:.0f} s", flush=True)
-    finally:
-        torch.set_num_threads(threads)
+    # On the demo's one thread per process (run_demo): two threads in this process took 18.5 s per case against
+    # 7.4 s with one (6 cases, 2026-12-07), as the containers' runs found.
+    predictors = load_predictors(task_numbers)
+    segment_s = predict_s = 0.0
+    for case in cases:
+        pid = case["patient_id"]
+        inputs = {task: read_case(out / folder / f"task{task}" / pid, with_ehr=get_task(task).uses_ehr)
+                  for task in task_numbers}
+        started = time.perf_counter()
+        mask = shared_segmentation(inputs[task_numbers[0]], list(predictors.values()))
+        segment_s += time.perf_counter() - started
+        started = time.perf_counter()
+        for task, predictor in predictors.items():
+            answer = predictor.predict_case(inputs[task], segmentation=mask)
+            if task == 2:
+                case["risk"] = float(answer)
+            elif task == 3:
+                case["hpv_predicted"] = bool(answer)
+                case["hpv_probability_predicted"] = float(predictor.last_report.probability)
+        predict_s += time.perf_counter() - started
+    print(f"[demo]   {len(cases)} extra held-out case(s) in-process: segmentation {segment_s:.0f} s (once per "
+          f"case, shared), Tasks {', '.join(map(str, task_numbers))} {predict_s:.0f} s", flush=True)
     return {"n": len(cases), "segmentation_s": segment_s, "predict_s": predict_s}
 
 
