@@ -178,11 +178,16 @@ for task in "${tasks[@]}"; do
         continue
     fi
     cohort="$SMOKE_DIR/cohort"
-    # A cohort of an older generator may lack a task's folder: made again when its version is not the library's.
-    if ! "$PYTHON" -c "import json, sys, hecktor.synthetic as s
-sys.exit(json.load(open(sys.argv[1]))['generator_version'] != s.GENERATOR_VERSION)" "$cohort/cohort.json" 2>/dev/null
+    # A cohort of an older generator, or one written without the 2026 layout, may lack a task's folder: made again
+    # when its version is not the library's or the task's training folder is missing.
+    if ! PYTHONPATH="$REPO/shared${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c "import json, sys, pathlib
+import hecktor.synthetic as s, hecktor.tasks as t
+cohort = pathlib.Path(sys.argv[1])
+sys.exit(json.load(open(cohort / 'cohort.json'))['generator_version'] != s.GENERATOR_VERSION
+         or not (cohort / t.get_task(sys.argv[2]).training_folder).is_dir())" "$cohort" "$task" 2>/dev/null
     then
-        "$PYTHON" -m hecktor.synthetic --out "$cohort" --cases 24 --seed 0 --size small --overwrite >/dev/null
+        "$PYTHON" -m hecktor.synthetic --out "$cohort" --cases 24 --seed 0 --size small --edition-2026 \
+            --overwrite >/dev/null
     fi
     run="$SMOKE_DIR/run-task$task"
     rm -rf "$run"

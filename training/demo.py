@@ -1,7 +1,8 @@
-"""The one-command demo (``make demo``): synthetic cohort -> the three tasks' models trained -> the containers'
-bundles -> every ``inference.py`` on held-out cases laid out as Grand-Challenge input folders -> scores -> report.
+"""The one-command demo (``make demo``): synthetic cohort -> the models of Tasks 1-3 and HECKTOR 2026 trained -> the
+containers' bundles -> every ``inference.py`` on held-out cases laid out as Grand-Challenge input folders -> scores -> report.
 
-Everything is CPU-sized so that it runs in about a quarter of an hour on two cores; the numbers show that the
+Everything is CPU-sized so that it runs in about a quarter of an hour to half an hour on two cores (see
+docs/results/benchmarks.md for the last run's time); the numbers show that the
 pipeline works end to end, not what the method scores (see the report's notes). Example::
 
     python training/demo.py                      # -> demo_output/report.md

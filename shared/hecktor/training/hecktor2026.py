@@ -35,6 +35,7 @@ from hecktor.biomarkers import BiomarkerScaler
 from hecktor.clinical import DEFAULT_NUMERIC, ClinicalEncoder
 from hecktor.datasets import list_training_cases, read_training_table
 from hecktor.errors import InputError
+from hecktor.evaluate2026 import stage_scores
 from hecktor.fold_ensemble import EnsembleFold, SegmentationSettings
 from hecktor.folds import load_folds
 from hecktor.hecktor2026 import STAGING_INPUTS, TASK, Hecktor2026Head, Hecktor2026Predictor
@@ -206,15 +207,16 @@ def run_fold(config: Hecktor2026Config, cohort: StagingCohort, index: int, train
 
 
 def stage_metrics(truth: Sequence[str | None], predicted: Sequence[str], stages: Sequence[str]) -> dict[str, Any]:
-    """Balanced accuracy (mean recall over the stages present in ``truth``), the recall of each and the confusion
-    matrix (rows: truth, columns: prediction, both in ``stages`` order), over the patients with a known stage."""
+    """The challenge's stage scores (:func:`hecktor.evaluate2026.stage_scores`: balanced accuracy, recall of each
+    stage present in ``truth``, confusion matrix in ``stages`` order) over the patients with a known stage."""
     pairs = [(t, p) for t, p in zip(truth, predicted) if t is not None]
-    matrix = np.zeros((len(stages), len(stages)), dtype=int)
-    for t, p in pairs:
-        matrix[stages.index(t), stages.index(p)] += 1
-    recall = {s: float(matrix[j, j] / matrix[j].sum()) for j, s in enumerate(stages) if matrix[j].sum() > 0}
-    return {"balanced_accuracy": float(np.mean(list(recall.values()))) if recall else float("nan"),
-            "recall": recall, "confusion": matrix.tolist(), "patients": len(pairs)}
+    if not pairs:
+        return {"balanced_accuracy": float("nan"), "recall": {},
+                "confusion": np.zeros((len(stages), len(stages)), dtype=int).tolist(), "patients": 0}
+    scores = stage_scores([t for t, _ in pairs], [p for _, p in pairs], stages)
+    return {"balanced_accuracy": scores["balanced_accuracy"],
+            "recall": {stage: value for stage, value in scores["recall"].items() if value is not None},
+            "confusion": scores["confusion"], "patients": len(pairs)}
 
 
 @dataclass
