@@ -15,8 +15,10 @@ import pytest
 
 from hecktor import container
 from hecktor.datasets import write_gc_input
+from hecktor.tasks import get_task
 from helpers.containers import bundles, synthetic_case  # noqa: F401 (fixtures)
 from helpers.hostile_inputs import EHR
+from helpers.predictors import build_hpv_predictor
 
 __all__ = ["bundles", "synthetic_case"]
 
@@ -83,3 +85,24 @@ def test_help_says_where_the_bundle_is_looked_for(capsys):
     with pytest.raises(SystemExit):
         container.main(2, Path("inference.py"), ["--help"])
     assert "the platform's /opt/ml/model when it holds one" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("task", [1, 2, 3, 2026])
+def test_every_container_answers_with_its_bundle_only_in_the_model_folder(task, setting, bundles, tmp_path):  # noqa: F811
+    """Nothing baked beside inference.py: the extracted model tarball alone serves each task, and its outputs are
+    byte for byte those of the same bundle given with --resources."""
+    model_dir, script, input_dir = setting
+    bundle = bundles.get(task) or build_hpv_predictor("clinical").to_bundle(tmp_path / "task3")
+    for path in bundle.iterdir():
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, model_dir / path.name)
+    assert not (script.parent / "resources").exists()
+    out, err = io.StringIO(), io.StringIO()
+    arguments = ["--input", str(input_dir), "--device", "cpu"]
+    with redirect_stdout(out), redirect_stderr(err):
+        status = container.main(task, script, [*arguments, "--output", str(tmp_path / "out")], start_time=time.time())
+        reference = container.main(task, script, [*arguments, "--output", str(tmp_path / "ref"), "--resources",
+                                                  str(bundle)], start_time=time.time())
+    assert status == reference == 0, err.getvalue()
+    assert f"model bundle: {model_dir} (the platform's model folder, from the model tarball)" in out.getvalue()
+    for output in get_task(task).outputs:
+        assert (tmp_path / "out" / output).read_bytes() == (tmp_path / "ref" / output).read_bytes(), output
