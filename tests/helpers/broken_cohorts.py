@@ -6,10 +6,26 @@ or row changed. Used by ``tests/training/test_check_data.py`` (``hecktor-check-d
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+
+from hecktor.synthetic import generate_cohort
+
+
+
+@pytest.fixture(scope="module")
+def clean_cohort(tmp_path_factory) -> Path:
+    """Four clean synthetic cases, built once per test module; every test breaks a copy (:func:`cohort`)."""
+    return generate_cohort(tmp_path_factory.mktemp("cohort") / "DATA", cases=4, seed=11, size="small").out_dir
+
+
+@pytest.fixture
+def cohort(clean_cohort, tmp_path) -> Path:
+    return Path(shutil.copytree(clean_cohort, tmp_path / "DATA"))
 
 
 def case_dir(cohort: Path, task: int = 1) -> Path:

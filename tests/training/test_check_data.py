@@ -4,14 +4,13 @@ command gives."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
 
-from hecktor.synthetic import generate_cohort
 from hecktor.training.check_data import check_dataset, main
+from helpers.broken_cohorts import clean_cohort, cohort  # noqa: F401 (fixtures)
 from helpers.broken_cohorts import case_dir as _case
 from helpers.broken_cohorts import edit_table as _edit_table
 from helpers.broken_cohorts import header_lost as _header_lost
@@ -22,16 +21,6 @@ from helpers.broken_cohorts import set_cell as _set
 from helpers.broken_cohorts import shifted_2_m as _shifted
 
 PID = "CHUM-001"
-
-
-@pytest.fixture(scope="module")
-def clean_cohort(tmp_path_factory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("cohort") / "DATA", cases=4, seed=11, size="small").out_dir
-
-
-@pytest.fixture
-def cohort(clean_cohort, tmp_path) -> Path:
-    return Path(shutil.copytree(clean_cohort, tmp_path / "DATA"))
 
 
 def _label(cohort: Path) -> Path:

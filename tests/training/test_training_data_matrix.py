@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,14 @@ import train_hpv
 import train_prognosis
 import train_segmentation
 from hecktor.datasets import list_training_cases
-from hecktor.synthetic import generate_cohort
 from hecktor.training.cache import REPAIRS_JSON
 from hecktor.training.segmentation import SegmentationTrainer, TrainingConfig, load_config_file
+from helpers.broken_cohorts import clean_cohort, cohort  # noqa: F401 (fixtures)
 from helpers.broken_cohorts import (case_dir, edit_table, header_lost, label_value, partial_volume, rewrite_image,
                                     set_cell, shifted_2_m, table_path)
 from helpers.paths import REPO
 
 TINY = load_config_file(REPO / "training" / "configs" / "tiny.json")
-
-
-@pytest.fixture(scope="module")
-def clean_cohort(tmp_path_factory) -> Path:
-    """Built once per module; every case breaks a copy."""
-    return generate_cohort(tmp_path_factory.mktemp("cohort") / "DATA", cases=4, seed=11, size="small").out_dir
-
-
-@pytest.fixture
-def cohort(clean_cohort, tmp_path) -> Path:
-    return Path(shutil.copytree(clean_cohort, tmp_path / "DATA"))
 
 
 def _file(kind: str, task: int = 1):
