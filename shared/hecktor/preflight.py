@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
+import os
 import subprocess
 import sys
 import threading
@@ -95,13 +95,16 @@ def measure_command(command: Sequence[str], *, engine: str | None = None, contai
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-    status = process.wait()
-    seconds = time.monotonic() - start
     if sampler is not None:
+        status = process.wait()
+        seconds = time.monotonic() - start
         sampler.join(timeout=15)
         return status, seconds, max(peaks) if peaks else None, f"sampled with {Path(engine).name} stats"
-    # ru_maxrss is in KiB on Linux: the largest of the children waited for, here the one command.
-    return status, seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "peak RSS"
+    # wait4 gives this child's own usage; RUSAGE_CHILDREN would be the largest of every child this process ever
+    # waited for (an earlier, bigger case would be reported again). ru_maxrss is in KiB on Linux.
+    _, wait_status, usage = os.wait4(process.pid, 0)
+    process.returncode = status = os.waitstatus_to_exitcode(wait_status)
+    return status, time.monotonic() - start, usage.ru_maxrss * 1024, "peak RSS"
 
 
 def append_record(path: str | Path, record: CaseRun | UploadSize) -> None:

@@ -72,11 +72,13 @@ def test_parse_memory_reads_an_engines_stats_column(text, expected):
 
 
 def test_measure_command_records_the_childs_time_status_and_peak_memory(tmp_path):
-    # The child holds 300 MB for a moment: its peak resident memory is at least that, and well below twice it.
-    status, seconds, peak, source = measure_command(
-        [sys.executable, "-c", "import sys, time; b = bytearray(300_000_000); time.sleep(0.05); sys.exit(3)"])
+    # A child holds 700 MB, the next 300 MB: each peak is its own (at least what it held, well below twice it), not
+    # the largest of every child this process waited for.
+    hold = "import sys, time; b = bytearray({}); time.sleep(0.05); sys.exit(3)"
+    big = measure_command([sys.executable, "-c", hold.format(700_000_000)])[2]
+    status, seconds, peak, source = measure_command([sys.executable, "-c", hold.format(300_000_000)])
     assert status == 3 and source == "peak RSS" and 0.05 <= seconds < 30
-    assert 300_000_000 <= peak < 600_000_000
+    assert 700_000_000 <= big < 1_400_000_000 and 300_000_000 <= peak < 600_000_000
     records = tmp_path / "r.jsonl"
     assert main(["run", str(records), "--task", "2", "--case", "c1", "--", sys.executable, "-c", "pass"]) == 0
     (run,), sizes = read_records(records)
