@@ -74,8 +74,10 @@ def measure_command(command: Sequence[str], *, engine: str | None = None, contai
                     ) -> tuple[int, float, int | None, str]:
     """Run ``command``; return its exit status, wall seconds, peak memory in bytes and how that was measured.
 
-    Without ``container`` the command is the process that predicts: its peak resident memory is exact (the kernel's
-    maximum RSS of the waited-for child). With a container the command is the engine's client, so the container's
+    Without ``container`` the command is the process that predicts: its peak resident memory is the kernel's maximum
+    RSS of that child (``wait4``). Linux counts in it the peak of the process that started it (kept across ``exec``),
+    so measure from a small process, as ``python -m hecktor.preflight run`` is: from a process holding 1.2 GB a
+    300 MB child reads 1.2 GB. With a container the command is the engine's client, so the container's
     memory is sampled every half second with ``ENGINE stats`` (a peak between two samples can be missed; ``None``
     when the run ended before the first sample).
     """
