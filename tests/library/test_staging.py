@@ -49,6 +49,15 @@ def test_measurements_in_physical_space(direction) -> None:
     assert measure_staging(mask).node_sides == ("ipsilateral", "contralateral")
 
 
+def test_a_stray_island_does_not_stretch_the_primary() -> None:
+    # A primary of radius 11 mm and a 4 mm island of GTVp 50 mm away: the primary is 22 mm across (T2), not the
+    # 50 + 11 + 4 mm spanning both (T3), and its side is the big component's.
+    ct, mask = _case("identity", [((-20.0, 0, 0), 11.0, 1), ((30.0, 0, 0), 4.0, 1), ((-45.0, 0, 0), 5.0, 2)])
+    m = measure_staging(mask, ct)
+    assert m.primary_diameter_mm == pytest.approx(22.0, abs=2.1)
+    assert stage_by_rules(m) == ("T2", "N1")
+
+
 def test_bone_against_the_primary() -> None:
     # A bone ball (1,000 HU) 1 mm from the primary's surface touches it; moved 6 mm away, it does not.
     ct, mask = _case("identity", [((0.0, 0, 0), 10.0, 1)], spacing=(1.0, 1.0, 1.0), size=(60, 40, 40))
