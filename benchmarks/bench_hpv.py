@@ -55,6 +55,7 @@ from hecktor.folds import make_folds
 from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
+from hecktor.training.calibration import THRESHOLD_RULES
 from hecktor.training.hpv import (
     NETWORK_PRESETS,
     HPVTrainingConfig,
@@ -81,7 +82,7 @@ def task1_masks(cohort_dir: Path, args: argparse.Namespace) -> tuple[dict[str, P
     scored."""
     import bench_prognosis
 
-    seg_run = args.work / f"seg_cv_{args.cases}"
+    seg_run = args.work / (f"seg_cv_{args.cases}" + ("_demo" if args.seg_recipe == "demo" else ""))
     train_s = bench_prognosis.task1_cross_validation(cohort_dir, seg_run, args)
     started = time.perf_counter()
     masks = bench_prognosis.out_of_fold_masks(seg_run, args.seg_jobs, args.seg_folds)
@@ -155,7 +156,7 @@ def part_a(args: argparse.Namespace) -> list[str]:
         config = HPVTrainingConfig(n_folds=5, seed=seed, epochs=args.epochs, batch_size=args.batch_size,
                                    learning_rate=args.lr, early_stopping_fraction=args.early_stopping_fraction,
                                    network=network, device=args.device, threads=args.threads, progress=False,
-                                   **changes)
+                                   threshold_rule=args.threshold_rule, **changes)
         print(f"fold seed {seed}: training {name} ...", flush=True)
         result = cross_validate_hpv(cohorts[kind], config, None, split=splits[seed], progress=False)
         results[name][seed] = m = result.metrics()
@@ -174,13 +175,16 @@ def part_a(args: argparse.Namespace) -> list[str]:
         f"oracle balanced accuracy of the cohort {description['oracle_hpv_balanced_accuracy']:.3f})",
         "",
         f"Network rows: {budget}. Every row on the same 5 folds: fold seed {first} for the per-fold columns, and "
-        f"again with fold seeds {seeds} (the last two columns: mean ± SD of the seeds' means). Preprocessing and "
+        f"again with fold seeds {seeds} (the last three columns: mean ± SD of the seeds' means). Threshold rule: "
+        f"{args.threshold_rule}. Preprocessing and "
         f"biomarkers (once): {preprocessing_s:.0f} s.",
         "",
     ]
     if seg is not None:
-        lines += [f"Task 1 model behind the biomarker rows: a {args.seg_folds}-fold cross-validation of the former "
-                  f"demo HecMamba (1.4 M parameters, 4 mm voxels, {args.seg_patch}³ patches, batch Dice, "
+        recipe = ("the demo's HecMamba (16-channel full-resolution decoder, 4 mm voxels, "
+                  f"{args.seg_patch}³ patches, Dice + CE with deep supervision, " if args.seg_recipe == "demo" else
+                  f"the former demo HecMamba (1.4 M parameters, 4 mm voxels, {args.seg_patch}³ patches, batch Dice, ")
+        lines += [f"Task 1 model behind the biomarker rows: a {args.seg_folds}-fold cross-validation of {recipe}"
                   f"{args.seg_iterations} iterations of batch 2 per fold, CPU, one thread per fold, "
                   f"{args.seg_jobs} folds at a time; {seg['train_seconds']:.0f} s of training in all"
                   f"{', reused from an earlier run' if seg['reused'] else ''}). Out-of-fold masks of all "
@@ -190,8 +194,8 @@ def part_a(args: argparse.Namespace) -> list[str]:
     lines += [
         f"| model | balanced accuracy, mean ± SD over folds (fold seed {first}) | pooled | at the in-sample "
         f"threshold | AUC mean ± SD | pooled AUC | training (s) | balanced accuracy, fold seeds {seeds} | "
-        f"AUC, fold seeds {seeds} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"AUC, fold seeds {seeds} | balanced accuracy at each fold's training prevalence, fold seeds {seeds} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     means: dict[str, float] = {}
     for name, by_seed in results.items():
@@ -200,12 +204,14 @@ def part_a(args: argparse.Namespace) -> list[str]:
         m = by_seed[first]
         ba = [float(np.mean(by_seed[s]["balanced_accuracy_folds"])) for s in args.fold_seeds if s in by_seed]
         auc = [float(np.mean(by_seed[s]["auc_folds"])) for s in args.fold_seeds if s in by_seed]
+        at_prevalence = [float(np.mean(by_seed[s]["balanced_accuracy_folds_at_prevalence"]))
+                         for s in args.fold_seeds if "balanced_accuracy_folds_at_prevalence" in by_seed.get(s, {})]
         means[name] = float(np.mean(ba))
         in_sample, seconds = m["balanced_accuracy_in_sample_threshold"], m["train_seconds"]
         lines.append(f"| {name} | {mean_sd(m['balanced_accuracy_folds'])} | {m['balanced_accuracy_pooled_oof']:.3f} | "
                      f"{'—' if in_sample is None else f'{in_sample:.3f}'} | {mean_sd(m['auc_folds'])} | "
                      f"{m['auc_pooled_oof']:.3f} | {'—' if seconds is None else f'{seconds:.0f}'} | "
-                     f"{mean_sd(ba)} | {mean_sd(auc)} |")
+                     f"{mean_sd(ba)} | {mean_sd(auc)} | {mean_sd(at_prevalence) if at_prevalence else '—'} |")
     fallbacks = [f"{name} (fold seed {seed})" for name, by_seed in results.items() for seed, m in by_seed.items()
                  if m.get("threshold_fallback")]
     if fallbacks:
@@ -214,8 +220,9 @@ def part_a(args: argparse.Namespace) -> list[str]:
         others = ", ".join(f"{BIOMARKERS} − {name}: {means[BIOMARKERS] - means[name]:+.3f}" for name in means
                            if name not in (BIOMARKERS,))
         lines += ["", f"Over fold seeds {seeds}: {others} (target: biomarkers ≥ 0.68, ≥ 0.05 above fusion)."]
-    lines += ["", "Every model's balanced accuracy is out-of-fold at a threshold chosen on the other folds' "
-              "out-of-fold probabilities; 'at the in-sample threshold' thresholds the pooled out-of-fold "
+    lines += ["", "Every model's balanced accuracy is out-of-fold at the threshold its rule (`threshold_rule`, "
+              "printed with the table) chose without the fold; the last column thresholds the same out-of-fold "
+              "probabilities at each fold's training prevalence (the other rule); 'at the in-sample threshold' thresholds the pooled out-of-fold "
               "probabilities where they score best, as a cross-validation that tunes its threshold on its own "
               "validation patients would report. The oracle uses the true covariates (values blanked as missing "
               "included) and the true probability. The biomarker rows are the logistic regression of "
@@ -233,18 +240,23 @@ def part_b(args: argparse.Namespace) -> list[str]:
         f"### (b) `--mode clinical` on the real HN1 table ({len(cohort)} patients of known HPV status, "
         f"{cohort.n_positive} positive, {cohort.n_unknown} unknown left out; 5 folds per fold seed)",
         "",
-        "| fold seed | OOF balanced accuracy, mean ± SD over folds | pooled | AUC mean ± SD | pooled AUC |",
-        "| --- | --- | --- | --- | --- |",
+        "| fold seed | OOF balanced accuracy, mean ± SD over folds | pooled | AUC mean ± SD | pooled AUC | "
+        "balanced accuracy at each fold's training prevalence |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    means_ba, means_auc = [], []
+    means_ba, means_auc, means_prevalence = [], [], []
     for seed in range(args.real_seeds):
-        config = HPVTrainingConfig(mode="clinical", n_folds=5, seed=seed, progress=False)
+        config = HPVTrainingConfig(mode="clinical", n_folds=5, seed=seed, progress=False,
+                                   threshold_rule=args.threshold_rule)
         m = cross_validate_hpv(cohort, config, None, progress=False).metrics()
         means_ba.append(m["balanced_accuracy_mean"])
         means_auc.append(m["auc_mean"])
+        means_prevalence.append(m["balanced_accuracy_mean_at_prevalence"])
         lines.append(f"| {seed} | {mean_sd(m['balanced_accuracy_folds'])} | {m['balanced_accuracy_pooled_oof']:.3f} | "
-                     f"{mean_sd(m['auc_folds'])} | {m['auc_pooled_oof']:.3f} |")
-    lines += ["", f"Over the {args.real_seeds} fold seeds: balanced accuracy {mean_sd(means_ba)}, "
+                     f"{mean_sd(m['auc_folds'])} | {m['auc_pooled_oof']:.3f} | "
+                     f"{mean_sd(m['balanced_accuracy_folds_at_prevalence'])} |")
+    lines += ["", f"Over the {args.real_seeds} fold seeds (threshold rule {args.threshold_rule}): balanced "
+              f"accuracy {mean_sd(means_ba)}, at the training prevalence {mean_sd(means_prevalence)}, "
               f"AUC {mean_sd(means_auc)} "
               "(mean ± SD of the seeds' means). Features: Age, Gender, Performance Status, Treatment, M-stage (HN1 "
               "records no tobacco or alcohol)."]
@@ -285,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="(a) seeds of the repeated 5-fold splits (the first gives the per-fold columns)")
     parser.add_argument("--seg-iterations", type=int, default=200, help="(a) Task 1 iterations per fold")
     parser.add_argument("--seg-folds", type=int, default=2, help="(a) Task 1 cross-validation folds")
+    parser.add_argument("--threshold-rule", choices=THRESHOLD_RULES, default=HPVTrainingConfig.threshold_rule,
+                        help="(a, b) the models' decision threshold rule (the other is reported beside)")
+    parser.add_argument("--seg-recipe", choices=("former", "demo"), default="former",
+                        help="(a) Task 1 recipe: 'former' (the Task 2 table's HecMamba, widths 8-64, batch Dice: "
+                             "finds no node at this budget) or 'demo' (the demo's: Dice + CE, deep supervision, "
+                             "16-channel full-resolution decoder; run folder WORK/seg_cv_<cases>_demo)")
     parser.add_argument("--seg-patch", type=int, default=32, help="(a) Task 1 patch side (voxels of 4 mm)")
     parser.add_argument("--seg-jobs", type=int, default=2, help="(a) Task 1 folds trained at a time")
     parser.add_argument("--input-size", type=int, default=32,

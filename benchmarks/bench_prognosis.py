@@ -86,13 +86,21 @@ def task1_config(cohort_dir: Path, run_dir: Path, args: argparse.Namespace) -> d
     # The Task 2 table (docs/results/benchmarks.md) was measured with demo.json's former HecMamba (widths 8-64, no deep supervision) and the
     # Dice loss as it was then (MONAI's, over the batch, background included: today's batch_dice with the
     # background); demo.json now holds the node-aware recipe. Kept as it was so that this command reproduces the table.
-    config["network_config"] = {**config["network_config"], "widths": [8, 16, 32, 64], "full_resolution_width": None}
-    config.update({"deep_supervision": False, "dice_include_background": True})
+    if getattr(args, "seg_recipe", "former") == "demo":
+        # ``bench_hpv.py --seg-recipe demo``: the demo's own recipe (demo.json: Dice + CE with deep supervision) with
+        # the demo's 16-channel full-resolution decoder, the one whose masks find the nodes.
+        config["network_config"] = {**config["network_config"], "full_resolution_width": 16}
+        loss = config.get("loss", "dicece")
+    else:
+        config["network_config"] = {**config["network_config"], "widths": [8, 16, 32, 64],
+                                     "full_resolution_width": None}
+        config.update({"deep_supervision": False, "dice_include_background": True})
+        loss = "batch_dice"
     epochs = max(1, args.seg_iterations // TASK1_ITERATIONS_PER_EPOCH)
     config.update({"data_root": str(cohort_dir), "run_dir": str(run_dir),
                    "cache_dir": str(run_dir.parent / "cache_seg"),
                    "folds": None, "n_folds": getattr(args, "seg_folds", 5), "epochs": epochs, "iterations_per_epoch": TASK1_ITERATIONS_PER_EPOCH,
-                   "loss": "batch_dice", "val_every": epochs, "workers": 0, "device": "cpu", "progress": False, "seed": 0})
+                   "loss": loss, "val_every": epochs, "workers": 0, "device": "cpu", "progress": False, "seed": 0})
     return config
 
 

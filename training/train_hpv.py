@@ -33,6 +33,7 @@ from typing import Sequence
 from hecktor.diagnosis import HPV_MODES
 from hecktor.errors import InputError
 from hecktor.training import cli
+from hecktor.training.calibration import THRESHOLD_RULES
 from hecktor.training.hpv import DEFAULT_CACHE, NETWORK_PRESETS, HPVTrainingConfig, train_hpv
 
 
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="clinical mode: inverse L2 strength of the logistic regression")
     task.add_argument("--calibration-folds", type=int, default=argparse.SUPPRESS,
                       help="clinical mode: inner folds whose out-of-sample logits fit the Platt calibration")
+    task.add_argument("--threshold-rule", choices=THRESHOLD_RULES, default=argparse.SUPPRESS,
+                      help="decision threshold: balanced (best balanced accuracy on the out-of-fold probabilities, "
+                           "cross-fitted) or prevalence (the training prevalence: the Bayes threshold of calibrated "
+                           "probabilities)")
     cli.add_feature_arguments(task)
     cli.add_box_arguments(task, DEFAULT_CACHE)
     seg = cli.add_segmentation_arguments(parser, "Task 3")

@@ -105,6 +105,33 @@ def test_reported_fold_scores_use_thresholds_chosen_without_the_fold(cohort_dir,
     assert metrics["ensemble_weights"] == pytest.approx(ensemble_weights(metrics["auc_folds"]).tolist())
 
 
+def test_the_prevalence_threshold_rule(cohort_dir, tmp_path):
+    # --threshold-rule prevalence: every fold is scored at its own training prevalence, the bundle's threshold is the
+    # cohort's; the balanced rule's run reports the same figures beside its own.
+    runs = {}
+    for rule in ("prevalence", "balanced"):
+        out = tmp_path / rule
+        assert train_hpv.main(["--mode", "clinical", "--data", str(cohort_dir), "--folds", "3", "--out", str(out),
+                               "--no-progress", "--threshold-rule", rule]) == 0
+        runs[rule] = json.loads((out / "metrics.json").read_text())
+    metrics = runs["prevalence"]
+    oof = list(csv.DictReader((tmp_path / "prevalence" / "oof.csv").open()))
+    fold = np.asarray([int(r["fold"]) for r in oof])
+    y = np.asarray([int(r["hpv_status"]) for r in oof])
+    p = np.asarray([float(r["oof_probability"]) for r in oof])
+    for k in range(3):
+        prior = y[fold != k].mean()
+        assert metrics["thresholds_cross_fitted"][k] == pytest.approx(prior)
+        assert metrics["balanced_accuracy_folds"][k] == pytest.approx(
+            balanced_accuracy(y[fold == k], p[fold == k] >= prior))
+    assert metrics["threshold"] == pytest.approx(y.mean()) and metrics["threshold_rule"] == "prevalence"
+    assert metrics["threshold_fallback"] is None
+    assert metrics["balanced_accuracy_folds_at_prevalence"] == pytest.approx(metrics["balanced_accuracy_folds"])
+    assert runs["balanced"]["balanced_accuracy_folds_at_prevalence"] == pytest.approx(metrics["balanced_accuracy_folds"])
+    model = json.loads((tmp_path / "prevalence" / "model" / "model.json").read_text())
+    assert model["decision"]["threshold"] == pytest.approx(y.mean())
+
+
 def test_fusion_folds_in_the_bundle_give_exactly_the_out_of_fold_probabilities(cohort_dir, tmp_path):
     cohort = load_hpv_cohort(cohort_dir, PLAN, cache_dir=tmp_path / "cache", progress=False)
     assert "HPV Status" not in cohort.rows[0] and len(cohort) == len(cohort.images)

@@ -36,7 +36,7 @@ from hecktor.diagnosis import PlattCalibration
 from hecktor.errors import InputError
 from hecktor.metrics import roc_auc
 
-__all__ = ["MIN_SEPARATION_AUC", "fit_platt", "best_threshold", "chosen_threshold", "decision_thresholds"]
+__all__ = ["MIN_SEPARATION_AUC", "THRESHOLD_RULES", "fit_platt", "best_threshold", "chosen_threshold", "decision_thresholds"]
 
 MIN_SEPARATION_AUC = 0.55
 """Below this AUC of the pooled out-of-fold probabilities the threshold falls back to the training prevalence."""
@@ -105,6 +105,11 @@ def best_threshold(probability: np.ndarray, labels: np.ndarray, prior: float | N
     return float(candidates[best[np.argmin(np.abs(candidates[best] - prior))]])
 
 
+THRESHOLD_RULES = ("balanced", "prevalence")
+"""How :func:`decision_thresholds` places a Task 3 threshold: ``balanced``, the best balanced accuracy on the
+out-of-fold probabilities of the folds it is not used on; ``prevalence``, the training prevalence."""
+
+
 def chosen_threshold(probability: np.ndarray, labels: np.ndarray, prior: float,
                      min_auc: float = MIN_SEPARATION_AUC) -> tuple[float, str | None]:
     """:func:`best_threshold` of these probabilities, or, when their AUC is below ``min_auc`` (or undefined), ``prior``
@@ -124,8 +129,11 @@ def chosen_threshold(probability: np.ndarray, labels: np.ndarray, prior: float,
 
 def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], probabilities: Sequence[np.ndarray],
                         train_idx: Sequence[np.ndarray], prevalence: float,
-                        min_auc: float = MIN_SEPARATION_AUC) -> tuple[float, list[float], str | None]:
-    """The bundle's threshold and, per fold, its cross-fitted one, each by :func:`chosen_threshold`.
+                        min_auc: float = MIN_SEPARATION_AUC,
+                        rule: str = "balanced") -> tuple[float, list[float], str | None]:
+    """The bundle's threshold and, per fold, its cross-fitted one, each by :func:`chosen_threshold` (``rule``
+    ``"balanced"``) or each the training prevalence (``rule`` ``"prevalence"``: the Bayes threshold of balanced
+    accuracy for calibrated probabilities, chosen on no out-of-fold probability).
 
     Args:
         labels: the cohort's statuses (1 = HPV-positive).
@@ -135,6 +143,7 @@ def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], proba
         prevalence: the cohort's, the tie-break of the bundle's threshold.
 
         min_auc: below this pooled OOF AUC, the threshold is the prevalence (:func:`chosen_threshold`).
+        rule: ``"balanced"`` or ``"prevalence"`` (:data:`THRESHOLD_RULES`).
 
     Returns:
         the threshold of :func:`chosen_threshold` on the pooled OOF probabilities; per fold the one chosen the same
@@ -142,7 +151,12 @@ def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], proba
         prevalence; with one fold trained, that prevalence itself: the Bayes threshold of calibrated probabilities);
         and why the bundle's threshold fell back to the prevalence (``None``: it did not).
     """
+    if rule not in THRESHOLD_RULES:
+        raise InputError(f"unknown threshold rule {rule!r} (choose from {', '.join(THRESHOLD_RULES)})")
     labels = np.asarray(labels)
+    if rule == "prevalence":
+        return (min(max(float(prevalence), 1e-6), 1 - 1e-6),
+                [min(max(float(labels[trained].mean()), 1e-6), 1 - 1e-6) for trained in train_idx], None)
     threshold, fallback = chosen_threshold(np.concatenate(probabilities), labels[np.concatenate(val_idx)],
                                            prevalence, min_auc)
     cross_fitted = []

@@ -61,7 +61,7 @@ from hecktor.tasks import RECORD_KEYS, get_task
 from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
 from hecktor.training.biomarker_features import attach_biomarkers
 from hecktor.training.cache import PreprocessingCache
-from hecktor.training.calibration import best_threshold, decision_thresholds, fit_platt
+from hecktor.training.calibration import THRESHOLD_RULES, best_threshold, decision_thresholds, fit_platt
 from hecktor.training.crossval import json_safe as _json_safe
 from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
 from hecktor.training.run_log import RunLog
@@ -117,6 +117,8 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
         segmentation_budget_share: biomarkers mode: share of the Task 3 time budget the nested segmentation may use.
         suv_reference: biomarkers mode: ``body`` (default: SUVs relative to the body's median uptake, the same in any
             PET unit) or ``absolute`` (Task 2's setting of the same name).
+        threshold_rule: the decision threshold: ``balanced`` (best balanced accuracy on out-of-fold probabilities,
+            cross-fitted) or ``prevalence`` (the training prevalence) (:data:`~hecktor.training.calibration.THRESHOLD_RULES`).
     """
 
     mode: str = "fusion"
@@ -148,10 +150,13 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
     segmentation_bundle: str | None = None
     segmentation_budget_share: float = 0.7
     suv_reference: str = "body"
+    threshold_rule: str = "balanced"
 
     def __post_init__(self) -> None:
         self.check_common(HPV_MODES)
         self.check_biomarkers()
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise InputError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)} (got {self.threshold_rule!r})")
         try:
             self.segmentation_settings()
         except ValueError as error:
@@ -371,6 +376,10 @@ class HPVCrossValidationResult:
         ba = self.balanced_accuracy_folds
         aucs = [f.auc for f in self.folds]
         tuned = [best_threshold(f.oof_probability, labels[f.val_idx]) for f in self.folds]
+        # Each fold at its own training prevalence (the Bayes threshold of balanced accuracy for calibrated
+        # probabilities): the other rule, beside whichever the run used.
+        at_prevalence = [safe_balanced_accuracy(labels[f.val_idx], f.oof_probability >= labels[f.train_idx].mean())
+                         for f in self.folds]
         return {
             # Honest: each fold thresholded where the other folds' OOF probabilities put the threshold.
             "balanced_accuracy_mean": float(np.nanmean(ba)) if np.isfinite(ba).any() else math.nan,
@@ -384,7 +393,11 @@ class HPVCrossValidationResult:
             "auc_folds": aucs,
             "auc_std": float(np.nanstd(aucs)) if np.isfinite(aucs).any() else math.nan,
             "auc_pooled_oof": safe_auc(labels[scored], probability[scored]),
+            "balanced_accuracy_folds_at_prevalence": at_prevalence,
+            "balanced_accuracy_mean_at_prevalence": float(np.nanmean(at_prevalence))
+            if np.isfinite(at_prevalence).any() else math.nan,
             "threshold": self.threshold,
+            "threshold_rule": self.config.threshold_rule,
             "threshold_fallback": self.threshold_fallback,
             "thresholds_cross_fitted": list(self.cross_fitted_thresholds),
             "thresholds_fold_tuned": tuned,
@@ -605,7 +618,8 @@ def cross_validate_hpv(
     weights = ensemble_weights(aucs)
     threshold, cross_fitted, fallback = decision_thresholds(cohort.labels, [r.val_idx for r in results],
                                                             [r.oof_probability for r in results],
-                                                            [r.train_idx for r in results], cohort.prevalence)
+                                                            [r.train_idx for r in results], cohort.prevalence,
+                                                            rule=config.threshold_rule)
     if fallback is not None:
         logger.warning("Task 3 %s: %s: the threshold is the training prevalence %.3f", config.mode, fallback, threshold)
     outcome = HPVCrossValidationResult(config, cohort, cohort.plan or BoxPlan(), results, weights, threshold,
