@@ -32,10 +32,10 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
    nested, to ``hecktor2026_container/resources/bundle``.
 5. :func:`run_containers`: every task's ``inference.py`` once per held-out case, each a fresh process on the CPU as
    the container would run it (two at a time, one thread each); wall time, CPU time and peak memory of each.
-6. :func:`predict_in_process`: the ``--held-out-extra`` patients through the same ``predict_case`` as the Task 2 and
-   3 containers, in this process, each case segmented once (:func:`shared_segmentation`) for both tasks: a C-index
-   and a balanced accuracy on 12 patients move by several points with one patient, so these are scored with the
-   container runs and reported apart too.
+6. :func:`predict_in_process`: the ``--held-out-extra`` patients through the same ``predict_case`` as the Task 2, 3
+   and 2026 containers, in ``--jobs`` processes, each case segmented once (:func:`shared_segmentation`) for all three:
+   a C-index and a balanced accuracy on 12 patients move by several points with one patient, so these are scored
+   with the container runs and reported apart too.
 7. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``), the held-out C-index and the HPV
    balanced accuracy, each beside its oracle (the synthetic cohort's true hazard and P(HPV+)).
 8. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
@@ -365,9 +365,9 @@ def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict
     return runs
 
 
-IN_PROCESS_TASKS = (2, 3)
-"""The tasks whose held-out scores gain the ``--held-out-extra`` patients (their C-index and balanced accuracy need
-more patients than the 12 container runs; Task 1's Dice does not)."""
+IN_PROCESS_TASKS = (2, 3, 2026)
+"""The tasks whose held-out scores gain the ``--held-out-extra`` patients (their C-index and balanced accuracies need
+more patients than the 12 container runs; Task 1's Dice, and 2026's, do not)."""
 
 
 def load_predictors(task_numbers: Sequence[int], device: str = "cpu") -> dict[int, Any]:
@@ -396,17 +396,45 @@ def shared_segmentation(case: Any, predictors: Sequence[Any]) -> sitk.Image | No
 
 
 def predict_in_process(out: Path, cases: list[dict[str, Any]], task_numbers: Sequence[int] = IN_PROCESS_TASKS,
-                       folder: str = "held_out_extra") -> dict[str, Any]:
-    """The held-out ``cases`` (``OUT/<folder>/task<n>/<PID>``) through each task's ``predict_case`` in this process,
-    as its container calls it (:func:`hecktor.case.read_case`), with one :func:`shared_segmentation` per case for the
-    tasks that segment. Fills each case's ``risk`` (Task 2) and ``hpv_predicted`` / ``hpv_probability_predicted``
-    (Task 3) and returns the seconds spent."""
+                       folder: str = "held_out_extra", jobs: int = 1) -> dict[str, Any]:
+    """The held-out ``cases`` (``OUT/<folder>/task<n>/<PID>``) through each task's ``predict_case``, as its container
+    calls it (:func:`hecktor.case.read_case`), with one :func:`shared_segmentation` per case for the tasks that
+    segment; ``jobs`` processes of one thread (each loads the bundles once and takes every ``jobs``-th case). Fills
+    each case's ``risk`` (Task 2), ``hpv_predicted`` / ``hpv_probability_predicted`` (Task 3) and
+    ``t_stage_predicted`` / ``n_stage_predicted`` / ``rfs_days_predicted`` (2026) and returns the seconds spent."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = max(1, min(jobs, len(cases)))
+    if jobs == 1:
+        parts = [_predict_cases(out, cases, tuple(task_numbers), folder)]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_predict_cases, [out] * jobs, [cases[j::jobs] for j in range(jobs)],
+                                  [tuple(task_numbers)] * jobs, [folder] * jobs))
+    answers = {pid: values for part in parts for pid, values in part["answers"].items()}
+    for case in cases:
+        case.update(answers[case["patient_id"]])
+    segment_s, predict_s = (sum(part[key] for part in parts) for key in ("segmentation_s", "predict_s"))
+    print(f"[demo]   {len(cases)} extra held-out case(s) in-process, {jobs} process(es): segmentation "
+          f"{segment_s:.0f} s (once per case, shared), Tasks {', '.join(map(str, task_numbers))} {predict_s:.0f} s "
+          "(seconds summed over the processes)", flush=True)
+    return {"n": len(cases), "jobs": jobs, "segmentation_s": segment_s, "predict_s": predict_s}
+
+
+def _predict_cases(out: Path, cases: list[dict[str, Any]], task_numbers: tuple[int, ...],
+                   folder: str) -> dict[str, Any]:
+    """:func:`predict_in_process`'s work in one process: the answers by patient ID and the seconds spent."""
+    import torch
+
     from hecktor.case import read_case
 
-    # On the demo's one thread per process (run_demo): two threads in this process took 18.5 s per case against
-    # 7.4 s with one (6 cases, 2026-12-07), as the containers' runs found.
+    # One thread per process (run_demo): two threads in one process took 18.5 s per case against 7.4 s with one
+    # (6 cases, 2026-12-07), as the containers' runs found.
+    torch.set_num_threads(1)
     predictors = load_predictors(task_numbers)
     segment_s = predict_s = 0.0
+    answers: dict[str, dict[str, Any]] = {}
     for case in cases:
         pid = case["patient_id"]
         inputs = {task: read_case(out / folder / f"task{task}" / pid, with_ehr=get_task(task).uses_ehr)
@@ -415,17 +443,19 @@ def predict_in_process(out: Path, cases: list[dict[str, Any]], task_numbers: Seq
         mask = shared_segmentation(inputs[task_numbers[0]], list(predictors.values()))
         segment_s += time.perf_counter() - started
         started = time.perf_counter()
+        found = answers[pid] = {}
         for task, predictor in predictors.items():
             answer = predictor.predict_case(inputs[task], segmentation=mask)
             if task == 2:
-                case["risk"] = float(answer)
+                found["risk"] = float(answer)
             elif task == 3:
-                case["hpv_predicted"] = bool(answer)
-                case["hpv_probability_predicted"] = float(predictor.last_report.probability)
+                found["hpv_predicted"] = bool(answer)
+                found["hpv_probability_predicted"] = float(predictor.last_report.probability)
+            elif task == 2026:
+                found.update({"t_stage_predicted": answer.t_stage, "n_stage_predicted": answer.n_stage,
+                              "rfs_days_predicted": float(answer.rfs_days)})
         predict_s += time.perf_counter() - started
-    print(f"[demo]   {len(cases)} extra held-out case(s) in-process: segmentation {segment_s:.0f} s (once per "
-          f"case, shared), Tasks {', '.join(map(str, task_numbers))} {predict_s:.0f} s", flush=True)
-    return {"n": len(cases), "segmentation_s": segment_s, "predict_s": predict_s}
+    return {"answers": answers, "segmentation_s": segment_s, "predict_s": predict_s}
 
 
 # ------------------------------------------------------------------------------------------------------ scoring
@@ -517,11 +547,12 @@ def _hpv_scores(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score_hecktor2026(out: Path, held_out: list[dict[str, Any]],
                       extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """HECKTOR 2026, from the container's four outputs of each held-out case (the container runs only): the T and N
-    stage balanced accuracy against the recorded stages, with recall per stage and the confusion matrix
-    (:func:`hecktor.evaluate2026.stage_scores`), the C-index of the RFS time (a longer time, a later relapse:
-    :func:`hecktor.evaluate2026.rfs_time_cindex`), and the challenge's Dice of GTVp and GTVn averaged."""
-    from hecktor.evaluate2026 import STAGES, rfs_time_cindex, stage_scores
+    """HECKTOR 2026: the T and N stage balanced accuracy against the recorded stages, with recall per stage and the
+    confusion matrix (:func:`hecktor.evaluate2026.stage_scores`), and the C-index of the RFS time (a longer time, a
+    later relapse: :func:`hecktor.evaluate2026.rfs_time_cindex`), from the container's four outputs of each held-out
+    case and the ``extra`` patients' in-process answers (:func:`predict_in_process`), together and apart as Task 2's;
+    the challenge's Dice of GTVp and GTVn averaged, on the container runs."""
+    from hecktor.evaluate2026 import STAGES
 
     spec, per_case = get_task(2026), []
     for case in held_out:
@@ -532,16 +563,23 @@ def score_hecktor2026(out: Path, held_out: list[dict[str, Any]],
         truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{case['patient_id']}.nii.gz"))
         per_case.append(evaluate_segmentation(sitk.ReadImage(str(folder / spec.output)), truth))
     summary = summarize_segmentation(per_case)
-    scores: dict[str, Any] = {"hecktor2026_n": len(held_out), "hecktor2026_dice_mean": float(
-        (summary["GTVp"]["dice_mean"] + summary["GTVn"]["dice_mean"]) / 2)}
+    return {"hecktor2026_dice_n": len(held_out), "hecktor2026_dice_mean": float(
+        (summary["GTVp"]["dice_mean"] + summary["GTVn"]["dice_mean"]) / 2),
+        **_apart(_hecktor2026_scores, held_out, list(extra or []))}
+
+
+def _hecktor2026_scores(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    from hecktor.evaluate2026 import STAGES, rfs_time_cindex, stage_scores
+
+    scores: dict[str, Any] = {"hecktor2026_n": len(cases)}
     for column, (_, stages, _) in STAGES.items():
-        known = [c for c in held_out if c.get(column) is not None]  # a recorded stage (Tx: not scored)
+        known = [c for c in cases if c.get(column) is not None]  # a recorded stage (Tx: not scored)
         result = (stage_scores([c[column] for c in known], [c[f"{column}_predicted"] for c in known], stages)
                   if known else {"balanced_accuracy": float("nan"), "recall": None, "confusion": None})
         scores.update({f"{column}_balanced_accuracy": result["balanced_accuracy"], f"{column}_recall": result["recall"],
                        f"{column}_confusion": result["confusion"], f"{column}_n": len(known)})
-    scores["rfs_time_cindex"] = _or_nan(rfs_time_cindex, [c["rfs_days"] for c in held_out],
-                                        [c["relapse"] for c in held_out], [c["rfs_days_predicted"] for c in held_out])
+    scores["rfs_time_cindex"] = _or_nan(rfs_time_cindex, [c["rfs_days"] for c in cases],
+                                        [c["relapse"] for c in cases], [c["rfs_days_predicted"] for c in cases])
     return scores
 
 
@@ -583,7 +621,7 @@ def run_demo(out: Path, options: argparse.Namespace) -> Path:
     patient_ids = [c["patient_id"] for c in cohorts["held_out"]]
     runs = watch.run("every inference.py on the held-out cases", run_containers, out, patient_ids, options.jobs)
     in_process = watch.run(f"Tasks {', '.join(map(str, IN_PROCESS_TASKS))} in-process on the extra held-out cases",
-                           predict_in_process, out, cohorts["held_out_extra"])
+                           predict_in_process, out, cohorts["held_out_extra"], jobs=options.jobs)
     scores = watch.run("scoring", score, out, cohorts)
     results = {"cohorts": cohorts, "training": trained, "runs": runs, "in_process": in_process, "scores": scores,
                "stages": watch.stages, "seed": options.seed, "jobs": options.jobs}
@@ -611,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
     parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through every container")
     parser.add_argument("--held-out-extra", type=int, default=24,
-                        help="more held-out cases through Tasks 2 and 3's predict_case in-process (one shared "
-                             "segmentation each), scored with the container runs and apart")
+                        help="more held-out cases through the predict_case of Tasks 2, 3 and 2026 in-process "
+                             "(one shared segmentation each), scored with the container runs and apart")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--epochs", type=int, default=24,
                         help="Task 1 epochs per fold (of demo.json's 25 iterations; demo.json itself says 40)")

@@ -240,12 +240,15 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"{_f(scores['hpv_oracle_balanced_accuracy'])}){_apart(scores, 'hpv_balanced_accuracy', 'hpv_n')} |",
         f"| Task 3 AUC of the predicted P(HPV+) | {_f(scores['hpv_auc'])} (oracle: {_f(scores['hpv_oracle_auc'])})"
         f"{_apart(scores, 'hpv_auc', 'hpv_n')} |",
-        f"| HECKTOR 2026 T / N stage balanced accuracy | {_f(scores.get('t_stage_balanced_accuracy'))} / "
-        f"{_f(scores.get('n_stage_balanced_accuracy'))} on {scores.get('t_stage_n')} / {scores.get('n_stage_n')} "
-        f"patients of recorded stage (the 2026 container's t-stage.json and n-stage.json) |",
+        *(f"| HECKTOR 2026 {stage} stage balanced accuracy | {_f(scores.get(f'{key}_balanced_accuracy'))} on "
+          f"{scores.get(f'{key}_n')} patients of recorded stage (the 2026 container's {key.replace('_', '-')}.json)"
+          f"{_apart(scores, f'{key}_balanced_accuracy', f'{key}_n')} |"
+          for stage, key in (("T", "t_stage"), ("N", "n_stage"))),
         f"| HECKTOR 2026 C-index of the RFS time | {_f(scores.get('rfs_time_cindex'))} on "
-        f"{scores.get('hecktor2026_n')} patients (rfs.json, days; Dice of GTVp and GTVn averaged: "
-        f"{_f(scores.get('hecktor2026_dice_mean'))}) |",
+        f"{scores.get('hecktor2026_n')} patients (rfs.json, days)"
+        f"{_apart(scores, 'rfs_time_cindex', 'hecktor2026_n')} |",
+        f"| HECKTOR 2026 Dice of GTVp and GTVn averaged | {_f(scores.get('hecktor2026_dice_mean'))} on "
+        f"{scores.get('hecktor2026_dice_n')} container runs |",
         "",
         "## Container runs (CPU, one process per case)",
         "",

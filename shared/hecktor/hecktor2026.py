@@ -181,8 +181,11 @@ class Hecktor2026Predictor(FoldEnsemble):
         self._strict = False  # the case being predicted was read strictly: a failed segmentation is an error
 
     # ------------------------------------------------------------------------------------------------ prediction
-    def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None, **options: Any) -> Hecktor2026Answer:
-        """The four answers of a case read by :func:`hecktor.case.read_case` (the container's call).
+    def predict_case(self, case: CaseInput, *, budget: TimeBudget | None = None,
+                     segmentation: sitk.Image | None = None, **options: Any) -> Hecktor2026Answer:
+        """The four answers of a case read by :func:`hecktor.case.read_case` (the container's call); ``segmentation``
+        is the case's mask made already by this bundle's nested Task 1 model (as in
+        :meth:`~hecktor.fold_ensemble.FoldEnsemble.predict_score`), which then does not run.
 
         Without a usable CT there is no grid for the mask: the CT's problem is raised as an :class:`InputError`. A
         flat placeholder image gives a blank mask, the stages of an empty mask and the RFS time of the record
@@ -193,7 +196,7 @@ class Hecktor2026Predictor(FoldEnsemble):
             raise InputError(case.problems.get("CT", "no usable CT in the case"))
         self._strict = case.strict
         record = CheckedRecord(case.ehr) if case.ehr is not None else None
-        risk = self.predict_score(case.ct, case.pet, record, budget=budget)
+        risk = self.predict_score(case.ct, case.pet, record, budget=budget, segmentation=segmentation)
         base = self.last_report
         started = time.perf_counter()
         mask = self.last_mask if self.last_mask is not None else blank_mask(case.ct)
@@ -245,10 +248,13 @@ class Hecktor2026Predictor(FoldEnsemble):
             return markers, mask
         started = clock()
         try:
-            mask = self.segmenter.predict(ct, None, tta=self.segmentation_settings.tta,
-                                          budget=self.segmentation_budget(budget))
-            self.last_segmentation_report = self.segmenter.last_report
-            report.warnings.extend(f"segmentation: {line}" for line in self.segmenter.last_report.warnings)
+            if given and given[0] is not None:
+                mask = given[0]  # made already by this nested model (predict_case's ``segmentation``)
+            else:
+                mask = self.segmenter.predict(ct, None, tta=self.segmentation_settings.tta,
+                                              budget=self.segmentation_budget(budget))
+                self.last_segmentation_report = self.segmenter.last_report
+                report.warnings.extend(f"segmentation: {line}" for line in self.segmenter.last_report.warnings)
         except (HecktorError, RuntimeError, MemoryError) as error:
             if getattr(self, "_strict", False):
                 raise

@@ -172,5 +172,13 @@ def test_the_demo_scores_the_containers_four_outputs(tmp_path):
     assert scores["n_stage_balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)  # N2: B wrong, D right
     assert scores["n_stage_confusion"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
     assert scores["rfs_time_cindex"] == pytest.approx(0.8)  # as in the test of rfs_time_cindex above
-    assert scores["hecktor2026_dice_mean"] == 1.0 and scores["hecktor2026_n"] == 4
+    assert scores["hecktor2026_dice_mean"] == 1.0 and scores["hecktor2026_n"] == scores["hecktor2026_dice_n"] == 4
     assert held_out[2]["rfs_days_predicted"] == 300.0 and held_out[2]["t_stage_predicted"] == "T3"
+    # Patients predicted in-process count in the stage and time scores, and are reported apart; not in the Dice.
+    extra = [{"patient_id": "E", "t_stage": "T3", "n_stage": "N0", "rfs_days": 50.0, "relapse": 1,
+              "t_stage_predicted": "T2", "n_stage_predicted": "N0", "rfs_days_predicted": 1000.0}]
+    scores = demo.score_hecktor2026(tmp_path, held_out, extra)
+    assert scores["hecktor2026_n"] == 5 and scores["hecktor2026_dice_n"] == 4 and scores["t_stage_n"] == 4
+    assert scores["t_stage_balanced_accuracy_containers"] == 0.75 and scores["t_stage_n_in_process"] == 1
+    assert scores["t_stage_balanced_accuracy"] == pytest.approx((0.5 + 0.5) / 2)  # T3: B right, E wrong
+    assert scores["rfs_time_cindex_containers"] == pytest.approx(0.8) and scores["rfs_time_cindex"] < 0.8

@@ -119,6 +119,14 @@ def test_bundle_round_trip_and_predict_case(trained, tmp_path) -> None:
                                                               loaded.weights, risk))
     assert math.isfinite(answer.rfs_days) and 0 < answer.rfs_days <= max(f.head.baseline.horizon_days
                                                                           for f in loaded.folds)
+    # The same mask given (the demo's one segmentation per case): the nested model does not run, the answers are
+    # the same; on a case without PET, the given mask is used too.
+    given = loaded.predict_case(CaseInput(ct, pet, dict(EHR), None, None), segmentation=expected)
+    assert loaded.last_report.timings["segmentation_s"] == 0.0 and loaded.last_segmentation_report is None
+    assert (given.t_stage, given.n_stage, given.rfs_days) == (answer.t_stage, answer.n_stage, answer.rfs_days)
+    assert np.array_equal(sitk.GetArrayFromImage(given.mask), sitk.GetArrayFromImage(expected))
+    no_pet = loaded.predict_case(CaseInput(ct, None, dict(EHR), None, None), segmentation=expected)
+    assert loaded.last_segmentation_report is None and no_pet.n_stage == answer.n_stage
     # A higher risk (an older smoker without HPV) is a shorter time.
     worse = loaded.predict_case(CaseInput(ct, pet, {**EHR, "HPV Status": 0, "Age": 80}, None, None))
     assert (worse.rfs_days < answer.rfs_days) == (loaded.last_report.risk > risk)
