@@ -278,6 +278,32 @@ def test_biomarker_mode_trains_on_out_of_fold_masks_and_nests_the_task1_bundle(t
     assert "for the biomarker modes" in capsys.readouterr().err
 
 
+def test_out_of_fold_masks_get_the_postprocessing_the_nested_bundle_applies(task1_run, tmp_path):
+    """With a postprocessing chosen for the Task 1 run, the biomarker modes learn from the out-of-fold masks after it,
+    as the exported (nested) Task 1 bundle answers: largest GTVp component, small GTVn components removed."""
+    import shutil
+
+    from hecktor.postprocessing import Postprocessing
+    from hecktor.segment import Segmenter
+    from hecktor.training.biomarker_features import POSTPROCESSED_DIR, export_segmentation_bundle, \
+        write_validation_masks
+
+    _, seg_run = task1_run
+    run = shutil.copytree(seg_run, tmp_path / "seg")
+    raw = write_validation_masks(run, progress=False)
+    assert write_validation_masks(run, progress=False, postprocessed=True) == raw  # no postprocessing.json: as is
+    steps = Postprocessing(gtvp_largest_component=True, gtvn_min_volume_ml=0.5)
+    (run / "postprocessing.json").write_text(json.dumps({"postprocessing": steps.to_dict()}))
+    masks = write_validation_masks(run, progress=False)
+    assert sorted(masks) == sorted(raw) and write_validation_masks(run, progress=False, postprocessed=False) == raw
+    for pid, path in masks.items():
+        assert path == raw[pid].parent.parent / POSTPROCESSED_DIR / f"{pid}.nii.gz"
+        expected = steps.apply(sitk.ReadImage(str(raw[pid])))
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), sitk.GetArrayFromImage(expected))
+    assert Segmenter.from_bundle(export_segmentation_bundle(run, tmp_path / "task2"), device="cpu").postprocessing \
+        == steps
+
+
 def test_fusion_biomarkers_oof_risk_is_what_the_bundle_predicts_with_the_same_mask(task1_run, tmp_path):
     """fusion+biomarkers through the library: a tiny network on the tumour cubes (mask channel) of the out-of-fold
     masks. With the Task 1 fold that made a patient's mask as its segmenter, the exported bundle's fold reproduces

@@ -29,7 +29,7 @@ from hecktor.suv_table import SuvTable
 from hecktor.training.image_level import SEGMENTATION_BUNDLE
 from hecktor.training.prognosis_cohort import Cohort
 
-__all__ = ["validation_mask_path", "write_validation_masks", "segmentation_features", "add_segmentation_features",
+__all__ = ["POSTPROCESSED_DIR", "validation_mask_path", "write_validation_masks", "segmentation_features", "add_segmentation_features",
            "export_segmentation_bundle", "segment_cases", "attach_biomarkers"]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ def validation_mask_path(segmentation_run: str | Path, fold: int, patient_id: st
     return Path(segmentation_run) / f"fold_{fold}" / VALIDATION_DIR / f"{patient_id}.nii.gz"
 
 
+POSTPROCESSED_DIR = "validation_postprocessed"
+"""Where :func:`write_validation_masks` puts the out-of-fold masks after the run's chosen postprocessing."""
+
+
 def write_validation_masks(
     segmentation_run: str | Path,
     *,
@@ -50,6 +54,7 @@ def write_validation_masks(
     device: str = "cpu",
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    postprocessed: bool = True,
 ) -> dict[str, Path]:
     """Out-of-fold masks of a Task 1 cross-validation run, in ``RUN_DIR/fold_k/validation/<PID>.nii.gz`` (UInt8 on the
     CT's grid). The Task 1 trainer writes them after each fold (``predict_validation``, on by default, with the best
@@ -57,11 +62,18 @@ def write_validation_masks(
     (a run trained with ``predict_validation`` off, or before it existed) are segmented here, by the same function
     and settings (:func:`hecktor.training.segmentation.predict_validation_cases`).
 
+    With ``postprocessed`` (the default) and a postprocessing chosen for the run (``RUN_DIR/postprocessing.json``,
+    which the exported Task 1 bundle applies to every mask it answers), the masks returned are those masks after it,
+    in ``RUN_DIR/fold_k/validation_postprocessed/`` (written again on each call: they are small): the biomarkers a
+    model learns from are measured on what the container's nested Task 1 model will give it. Without that file the
+    bundle does not postprocess either, and the masks are returned as they are.
+
     Args:
         segmentation_run: a ``train_segmentation.py --out`` folder (``config.json``, ``plan.json``, ``folds.json``,
             ``fold_k/checkpoint_<checkpoint>.pt``).
         folds: the folds whose validation patients to segment (default all; e.g. one per process).
         checkpoint: the checkpoint that segments missing masks: ``best`` (default, as the trainer) or ``last``.
+        postprocessed: the masks after the run's chosen postprocessing (above); ``False``: as the networks made them.
 
     Returns:
         the mask path of every validation patient of ``folds``, by patient ID.
@@ -108,7 +120,27 @@ def write_validation_masks(
                                  run / f"fold_{k}", device=device, tta=bool(config.get("validation_tta", False)),
                                  overlap=float(config.get("val_overlap", 0.5)),
                                  sw_batch_size=int(config.get("sw_batch_size", 2)), progress=progress)
-    return masks
+    return _postprocessed(run, masks) if postprocessed else masks
+
+
+def _postprocessed(run: Path, masks: dict[str, Path]) -> dict[str, Path]:
+    """``masks`` after the run's chosen postprocessing (:func:`write_validation_masks`), or as they are without one."""
+    import json
+
+    from hecktor.postprocessing import Postprocessing
+    from hecktor.training.segmentation import POSTPROCESSING_JSON
+
+    choice = run / POSTPROCESSING_JSON
+    if not choice.is_file():
+        return masks
+    steps = Postprocessing.from_dict(json.loads(choice.read_text()).get("postprocessing"), source=str(choice))
+    if steps.is_identity:
+        return masks
+    out = {}
+    for pid, path in masks.items():
+        out[pid] = write_mask(steps.apply(read_image(path, "segmentation")),
+                              path.parent.parent / POSTPROCESSED_DIR / path.name)
+    return out
 
 
 def segmentation_features(
