@@ -67,7 +67,13 @@ def test_bone_against_the_primary() -> None:
     assert 0.010 <= touching.bone_contact_ml <= 0.025  # a 1 mm cap of the ball: about 18 mm^3
     assert measure_staging(mask, sitk.Maximum(ct, far)).bone_contact_ml == 0.0
     assert measure_staging(mask).bone_contact_ml == 0.0  # no CT, nothing measured
-    assert stage_by_rules(touching) == ("T2", "N0")  # the rules never answer T4
+    assert stage_by_rules(touching) == ("T2", "N0")  # a touch is not invasion
+    # A primary grown into bone has T4_BONE_CONTACT_ML (1 ml) of bone against it or more: the rules say T4.
+    slab = paint(ct, [((12.0, 0, 0), 16.0, 1000.0)], background=0.0)
+    invaded = measure_staging(mask, sitk.Maximum(ct, slab))
+    assert invaded.bone_contact_ml >= 1.0 and stage_by_rules(invaded) == ("T4", "N0")
+    assert t_stage_by_rules(StagingMeasurements(30.0, bone_contact_ml=0.99)) == "T2"
+    assert t_stage_by_rules(StagingMeasurements(30.0, bone_contact_ml=1.0)) == "T4"
 
 
 def test_measurements_of_an_empty_mask_and_a_missing_one() -> None:
