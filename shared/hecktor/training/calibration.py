@@ -149,14 +149,19 @@ def decision_thresholds(labels: np.ndarray, val_idx: Sequence[np.ndarray], proba
         the threshold of :func:`chosen_threshold` on the pooled OOF probabilities; per fold the one chosen the same
         way on the other folds' OOF probabilities only (ties, and the fallback, towards the fold's training
         prevalence; with one fold trained, that prevalence itself: the Bayes threshold of calibrated probabilities);
-        and why the bundle's threshold fell back to the prevalence (``None``: it did not).
+        and why the bundle's threshold fell back to the prevalence (``None``: it did not). With ``rule``
+        ``"prevalence"``: the prevalence, each fold's training prevalence, and the same reason when the pooled OOF
+        probabilities do not separate the classes (the threshold is the prevalence either way; the reason is said).
     """
     if rule not in THRESHOLD_RULES:
         raise InputError(f"unknown threshold rule {rule!r} (choose from {', '.join(THRESHOLD_RULES)})")
     labels = np.asarray(labels)
     if rule == "prevalence":
+        # The prevalence whatever the probabilities; still said (and recorded) when they do not separate the classes.
+        _, unseparated = chosen_threshold(np.concatenate(probabilities), labels[np.concatenate(val_idx)],
+                                          prevalence, min_auc)
         return (min(max(float(prevalence), 1e-6), 1 - 1e-6),
-                [min(max(float(labels[trained].mean()), 1e-6), 1 - 1e-6) for trained in train_idx], None)
+                [min(max(float(labels[trained].mean()), 1e-6), 1 - 1e-6) for trained in train_idx], unseparated)
     threshold, fallback = chosen_threshold(np.concatenate(probabilities), labels[np.concatenate(val_idx)],
                                            prevalence, min_auc)
     cross_fitted = []
