@@ -23,7 +23,7 @@ The ensemble averages the folds' calibrated probabilities with weights ``max(AUC
 The **decision threshold** stored in the bundle is, by default (``threshold_rule`` ``prevalence``), the training
 prevalence: the Bayes threshold of balanced accuracy for calibrated probabilities, chosen on no out-of-fold
 probability, and each fold is scored at its own training prevalence. On the 300-case synthetic benchmark it scored
-0.690 ± 0.013 over three fold seeds against 0.667 ± 0.023 for the other rule, and higher on every row
+0.690 ± 0.013 over three fold seeds against 0.667 ± 0.023 for the other rule, and not lower on its other rows
 (docs/results/benchmarks.md, Task 3). The other rule (``balanced``) maximises balanced accuracy on the pooled OOF
 probabilities; each fold is then scored at the threshold chosen on the other folds only (cross-fitting), the
 in-sample figure beside it (:mod:`hecktor.training.calibration`); when the pooled OOF probabilities do not separate
