@@ -9,11 +9,13 @@ Parts (``--parts``, default all three):
   biomarkers given the generator's TRUE tumour volume and node count (the ceiling of the mode), imaging-only and
   fusion models on the same folds, repeated over ``--fold-seeds``, next to the oracle (the true P(HPV+)
   thresholded at the population prevalence, the Bayes rule for balanced accuracy, scored on the same folds). Every
-  balanced accuracy is out-of-fold at a threshold chosen without the fold (:mod:`hecktor.training.hpv`). The
-  biomarker rows use the out-of-fold masks of a CPU-sized Task 1 cross-validation trained once here
-  (``bench_prognosis.py``'s former demo HecMamba, 4 mm, with ``--seg-folds`` folds of ``--seg-iterations``
-  iterations; cached in ``WORK/seg_cv_<cases>``, finished folds are not retrained). The training budgets are
-  arguments and are printed with the table.
+  balanced accuracy is out-of-fold at a threshold chosen without the fold (``--threshold-rule``; the other rule is
+  reported beside, on the same probabilities: :mod:`hecktor.training.hpv`). The biomarker rows use the out-of-fold
+  masks of a CPU-sized Task 1 cross-validation trained once here (``--seg-recipe former``: ``bench_prognosis.py``'s
+  former demo HecMamba, which finds no node at this budget; ``--seg-recipe demo``: the demo's recipe; 4 mm, with
+  ``--seg-folds`` folds of ``--seg-iterations`` iterations; cached in ``WORK/seg_cv_<cases>[_demo]``, finished folds
+  are not retrained), after the postprocessing chosen for that run if any (``choose_postprocessing.py RUN``). The
+  training budgets are arguments and are printed with the table.
 * ``b``: ``--mode clinical`` on the real HN1 table (``../shared/data/real/clinical/``; HPV status known for 81 of
   137 patients), over several fold seeds.
 * ``c``: wall time of one case through ``HPVPredictor.predict`` (preprocessing included) with a 5-fold ensemble of
@@ -25,6 +27,7 @@ Usage::
 
     python benchmarks/bench_hpv.py --parts b c
     python benchmarks/bench_hpv.py --parts a --modes clinical biomarkers true-features   # no network: minutes
+    python benchmarks/bench_hpv.py --parts a --modes biomarkers true-features --seg-recipe demo --seg-iterations 600
     python benchmarks/bench_hpv.py --parts a --cases 300 --epochs 20 --input-size 32 --network tiny \\
         --network-config '{"fused_dim": 16, "clinical_dim": 8}'
 
