@@ -381,7 +381,7 @@ def shared_segmentation(case: Any, predictors: Sequence[Any]) -> sitk.Image | No
     """The one Task 1 segmentation of a held-out case (a :class:`hecktor.case.CaseInput`) that the biomarker-mode
     predictors among ``predictors`` share, made by their nested Task 1 model as each would make it (its TTA setting,
     no budget); ``None`` when none of them segments. Their nested Task 1 bundles must be the same (the demo nests the
-    one Task 1 run in Tasks 2 and 3), else this is an :class:`InputError`: the answers would not be theirs."""
+    one Task 1 run in Tasks 2, 3 and 2026), else this is an :class:`InputError`: the answers would not be theirs."""
     segmenting = [p for p in predictors if p.uses_biomarkers]
     if not segmenting:
         return None

@@ -195,9 +195,10 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"log-hazard {_f(results['cohorts']['train_oracle_cindex'])}.",
         f"* Held-out: {len(held_out)} other synthetic patients (another seed), laid out as Grand-Challenge input "
         "folders (UUID-named `.mha`, `ehr.json`; CT grids identity, axis-flipped or oblique), run through every "
-        f"container; {len(results['cohorts'].get('held_out_extra', []))} more through Tasks 2 and 3's `predict_case` "
-        "in this process (the containers' call, one Task 1 segmentation per case shared by both), so that their "
-        "C-index and balanced accuracy rest on more than a dozen patients; both sets are scored together and apart.",
+        f"container; {len(results['cohorts'].get('held_out_extra', []))} more through the `predict_case` of Tasks "
+        "2, 3 and 2026 in the demo's own processes (the containers' call, one Task 1 segmentation per case shared by "
+        "the three), so that their C-indices and balanced accuracies rest on more than a dozen patients; both sets "
+        "are scored together and apart.",
         f"* Task 1: HecMamba (`training/configs/demo.json`: widths {seg['network_config']['widths']}, "
         f"{seg['network_config'].get('full_resolution_width') or seg['network_config']['widths'][0]} full-resolution "
         f"decoder channels, hidden size {seg['network_config']['hidden_size']}, loss {seg['loss']}, deep supervision "
