@@ -30,6 +30,38 @@ def test_gpu_benchmark_smoke_training_step_runs_on_cpu(capsys):
     assert "the CUDA scan backend was not timed" in table
 
 
+def test_training_step_benchmark_times_both_layouts_and_prints_their_ratio(capsys):
+    bench = _load("bench_training_step")
+    assert bench.main(["--steps", "1", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    first, last = (float(next(line for line in out.splitlines() if line.startswith(f"| {name}")).split("|")[2])
+                   for name in ("channels-first", "channels-last"))
+    ratio = float(out.split("channels-first / channels-last: ")[1].split("x")[0])
+    assert 0.0 < first < 60.0 and 0.0 < last < 60.0
+    assert ratio == pytest.approx(first / last, abs=0.01)
+
+
+def test_channels_last_training_step_computes_what_channels_first_does():
+    """The trainer's CPU layout changes speed, not arithmetic: the same network and batch in either layout give the
+    same outputs and weight gradients up to float rounding."""
+    from hecktor.training.segmentation.config import build_segmentation_network
+
+    config = {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "hidden_size": 16, "d_state": 4,
+              "full_resolution_width": 8}
+    images = torch.randn(1, 2, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        torch.manual_seed(0)
+        network = build_segmentation_network("hecmamba", config).to(memory_format=layout)
+        outputs = network(images.contiguous(memory_format=layout))
+        output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        output.square().mean().backward()
+        results.append((output.detach(), [p.grad.clone() for p in network.parameters()]))
+    (out_first, grads_first), (out_last, grads_last) = results
+    assert torch.allclose(out_first, out_last, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(grads_first, grads_last))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
 def test_gpu_benchmark_without_cuda_says_so():
     bench = _load("bench_gpu_segmentation")
