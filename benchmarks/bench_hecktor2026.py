@@ -11,7 +11,8 @@ The Task 1 run must have segmented the same patients (its ``config.json``'s data
 2026 layout's ``Task 2026/`` repeats them); ``--true-masks`` lets the labels stand in for them instead (an upper
 bound, without a Task 1 run). Rows: the out-of-fold masks' Dice (GTVp, GTVn, their mean, as the
 challenge scores), the rules on the true masks (the ceiling of a stager that measures masks), the rules on the
-out-of-fold masks, the learned stagers (both input sets), and the C-index of the risk and of the RFS time, per fold
+out-of-fold masks, the rules with cut-offs fitted to each fold's training masks (the ``fitted`` stager), the learned
+stagers (both input sets), and the C-index of the risk and of the RFS time, per fold
 (equal by construction) and pooled. Prints a Markdown table and writes the numbers as JSON.
 """
 
@@ -91,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         "oof_dice": segmentation,
         "t_balanced_accuracy": {"rules_true_mask": staging["t_rules_true_mask"]["balanced_accuracy"],
                                 "rules_predicted_mask": staging["t_rules_predicted_mask"]["balanced_accuracy"],
+                                "fitted": staging["t_fitted"]["balanced_accuracy"],
                                 "learned_measurements": staging["t_learned"]["balanced_accuracy"],
                                 "learned_all": rows["all"]["staging"]["t_learned"]["balanced_accuracy"]},
         "n_balanced_accuracy": {"rules_true_mask": staging["n_rules_true_mask"]["balanced_accuracy"],
                                 "rules_predicted_mask": staging["n_rules_predicted_mask"]["balanced_accuracy"],
+                                "fitted": staging["n_fitted"]["balanced_accuracy"],
                                 "learned_measurements": staging["n_learned"]["balanced_accuracy"],
                                 "learned_all": rows["all"]["staging"]["n_learned"]["balanced_accuracy"]},
         "recall": {key: staging[key]["recall"] for key in staging},
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                    "risk_pooled": metrics["cindex_pooled_oof_risk"],
                    "rfs_time_pooled": metrics["cindex_pooled_oof_rfs_time"],
                    "rfs_time_pooled_ensemble_map": metrics["cindex_pooled_oof_rfs_time_ensemble_map"]},
-        "stagers": metrics["stagers"], "config": dataclasses.asdict(Hecktor2026Config(n_folds=args.folds)),
+        "stagers": metrics["stagers"], "staging_cutoffs": metrics["staging_cutoffs"], "config": dataclasses.asdict(Hecktor2026Config(n_folds=args.folds)),
         "seconds": time.perf_counter() - started,
     }
     t, n, c = result["t_balanced_accuracy"], result["n_balanced_accuracy"], result["cindex"]
@@ -111,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| row | T balanced accuracy | N balanced accuracy |\n| --- | --- | --- |")
     for key, name in (("rules_true_mask", "rules on the true masks (ceiling)"),
                       ("rules_predicted_mask", "rules on the out-of-fold masks"),
+                      ("fitted", "rules with cut-offs fitted per fold (fitted)"),
                       ("learned_measurements", "learned, measurements"), ("learned_all", "learned, all features")):
         print(f"| {name} | {t[key]:.3f} | {n[key]:.3f} |")
     print(f"\nC-index per fold: risk {', '.join(f'{v:.3f}' for v in c['risk_folds'])}; RFS time "
           f"{', '.join(f'{v:.3f}' for v in c['rfs_time_folds'])}; pooled out of fold: risk {c['risk_pooled']:.3f}, "
           f"RFS time {c['rfs_time_pooled']:.3f} (each fold's map), {c['rfs_time_pooled_ensemble_map']:.3f} (the bundle's "
-          f"map); bundle stagers {result['stagers']}; {result['seconds']:.0f} s")
+          f"map); bundle stagers {result['stagers']}, cut-offs fitted on every patient {result['staging_cutoffs']}; "
+          f"{result['seconds']:.0f} s")
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

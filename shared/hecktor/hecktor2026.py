@@ -12,8 +12,10 @@ head, :class:`Hecktor2026Head`, holds
   mask (:func:`~hecktor.staging.staging_features`; with ``staging_inputs`` ``all``, joined after the fold's features:
   the encoded record and the scaled biomarkers).
 
-Which stager answers each stage (``rules`` or ``learned``) is the bundle's choice, made by cross-validation
-(``model.json``'s ``staging``). The learned stage is the argmax of the folds' weighted mean probabilities.
+Which stager answers each stage (``rules``: AJCC's cut-offs; ``fitted``: the rules with the cut-offs fitted to the
+training patients' out-of-fold masks, ``model.json``'s ``staging_cutoffs``; ``learned``) is the bundle's choice, made
+by cross-validation (``model.json``'s ``staging``). The learned stage is the argmax of the folds' weighted mean
+probabilities.
 
 The bundle (task ``2026`` in :mod:`hecktor.tasks`, its plan a :class:`~hecktor.plan.BoxPlan` as Task 2's) nests the Task 1 bundle in ``segmentation/`` as Task 2's biomarker
 bundles do. Every number comes from it.
@@ -43,8 +45,8 @@ from hecktor.fold_ensemble import EnsembleFold, FoldEnsemble, SegmentationSettin
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import BaselineSurvival, ensemble_rfs_time
 from hecktor.segment import Segmenter, blank_mask
-from hecktor.staging import N_STAGES, STAGERS, STAGING_FEATURES, T_STAGES, StageClassifier, StagingMeasurements, \
-    measure_staging, stage_by_rules, staging_features
+from hecktor.staging import AJCC_CUTOFFS, N_STAGES, STAGERS, STAGING_FEATURES, T_STAGES, StageClassifier, \
+    StagingCutoffs, StagingMeasurements, measure_staging, stage_by_rules, staging_features
 from hecktor.prognosis import RiskHead
 from hecktor.survival_models import survival_model_from_dict
 
@@ -156,7 +158,9 @@ class Hecktor2026Predictor(FoldEnsemble):
             :class:`Hecktor2026Head`).
         weights: ensemble weight of each fold.
         plan: the plan of the training run (its padding values are used to repair odd images).
-        stagers: ``{"T": "rules"|"learned", "N": ...}``, what cross-validation preferred.
+        stagers: ``{"T": "rules"|"fitted"|"learned", "N": ...}``, what cross-validation preferred.
+        cutoffs: the ``fitted`` stager's cut-offs (:func:`hecktor.staging.fit_cutoffs` on every training patient's
+            out-of-fold mask); AJCC's by default.
         segmentation, segmenter, segmentation_settings, device, info: as
             :class:`~hecktor.fold_ensemble.FoldEnsemble`'s.
 
@@ -168,7 +172,8 @@ class Hecktor2026Predictor(FoldEnsemble):
 
     def __init__(self, folds: Sequence[EnsembleFold], weights: Sequence[float], plan: BoxPlan,
                  stagers: Mapping[str, str], device: str | torch.device | None = None,
-                 info: Mapping[str, Any] | None = None, *, segmentation: str | Path | None = None,
+                 info: Mapping[str, Any] | None = None, *, cutoffs: StagingCutoffs = AJCC_CUTOFFS,
+                 segmentation: str | Path | None = None,
                  segmenter: Segmenter | None = None,
                  segmentation_settings: SegmentationSettings | None = None) -> None:
         super().__init__(folds, weights, plan, MODE, device, info, modes=(MODE,), segmentation=segmentation,
@@ -176,6 +181,7 @@ class Hecktor2026Predictor(FoldEnsemble):
         if set(stagers) != {"T", "N"} or any(v not in STAGERS for v in stagers.values()):
             raise ValueError(f"stagers must map 'T' and 'N' to one of {STAGERS}, got {dict(stagers)}")
         self.stagers = dict(stagers)
+        self.cutoffs = cutoffs
         self.last_mask: sitk.Image | None = None
         self.last_report = Hecktor2026Report()
         self._strict = False  # the case being predicted was read strictly: a failed segmentation is an error
@@ -218,10 +224,11 @@ class Hecktor2026Predictor(FoldEnsemble):
         return self.predict_score(ct, pet, ehr, folds=folds, budget=budget)
 
     def _stages(self, record: CheckedRecord | None, measurements: StagingMeasurements) -> tuple[str, str]:
-        """The T and N stage: the rules', or the folds' weighted mean probabilities' argmax, as the bundle chose."""
-        t_rule, n_rule = stage_by_rules(measurements)
+        """The T and N stage: the rules' (AJCC's or the fitted cut-offs), or the folds' weighted mean probabilities'
+        argmax, as the bundle chose."""
+        by_rules = {"rules": stage_by_rules(measurements), "fitted": stage_by_rules(measurements, self.cutoffs)}
         if "learned" not in self.stagers.values():
-            return t_rule, n_rule
+            return by_rules[self.stagers["T"]][0], by_rules[self.stagers["N"]][1]
         values = record.record if record is not None else {}
         markers = self.last_biomarkers
         used = sorted(self.last_fold_scores)
@@ -233,8 +240,8 @@ class Hecktor2026Predictor(FoldEnsemble):
             t, n = fold.head.stage_probabilities(features, measurements)
             t_prob += weight * t
             n_prob += weight * n
-        t_stage = T_STAGES[int(np.argmax(t_prob))] if self.stagers["T"] == "learned" else t_rule
-        n_stage = N_STAGES[int(np.argmax(n_prob))] if self.stagers["N"] == "learned" else n_rule
+        t_stage = T_STAGES[int(np.argmax(t_prob))] if self.stagers["T"] == "learned" else by_rules[self.stagers["T"]][0]
+        n_stage = N_STAGES[int(np.argmax(n_prob))] if self.stagers["N"] == "learned" else by_rules[self.stagers["N"]][1]
         return t_stage, n_stage
 
     def _segment(self, ct: sitk.Image | None, pet: sitk.Image | None, placeholder: bool, budget: TimeBudget | None,
@@ -277,6 +284,7 @@ class Hecktor2026Predictor(FoldEnsemble):
         return {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "mode": MODE,
                 "ensemble": {"rule": "cindex_margin", "weights": [float(w) for w in self.weights]},
                 "staging": dict(self.stagers), "staging_inputs": self.folds[0].head.staging_inputs,
+                "staging_cutoffs": self.cutoffs.to_dict(),
                 "rfs_time": "restricted mean survival time (hecktor.rfs_time)",
                 "folds": folds, "segmentation": self.segmentation_settings.to_dict(), "training": self.info}
 
@@ -322,8 +330,11 @@ class Hecktor2026Predictor(FoldEnsemble):
                                   f"the {fold.n_features} features its encoder and biomarkers make; {_FIX}")
             folds.append(fold)
         segmenter = Segmenter.from_bundle(segmentation, device=device)
+        # A bundle written before the fitted stager existed stages by AJCC's cut-offs.
+        cutoffs = StagingCutoffs.from_dict(bundle.model["staging_cutoffs"], f"{bundle.file('model.json')} "
+                                           "staging_cutoffs") if "staging_cutoffs" in bundle.model else AJCC_CUTOFFS
         return cls(folds, weights, bundle.plan, stagers, device=device, info=bundle.model.get("training", {}),
-                   segmentation=segmentation, segmenter=segmenter, segmentation_settings=settings)
+                   cutoffs=cutoffs, segmentation=segmentation, segmenter=segmenter, segmentation_settings=settings)
 
 
 def _model_description(bundle: Bundle) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, str], Path,

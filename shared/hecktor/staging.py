@@ -30,6 +30,10 @@ lies against at least :data:`T4_BONE_CONTACT_ML` of bone: T4 is invasion of the 
 only where the neighbour is bone (the mandible: T4a); N: no node N0, any node > 60 mm N3, one ipsilateral node
 <= 30 mm N1, else (several, a contralateral or bilateral node, or one node of 30-60 mm) N2.
 
+**Fitted cut-offs** (:func:`fit_cutoffs`, :class:`StagingCutoffs`): the same rules with their cut-offs fitted to a
+segmenter's out-of-fold masks (a factor on the diameter cuts, a bone cut), for masks that draw lesions smaller or
+larger than the clinician saw them.
+
 **Learned stager** (:class:`StageClassifier`): a multinomial logistic regression (scikit-learn) per fold, on the
 fold's features (the encoded record and the scaled biomarkers of the predicted mask) joined to
 :func:`staging_features` of the measurements; it is stored as JSON (coefficients, intercepts, classes, feature
@@ -39,6 +43,7 @@ scaling), never pickled. Which stager answers each stage is chosen by cross-vali
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -53,14 +58,16 @@ from hecktor.errors import BundleError, InputError
 from hecktor.labels import GTVN, GTVP
 from hecktor.localization import BODY_HU
 
-__all__ = ["T_STAGES", "N_STAGES", "STAGERS", "STAGING_FEATURES", "T4_BONE_CONTACT_ML", "StagingMeasurements", "StageClassifier",
-           "measure_staging", "n_stage_by_rules", "parse_n_stage", "parse_t_stage", "stage_by_rules",
-           "staging_features", "t_stage_by_rules"]
+__all__ = ["AJCC_CUTOFFS", "T_STAGES", "N_STAGES", "STAGERS", "STAGING_FEATURES", "T4_BONE_CONTACT_ML",
+           "StagingCutoffs", "StagingMeasurements", "StageClassifier", "fit_cutoffs", "measure_staging",
+           "n_stage_by_rules", "parse_n_stage", "parse_t_stage", "stage_by_rules", "staging_features",
+           "t_stage_by_rules"]
 
 T_STAGES = ("T1", "T2", "T3", "T4")
 N_STAGES = ("N0", "N1", "N2", "N3")
-STAGERS = ("rules", "learned")
-"""The stagers a bundle can choose between, per stage."""
+STAGERS = ("rules", "fitted", "learned")
+"""The stagers a bundle can choose between, per stage: the rules with AJCC's cut-offs, the rules with cut-offs
+fitted to the training patients' out-of-fold masks (:func:`fit_cutoffs`), the learned classifier."""
 
 T1_MAX_MM, T2_MAX_MM = 20.0, 40.0
 BONE_HU, CONTACT_MM = 300.0, 2.0
@@ -233,30 +240,119 @@ def _node_side(node_x: float, primary_x: float | None, midline_x: float | None, 
 
 
 # --------------------------------------------------------------------------------------------------------- rules
-def t_stage_by_rules(measurements: StagingMeasurements) -> str:
-    """T4 with at least :data:`T4_BONE_CONTACT_ML` of bone against the primary, else T1 (<= 20 mm), T2 (<= 40 mm) or
-    T3 (> 40 mm) by the primary's greatest diameter."""
-    if measurements.bone_contact_ml >= T4_BONE_CONTACT_ML:
+@dataclass(frozen=True)
+class StagingCutoffs:
+    """The rules' cut-offs: AJCC 7th's by default (:data:`AJCC_CUTOFFS`), or fitted to a segmenter's masks
+    (:func:`fit_cutoffs`, the ``fitted`` stager).
+
+    Attributes:
+        t1_max_mm, t2_max_mm: the primary's greatest diameter up to which it is T1, T2 (above: T3).
+        t4_bone_contact_ml: bone against the primary from which it is T4.
+        n1_max_mm, n2_max_mm: the largest node's diameter up to which one ipsilateral node is N1, and above which
+            any node makes N3.
+    """
+
+    t1_max_mm: float = T1_MAX_MM
+    t2_max_mm: float = T2_MAX_MM
+    t4_bone_contact_ml: float = T4_BONE_CONTACT_ML
+    n1_max_mm: float = N1_MAX_MM
+    n2_max_mm: float = N2_MAX_MM
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "staging cut-offs") -> "StagingCutoffs":
+        """Rebuild from :meth:`to_dict`; anything else is a :class:`BundleError` naming ``source``."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, Mapping) or set(data) != set(names):
+            raise BundleError(f"{source} must give exactly {', '.join(names)}; {_FIX}")
+        values = {}
+        for name in names:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                    value <= 0:
+                raise BundleError(f"{source}: {name} must be a positive number, got {value!r}; {_FIX}")
+            values[name] = float(value)
+        if not (values["t1_max_mm"] < values["t2_max_mm"] and values["n1_max_mm"] < values["n2_max_mm"]):
+            raise BundleError(f"{source}: the T1 cut must lie below the T2 cut and the N1 cut below the N2 cut; {_FIX}")
+        return cls(**values)
+
+
+AJCC_CUTOFFS = StagingCutoffs()
+"""The rules as AJCC 7th writes them (and :data:`T4_BONE_CONTACT_ML`): the ``rules`` stager."""
+
+
+def t_stage_by_rules(measurements: StagingMeasurements, cutoffs: StagingCutoffs = AJCC_CUTOFFS) -> str:
+    """T4 with at least ``t4_bone_contact_ml`` (:data:`T4_BONE_CONTACT_ML`) of bone against the primary, else T1
+    (<= 20 mm), T2 (<= 40 mm) or T3 (> 40 mm) by the primary's greatest diameter (AJCC's cut-offs by default)."""
+    if measurements.bone_contact_ml >= cutoffs.t4_bone_contact_ml:
         return "T4"
     diameter = measurements.primary_diameter_mm
-    return "T1" if diameter <= T1_MAX_MM else "T2" if diameter <= T2_MAX_MM else "T3"
+    return "T1" if diameter <= cutoffs.t1_max_mm else "T2" if diameter <= cutoffs.t2_max_mm else "T3"
 
 
-def n_stage_by_rules(measurements: StagingMeasurements) -> str:
-    """N0 without nodes; N3 with any node > 60 mm; N1 for one ipsilateral node <= 30 mm; N2 otherwise."""
+def n_stage_by_rules(measurements: StagingMeasurements, cutoffs: StagingCutoffs = AJCC_CUTOFFS) -> str:
+    """N0 without nodes; N3 with any node > 60 mm; N1 for one ipsilateral node <= 30 mm; N2 otherwise (AJCC's
+    cut-offs by default)."""
     if measurements.n_nodes == 0:
         return "N0"
-    if measurements.largest_node_mm > N2_MAX_MM:
+    if measurements.largest_node_mm > cutoffs.n2_max_mm:
         return "N3"
     if measurements.n_nodes == 1 and measurements.contralateral_nodes == 0 and \
-            measurements.largest_node_mm <= N1_MAX_MM:
+            measurements.largest_node_mm <= cutoffs.n1_max_mm:
         return "N1"
     return "N2"
 
 
-def stage_by_rules(measurements: StagingMeasurements) -> tuple[str, str]:
-    """(T stage, N stage) of the rules."""
-    return t_stage_by_rules(measurements), n_stage_by_rules(measurements)
+def stage_by_rules(measurements: StagingMeasurements, cutoffs: StagingCutoffs = AJCC_CUTOFFS) -> tuple[str, str]:
+    """(T stage, N stage) of the rules (AJCC's cut-offs by default)."""
+    return t_stage_by_rules(measurements, cutoffs), n_stage_by_rules(measurements, cutoffs)
+
+
+DIAMETER_SCALES = tuple(round(0.7 + 0.025 * i, 3) for i in range(25))
+"""The factors (0.7 .. 1.3) :func:`fit_cutoffs` tries on AJCC's diameter cut-offs (both T cuts together, both N cuts
+together: a segmenter that draws primaries or nodes too small or too large does so at every size)."""
+BONE_CONTACT_CUTS_ML = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+"""The T4 bone-contact cuts :func:`fit_cutoffs` tries."""
+
+
+def _balanced_accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
+    """The challenge's balanced accuracy: recall averaged over the stages present in ``truth``."""
+    truth_array, predicted_array = np.asarray(truth), np.asarray(predicted)
+    return float(np.mean([np.mean(predicted_array[truth_array == s] == s) for s in np.unique(truth_array)]))
+
+
+def fit_cutoffs(measurements: Sequence[StagingMeasurements], t_stages: Sequence[str | None],
+                n_stages: Sequence[str | None]) -> StagingCutoffs:
+    """The rules' cut-offs that stage these patients' masks best: the ``fitted`` stager.
+
+    A segmenter's masks are not the clinician's: the demo's drew primaries at 0.84 of their true volume, so some T3
+    primaries measured as T2 and a T4 primary touched less bone. The rules keep their form; only their cut-offs move:
+    one factor of :data:`DIAMETER_SCALES` on both T diameter cuts with one bone-contact cut of
+    :data:`BONE_CONTACT_CUTS_ML` for T, one factor on both node cuts for N, each the highest balanced accuracy on
+    the patients of known stage (``None``: unknown). Ties go to the cut-offs closest to AJCC's, and a stage no
+    patient has is AJCC's. Fitted on a fold's training patients' out-of-fold masks, scored on its validation
+    patients' (:mod:`hecktor.training.hecktor2026`).
+    """
+    def best(candidates, stage_of, stages):
+        known = [(m, s) for m, s in zip(measurements, stages) if s is not None]
+        if not known:
+            return None
+        truth = [s for _, s in known]
+        scored = [(_balanced_accuracy(truth, [stage_of(m, c) for m, _ in known]), -distance, c)
+                  for c, distance in candidates]
+        return max(scored, key=lambda item: item[:2])[2]
+
+    t_candidates = [((scale, cut), abs(scale - 1.0) + abs(math.log(cut / T4_BONE_CONTACT_ML)) / 10)
+                    for scale in DIAMETER_SCALES for cut in BONE_CONTACT_CUTS_ML]
+    t_best = best(t_candidates, lambda m, c: t_stage_by_rules(m, StagingCutoffs(
+        T1_MAX_MM * c[0], T2_MAX_MM * c[0], c[1])), t_stages) or (1.0, T4_BONE_CONTACT_ML)
+    n_candidates = [(scale, abs(scale - 1.0)) for scale in DIAMETER_SCALES]
+    n_best = best(n_candidates, lambda m, c: n_stage_by_rules(m, StagingCutoffs(
+        n1_max_mm=N1_MAX_MM * c, n2_max_mm=N2_MAX_MM * c)), n_stages) or 1.0
+    return StagingCutoffs(T1_MAX_MM * t_best[0], T2_MAX_MM * t_best[0], t_best[1], N1_MAX_MM * n_best,
+                          N2_MAX_MM * n_best)
 
 
 STAGING_FEATURES = ("primary_diameter_mm", "n_nodes", "largest_node_mm", "contralateral_nodes", "rule_t", "rule_n")

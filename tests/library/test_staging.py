@@ -1,5 +1,6 @@
 """T/N staging (hecktor.staging): the 2026 table's stage cells, measurements of tiny phantom masks in physical space,
-the AJCC 7th rules and the learned stage classifier's JSON round trip."""
+the AJCC 7th rules, their cut-offs fitted to a segmenter's masks, and the learned stage classifier's JSON round
+trip."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import SimpleITK as sitk
 
 from helpers.phantoms import DIRECTIONS, blank_image, paint
 from hecktor.errors import BundleError
-from hecktor.staging import StageClassifier, StagingMeasurements, measure_staging, n_stage_by_rules, \
-    parse_n_stage, parse_t_stage, stage_by_rules, t_stage_by_rules
+from hecktor.staging import AJCC_CUTOFFS, StageClassifier, StagingCutoffs, StagingMeasurements, fit_cutoffs, \
+    measure_staging, n_stage_by_rules, parse_n_stage, parse_t_stage, stage_by_rules, t_stage_by_rules
 
 
 @pytest.mark.parametrize("cell, stage", [("T1", "T1"), ("T4a", "T4"), ("t4b", "T4"), (" cT2 ", "T2"), (3, "T3"),
@@ -118,3 +119,52 @@ def test_stage_classifier_learns_and_round_trips() -> None:
     assert np.mean((two.probabilities(x)[:, 1] > 0.5) == (x[:, 1] >= 0)) >= 0.9
     with pytest.raises(BundleError, match="do not fit together"):
         StageClassifier.from_dict({**classifier.to_dict(), "classes": ["T2", "T3"]}, "fold_0_t_stage.json")
+
+
+def _staged_patients(n: int = 120, seed: int = 0) -> tuple[list[StagingMeasurements], list[str], list[str]]:
+    """Patients measured on true masks, staged by AJCC's rules."""
+    rng = np.random.default_rng(seed)
+    measurements = []
+    for _ in range(n):
+        k = int(rng.integers(0, 3))
+        measurements.append(StagingMeasurements(
+            float(rng.uniform(10, 60)), tuple(sorted((float(v) for v in rng.uniform(10, 45, k)), reverse=True)),
+            tuple("ipsilateral" for _ in range(k)), float(rng.choice([0.0, 0.0, 0.0, 2.5]))))
+    stages = [stage_by_rules(m) for m in measurements]
+    return measurements, [t for t, _ in stages], [n_ for _, n_ in stages]
+
+
+def test_cutoffs_fitted_to_true_masks_are_ajccs() -> None:
+    """Where the masks measure what the clinician measured, nothing beats AJCC's cut-offs, and ties go to them."""
+    measurements, t_stages, n_stages = _staged_patients()
+    assert fit_cutoffs(measurements, t_stages, n_stages) == AJCC_CUTOFFS
+    # Unknown stages are left out; no known stage at all keeps AJCC's.
+    assert fit_cutoffs(measurements, [None] * len(measurements), [None] * len(measurements)) == AJCC_CUTOFFS
+
+
+def test_cutoffs_fitted_to_shrunken_masks_move_with_them() -> None:
+    """A segmenter that draws everything at 0.8 of its diameter and touches a fifth of the bone: the fitted
+    cut-offs move down with it, and stage those masks as AJCC's rules stage the true ones."""
+    measurements, t_stages, n_stages = _staged_patients()
+    shrunk = [StagingMeasurements(m.primary_diameter_mm * 0.8, tuple(d * 0.8 for d in m.node_diameters_mm),
+                                  m.node_sides, m.bone_contact_ml * 0.2) for m in measurements]
+    fitted = fit_cutoffs(shrunk, t_stages, n_stages)
+    assert 0.75 <= fitted.t2_max_mm / 40.0 <= 0.85 and 0.75 <= fitted.n1_max_mm / 30.0 <= 0.85
+    assert fitted.t1_max_mm / fitted.t2_max_mm == pytest.approx(0.5)  # AJCC's ratio kept
+    assert fitted.t4_bone_contact_ml <= 0.5
+    assert [stage_by_rules(m, fitted) for m in shrunk] == list(zip(t_stages, n_stages))
+    ajcc = [stage_by_rules(m) for m in shrunk]
+    assert sum(a != (t, n) for a, t, n in zip(ajcc, t_stages, n_stages)) > 20  # what AJCC's cut-offs get wrong
+
+
+def test_cutoffs_round_trip_and_refuse_what_does_not_fit() -> None:
+    cutoffs = StagingCutoffs(18.0, 36.0, 0.5, 27.0, 54.0)
+    assert StagingCutoffs.from_dict(cutoffs.to_dict()) == cutoffs
+    assert t_stage_by_rules(StagingMeasurements(37.0), cutoffs) == "T3"
+    assert t_stage_by_rules(StagingMeasurements(37.0)) == "T2"
+    for broken, message in (({**cutoffs.to_dict(), "t1_max_mm": 40.0}, "T1 cut must lie below"),
+                            ({**cutoffs.to_dict(), "n2_max_mm": -1}, "positive number"),
+                            ({**cutoffs.to_dict(), "t4_bone_contact_ml": "1"}, "positive number"),
+                            ({"t1_max_mm": 20.0}, "exactly")):
+        with pytest.raises(BundleError, match=message):
+            StagingCutoffs.from_dict(broken, "model.json staging_cutoffs")

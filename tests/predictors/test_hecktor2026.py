@@ -19,7 +19,8 @@ from hecktor.metrics import concordance_index
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import ensemble_rfs_time
 from hecktor.segment import Segmenter
-from hecktor.staging import N_STAGES, T_STAGES, StagingMeasurements, measure_staging, stage_by_rules
+from hecktor.staging import N_STAGES, STAGERS, T_STAGES, StagingCutoffs, StagingMeasurements, measure_staging, \
+    stage_by_rules
 from hecktor.training.hecktor2026 import Hecktor2026Config, StagingCohort, cross_validate, stage_metrics
 from helpers.paths import FIXTURE_BUNDLES
 from helpers.phantoms import head_phantom
@@ -81,10 +82,14 @@ def test_cross_validation_scores_the_time_as_the_risk_and_chooses_a_stager_per_s
     assert staging["t_rules_predicted_mask"]["patients"] == 30 and staging["n_rules_predicted_mask"]["patients"] == 29
     assert staging["n_rules_predicted_mask"]["balanced_accuracy"] == 1.0
     assert sum(np.diag(staging["t_rules_predicted_mask"]["confusion"])) == 30 - 5
+    # Stages drawn by AJCC's rules: the cut-offs fitted to them stage N as the rules do.
+    assert staging["n_fitted"]["balanced_accuracy"] == 1.0
+    assert metrics["staging_cutoffs"]["n1_max_mm"] == 30.0
     for stage, key in (("T", "t"), ("N", "n")):
-        better = staging[f"{key}_learned"]["balanced_accuracy"] > staging[f"{key}_rules_predicted_mask"][
-            "balanced_accuracy"]
-        assert metrics["stagers"][stage] == ("learned" if better else "rules")
+        scores = {"rules": staging[f"{key}_rules_predicted_mask"]["balanced_accuracy"],
+                  "fitted": staging[f"{key}_fitted"]["balanced_accuracy"],
+                  "learned": staging[f"{key}_learned"]["balanced_accuracy"]}
+        assert metrics["stagers"][stage] == max(STAGERS, key=scores.get)  # ties: the rules, then fitted
 
 
 def test_stage_metrics_are_balanced_accuracy_recall_and_confusion() -> None:
@@ -132,6 +137,30 @@ def test_bundle_round_trip_and_predict_case(trained, tmp_path) -> None:
     assert (worse.rfs_days < answer.rfs_days) == (loaded.last_report.risk > risk)
     with pytest.raises(InputError, match="no usable CT"):
         loaded.predict_case(CaseInput(None, pet, dict(EHR), None, None))
+
+
+def test_fitted_cutoffs_travel_in_the_bundle_and_stage_the_case(trained, tmp_path) -> None:
+    """The ``fitted`` stager: the bundle keeps the cut-offs (model.json ``staging_cutoffs``) and stages by them."""
+    _, result = trained
+    ct, pet, _, _ = head_phantom()
+    mask = Segmenter.from_bundle(TASK1_FIXTURE, device="cpu").predict(ct, pet, tta=False)
+    measurements = measure_staging(mask, ct)
+    diameter = measurements.primary_diameter_mm
+    assert diameter > 0
+    # Cut-offs under which this primary is T1 (AJCC's call it T3 at the fixture's size).
+    cutoffs = StagingCutoffs(diameter * 1.2, diameter * 2.0, 1e6, 30.0, 60.0)
+    assert stage_by_rules(measurements)[0] == "T3" and stage_by_rules(measurements, cutoffs)[0] == "T1"
+    predictor = Hecktor2026Predictor([f.fold for f in result.folds], result.predictor.weights, BoxPlan(),
+                                     {"T": "fitted", "N": "rules"}, device="cpu", cutoffs=cutoffs,
+                                     segmentation=str(TASK1_FIXTURE))
+    bundle = predictor.to_bundle(tmp_path / "bundle")
+    assert json.loads((bundle / "model.json").read_text())["staging_cutoffs"]["t2_max_mm"] == pytest.approx(
+        diameter * 2.0)
+    loaded = Hecktor2026Predictor.from_bundle(bundle, device="cpu")
+    assert loaded.cutoffs == cutoffs
+    answer = loaded.predict_case(CaseInput(ct, pet, dict(EHR), None, None), segmentation=mask)
+    assert (answer.t_stage, answer.n_stage) == ("T1", stage_by_rules(measurements)[1])
+    assert loaded.last_report.stagers == {"T": "fitted", "N": "rules"}
 
 
 def test_export_command_copies_the_run_bundle_and_refuses_to_overwrite(trained, tmp_path, capsys) -> None:

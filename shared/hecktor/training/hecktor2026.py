@@ -10,9 +10,12 @@ The sequence (:func:`train`, the ``train_hecktor2026.py train`` call)::
          ceiling), hecktor.staging
       -> per fold (folds stratified by relapse and centre): clinical encoder (HPV status included) and biomarker
          scaling fitted on the fold's training patients; a Cox model on [record, biomarkers] and its Breslow baseline
-         survival (hecktor.rfs_time); multinomial logistic T and N stagers on [record, biomarkers, measurements]
-      -> out of fold: the risk and the RFS time (C-index), the rules' and the learned stages (balanced accuracy);
-         the stager of each stage with the higher out-of-fold balanced accuracy is the bundle's (ties: the rules)
+         survival (hecktor.rfs_time); the rules' cut-offs fitted to the fold's training masks (hecktor.staging.
+         fit_cutoffs); multinomial logistic T and N stagers on the measurements (or [record, biomarkers, them])
+      -> out of fold: the risk and the RFS time (C-index); the stages of the rules (AJCC's cut-offs), of the fitted
+         cut-offs and of the learned stagers (balanced accuracy); the stager of each stage with the highest
+         out-of-fold balanced accuracy is the bundle's (ties: rules, then fitted), with cut-offs fitted on every
+         patient
       -> RUN_DIR: metrics.json, config.json, folds.json, oof.csv, measurements.json and the bundle in model/
 
 :func:`export_bundle` copies ``RUN_DIR/model`` as the container's bundle (verified on reading and on writing).
@@ -42,8 +45,8 @@ from hecktor.hecktor2026 import STAGING_INPUTS, TASK, Hecktor2026Head, Hecktor20
 from hecktor.images import read_image
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import ensemble_rfs_time, fit_baseline_survival
-from hecktor.staging import N_STAGES, T_STAGES, StageClassifier, StagingMeasurements, body_midline_x, \
-    measure_staging, parse_n_stage, parse_t_stage, stage_by_rules, staging_features
+from hecktor.staging import N_STAGES, STAGERS, T_STAGES, StageClassifier, StagingMeasurements, body_midline_x, \
+    fit_cutoffs, measure_staging, parse_n_stage, parse_t_stage, stage_by_rules, staging_features
 from hecktor.survival import ensemble_weights
 from hecktor.survival_models import build_survival_model
 from hecktor.tasks import get_task
@@ -167,6 +170,7 @@ class FoldOutcome:
     oof_time: np.ndarray
     oof_t: list[str]
     oof_n: list[str]
+    oof_fitted: list[tuple[str, str]]
     seconds: float
 
 
@@ -201,8 +205,11 @@ def run_fold(config: Hecktor2026Config, cohort: StagingCohort, index: int, train
     fold = EnsembleFold(head, None, encoder, None if np.isnan(cindex) else cindex, scaler)
     t_prob = t_stager.probabilities_over(staging[val_idx], T_STAGES)
     n_prob = n_stager.probabilities_over(staging[val_idx], N_STAGES)
+    cutoffs = fit_cutoffs([cohort.measurements[i] for i in train_idx], [cohort.t_stages[i] for i in train_idx],
+                          [cohort.n_stages[i] for i in train_idx])
     return FoldOutcome(index, train_idx, val_idx, fold, cindex, risk, baseline.restricted_mean(risk),
                        [T_STAGES[j] for j in t_prob.argmax(axis=1)], [N_STAGES[j] for j in n_prob.argmax(axis=1)],
+                       [stage_by_rules(cohort.measurements[i], cutoffs) for i in val_idx],
                        time.perf_counter() - started)
 
 
@@ -222,7 +229,8 @@ def stage_metrics(truth: Sequence[str | None], predicted: Sequence[str], stages:
 @dataclass
 class CrossValidation2026:
     """A 2026 cross-validation: the predictor, its metrics, the folds and every patient's out-of-fold answers
-    (standardised risk, RFS time, learned T and N stage, the rules' stages on the out-of-fold mask)."""
+    (standardised risk, RFS time, learned T and N stage, the stages of the fold's fitted cut-offs and of the rules on
+    the out-of-fold mask)."""
 
     predictor: Hecktor2026Predictor
     metrics: dict[str, Any]
@@ -230,13 +238,15 @@ class CrossValidation2026:
     risk: np.ndarray
     rfs_time: np.ndarray
     learned: list[tuple[str, str]]
+    fitted: list[tuple[str, str]]
     rules: list[tuple[str, str]]
 
 
 def cross_validate(cohort: StagingCohort, config: Hecktor2026Config, split: Sequence[tuple[np.ndarray, np.ndarray]],
                    *, on_fold: Callable[[FoldOutcome], None] | None = None) -> CrossValidation2026:
     """Every fold, then the ensemble: weights from the folds' C-indices (Task 2's ``cindex_margin``), the stager of
-    each stage chosen on the pooled out-of-fold balanced accuracy (ties: the rules)."""
+    each stage chosen on the pooled out-of-fold balanced accuracy (ties: in :data:`~hecktor.staging.STAGERS` order,
+    the rules first), the fitted cut-offs fitted again on every patient."""
     if cohort.biomarkers is None or len(cohort.measurements) != len(cohort):
         raise InputError("the cohort needs every patient's biomarkers and staging measurements first")
     outcomes = []
@@ -247,22 +257,30 @@ def cross_validate(cohort: StagingCohort, config: Hecktor2026Config, split: Sequ
     n = len(cohort)
     risk, rfs_time = np.full(n, np.nan), np.full(n, np.nan)
     learned_t, learned_n = [""] * n, [""] * n
+    fitted: list[tuple[str, str]] = [("", "")] * n
     for outcome in outcomes:
         risk[outcome.val_idx], rfs_time[outcome.val_idx] = outcome.oof_risk, outcome.oof_time
         for j, i in enumerate(outcome.val_idx):
-            learned_t[i], learned_n[i] = outcome.oof_t[j], outcome.oof_n[j]
+            learned_t[i], learned_n[i], fitted[i] = outcome.oof_t[j], outcome.oof_n[j], outcome.oof_fitted[j]
     rules = [stage_by_rules(m) for m in cohort.measurements]
     staging = {"t_rules_predicted_mask": stage_metrics(cohort.t_stages, [r[0] for r in rules], T_STAGES),
+               "t_fitted": stage_metrics(cohort.t_stages, [f[0] for f in fitted], T_STAGES),
                "t_learned": stage_metrics(cohort.t_stages, learned_t, T_STAGES),
                "n_rules_predicted_mask": stage_metrics(cohort.n_stages, [r[1] for r in rules], N_STAGES),
+               "n_fitted": stage_metrics(cohort.n_stages, [f[1] for f in fitted], N_STAGES),
                "n_learned": stage_metrics(cohort.n_stages, learned_n, N_STAGES)}
     if cohort.true_measurements is not None:
         truth = [stage_by_rules(m) for m in cohort.true_measurements]
         staging["t_rules_true_mask"] = stage_metrics(cohort.t_stages, [r[0] for r in truth], T_STAGES)
         staging["n_rules_true_mask"] = stage_metrics(cohort.n_stages, [r[1] for r in truth], N_STAGES)
-    stagers = {stage: "learned" if staging[f"{key}_learned"]["balanced_accuracy"] >
-               staging[f"{key}_rules_predicted_mask"]["balanced_accuracy"] else "rules"
+    def oof_accuracy(key: str, stager: str) -> float:
+        value = staging[f"{key}_{'rules_predicted_mask' if stager == 'rules' else stager}"]["balanced_accuracy"]
+        return -1.0 if np.isnan(value) else value
+
+    # max() keeps the first of equals: a tie goes to the stager earlier in STAGERS (the rules, then fitted).
+    stagers = {stage: max(STAGERS, key=lambda stager: oof_accuracy(key, stager))
                for stage, key in (("T", "t"), ("N", "n"))}
+    cutoffs = fit_cutoffs(cohort.measurements, cohort.t_stages, cohort.n_stages)
     cindices = [o.cindex for o in outcomes]
     if any(np.isnan(c) for c in cindices):
         raise InputError("a fold's validation patients hold no comparable pair, so it has no C-index to weight it "
@@ -280,13 +298,16 @@ def cross_validate(cohort: StagingCohort, config: Hecktor2026Config, split: Sequ
         "cindex_pooled_oof_rfs_time_ensemble_map": safe_cindex(cohort.time, cohort.event, -np.asarray(
             [ensemble_rfs_time([o.fold.head.baseline for o in outcomes], weights, r) for r in risk])),
         "ensemble_weights": weights.tolist(), "stagers": stagers, "staging": staging,
+        "staging_cutoffs": cutoffs.to_dict(),
         "rfs_time": "restricted mean survival time up to each fold's last training follow-up (hecktor.rfs_time)",
     }
     settings = SegmentationSettings(budget_share=config.budget_share, suv_reference=config.suv_reference)
     predictor = Hecktor2026Predictor([o.fold for o in outcomes], weights, cohort.plan or BoxPlan(), stagers,
                                      device="cpu", info={"metrics": metrics, "config": config.to_dict()},
+                                     cutoffs=cutoffs,
                                      segmentation=config.segmentation_bundle, segmentation_settings=settings)
-    return CrossValidation2026(predictor, metrics, outcomes, risk, rfs_time, list(zip(learned_t, learned_n)), rules)
+    return CrossValidation2026(predictor, metrics, outcomes, risk, rfs_time, list(zip(learned_t, learned_n)), fitted,
+                               rules)
 
 
 # ------------------------------------------------------------------------------------------------------- train
@@ -327,14 +348,14 @@ def train(config: Hecktor2026Config, run_dir: str | Path, *, data: str | Path, s
     truth = [stage_by_rules(m) for m in cohort.true_measurements] if cohort.true_measurements else None
 
     def oof_row(i: int, pid: str, fold: int) -> str:
-        (t_rule, n_rule), (t_learned, n_learned) = result.rules[i], result.learned[i]
+        (t_rule, n_rule), (t_fit, n_fit), (t_learned, n_learned) = result.rules[i], result.fitted[i], result.learned[i]
         true_rules = ",".join(truth[i]) if truth is not None else ","
         return (f"{pid},{fold},{result.risk[i]:.6f},{result.rfs_time[i]:.1f},{cohort.t_stages[i] or ''},{t_rule},"
-                f"{t_learned},{cohort.n_stages[i] or ''},{n_rule},{n_learned},{true_rules}")
+                f"{t_fit},{t_learned},{cohort.n_stages[i] or ''},{n_rule},{n_fit},{n_learned},{true_rules}")
 
     save_run(run_dir, metrics=metrics, config=config, split=split, patient_ids=cohort.patient_ids,
-             oof_header="PatientID,fold,risk,rfs_time_days,T-stage,T_rules,T_learned,N-stage,N_rules,N_learned,"
-                        "T_rules_true_mask,N_rules_true_mask",
+             oof_header="PatientID,fold,risk,rfs_time_days,T-stage,T_rules,T_fitted,T_learned,N-stage,N_rules,"
+                        "N_fitted,N_learned,T_rules_true_mask,N_rules_true_mask",
              oof_row=oof_row, predictor=predictor)
     (Path(run_dir) / "measurements.json").write_text(json.dumps(
         {pid: {"predicted_mask": m.to_dict(),
@@ -343,10 +364,10 @@ def train(config: Hecktor2026Config, run_dir: str | Path, *, data: str | Path, s
     staging = metrics["staging"]
     echo(f"C-index: risk {metrics['cindex_pooled_oof_risk']:.3f}, RFS time {metrics['cindex_pooled_oof_rfs_time']:.3f}"
          f" (pooled out-of-fold); T balanced accuracy: rules {staging['t_rules_predicted_mask']['balanced_accuracy']:.3f}"
-         f", learned {staging['t_learned']['balanced_accuracy']:.3f}; N: rules "
-         f"{staging['n_rules_predicted_mask']['balanced_accuracy']:.3f}, learned "
-         f"{staging['n_learned']['balanced_accuracy']:.3f}; the bundle stages T by {metrics['stagers']['T']}, N by "
-         f"{metrics['stagers']['N']}")
+         f", fitted {staging['t_fitted']['balanced_accuracy']:.3f}, learned {staging['t_learned']['balanced_accuracy']:.3f}"
+         f"; N: rules {staging['n_rules_predicted_mask']['balanced_accuracy']:.3f}, fitted "
+         f"{staging['n_fitted']['balanced_accuracy']:.3f}, learned {staging['n_learned']['balanced_accuracy']:.3f}; the "
+         f"bundle stages T by {metrics['stagers']['T']}, N by {metrics['stagers']['N']}")
     echo(f"wrote {Path(run_dir) / 'metrics.json'} and the bundle in {Path(run_dir) / 'model'}")
     return predictor, metrics
 
