@@ -22,8 +22,9 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
-## The demo: a synthetic cohort, the three tasks' small models, every container's inference.py on held-out cases,
-## scores and demo_output/report.md (under 15 minutes on 2 cores).
+## The demo: a synthetic cohort, the small models of Tasks 1-3 and HECKTOR 2026, every container's inference.py on 4
+## held-out cases and 32 more through predict_case in-process, scores and demo_output/report.md (13.6 min on 2 cores
+## from a fresh clone, set-up included, measured 2026-12-07: docs/results/benchmarks.md#the-demo).
 demo: setup
 	$(BIN)/python training/demo.py --out demo_output
 

@@ -1,8 +1,8 @@
 """The one-command demo (``make demo``): synthetic cohort -> the models of Tasks 1-3 and HECKTOR 2026 trained -> the
 containers' bundles -> every ``inference.py`` on held-out cases laid out as Grand-Challenge input folders -> scores -> report.
 
-Everything is CPU-sized so that it runs in about a quarter of an hour to half an hour on two cores (see
-docs/results/benchmarks.md for the last run's time); the numbers show that the
+Everything is CPU-sized so that it runs within a quarter of an hour on two cores, set-up included (see
+docs/results/benchmarks.md for the last run's time and what was cut to fit); the numbers show that the
 pipeline works end to end, not what the method scores (see the report's notes). Example::
 
     python training/demo.py                      # -> demo_output/report.md
@@ -17,8 +17,9 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
 2. :func:`train_segmentation` (Task 1): the small HecMamba of ``training/configs/demo.json`` with a 16-channel
    full-resolution decoder (1.5 M parameters; the recipe's 32 nearly doubles the time per iteration; 32^3 patches at
    4 mm, Dice + CE with deep supervision), both folds of a 2-fold split trained side by side (one process and one
-   thread each, one progress line per validation), for ``--epochs`` epochs of 25 iterations (24 by default:
-   600 iterations, three fifths of demo.json's 40, to fit the time); each fold then predicts its validation cases
+   thread each, channels-last on the CPU, one validation and progress line per fold at its end), for ``--epochs``
+   epochs of 25 iterations (16 by default: 400 iterations, two fifths of demo.json's 40, to fit the time; the demo
+   of 2026-12-07 trained 600 in 21 minutes); each fold then predicts its validation cases
    (so every training patient has an out-of-fold mask, which Task 2 needs), the postprocessing is chosen on those
    predictions, and the bundle is exported to ``task1_container/resources/bundle``.
 3. :func:`train_prognosis` (Task 2): ``biomarkers`` mode (the default of ``train_prognosis.py``): a Cox model on the
@@ -34,10 +35,13 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
    the container would run it (two at a time, one thread each); wall time, CPU time and peak memory of each.
 6. :func:`predict_in_process`: the ``--held-out-extra`` patients through the same ``predict_case`` as the Task 2, 3
    and 2026 containers, in ``--jobs`` processes, each case segmented once (:func:`shared_segmentation`) for all three:
-   a C-index and a balanced accuracy on 12 patients move by several points with one patient, so these are scored
-   with the container runs and reported apart too.
-7. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``), the held-out C-index and the HPV
-   balanced accuracy, each beside its oracle (the synthetic cohort's true hazard and P(HPV+)).
+   a C-index and a balanced accuracy on a dozen patients move by several points with one patient, so these are
+   scored with the container runs and reported apart too. A container run costs about ten times an in-process
+   patient (a fresh interpreter, and a segmentation per container), so the default is 4 container cases and 32
+   in-process ones: 36 patients within the demo's time.
+7. :func:`score`: Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``) of the Task 1 container's masks and,
+   apart, of the in-process shared segmentations; the held-out C-index and the HPV balanced accuracy, each beside
+   its oracle (the synthetic cohort's true hazard and P(HPV+)).
 8. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
 """
 
@@ -160,10 +164,6 @@ def make_cohorts(out: Path, train_cases: int, held_out: int, seed: int, extra: i
 # ----------------------------------------------------------------------------------------------------- training
 
 
-SEG_VAL_EVERY = 12
-"""The demo validates every 12 epochs (300 iterations: twice per fold) rather than demo.json's 5: each validation
-segments a fold's 24 validation regions (half the cohort, in a 2-fold split), which costs about as much as 150
-training iterations on one thread."""
 SEG_FULL_RESOLUTION_WIDTH = 16
 """Channels of the demo HecMamba's full-resolution decoder: demo.json's recipe has 32, which nearly doubles the
 seconds per iteration on the CPU (docs/results/recipe-log.md); 16, the former recipe, still finds the nodes and keeps the demo in
@@ -176,15 +176,16 @@ windows, to fit the demo's time."""
 def segmentation_config(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     """``training/configs/demo.json`` (plan, network, loss, learning rate, iterations per epoch), with a
     :data:`SEG_FULL_RESOLUTION_WIDTH`-channel full-resolution decoder, ``epochs`` epochs, both folds of a
-    :data:`SEG_FOLDS`-fold split, validation every :data:`SEG_VAL_EVERY` epochs (one progress line each), out-of-fold
-    predictions after each fold, on the CPU without loader workers."""
+    :data:`SEG_FOLDS`-fold split, one validation after the last epoch (one progress line per fold: each validation
+    segments the fold's 24 validation regions, about 35 s of a fold's time, which the demo's 15 minutes have no room
+    to repeat), out-of-fold predictions after each fold, on the CPU without loader workers."""
     from hecktor.training.segmentation import load_config_file
 
     config = load_config_file(CONFIGS / "demo.json")
     config["network_config"] = {**config["network_config"], "full_resolution_width": SEG_FULL_RESOLUTION_WIDTH}
     config.update({"data_root": str(data), "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache"),
                    "n_folds": SEG_FOLDS, "folds": list(range(SEG_FOLDS)), "epochs": epochs,
-                   "val_every": min(SEG_VAL_EVERY, epochs), "val_overlap": SEG_VAL_OVERLAP,
+                   "val_every": epochs, "val_overlap": SEG_VAL_OVERLAP,
                    "workers": 0, "device": "cpu", "progress": False, "log_validation": True,
                    "predict_validation": True})
     return config
@@ -226,6 +227,9 @@ def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
         trainer.prepare()  # run record, preprocessing cache and split, once
     finally:
         trainer.close()
+    print(f"[demo]   {len(config['folds'])} folds side by side, {epochs * config['iterations_per_epoch']} iterations "
+          "each (about a second per iteration on one core), then each predicts its validation cases; one line per "
+          "fold when it is done", flush=True)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         summaries = list(pool.map(_train_fold, [config] * len(config["folds"]), config["folds"]))
     # Both folds predicted their validation cases: the postprocessing is chosen on those out-of-fold predictions.
@@ -366,8 +370,9 @@ def run_containers(out: Path, patient_ids: Sequence[str], jobs: int = 2) -> dict
 
 
 IN_PROCESS_TASKS = (2, 3, 2026)
-"""The tasks whose held-out scores gain the ``--held-out-extra`` patients (their C-index and balanced accuracies need
-more patients than the 12 container runs; Task 1's Dice, and 2026's, do not)."""
+"""The tasks whose ``predict_case`` answers the ``--held-out-extra`` patients in-process (their C-index and balanced
+accuracies need more patients than the container runs). Task 1 is scored on those patients through the shared
+segmentation (its nested model without TTA); the 2026 Dice on the container runs only."""
 
 
 def load_predictors(task_numbers: Sequence[int], device: str = "cpu") -> dict[int, Any]:
@@ -442,6 +447,9 @@ def _predict_cases(out: Path, cases: list[dict[str, Any]], task_numbers: tuple[i
         started = time.perf_counter()
         mask = shared_segmentation(inputs[task_numbers[0]], list(predictors.values()))
         segment_s += time.perf_counter() - started
+        if mask is not None:  # scored as Task 1's in-process masks (score_segmentation)
+            _in_process_mask(out, folder, pid).parent.mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(mask, str(_in_process_mask(out, folder, pid)), True)
         started = time.perf_counter()
         found = answers[pid] = {}
         for task, predictor in predictors.items():
@@ -465,16 +473,37 @@ def _output(out: Path, task: int, pid: str) -> Path:
     return out / "outputs" / f"task{task}" / pid / get_task(task).output
 
 
+def _in_process_mask(out: Path, folder: str, pid: str) -> Path:
+    """Where :func:`predict_in_process` keeps an extra held-out case's shared segmentation."""
+    return out / folder / "segmentations" / f"{pid}.nii.gz"
+
+
 def score_segmentation(out: Path, held_out: list[dict[str, Any]],
                        extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Task 1: the challenge's metrics of the container's masks against the labels (the container runs only)."""
-    per_case = []
-    for case in held_out:
-        pid = case["patient_id"]
-        prediction = sitk.ReadImage(str(_output(out, 1, pid)))
-        truth = sitk.ReadImage(str(out / "held_out" / "labels" / f"{pid}.nii.gz"))
-        per_case.append(evaluate_segmentation(prediction, truth, case_id=pid))
-    return {"segmentation": summarize_segmentation(per_case), "per_case": per_case}
+    """Task 1: the challenge's metrics of the Task 1 container's masks (mirror TTA) against the labels
+    (``segmentation``, ``per_case``), and of the ``extra`` patients' shared in-process segmentations (the nested
+    Task 1 model as Tasks 2, 3 and 2026 run it: no TTA; ``segmentation_in_process``; a case without a mask counts
+    as an empty one)."""
+    def scored(cases: list[dict[str, Any]], folder: str, prediction_of) -> list[dict[str, Any]]:
+        per_case = []
+        for case in cases:
+            pid = case["patient_id"]
+            truth = sitk.ReadImage(str(out / folder / "labels" / f"{pid}.nii.gz"))
+            path = prediction_of(pid)
+            if path.is_file():
+                prediction = sitk.ReadImage(str(path))
+            else:
+                prediction = sitk.Image(truth.GetSize(), sitk.sitkUInt8)
+                prediction.CopyInformation(truth)
+            per_case.append(evaluate_segmentation(prediction, truth, case_id=pid))
+        return per_case
+
+    per_case = scored(held_out, "held_out", lambda pid: _output(out, 1, pid))
+    scores = {"segmentation": summarize_segmentation(per_case), "per_case": per_case}
+    if extra:
+        scores["segmentation_in_process"] = summarize_segmentation(
+            scored(extra, "held_out_extra", lambda pid: _in_process_mask(out, "held_out_extra", pid)))
+    return scores
 
 
 def _cindex(cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -647,14 +676,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="output folder")
     parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
-    parser.add_argument("--held-out", type=int, default=12, help="held-out cases run through every container")
-    parser.add_argument("--held-out-extra", type=int, default=24,
+    parser.add_argument("--held-out", type=int, default=4, help="held-out cases run through every container")
+    parser.add_argument("--held-out-extra", type=int, default=32,
                         help="more held-out cases through the predict_case of Tasks 2, 3 and 2026 in-process "
-                             "(one shared segmentation each), scored with the container runs and apart")
+                             "(one shared segmentation each, which Task 1 is scored on too), scored with the "
+                             "container runs and apart")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
-    parser.add_argument("--epochs", type=int, default=24,
+    parser.add_argument("--epochs", type=int, default=16,
                         help="Task 1 epochs per fold (of demo.json's 25 iterations; demo.json itself says 40)")
-    parser.add_argument("--hpv-epochs", type=int, default=12, help="Task 3 (fusion) epochs per fold")
     parser.add_argument("--jobs", type=int, default=2, help="inference.py processes at a time (one thread each)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the outputs of an earlier run in --out again and rewrite its report (no training, "

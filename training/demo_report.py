@@ -224,7 +224,8 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         "",
         "| metric | value |",
         "| --- | --- |",
-        f"| GTVp mean Dice | {_f(summary['GTVp']['dice_mean'])} (n = {summary['GTVp']['n_dice']}) |",
+        f"| GTVp mean Dice (the Task 1 container's masks) | {_f(summary['GTVp']['dice_mean'])} (n = "
+        f"{summary['GTVp']['n_dice']}) |",
         f"| GTVp HD95 (mm), mean / median | {_f(summary['GTVp']['hd95_mean'], 1)} / "
         f"{_f(summary['GTVp']['hd95_median'], 1)} ({summary['GTVp']['hd95_n_inf']} case(s) with one mask empty) |",
         f"| GTVp surface Dice (2 mm) | {_f(summary['GTVp']['surface_dice_mean'])} |",
@@ -233,6 +234,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"FP {summary['GTVn']['lesion_fp']}, FN {summary['GTVn']['lesion_fn']}) |",
         f"| GTVn HD95 (mm), mean | {_f(summary['GTVn']['hd95_mean'], 1)} |",
         f"| GTVn surface Dice (2 mm) | {_f(summary['GTVn']['surface_dice_mean'])} |",
+        *_in_process_segmentation_row(scores),
         f"| C-index of the Task 2 risk | {_f(scores['cindex'])} on {scores.get('cindex_n', len(held_out))} patients "
         f"(oracle, the true log-hazard: {_f(scores['oracle_cindex'])}){_apart(scores, 'cindex')} |",
         f"| log-rank p, high vs low predicted risk | {_f(km['logrank_p'], 3)} |",
@@ -287,6 +289,17 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _in_process_segmentation_row(scores: dict[str, Any]) -> list[str]:
+    """The Task 1 row of the in-process patients' shared segmentations (none in a run without them)."""
+    extra = scores.get("segmentation_in_process")
+    if not extra:
+        return []
+    return [f"| Task 1 on the {extra['n_cases']} in-process patients (the nested model, no TTA): GTVp mean Dice / "
+            f"GTVn DSCagg / F1agg | {_f(extra['GTVp']['dice_mean'])} / {_f(extra['GTVn']['dsc_agg'])} / "
+            f"{_f(extra['GTVn']['f1_agg'])} (GTVn TP {extra['GTVn']['lesion_tp']}, FP {extra['GTVn']['lesion_fp']}, "
+            f"FN {extra['GTVn']['lesion_fn']}) |"]
 
 
 def append_total(report: Path, total: dict[str, float]) -> None:

@@ -482,3 +482,33 @@ def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apa
     assert scores["cindex_containers"] == pytest.approx(1.0)
     # pairs: A<B, A<X, A<C, X<B, X<C, B<C by time with an event first: X's low risk breaks X<B and X<C
     assert scores["cindex"] == pytest.approx(4 / 6)
+
+
+def test_demo_scores_task1_on_the_containers_masks_and_apart_on_the_in_process_ones(tmp_path):
+    """Task 1's held-out Dice: the Task 1 container's masks under ``segmentation``, the shared in-process
+    segmentations of the extra patients under ``segmentation_in_process``; an extra patient without a mask (a case
+    the predictors could not segment) scores as an empty prediction."""
+    import demo
+
+    def label(box_end: int) -> sitk.Image:
+        array = np.zeros((8, 8, 8), dtype=np.uint8)
+        array[2:6, 2:6, 2:box_end] = 1
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((2.0, 2.0, 3.0))
+        return image
+
+    def write(image: sitk.Image, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(path))
+
+    write(label(6), tmp_path / "held_out" / "labels" / "A.nii.gz")
+    write(label(6), demo._output(tmp_path, 1, "A"))  # perfect
+    write(label(6), tmp_path / "held_out_extra" / "labels" / "X.nii.gz")
+    write(label(4), demo._in_process_mask(tmp_path, "held_out_extra", "X"))  # half of the 4x4x4 box: Dice 2/3
+    write(label(6), tmp_path / "held_out_extra" / "labels" / "Y.nii.gz")  # no mask written
+    scores = demo.score_segmentation(tmp_path, [{"patient_id": "A"}], [{"patient_id": "X"}, {"patient_id": "Y"}])
+    assert scores["segmentation"]["n_cases"] == 1 and scores["segmentation"]["GTVp"]["dice_mean"] == pytest.approx(1)
+    extra = scores["segmentation_in_process"]
+    assert extra["n_cases"] == 2
+    assert extra["GTVp"]["dice_mean"] == pytest.approx((2 / 3 + 0.0) / 2)
+    assert demo.score_segmentation(tmp_path, [{"patient_id": "A"}]).keys() == {"segmentation", "per_case"}
