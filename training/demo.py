@@ -283,8 +283,8 @@ def train_hpv(data: Path, runs: Path, options: argparse.Namespace, trained: dict
 def train_hecktor2026(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
     """HECKTOR 2026: Task 1's out-of-fold masks measured (PET biomarkers, the primary's diameter, the nodes and their
     side), per fold a Cox model of the record (HPV status in it) and the biomarkers with its baseline survival, and the
-    T and N stagers, 5 folds; the bundle stages by the rules or the learned stager as cross-validation preferred, and
-    nests Task 1's (the container segments first)."""
+    T and N stagers, 5 folds; the bundle stages by the rules, the fitted cut-offs or the learned stager as
+    cross-validation preferred, and nests Task 1's (the container segments first)."""
     from hecktor.training.hecktor2026 import Hecktor2026Config, export_bundle, train
 
     run_dir = runs / get_task(2026).name
@@ -298,7 +298,9 @@ def train_hecktor2026(data: Path, runs: Path, options: argparse.Namespace, train
             "cindex_oof_rfs_time": metrics["cindex_pooled_oof_rfs_time"],
             **{f"{stage}_balanced_accuracy_oof_{name}": staging[key]["balanced_accuracy"]
                for stage in ("t", "n") for name, key in (("rules", f"{stage}_rules_predicted_mask"),
-                                                         ("learned", f"{stage}_learned"))}}
+                                                         ("fitted", f"{stage}_fitted"),
+                                                         ("learned", f"{stage}_learned"))},
+            "staging_cutoffs": metrics["staging_cutoffs"]}
 
 
 TRAINERS = {"segmentation": train_segmentation, "prognosis": train_prognosis, "hpv": train_hpv,
