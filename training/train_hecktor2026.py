@@ -10,11 +10,12 @@ Examples::
 ``train`` reads ``DATA/Task 2026`` (images, labels and HECKTOR_2026_Training.csv), measures every patient's Task 1
 out-of-fold mask (PET biomarkers and the staging measurements: the primary's greatest diameter, the nodes, their
 side), and cross-validates per fold a Cox model with its Breslow baseline survival (the RFS time is the restricted
-mean survival time) and multinomial logistic T and N stagers; the bundle stages each of T and N by the rules or by
-the learned stager, whichever had the higher out-of-fold balanced accuracy. It prints one line per fold and a
-summary, and writes ``RUN_DIR/metrics.json``, ``config.json``, ``folds.json``, ``oof.csv``, ``measurements.json``
-and the bundle in ``RUN_DIR/model`` (the Task 1 bundle of every fold nested in it). ``export`` copies that bundle,
-verified, to the container's folder (or ``--out``). Exit status 2 with one ``error:`` line for a wrong input or
+mean survival time) and multinomial logistic T and N stagers. The bundle stages each of T and N by the rules (AJCC's
+cut-offs), by the rules with cut-offs fitted to the training masks, or by the learned stager, whichever had the
+highest out-of-fold balanced accuracy. It prints one line per fold and a summary, and writes
+``RUN_DIR/metrics.json``, ``config.json``, ``folds.json``, ``oof.csv``, ``measurements.json`` and the bundle in
+``RUN_DIR/model`` (the Task 1 bundle of every fold nested in it). ``export`` copies that bundle, verified, to the
+container's folder (or ``--out``). Exit status 2 with one ``error:`` line for a wrong input or
 option. How-to: docs/how-to/hecktor2026.md.
 """
 
