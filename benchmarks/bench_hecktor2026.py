@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {t[key]:.3f} | {n[key]:.3f} |")
     print(f"\nC-index per fold: risk {', '.join(f'{v:.3f}' for v in c['risk_folds'])}; RFS time "
           f"{', '.join(f'{v:.3f}' for v in c['rfs_time_folds'])}; pooled out of fold: risk {c['risk_pooled']:.3f}, "
-          f"RFS time {c['rfs_time_pooled']:.3f} (each fold's map), {c['rfs_time_pooled_ensemble_map']:.3f} (the bundle's "
-          f"map); bundle stagers {result['stagers']}, cut-offs fitted on every patient {result['staging_cutoffs']}; "
-          f"{result['seconds']:.0f} s")
+          f"RFS time {c['rfs_time_pooled']:.3f} (each fold's map), {c['rfs_time_pooled_ensemble_map']:.3f} (the "
+          f"bundle's map); bundle stagers {result['stagers']}, cut-offs fitted on every patient "
+          f"{result['staging_cutoffs']}; {result['seconds']:.0f} s")
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

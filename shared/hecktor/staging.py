@@ -318,7 +318,9 @@ BONE_CONTACT_CUTS_ML = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def _balanced_accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
-    """The challenge's balanced accuracy: recall averaged over the stages present in ``truth``."""
+    """The challenge's balanced accuracy: recall averaged over the stages present in ``truth``. (scikit-learn's
+    ``balanced_accuracy_score`` gives the same number, but warns for every predicted stage absent from the truth,
+    which a search over cut-offs meets hundreds of times.)"""
     truth_array, predicted_array = np.asarray(truth), np.asarray(predicted)
     return float(np.mean([np.mean(predicted_array[truth_array == s] == s) for s in np.unique(truth_array)]))
 

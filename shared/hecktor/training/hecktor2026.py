@@ -362,12 +362,14 @@ def train(config: Hecktor2026Config, run_dir: str | Path, *, data: str | Path, s
                **({"true_mask": cohort.true_measurements[i].to_dict()} if cohort.true_measurements else {})}
          for i, (pid, m) in enumerate(zip(cohort.patient_ids, cohort.measurements))}, indent=1) + "\n")
     staging = metrics["staging"]
+
+    def stagers_line(key: str) -> str:
+        return ", ".join(f"{name} {staging[f'{key}_{entry}']['balanced_accuracy']:.3f}" for name, entry in
+                         (("rules", "rules_predicted_mask"), ("fitted", "fitted"), ("learned", "learned")))
+
     echo(f"C-index: risk {metrics['cindex_pooled_oof_risk']:.3f}, RFS time {metrics['cindex_pooled_oof_rfs_time']:.3f}"
-         f" (pooled out-of-fold); T balanced accuracy: rules {staging['t_rules_predicted_mask']['balanced_accuracy']:.3f}"
-         f", fitted {staging['t_fitted']['balanced_accuracy']:.3f}, learned {staging['t_learned']['balanced_accuracy']:.3f}"
-         f"; N: rules {staging['n_rules_predicted_mask']['balanced_accuracy']:.3f}, fitted "
-         f"{staging['n_fitted']['balanced_accuracy']:.3f}, learned {staging['n_learned']['balanced_accuracy']:.3f}; the "
-         f"bundle stages T by {metrics['stagers']['T']}, N by {metrics['stagers']['N']}")
+         f" (pooled out-of-fold); T balanced accuracy: {stagers_line('t')}; N: {stagers_line('n')}; the bundle stages "
+         f"T by {metrics['stagers']['T']}, N by {metrics['stagers']['N']}")
     echo(f"wrote {Path(run_dir) / 'metrics.json'} and the bundle in {Path(run_dir) / 'model'}")
     return predictor, metrics
 
