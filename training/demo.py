@@ -485,7 +485,7 @@ def score_segmentation(out: Path, held_out: list[dict[str, Any]],
     """Task 1: the challenge's metrics of the Task 1 container's masks (mirror TTA) against the labels
     (``segmentation``, ``per_case``), and of the ``extra`` patients' shared in-process segmentations (the nested
     Task 1 model as Tasks 2, 3 and 2026 run it: no TTA; ``segmentation_in_process``; a case without a mask counts
-    as an empty one)."""
+    as an empty one; a run from before the demo kept them, rescored, has none)."""
     def scored(cases: list[dict[str, Any]], folder: str, prediction_of) -> list[dict[str, Any]]:
         per_case = []
         for case in cases:
@@ -502,7 +502,7 @@ def score_segmentation(out: Path, held_out: list[dict[str, Any]],
 
     per_case = scored(held_out, "held_out", lambda pid: _output(out, 1, pid))
     scores = {"segmentation": summarize_segmentation(per_case), "per_case": per_case}
-    if extra:
+    if extra and _in_process_mask(out, "held_out_extra", "").parent.is_dir():  # runs before it kept none
         scores["segmentation_in_process"] = summarize_segmentation(
             scored(extra, "held_out_extra", lambda pid: _in_process_mask(out, "held_out_extra", pid)))
     return scores

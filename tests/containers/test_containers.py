@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import redirect_stderr
@@ -512,3 +513,7 @@ def test_demo_scores_task1_on_the_containers_masks_and_apart_on_the_in_process_o
     assert extra["n_cases"] == 2
     assert extra["GTVp"]["dice_mean"] == pytest.approx((2 / 3 + 0.0) / 2)
     assert demo.score_segmentation(tmp_path, [{"patient_id": "A"}]).keys() == {"segmentation", "per_case"}
+    # An older run, rescored: it kept no in-process masks, so there is nothing to score (not 36 empty masks).
+    shutil.rmtree(tmp_path / "held_out_extra" / "segmentations")
+    assert "segmentation_in_process" not in demo.score_segmentation(tmp_path, [{"patient_id": "A"}],
+                                                                   [{"patient_id": "X"}])
