@@ -292,12 +292,11 @@ class SegmentationTrainer:
 
         torch.manual_seed(config.seed)  # identical initial weights on every rank and in every run
         network = build_segmentation_network(config.network, self.network_config).to(self.device)
-        if self.device.type == "cpu":
-            # oneDNN's 3-D convolution backward passes are faster on channels-last tensors (the demo's network:
-            # benchmarks/bench_training_step.py). Values are unchanged up to float rounding; checkpoints load into
-            # networks of either layout.
-            network = network.to(memory_format=torch.channels_last_3d)
+        # On the CPU, oneDNN's 3-D convolution backward passes are faster on channels-last tensors (the demo's
+        # network: benchmarks/bench_training_step.py). Values are unchanged up to float rounding; checkpoints load into
+        # networks of either layout.
         layout = torch.channels_last_3d if self.device.type == "cpu" else torch.preserve_format
+        network = network.to(memory_format=layout)
         optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         total_iterations = config.epochs * config.iterations_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(
