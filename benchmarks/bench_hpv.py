@@ -59,13 +59,8 @@ from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
 from hecktor.training.calibration import THRESHOLD_RULES
-from hecktor.training.hpv import (
-    NETWORK_PRESETS,
-    HPVTrainingConfig,
-    cross_validate_hpv,
-    load_hpv_cohort,
-    load_hpv_csv_cohort,
-)
+from hecktor.training.hpv import NETWORK_PRESETS, HPVTrainingConfig, cross_validate_hpv
+from hecktor.training.hpv_cohort import load_hpv_cohort, load_hpv_csv_cohort
 
 # _common is a sibling module: benchmarks run as scripts, with their folder first on sys.path.
 import _common as common

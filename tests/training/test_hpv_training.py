@@ -22,7 +22,8 @@ from hecktor.survival import ensemble_weights
 from hecktor.synthetic import generate_cohort
 from hecktor.tasks import RECORD_KEYS
 from hecktor.training.calibration import best_threshold, chosen_threshold
-from hecktor.training.hpv import HPVTrainingConfig, cross_validate_hpv, load_hpv_cohort, load_hpv_csv_cohort
+from hecktor.training.hpv import HPVTrainingConfig, cross_validate_hpv
+from hecktor.training.hpv_cohort import load_hpv_cohort, load_hpv_csv_cohort
 from hecktor.training.hpv_held_out import demo_hpv, score_held_out
 from helpers.predictors import NETWORK
 from helpers.predictors import HPV_PLAN as PLAN
@@ -213,7 +214,7 @@ def test_biomarkers_mode_learns_the_status_from_the_masks_biomarkers():
     not, and each fold's in-memory ensemble gives exactly its out-of-fold probabilities from the record and the
     biomarkers."""
     from hecktor.biomarkers import BIOMARKER_NAMES
-    from hecktor.training.hpv import HPVCohort
+    from hecktor.training.hpv_cohort import HPVCohort
 
     rng = np.random.default_rng(4)
     n = 60

@@ -174,7 +174,7 @@ def add_segmentation_features(
 ) -> Cohort:
     """Fill ``cohort.biomarkers`` (and, with ``crop``, ``cohort.crops``) from each patient's mask (the out-of-fold
     Task 1 predictions of :func:`write_validation_masks`) and its PET (and CT) in the ``task`` folder (2, or 3 with
-    Task 3's :class:`~hecktor.training.hpv.HPVCohort`); the PETs that ``suv_table`` lists in Bq/ml are read as exact
+    Task 3's :class:`~hecktor.training.hpv_cohort.HPVCohort`); the PETs that ``suv_table`` lists in Bq/ml are read as exact
     SUV (:mod:`hecktor.suv_table`).
 
     Raises:

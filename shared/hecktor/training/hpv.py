@@ -42,7 +42,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hecktor.clinical import parse_number
-from hecktor.datasets import list_training_cases, read_clinical_csv, read_training_table
 from hecktor.diagnosis import ENSEMBLE_RULE, HPV_MODES, HPVPredictor, LogisticHead, PlattCalibration
 from hecktor.errors import InputError
 from hecktor.feature_range import FeatureRange
@@ -61,22 +59,19 @@ from hecktor.metrics import balanced_accuracy, roc_auc
 from hecktor.networks.fused import RESNET18_BACKBONE, FusedFeatureExtractor
 from hecktor.plan import BoxPlan
 from hecktor.survival import ensemble_weights
-from hecktor.suv_table import SuvTable, as_suv_table
-from hecktor.tasks import RECORD_KEYS, get_task
+from hecktor.suv_table import as_suv_table
+from hecktor.tasks import RECORD_KEYS
 from hecktor.training import crossval  # what the Task 2 and Task 3 trainers share
 from hecktor.training.biomarker_features import attach_biomarkers
-from hecktor.training.cache import PreprocessingCache
 from hecktor.training.calibration import THRESHOLD_RULES, best_threshold, decision_thresholds, fit_platt
 from hecktor.training.crossval import json_safe as _json_safe
-from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS, box_entry, prepare_run_dir
+from hecktor.training.hpv_cohort import TARGET, TASK, HPVCohort, hpv_cache, load_hpv_cohort, load_hpv_csv_cohort
+from hecktor.training.image_level import DEFAULT_CACHE, NETWORK_PRESETS, prepare_run_dir
 from hecktor.training.run_log import RunLog
 
-__all__ = ["TARGET", "HPVTrainingConfig", "HPVCohort", "load_hpv_csv_cohort", "load_hpv_cohort", "HPVFoldResult",
-           "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv", "export_hpv_bundle", "NETWORK_PRESETS",
-           "DEFAULT_CACHE"]
+__all__ = ["HPVTrainingConfig", "HPVFoldResult", "HPVCrossValidationResult", "cross_validate_hpv", "train_hpv",
+           "export_hpv_bundle", "NETWORK_PRESETS", "DEFAULT_CACHE"]
 
-TASK = get_task(3)
-TARGET = TASK.target_columns[0]  # "HPV Status"
 logger = logging.getLogger(__name__)
 
 
@@ -177,129 +172,6 @@ class HPVTrainingConfig(crossval.FoldRunConfig):
     def segmentation_settings(self) -> SegmentationSettings:
         """How the bundle runs its nested Task 1 model (biomarkers mode): no TTA, as the out-of-fold masks."""
         return SegmentationSettings(self.segmentation_budget_share, False, None, self.suv_reference)
-
-
-# ---------------------------------------------------------------------------------------------------------- cohorts
-@dataclass
-class HPVCohort:
-    """The patients of a Task 3 run whose HPV status is known.
-
-    Attributes:
-        patient_ids: sorted (the order of ``folds.json``).
-        rows: clinical records (strings as read; the encoder normalises them).
-        labels: 1 = HPV-positive.
-        centres: CenterID per patient (``None`` where unknown), used to stratify the folds.
-        images: ``(n, 2, z, y, x)`` float32 network inputs, or ``None`` (clinical and biomarkers modes).
-        plan: the plan that made ``images``.
-        biomarkers: biomarkers mode: each patient's biomarkers of its Task 1 mask
-            (:func:`~hecktor.training.biomarker_features.attach_biomarkers`).
-        source: where the data came from.
-        n_unknown: patients left out because their status is unknown.
-    """
-
-    patient_ids: list[str]
-    rows: list[dict[str, Any]]
-    labels: np.ndarray
-    centres: list[Any]
-    images: np.ndarray | None = None
-    plan: BoxPlan | None = None
-    source: str = ""
-    n_unknown: int = 0
-    biomarkers: list[dict[str, float]] | None = None
-    crops: np.ndarray | None = None  # filled by add_segmentation_features; Task 3 has no tumour cube (None)
-
-    def __len__(self) -> int:
-        return len(self.patient_ids)
-
-    @property
-    def n_positive(self) -> int:
-        return int(self.labels.sum())
-
-    @property
-    def prevalence(self) -> float:
-        return float(self.labels.mean())
-
-
-def hpv_status(value: Any, where: str) -> int | None:
-    """An ``HPV Status`` cell as 0/1, ``None`` when empty; anything else is an :class:`InputError`."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return None
-    number = parse_number(value)
-    if number not in (0.0, 1.0):
-        raise InputError(f"{where}: {TARGET} must be 0, 1 or empty, got {value!r}")
-    return int(number)
-
-
-def _cohort_from_rows(rows: Sequence[Mapping[str, Any]], source: str) -> HPVCohort:
-    rows = sorted((dict(row) for row in rows), key=lambda row: str(row["PatientID"]))
-    if rows and TARGET not in rows[0]:
-        raise InputError(f"{source} has no {TARGET!r} column (the Task 3 target)")
-    known, unknown = [], 0
-    seen: set[str] = set()
-    for row in rows:
-        pid = str(row["PatientID"])
-        if pid in seen:
-            raise InputError(f"{source} lists patient {pid} more than once")
-        seen.add(pid)
-        status = hpv_status(row.get(TARGET), f"{source} ({pid})")
-        if status is None:
-            unknown += 1
-            continue
-        known.append((row, status))
-    labels = np.asarray([status for _, status in known], dtype=np.int64)
-    if len(known) < 2 or labels.all() or not labels.any():
-        raise InputError(f"{source}: {len(known)} patients of known {TARGET} ({int(labels.sum())} positive); both "
-                         "statuses are needed to train")
-    # The record never carries the target: whatever a model sees at training is what ehr.json can give it.
-    records = [{k: v for k, v in row.items() if k != TARGET} for row, _ in known]
-    return HPVCohort(patient_ids=[str(r["PatientID"]) for r in records], rows=records, labels=labels,
-                     centres=[r.get("CenterID") for r in records], source=source, n_unknown=unknown)
-
-
-def load_hpv_csv_cohort(path: str | Path) -> HPVCohort:
-    """A clinical-only cohort from a CSV with the HECKTOR 2025 columns (``PatientID``, clinical fields,
-    ``HPV Status``); rows of unknown status are left out."""
-    return _cohort_from_rows(read_clinical_csv(path), str(path))
-
-
-def hpv_cache(root: str | Path | None, plan: BoxPlan) -> PreprocessingCache:
-    """The preprocessing cache of Task 3 network inputs: Task 2's box entries, under a folder of their own (the Task 2
-    and Task 3 folders hold copies of the same patients' files, whose modification times differ: one shared folder
-    would rebuild each entry whenever the other task ran)."""
-    return PreprocessingCache(Path(root or DEFAULT_CACHE), plan, box_entry, variant=TASK.name)
-
-
-def load_hpv_cohort(
-    root: str | Path,
-    plan: BoxPlan | None = None,
-    *,
-    with_images: bool = True,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    workers: int | None = None,
-    suv_table: SuvTable | None = None,
-) -> HPVCohort:
-    """A cohort from a HECKTOR Task 3 folder (``<root>/Task 3/<PID>/...`` and its CSV); patients of unknown status
-    are left out (their images are not preprocessed).
-
-    Args:
-        root: the HECKTOR folder (or its ``Task 3`` folder).
-        plan: preprocessing plan (default ``BoxPlan()``: 96^3).
-        with_images: preprocess the images (fusion and imaging modes) through the cache (:func:`hpv_cache`).
-        cache_dir: cache root (default ``$HECKTOR_CACHE`` or ``~/.cache/hecktor``).
-        progress: tqdm bar over the cases to preprocess.
-        workers: processes preprocessing side by side (0: this process; ``None``: all cores).
-        suv_table: the PETs it lists in Bq/ml are read as exact SUV (:mod:`hecktor.suv_table`).
-    """
-    plan = plan or BoxPlan()
-    cohort = _cohort_from_rows(read_training_table(root, TASK.number), str(root))
-    cohort.plan = plan
-    if not with_images:
-        return cohort
-    cases = {case.patient_id: case for case in list_training_cases(root, TASK.number, suv_table=suv_table)}
-    cohort.images = crossval.load_cached_images(hpv_cache(cache_dir, plan), cases, cohort.patient_ids, plan,
-                                                progress=progress, workers=workers)
-    return cohort
 
 
 # ---------------------------------------------------------------------------------------------------------- scores

@@ -16,8 +16,9 @@ from hecktor.diagnosis import HPVPredictor
 from hecktor.errors import InputError
 from hecktor.plan import BoxPlan
 from hecktor.training.crossval import json_safe
-from hecktor.training.hpv import NETWORK_PRESETS, TARGET, TASK, HPVTrainingConfig, export_hpv_bundle, hpv_status, \
-    safe_auc, safe_balanced_accuracy, train_hpv
+from hecktor.training.hpv import NETWORK_PRESETS, HPVTrainingConfig, export_hpv_bundle, safe_auc, \
+    safe_balanced_accuracy, train_hpv
+from hecktor.training.hpv_cohort import TARGET, TASK, hpv_status
 
 __all__ = ["score_held_out", "demo_hpv"]
 
