@@ -45,7 +45,7 @@ from hecktor.fold_ensemble import EnsembleFold, FoldEnsemble, SegmentationSettin
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import BaselineSurvival, ensemble_rfs_time
 from hecktor.segment import Segmenter, blank_mask
-from hecktor.staging import AJCC_CUTOFFS, N_STAGES, STAGERS, STAGING_FEATURES, T_STAGES, StageClassifier, \
+from hecktor.staging import AJCC_CUTOFFS, FEATURE_VERSIONS, N_STAGES, STAGERS, T_STAGES, StageClassifier, \
     StagingCutoffs, StagingMeasurements, measure_staging, stage_by_rules, staging_features
 from hecktor.prognosis import RiskHead
 from hecktor.survival_models import survival_model_from_dict
@@ -135,15 +135,19 @@ class Hecktor2026Head(RiskHead):
     def __post_init__(self) -> None:
         if self.staging_inputs not in STAGING_INPUTS:
             raise ValueError(f"staging_inputs must be one of {STAGING_INPUTS}, got {self.staging_inputs!r}")
+        if self.t_stage.features_version != self.n_stage.features_version:
+            raise ValueError("the T and N stagers of a fold must take the same staging features version")
 
     def staging_width(self, n_fold_features: int) -> int:
         """The width of the stagers' input for a fold making ``n_fold_features`` features."""
-        return len(STAGING_FEATURES) + (n_fold_features if self.staging_inputs == "all" else 0)
+        return len(FEATURE_VERSIONS[self.t_stage.features_version]) + \
+            (n_fold_features if self.staging_inputs == "all" else 0)
 
     def stage_probabilities(self, features: np.ndarray, measurements: StagingMeasurements) -> tuple[np.ndarray,
                                                                                                      np.ndarray]:
-        """P(T1..T4) and P(N0..N3) of one case's fold features ``(1, p)`` and measurements."""
-        joined = staging_features(measurements)[None, :]
+        """P(T1..T4) and P(N0..N3) of one case's fold features ``(1, p)`` and measurements (in the staging features'
+        version the stagers were trained on: a bundle exported before version 2 stages as it did)."""
+        joined = staging_features(measurements, self.t_stage.features_version)[None, :]
         if self.staging_inputs == "all":
             joined = np.concatenate([features, joined], axis=1)
         return (self.t_stage.probabilities_over(joined, T_STAGES)[0],
@@ -322,6 +326,9 @@ class Hecktor2026Predictor(FoldEnsemble):
                                                   source=str(bundle.file(record["baseline"])))
             t_stage, n_stage = (StageClassifier.from_dict(bundle.load_json(record[key]), str(bundle.file(record[key])))
                                 for key in ("t_stage", "n_stage"))
+            if t_stage.features_version != n_stage.features_version:
+                raise BundleError(f"{bundle.file(record['t_stage'])}: fold {k}'s T and N stagers take different "
+                                  f"staging features versions; {_FIX}")
             head = Hecktor2026Head(survival, baseline, t_stage, n_stage, inputs)
             fold = EnsembleFold(head, None, encoder, record.get("cindex"), scaler)
             width = head.staging_width(fold.n_features)

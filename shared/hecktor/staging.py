@@ -15,9 +15,8 @@ carcinoma in situ) are not stages the challenge scores and read as missing too.
 * the nodes: connected components of GTVn (26-connectivity, as :func:`hecktor.biomarkers.compute_biomarkers`), those
   under :data:`~hecktor.biomarkers.MIN_NODE_ML` ignored; each node's greatest diameter as the primary's;
 * the bone against the primary: the volume of CT voxels >= 300 HU within 2 mm outside it (a primary growing into the
-  mandible, T4a, has bone against it): the rules' T4 (below). As a separate input of the learned stager it lowered
-  its T balanced accuracy on the 48-case demo run from 0.691 to 0.524 (two T4 patients to learn from), so the
-  learned stager sees it only through the rules' answer (:func:`staging_features`);
+  mandible, T4a, has bone against it): the rules' T4 (below), and an input of the learned stager
+  (:func:`staging_features`);
 * each node's side: the patient's left-right axis is physical x in LPS (the image direction is honoured because
   SimpleITK's centroids are physical points). A node is ipsilateral when it lies on the same side of the body's
   midline as the primary's centroid, contralateral otherwise. The midline is the centroid of the body in the CT
@@ -34,11 +33,11 @@ only where the neighbour is bone (the mandible: T4a); N: no node N0, any node > 
 segmenter's out-of-fold masks (a factor on the diameter cuts, a bone cut), for masks that draw lesions smaller or
 larger than the clinician saw them.
 
-**Learned stager** (:class:`StageClassifier`): a multinomial logistic regression (scikit-learn) per fold, on the
-fold's features (the encoded record and the scaled biomarkers of the predicted mask) joined to
-:func:`staging_features` of the measurements; it is stored as JSON (coefficients, intercepts, classes, feature
-scaling), never pickled. Which stager answers each stage is chosen by cross-validation at training time
-(:mod:`hecktor.training.hecktor2026`) and kept in the bundle.
+**Learned stager** (:class:`StageClassifier`): a multinomial logistic regression (scikit-learn) per fold, on
+:func:`staging_features` of the measurements (after the fold's features, the encoded record and the scaled
+biomarkers, with ``--stager-inputs all``); it is stored as JSON (coefficients, intercepts, classes, feature scaling,
+the version of its features), never pickled. Which stager answers each stage is chosen by cross-validation at
+training time (:mod:`hecktor.training.hecktor2026`) and kept in the bundle.
 """
 
 from __future__ import annotations
@@ -58,10 +57,10 @@ from hecktor.errors import BundleError, InputError
 from hecktor.labels import GTVN, GTVP
 from hecktor.localization import BODY_HU
 
-__all__ = ["AJCC_CUTOFFS", "T_STAGES", "N_STAGES", "STAGERS", "STAGING_FEATURES", "T4_BONE_CONTACT_ML",
-           "StagingCutoffs", "StagingMeasurements", "StageClassifier", "fit_cutoffs", "measure_staging",
-           "n_stage_by_rules", "parse_n_stage", "parse_t_stage", "stage_by_rules", "staging_features",
-           "t_stage_by_rules"]
+__all__ = ["AJCC_CUTOFFS", "T_STAGES", "N_STAGES", "STAGERS", "STAGING_FEATURES", "FEATURE_VERSIONS",
+           "T4_BONE_CONTACT_ML", "StagingCutoffs", "StagingMeasurements", "StageClassifier", "fit_cutoffs",
+           "measure_staging", "n_stage_by_rules", "parse_n_stage", "parse_t_stage", "stage_by_rules",
+           "staging_features", "t_stage_by_rules"]
 
 T_STAGES = ("T1", "T2", "T3", "T4")
 N_STAGES = ("N0", "N1", "N2", "N3")
@@ -357,18 +356,37 @@ def fit_cutoffs(measurements: Sequence[StagingMeasurements], t_stages: Sequence[
                           N2_MAX_MM * n_best)
 
 
-STAGING_FEATURES = ("primary_diameter_mm", "n_nodes", "largest_node_mm", "contralateral_nodes", "rule_t", "rule_n")
-"""The measurements the learned stager adds to a fold's features, in :func:`staging_features`'s order."""
+STAGING_FEATURES = ("primary_diameter_mm", "bone_contact_ml", "n_nodes", "largest_node_mm", "contralateral_nodes",
+                    *(f"rules_{stage}" for stage in ("T1", "T2", "T3", "T4", "N0", "N1", "N2", "N3")))
+"""The learned stager's inputs, in :func:`staging_features`'s order: what the rules measure, and the rules' answers."""
+STAGING_FEATURES_V1 = ("primary_diameter_mm", "n_nodes", "largest_node_mm", "contralateral_nodes", "rule_t", "rule_n")
+"""The inputs of the stage classifiers of bundles exported before 2026-12-07 (features version 1), kept so those
+bundles stage as they did."""
+FEATURE_VERSIONS = {1: STAGING_FEATURES_V1, 2: STAGING_FEATURES}
+"""The learned stager's inputs by features version (:attr:`StageClassifier.features_version`)."""
 
 
-def staging_features(measurements: StagingMeasurements) -> np.ndarray:
-    """The measurements as features ``(len(STAGING_FEATURES),)``: diameters in centimetres, counts, and the rules'
-    own answers as ordinal numbers (T1 = 1 .. T4 = 4, N0 = 0 .. N3 = 3), so the learned stager starts from the
-    rules and learns where they go wrong."""
+def staging_features(measurements: StagingMeasurements, version: int = 2) -> np.ndarray:
+    """The measurements as features ``(len(FEATURE_VERSIONS[version]),)``: diameters in centimetres,
+    ``log(1 + ml)`` of the bone against the primary, node counts, and AJCC's rules' T and N stage one-hot, so the
+    learned stager starts from the rules and learns where they go wrong.
+
+    The bone is an input of its own because it alone makes T4. Version 1 (the bundles before it) had no bone and the
+    rules' answers as ordinal numbers (T1 = 1 .. T4 = 4, N0 = 0 .. N3 = 3). With those the learned T stager stayed
+    below the rules on the 300-case benchmark: 0.746, 0.743 and 0.728 balanced accuracy over three fold seeds against
+    the rules' 0.780; with these 0.791, 0.801, 0.792 (``docs/how-to/hecktor2026.md``, "Measured").
+    """
     t_rule, n_rule = stage_by_rules(measurements)
-    return np.asarray([measurements.primary_diameter_mm / 10.0, measurements.n_nodes,
-                       measurements.largest_node_mm / 10.0, measurements.contralateral_nodes,
-                       T_STAGES.index(t_rule) + 1, N_STAGES.index(n_rule)], dtype=np.float64)
+    if version == 1:
+        return np.asarray([measurements.primary_diameter_mm / 10.0, measurements.n_nodes,
+                           measurements.largest_node_mm / 10.0, measurements.contralateral_nodes,
+                           T_STAGES.index(t_rule) + 1, N_STAGES.index(n_rule)], dtype=np.float64)
+    if version != 2:
+        raise ValueError(f"staging features version must be one of {sorted(FEATURE_VERSIONS)}, got {version!r}")
+    rules = [float(t_rule == stage) for stage in T_STAGES] + [float(n_rule == stage) for stage in N_STAGES]
+    return np.asarray([measurements.primary_diameter_mm / 10.0, math.log1p(measurements.bone_contact_ml),
+                       measurements.n_nodes, measurements.largest_node_mm / 10.0, measurements.contralateral_nodes,
+                       *rules], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------ learned stager
@@ -385,6 +403,8 @@ class StageClassifier:
         coef: ``(n_classes, n_features)``; with two classes scikit-learn's single row is stored as ``(-w, w)``.
         intercept: ``(n_classes,)``.
         mean, scale: the training features' mean and standard deviation (constant features: scale 1).
+        features_version: which :func:`staging_features` it takes (:data:`FEATURE_VERSIONS`): 2, or 1 in bundles
+            exported before 2026-12-07 (their JSON has no ``features_version``).
     """
 
     classes: tuple[str, ...]
@@ -392,6 +412,7 @@ class StageClassifier:
     intercept: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
+    features_version: int = 2
 
     @property
     def n_features(self) -> int:
@@ -438,7 +459,7 @@ class StageClassifier:
     def to_dict(self) -> dict[str, Any]:
         return {"format": _CLASSIFIER_FORMAT, "format_version": 1, "classes": list(self.classes),
                 "coef": self.coef.tolist(), "intercept": self.intercept.tolist(), "mean": self.mean.tolist(),
-                "scale": self.scale.tolist()}
+                "scale": self.scale.tolist(), "features_version": self.features_version}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "stage classifier") -> "StageClassifier":
@@ -446,6 +467,10 @@ class StageClassifier:
         if not isinstance(data, Mapping) or data.get("format") != _CLASSIFIER_FORMAT or \
                 data.get("format_version") != 1:
             raise BundleError(f"{source} is not a saved stage classifier ({_CLASSIFIER_FORMAT} v1); {_FIX}")
+        version = data.get("features_version", 1)  # absent: exported before the version was written
+        if isinstance(version, bool) or version not in FEATURE_VERSIONS:
+            raise BundleError(f"{source}: features_version must be one of {sorted(FEATURE_VERSIONS)}, got "
+                              f"{version!r}; {_FIX}")
         try:
             classes = tuple(str(c) for c in data["classes"])
             coef = np.asarray(data["coef"], dtype=np.float64)
@@ -460,4 +485,4 @@ class StageClassifier:
                 mean.shape != (coef.shape[1],) or scale.shape != mean.shape or np.any(scale <= 0) or \
                 not all(np.all(np.isfinite(a)) for a in (coef, intercept, mean, scale)):
             raise BundleError(f"{source}: classes, coefficients, intercepts and scaling do not fit together; {_FIX}")
-        return cls(classes, coef, intercept, mean, scale)
+        return cls(classes, coef, intercept, mean, scale, int(version))

@@ -4,14 +4,17 @@ trip."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from helpers.phantoms import DIRECTIONS, blank_image, paint
 from hecktor.errors import BundleError
-from hecktor.staging import AJCC_CUTOFFS, StageClassifier, StagingCutoffs, StagingMeasurements, fit_cutoffs, \
-    measure_staging, n_stage_by_rules, parse_n_stage, parse_t_stage, stage_by_rules, t_stage_by_rules
+from hecktor.staging import AJCC_CUTOFFS, FEATURE_VERSIONS, N_STAGES, STAGING_FEATURES, T_STAGES, StageClassifier, \
+    StagingCutoffs, StagingMeasurements, fit_cutoffs, measure_staging, n_stage_by_rules, parse_n_stage, \
+    parse_t_stage, stage_by_rules, staging_features, t_stage_by_rules
 
 
 @pytest.mark.parametrize("cell, stage", [("T1", "T1"), ("T4a", "T4"), ("t4b", "T4"), (" cT2 ", "T2"), (3, "T3"),
@@ -132,6 +135,54 @@ def _staged_patients(n: int = 120, seed: int = 0) -> tuple[list[StagingMeasureme
             tuple("ipsilateral" for _ in range(k)), float(rng.choice([0.0, 0.0, 0.0, 2.5]))))
     stages = [stage_by_rules(m) for m in measurements]
     return measurements, [t for t, _ in stages], [n_ for _, n_ in stages]
+
+
+def test_staging_features_hold_the_bone_and_the_rules_answers() -> None:
+    features = staging_features(StagingMeasurements(45.0, (32.0, 12.0), ("ipsilateral", "contralateral"), 1.5))
+    assert features.shape == (len(STAGING_FEATURES),)
+    named = dict(zip(STAGING_FEATURES, features))
+    assert named["primary_diameter_mm"] == 4.5 and named["largest_node_mm"] == 3.2
+    assert named["bone_contact_ml"] == pytest.approx(np.log(2.5))
+    assert (named["n_nodes"], named["contralateral_nodes"]) == (2, 1)
+    assert [named[f"rules_{s}"] for s in T_STAGES] == [0, 0, 0, 1]  # 1.5 ml of bone: T4
+    assert [named[f"rules_{s}"] for s in N_STAGES] == [0, 0, 1, 0]  # a contralateral node: N2
+
+
+def test_learned_stager_finds_t4_where_the_masks_touch_less_bone() -> None:
+    """Masks that reach less far into the bone (2.5 ml against a true T4 primary measured as 0.4 ml, under the rules'
+    cut): the rules call those T4 patients T2/T3; the learned stager, which sees the bone itself, finds them, and
+    stages N as the rules do."""
+    def measured(patients):
+        return [dataclasses.replace(m, bone_contact_ml=m.bone_contact_ml * 0.16) for m in patients]
+
+    train, t_train, n_train = _staged_patients(240, seed=1)
+    test, t_test, n_test = _staged_patients(120, seed=2)
+    train, test = measured(train), measured(test)
+    assert t_test.count("T4") >= 10 and not any(t_stage_by_rules(m) == "T4" for m in test)
+    for stages_train, stages_test, order in ((t_train, t_test, T_STAGES), (n_train, n_test, N_STAGES)):
+        classifier = StageClassifier.fit(np.stack([staging_features(m) for m in train]), stages_train)
+        probabilities = classifier.probabilities_over(np.stack([staging_features(m) for m in test]), order)
+        predicted = np.asarray([order[j] for j in probabilities.argmax(axis=1)])
+        assert np.mean(predicted == np.asarray(stages_test)) >= 0.95
+        if order == T_STAGES:
+            assert np.mean(predicted[np.asarray(stages_test) == "T4"] == "T4") >= 0.9
+
+
+def test_stage_classifiers_keep_the_features_version_they_were_trained_on() -> None:
+    """A classifier written without ``features_version`` (exported before it existed) takes version 1's six features;
+    one written now says version 2; an unknown version is refused."""
+    measurements = StagingMeasurements(45.0, (32.0,), ("ipsilateral",), 1.5)
+    assert staging_features(measurements, 1).tolist() == [4.5, 1, 3.2, 0, 4, 2]  # T4 (bone) and N2 (32 mm), ordinal
+    assert len(staging_features(measurements)) == len(FEATURE_VERSIONS[2]) == len(STAGING_FEATURES)
+    x = np.random.default_rng(0).normal(size=(20, len(STAGING_FEATURES)))
+    saved = StageClassifier.fit(x, ["T2"] * 10 + ["T3"] * 10).to_dict()
+    assert saved["features_version"] == 2 and StageClassifier.from_dict(saved).features_version == 2
+    before = {k: v for k, v in saved.items() if k != "features_version"}
+    assert StageClassifier.from_dict(before).features_version == 1
+    with pytest.raises(BundleError, match="features_version must be one of"):
+        StageClassifier.from_dict({**saved, "features_version": 3}, "fold_0_t_stage.json")
+    with pytest.raises(ValueError, match="version must be one of"):
+        staging_features(measurements, 3)
 
 
 def test_cutoffs_fitted_to_true_masks_are_ajccs() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -19,8 +20,8 @@ from hecktor.metrics import concordance_index
 from hecktor.plan import BoxPlan
 from hecktor.rfs_time import ensemble_rfs_time
 from hecktor.segment import Segmenter
-from hecktor.staging import N_STAGES, STAGERS, T_STAGES, StagingCutoffs, StagingMeasurements, measure_staging, \
-    stage_by_rules
+from hecktor.staging import FEATURE_VERSIONS, N_STAGES, STAGERS, T_STAGES, StageClassifier, StagingCutoffs, \
+    StagingMeasurements, measure_staging, stage_by_rules, staging_features
 from hecktor.training.hecktor2026 import Hecktor2026Config, StagingCohort, cross_validate, stage_metrics
 from helpers.paths import FIXTURE_BUNDLES
 from helpers.phantoms import head_phantom
@@ -161,6 +162,42 @@ def test_fitted_cutoffs_travel_in_the_bundle_and_stage_the_case(trained, tmp_pat
     answer = loaded.predict_case(CaseInput(ct, pet, dict(EHR), None, None), segmentation=mask)
     assert (answer.t_stage, answer.n_stage) == ("T1", stage_by_rules(measurements)[1])
     assert loaded.last_report.stagers == {"T": "fitted", "N": "rules"}
+
+
+def test_a_bundle_of_the_first_staging_features_stages_as_it_did(trained, tmp_path, monkeypatch) -> None:
+    """Bundles exported before the bone joined the learned stager's inputs hold stage classifiers of 6 features
+    (features version 1, no ``features_version`` in their JSON): they keep loading and stage on those features."""
+    cohort, result = trained
+    old = np.stack([staging_features(m, 1) for m in cohort.measurements])
+    folds = []
+    for outcome in result.folds:
+        train = [i for i in outcome.train_idx if cohort.n_stages[i] is not None]
+        t_stage = dataclasses.replace(StageClassifier.fit(old[outcome.train_idx], [cohort.t_stages[i] for i in
+                                                                                   outcome.train_idx]),
+                                      features_version=1)
+        n_stage = dataclasses.replace(StageClassifier.fit(old[train], [cohort.n_stages[i] for i in train]),
+                                      features_version=1)
+        head = dataclasses.replace(outcome.fold.head, t_stage=t_stage, n_stage=n_stage)
+        folds.append(dataclasses.replace(outcome.fold, head=head))
+    predictor = Hecktor2026Predictor(folds, result.predictor.weights, BoxPlan(), {"T": "learned", "N": "learned"},
+                                     device="cpu", segmentation=str(TASK1_FIXTURE))
+    written = StageClassifier.to_dict
+    monkeypatch.setattr(StageClassifier, "to_dict", lambda self: {k: v for k, v in written(self).items()
+                                                                  if k != "features_version"})
+    bundle = predictor.to_bundle(tmp_path / "bundle")
+    assert "features_version" not in json.loads(next(bundle.glob("*t_stage*.json")).read_text())
+    loaded = Hecktor2026Predictor.from_bundle(bundle, device="cpu")
+    assert {f.head.t_stage.features_version for f in loaded.folds} == {1}
+    assert loaded.folds[0].head.t_stage.n_features == len(FEATURE_VERSIONS[1]) == 6
+    ct, pet, _, _ = head_phantom()
+    mask = Segmenter.from_bundle(TASK1_FIXTURE, device="cpu").predict(ct, pet, tta=False)
+    answer = loaded.predict_case(CaseInput(ct, pet, dict(EHR), None, None), segmentation=mask)
+    features = staging_features(measure_staging(mask, ct), 1)[None, :]
+    used = sorted(loaded.last_fold_scores)
+    weights = loaded._weights_of(used)
+    t_prob = sum(w * folds[k].head.t_stage.probabilities_over(features, T_STAGES)[0] for w, k in zip(weights, used))
+    n_prob = sum(w * folds[k].head.n_stage.probabilities_over(features, N_STAGES)[0] for w, k in zip(weights, used))
+    assert (answer.t_stage, answer.n_stage) == (T_STAGES[int(np.argmax(t_prob))], N_STAGES[int(np.argmax(n_prob))])
 
 
 def test_export_command_copies_the_run_bundle_and_refuses_to_overwrite(trained, tmp_path, capsys) -> None:
