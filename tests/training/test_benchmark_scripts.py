@@ -190,3 +190,25 @@ def test_segmentation_reports_keep_every_runs_copy(tmp_path):
     assert json.loads(first.with_suffix(".json").read_text()) == [{"name": "A"}]
     assert (tmp_path / "bench_segmentation.md").read_text() == "second report\n"
     assert json.loads((tmp_path / "bench_segmentation.json").read_text()) == [{"name": "B"}]
+
+
+def test_held_out_noise_benchmark_prints_the_model_and_the_oracle_over_held_out_sets(tmp_path, capsys):
+    from hecktor.synthetic import generate_cohort
+
+    generate_cohort(tmp_path / "cohort", cases=24, seed=3, size="small")
+    bench = _load("bench_held_out_noise")
+    args = ["--data", str(tmp_path / "cohort"), "--true-masks", "--train", "12", "--held-out", "8", "--draws", "2",
+            "--sets", "5", "--target", "0.5"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 draws of 12 training patients, 5 held-out sets of 8 per draw" in out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in out.splitlines()
+            if line.startswith(("| model", "| true"))}
+    assert list(rows) == ["model, on the 12 patients not drawn", "model, on 8 of them",
+                          "true log-hazard, on the same 8"]
+    for mean_sd, _, share in rows.values():
+        mean, sd = (float(v) for v in mean_sd.split("±"))
+        assert 0.0 <= mean <= 1.0 and sd >= 0.0 and 0.0 <= float(share) <= 1.0
+    assert float(rows["true log-hazard, on the same 8"][0].split("±")[0]) > 0.6
+    assert bench.main([*args[:5], "--held-out", "13"]) == 2
+    assert "need more" in capsys.readouterr().err
