@@ -428,7 +428,7 @@ def test_demo_measures_each_container_run_on_its_own(tmp_path):
 def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(tmp_path):
     """Balanced accuracy from the written booleans, AUC from the probability each container logged, over the patients
     of known status only; the oracle from the true P(HPV+)."""
-    import demo
+    import demo_scores
 
     cases = [("A", 1, True, 0.9, 0.8), ("B", 1, False, 0.4, 0.6), ("C", 0, False, 0.2, 0.3), ("D", 0, True, 0.7, 0.5),
              ("E", None, True, 0.99, 0.9)]
@@ -440,7 +440,7 @@ def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(
         (tmp_path / "outputs" / "task3" / f"{pid}.log").write_text(
             f"INFO task3_container: wrote x: P(HPV+) {logged:.3f}, threshold 0.500: ...\n")
         held_out.append({"patient_id": pid, "hpv_status": status, "hpv_probability": truth})
-    scores = demo.score_hpv(tmp_path, held_out)
+    scores = demo_scores.score_hpv(tmp_path, held_out)
     assert scores["hpv_n"] == 4 and scores["hpv_n_positive"] == 2
     assert scores["hpv_balanced_accuracy"] == pytest.approx(0.5)  # A right, B wrong; C right, D wrong
     assert scores["hpv_auc"] == pytest.approx(0.75)  # positives 0.9, 0.4 against negatives 0.2, 0.7: 3 of 4 pairs
@@ -450,7 +450,7 @@ def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(
 
 def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apart(tmp_path):
     """The patients predicted in-process count in the held-out scores (hpv_n, cindex_n) and are reported apart."""
-    import demo
+    import demo_scores
 
     held_out = []
     for pid, status, predicted, logged in (("A", 1, True, 0.9), ("B", 1, False, 0.4), ("C", 0, False, 0.2),
@@ -464,7 +464,7 @@ def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apa
               "hpv_probability_predicted": 0.8},
              {"patient_id": "G", "hpv_status": 0, "hpv_probability": 0.5, "hpv_predicted": False,
               "hpv_probability_predicted": 0.1}]
-    scores = demo.score_hpv(tmp_path, held_out, extra)
+    scores = demo_scores.score_hpv(tmp_path, held_out, extra)
     assert (scores["hpv_n"], scores["hpv_n_containers"], scores["hpv_n_in_process"]) == (6, 4, 2)
     assert scores["hpv_balanced_accuracy"] == pytest.approx(2 / 3)  # 2 of 3 positives, 2 of 3 negatives right
     assert scores["hpv_balanced_accuracy_containers"] == pytest.approx(0.5)
@@ -478,7 +478,7 @@ def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apa
     cases = [{"patient_id": pid, "rfs_days": days, "relapse": event, "true_log_hazard": risk}
              for pid, days, event, risk in survival]
     more = [{"patient_id": "X", "rfs_days": 200.0, "relapse": 1, "true_log_hazard": 0.0, "risk": 0.1}]
-    scores = demo.score_prognosis(tmp_path, cases, more)
+    scores = demo_scores.score_prognosis(tmp_path, cases, more)
     assert (scores["cindex_n"], scores["cindex_n_containers"], scores["cindex_n_in_process"]) == (4, 3, 1)
     assert scores["cindex_containers"] == pytest.approx(1.0)
     # pairs: A<B, A<X, A<C, X<B, X<C, B<C by time with an event first: X's low risk breaks X<B and X<C
@@ -489,7 +489,7 @@ def test_demo_scores_task1_on_the_containers_masks_and_apart_on_the_in_process_o
     """Task 1's held-out Dice: the Task 1 container's masks under ``segmentation``, the shared in-process
     segmentations of the extra patients under ``segmentation_in_process``; an extra patient without a mask (a case
     the predictors could not segment) scores as an empty prediction."""
-    import demo
+    import demo_scores
 
     def label(box_end: int) -> sitk.Image:
         array = np.zeros((8, 8, 8), dtype=np.uint8)
@@ -503,17 +503,18 @@ def test_demo_scores_task1_on_the_containers_masks_and_apart_on_the_in_process_o
         sitk.WriteImage(image, str(path))
 
     write(label(6), tmp_path / "held_out" / "labels" / "A.nii.gz")
-    write(label(6), demo._output(tmp_path, 1, "A"))  # perfect
+    write(label(6), demo_scores.output_path(tmp_path, 1, "A"))  # perfect
     write(label(6), tmp_path / "held_out_extra" / "labels" / "X.nii.gz")
-    write(label(4), demo._in_process_mask(tmp_path, "held_out_extra", "X"))  # half of the 4x4x4 box: Dice 2/3
+    write(label(4), demo_scores.in_process_mask(tmp_path, "held_out_extra", "X"))  # half of the 4x4x4 box: Dice 2/3
     write(label(6), tmp_path / "held_out_extra" / "labels" / "Y.nii.gz")  # no mask written
-    scores = demo.score_segmentation(tmp_path, [{"patient_id": "A"}], [{"patient_id": "X"}, {"patient_id": "Y"}])
+    scores = demo_scores.score_segmentation(tmp_path, [{"patient_id": "A"}],
+                                            [{"patient_id": "X"}, {"patient_id": "Y"}])
     assert scores["segmentation"]["n_cases"] == 1 and scores["segmentation"]["GTVp"]["dice_mean"] == pytest.approx(1)
     extra = scores["segmentation_in_process"]
     assert extra["n_cases"] == 2
     assert extra["GTVp"]["dice_mean"] == pytest.approx((2 / 3 + 0.0) / 2)
-    assert demo.score_segmentation(tmp_path, [{"patient_id": "A"}]).keys() == {"segmentation", "per_case"}
+    assert demo_scores.score_segmentation(tmp_path, [{"patient_id": "A"}]).keys() == {"segmentation", "per_case"}
     # An older run, rescored: it kept no in-process masks, so there is nothing to score (not 36 empty masks).
     shutil.rmtree(tmp_path / "held_out_extra" / "segmentations")
-    assert "segmentation_in_process" not in demo.score_segmentation(tmp_path, [{"patient_id": "A"}],
-                                                                   [{"patient_id": "X"}])
+    assert "segmentation_in_process" not in demo_scores.score_segmentation(tmp_path, [{"patient_id": "A"}],
+                                                                          [{"patient_id": "X"}])

@@ -148,9 +148,9 @@ def test_evaluate_refuses_a_bad_or_extra_row_in_one_line(labelled, row, message,
 
 
 def test_the_demo_scores_the_containers_four_outputs(tmp_path):
-    """training/demo.py's HECKTOR 2026 scores: the stages and times the container wrote, against the recorded
+    """training/demo_scores.py's HECKTOR 2026 scores: the stages and times the container wrote, against the recorded
     stages (an unknown one not scored) and the survival, the mask against the label."""
-    import demo
+    import demo_scores
 
     held_out = []
     for pid, t_stage, n_stage, rfs, relapse, answer in [
@@ -166,7 +166,7 @@ def test_the_demo_scores_the_containers_four_outputs(tmp_path):
         sitk.WriteImage(_label(), str(tmp_path / "held_out" / "labels" / f"{pid}.nii.gz"))
         held_out.append({"patient_id": pid, "t_stage": t_stage, "n_stage": n_stage, "rfs_days": rfs,
                          "relapse": relapse})
-    scores = demo.score_hecktor2026(tmp_path, held_out)
+    scores = demo_scores.score_hecktor2026(tmp_path, held_out)
     assert scores["t_stage_balanced_accuracy"] == 0.75  # T2: A right, C wrong; T3: B right; D unknown
     assert scores["t_stage_recall"] == {"T1": None, "T2": 0.5, "T3": 1.0, "T4": None}
     assert scores["n_stage_balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)  # N2: B wrong, D right
@@ -177,7 +177,7 @@ def test_the_demo_scores_the_containers_four_outputs(tmp_path):
     # Patients predicted in-process count in the stage and time scores, and are reported apart; not in the Dice.
     extra = [{"patient_id": "E", "t_stage": "T3", "n_stage": "N0", "rfs_days": 50.0, "relapse": 1,
               "t_stage_predicted": "T2", "n_stage_predicted": "N0", "rfs_days_predicted": 1000.0}]
-    scores = demo.score_hecktor2026(tmp_path, held_out, extra)
+    scores = demo_scores.score_hecktor2026(tmp_path, held_out, extra)
     assert scores["hecktor2026_n"] == 5 and scores["hecktor2026_dice_n"] == 4 and scores["t_stage_n"] == 4
     assert scores["t_stage_balanced_accuracy_containers"] == 0.75 and scores["t_stage_n_in_process"] == 1
     assert scores["t_stage_balanced_accuracy"] == pytest.approx((0.5 + 0.5) / 2)  # T3: B right, E wrong
