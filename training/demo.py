@@ -41,7 +41,8 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
    in-process ones: 36 patients within the demo's time.
 7. :func:`score` (the rules of :mod:`demo_scores`): Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``) of
    the Task 1 container's masks and, apart, of the in-process shared segmentations; the held-out C-index and the HPV
-   balanced accuracy, each beside its oracle (the synthetic cohort's true hazard and P(HPV+)).
+   balanced accuracy, each beside its oracle (the synthetic cohort's true hazard and P(HPV+)) and, with the 2026
+   scores, its bootstrap 95 % interval over the held-out patients.
 8. :func:`demo_report.write_report`: ``report.md`` with overlays and a Kaplan-Meier plot.
 """
 

@@ -1,16 +1,21 @@
 """How the demo scores its held-out patients (:data:`demo.SCORERS`, one rule per task): the container outputs of the
 ``held_out`` patients and the in-process answers of the ``held_out_extra`` ones, together (the keys of
 ``demo_output/results.json``'s ``scores``) and apart (``<key>_containers``, ``<key>_in_process``), each score beside
-the synthetic cohort's oracle where it has one."""
+the synthetic cohort's oracle where it has one, and the scores of Tasks 2, 3 and 2026 on all the held-out patients
+with their bootstrap 95 % interval (``<key>_ci95``): on three dozen patients one patient moves a C-index or a balanced
+accuracy by several points, and the interval says how far (docs/results/benchmarks.md, "What a 36-patient held-out
+score can say")."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import SimpleITK as sitk
 
 from hecktor.errors import InputError
@@ -74,10 +79,40 @@ def _or_nan(score, *args: Any) -> float:
         return float("nan")
 
 
+INTERVAL_KEYS = ("cindex", "hpv_balanced_accuracy", "hpv_auc", "t_stage_balanced_accuracy",
+                 "n_stage_balanced_accuracy", "rfs_time_cindex")
+"""The held-out scores given with a bootstrap 95 % interval (``<key>_ci95``)."""
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def interval95(scores_of, cases: list[dict[str, Any]], keys: Sequence[str], *,
+               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, list[float]]:
+    """The percentile bootstrap's 95 % interval of each score of ``keys``: ``scores_of`` on ``resamples`` sets of
+    the patients drawn with replacement (a draw where a score is undefined, one class only, does not count),
+    ``{"<key>_ci95": [low, high]}``; NaN where no draw defines it."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {key: [] for key in keys}
+    for _ in range(resamples):
+        # A draw may hold no comparable pair (a division by zero: undefined, left out) or a single stage
+        # (scikit-learn warns); the scores on the patients themselves, computed apart, keep their warnings.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = scores_of([cases[i] for i in rng.integers(0, len(cases), len(cases))])
+        for key in keys:
+            value = scores.get(key)
+            if value is not None and math.isfinite(value):
+                draws[key].append(float(value))
+    return {f"{key}_ci95": [float(v) for v in np.percentile(values, [2.5, 97.5])] if values
+            else [float("nan"), float("nan")] for key, values in draws.items()}
+
+
 def _apart(scores_of, containers: list[dict[str, Any]], extra: list[dict[str, Any]]) -> dict[str, Any]:
-    """Scores of all the held-out patients (the keys as they are), and of the container runs and the in-process
-    patients apart (``<key>_containers``, ``<key>_in_process``)."""
-    scores = scores_of(containers + extra)
+    """Scores of all the held-out patients (the keys as they are) with the bootstrap interval of those of
+    :data:`INTERVAL_KEYS` (:func:`interval95`), and of the container runs and the in-process patients apart
+    (``<key>_containers``, ``<key>_in_process``)."""
+    cases = containers + extra
+    scores = scores_of(cases)
+    scores.update(interval95(scores_of, cases, [key for key in INTERVAL_KEYS if key in scores]))
     for suffix, part in (("containers", containers), ("in_process", extra)):
         if part:
             scores.update({f"{key}_{suffix}": value for key, value in scores_of(part).items()})

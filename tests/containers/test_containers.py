@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -470,6 +471,8 @@ def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apa
     assert scores["hpv_balanced_accuracy_containers"] == pytest.approx(0.5)
     assert scores["hpv_balanced_accuracy_in_process"] == pytest.approx(1.0)
     assert scores["hpv_auc"] == pytest.approx(8 / 9)  # 0.9 and 0.8 above all three negatives, 0.4 above two
+    low, high = scores["hpv_balanced_accuracy_ci95"]  # the bootstrap over the 6 patients (interval95)
+    assert 0.0 <= low <= scores["hpv_balanced_accuracy"] <= high <= 1.0
     # Task 2: the risks written by the containers and those predicted in-process, in one C-index.
     survival = [("A", 100.0, 1, 2.0), ("B", 300.0, 1, 1.0), ("C", 500.0, 0, 0.5)]
     for pid, _, _, risk in survival:
@@ -483,6 +486,27 @@ def test_demo_scores_the_extra_held_out_patients_with_the_container_runs_and_apa
     assert scores["cindex_containers"] == pytest.approx(1.0)
     # pairs: A<B, A<X, A<C, X<B, X<C, B<C by time with an event first: X's low risk breaks X<B and X<C
     assert scores["cindex"] == pytest.approx(4 / 6)
+
+
+def test_demo_gives_held_out_scores_their_bootstrap_interval():
+    """interval95: the percentile bootstrap over the patients; a mean of 400 standard normals has a 95 % interval of
+    width 2 x 1.96 / 20; draws where the score is undefined do not count; the report prints the interval."""
+    import demo_report
+    import demo_scores
+
+    values = np.random.default_rng(1).normal(size=400)
+    cases = [{"x": float(v)} for v in values]
+    interval = demo_scores.interval95(lambda part: {"mean": float(np.mean([c["x"] for c in part]))}, cases, ["mean"])
+    low, high = interval["mean_ci95"]
+    assert low < values.mean() < high and high - low == pytest.approx(2 * 1.96 / 20, abs=0.02)
+    two = [{"x": 0.0}, {"x": 1.0}]  # a draw holding one patient twice has no spread: undefined, left out
+    spread = demo_scores.interval95(lambda part: {"sd": float(np.std([c["x"] for c in part])) or float("nan")},
+                                    two, ["sd"], resamples=200)
+    assert spread["sd_ci95"] == [0.5, 0.5]
+    never = demo_scores.interval95(lambda part: {"sd": float("nan")}, two, ["sd"], resamples=5)
+    assert all(math.isnan(v) for v in never["sd_ci95"])
+    assert demo_report._ci({"cindex_ci95": [0.61, 0.8]}, "cindex") == " [95 % interval 0.610–0.800]"
+    assert demo_report._ci({"cindex_ci95": [None, None]}, "cindex") == demo_report._ci({}, "cindex") == ""
 
 
 def test_demo_scores_task1_on_the_containers_masks_and_apart_on_the_in_process_ones(tmp_path):
