@@ -23,7 +23,7 @@ test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 ## The demo: a synthetic cohort, the small models of Tasks 1-3 and HECKTOR 2026, every container's inference.py on 4
-## held-out cases and 32 more through predict_case in-process, scores and demo_output/report.md (13.5 min on 2 cores
+## held-out cases and 32 more through predict_case in-process, scores and demo_output/report.md (13.7 min on 2 cores
 ## from a fresh clone, set-up included, measured 2026-12-07: docs/results/benchmarks.md#the-demo).
 demo: setup
 	$(BIN)/python training/demo.py --out demo_output

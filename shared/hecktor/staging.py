@@ -373,7 +373,7 @@ def staging_features(measurements: StagingMeasurements, version: int = 2) -> np.
 
     The bone is an input of its own because it alone makes T4. Version 1 (the bundles before it) had no bone and the
     rules' answers as ordinal numbers (T1 = 1 .. T4 = 4, N0 = 0 .. N3 = 3). With those the learned T stager stayed
-    below the rules on the 300-case benchmark: 0.746, 0.743 and 0.728 balanced accuracy over three fold seeds against
+    below the rules on the 300-case benchmark: 0.746, 0.742 and 0.728 balanced accuracy over three fold seeds against
     the rules' 0.780; with these 0.791, 0.801, 0.792 (``docs/how-to/hecktor2026.md``, "Measured").
     """
     t_rule, n_rule = stage_by_rules(measurements)
