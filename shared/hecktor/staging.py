@@ -357,7 +357,7 @@ def fit_cutoffs(measurements: Sequence[StagingMeasurements], t_stages: Sequence[
 
 
 STAGING_FEATURES = ("primary_diameter_mm", "bone_contact_ml", "n_nodes", "largest_node_mm", "contralateral_nodes",
-                    *(f"rules_{stage}" for stage in ("T1", "T2", "T3", "T4", "N0", "N1", "N2", "N3")))
+                    *(f"rules_{stage}" for stage in T_STAGES + N_STAGES))
 """The learned stager's inputs, in :func:`staging_features`'s order: what the rules measure, and the rules' answers."""
 STAGING_FEATURES_V1 = ("primary_diameter_mm", "n_nodes", "largest_node_mm", "contralateral_nodes", "rule_t", "rule_n")
 """The inputs of the stage classifiers of bundles exported before 2026-12-07 (features version 1), kept so those
