@@ -30,7 +30,7 @@ def output_path(out: Path, task: int, pid: str) -> Path:
 
 
 def in_process_mask(out: Path, folder: str, pid: str) -> Path:
-    """Where :func:`predict_in_process` keeps an extra held-out case's shared segmentation."""
+    """Where :func:`demo.predict_in_process` keeps an extra held-out case's shared segmentation."""
     return out / folder / "segmentations" / f"{pid}.nii.gz"
 
 
@@ -89,7 +89,10 @@ def interval95(scores_of, cases: list[dict[str, Any]], keys: Sequence[str], *,
                resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, list[float]]:
     """The percentile bootstrap's 95 % interval of each score of ``keys``: ``scores_of`` on ``resamples`` sets of
     the patients drawn with replacement (a draw where a score is undefined, one class only, does not count),
-    ``{"<key>_ci95": [low, high]}``; NaN where no draw defines it."""
+    ``{"<key>_ci95": [low, high]}``; NaN where no draw defines it.
+
+    Written here rather than with ``scipy.stats.bootstrap``: that one resamples once per statistic (six scorings of
+    every draw instead of one) and gives a NaN interval as soon as one draw is undefined."""
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {key: [] for key in keys}
     for _ in range(resamples):
