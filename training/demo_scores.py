@@ -91,8 +91,9 @@ def interval95(scores_of, cases: list[dict[str, Any]], keys: Sequence[str], *,
     the patients drawn with replacement (a draw where a score is undefined, one class only, does not count),
     ``{"<key>_ci95": [low, high]}``; NaN where no draw defines it.
 
-    Written here rather than with ``scipy.stats.bootstrap``: that one resamples once per statistic (six scorings of
-    every draw instead of one) and gives a NaN interval as soon as one draw is undefined."""
+    Written here rather than with ``scipy.stats.bootstrap``: that one gives a NaN interval as soon as one draw is
+    undefined (a draw of one HPV status only, or without a comparable pair), which draws of a few dozen patients
+    meet."""
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {key: [] for key in keys}
     for _ in range(resamples):
