@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="after each fold, segment its validation cases into RUN_DIR/fold_K/validation/")
     task.add_argument("--positive-fraction", type=float, default=argparse.SUPPRESS,
                       help="share of patches centred on tumour (GTVp and GTVn equally often)")
-    task.add_argument("--val-every", type=int, default=argparse.SUPPRESS, help="validate every N epochs")
+    task.add_argument("--val-every", type=int, default=argparse.SUPPRESS,
+                      help="validate every N epochs and after the last (0: never; the last epoch is the best)")
     task.add_argument("--val-overlap", type=float, default=argparse.SUPPRESS, help="sliding-window overlap")
     task.add_argument("--around", choices=["region", "mask"], default=argparse.SUPPRESS, help="cached training region")
     task.add_argument("--cache-dir", default=argparse.SUPPRESS,
@@ -119,8 +120,10 @@ def run(args: argparse.Namespace) -> None:
         return
     for summary in summaries:
         best = summary["best"]
-        score = best.get("val_dice_mean", float("nan"))
-        print(f"fold {summary['fold']}: best epoch {best.get('epoch')} val_dice_mean {score:.4f}")
+        if "val_dice_mean" in best:
+            print(f"fold {summary['fold']}: best epoch {best.get('epoch')} val_dice_mean {best['val_dice_mean']:.4f}")
+        else:
+            print(f"fold {summary['fold']}: epoch {best.get('epoch')} kept, not validated (--val-every 0)")
     if any((Path(config.run_dir) / f"fold_{s['fold']}" / VALIDATION_DIR).is_dir() for s in summaries):
         print(f"out-of-fold predictions in {config.run_dir}/fold_K/{VALIDATION_DIR}/; next: "
               f"python training/choose_postprocessing.py {config.run_dir}")

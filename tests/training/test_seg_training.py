@@ -175,6 +175,26 @@ def test_resume_continues_from_the_saved_epoch(cohort, tmp_path, monkeypatch):
                             resume=True).prepare()
 
 
+def test_val_every_0_validates_never_and_keeps_the_last_epoch_as_best(cohort, tmp_path):
+    """The demo's setting: no validation pass (its out-of-fold predictions score the fold); the best checkpoint is the
+    last epoch's, so the export and the out-of-fold masks use the trained network."""
+    fast = {"network": "unet", "network_config": FAST_UNET, "iterations_per_epoch": 2, "epochs": 2, "val_every": 0}
+    trainer = SegmentationTrainer(tiny_config(cohort, tmp_path / "run", **fast))
+    trainer.prepare()
+    summary = trainer.train_fold(0)
+    rows = json.loads((tmp_path / "run" / "fold_0" / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2] and not any(k.startswith("val_") for r in rows for k in r)
+    best = torch.load(tmp_path / "run" / "fold_0" / "checkpoint_best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "fold_0" / "checkpoint_last.pt", weights_only=True)
+    assert summary["best"] == best["best"] == {"epoch": 2} and best["epoch"] == last["epoch"] == 2
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())
+    _, val_ids = trainer.fold_cases(0)
+    assert sorted(p.stem.split(".")[0] for p in (tmp_path / "run" / "fold_0" / "validation").glob("*.nii.gz")) == \
+        sorted(val_ids)
+    with pytest.raises(InputError, match="val_every must be at least 0"):
+        tiny_config(cohort, tmp_path / "other", val_every=-1)
+
+
 def test_export_gives_a_bundle_that_predicts_like_the_checkpoint(trained_run, cohort, tmp_path):
     run_dir, summary, trainer = trained_run
     assert trainer.network_config["deep_supervision"] is True  # HecMamba trains with deep supervision by default

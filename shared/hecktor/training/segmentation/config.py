@@ -68,7 +68,9 @@ class TrainingConfig:
             output only.
         augmentation: MONAI spatial and intensity augmentation of training patches.
         positive_fraction: share of patches centred on a tumour voxel; GTVp and GTVn are picked equally often.
-        val_every: validate every this many epochs (and after the last one).
+        val_every: validate every this many epochs (and after the last one); 0: never during training, and
+            ``checkpoint_best.pt`` is the last epoch's (for a run whose out-of-fold predictions,
+            ``predict_validation``, score it anyway: the demo).
         val_overlap: sliding-window overlap of validation.
         sw_batch_size: windows per forward pass in validation.
         around: training region of a case, ``region`` (inference region widened to the mask) or ``mask``.
@@ -146,9 +148,11 @@ class TrainingConfig:
             raise InputError(f"n_folds must be at least 2, got {self.n_folds}")
         if self.folds is not None:
             self.folds = select_folds(self.folds, self.n_folds)
-        for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every", "sw_batch_size"):
+        for name in ("epochs", "iterations_per_epoch", "batch_size", "sw_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if int(self.val_every) < 0:
+            raise InputError(f"val_every must be at least 0 (0: no validation during training), got {self.val_every}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"workers must be >= 0 (or null: all cores), got {self.workers}")
         if not 0.0 <= self.positive_fraction <= 1.0:

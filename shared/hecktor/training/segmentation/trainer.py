@@ -377,16 +377,23 @@ class SegmentationTrainer:
                 "processes": self.context.world_size,
             }
             epoch_losses.append(row["train_loss"])
-            if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+            if config.val_every and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 val_started = time.perf_counter()
                 row.update(self.validate(network, val_ids))
                 row["val_seconds"] = time.perf_counter() - val_started
-                if row["val_dice_mean"] > best["val_dice_mean"]:
+                if row["val_dice_mean"] > best.get("val_dice_mean", -1.0):
                     best = {"epoch": epoch + 1, **{k: v for k, v in row.items() if k.startswith("val_")}}
                     if self.context.is_main:
                         fold_dir.mkdir(parents=True, exist_ok=True)
                         save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold),
                                         best_path, keep_previous=False)
+            elif not config.val_every and epoch + 1 == config.epochs:
+                # No validation (val_every 0): the last epoch is the one exported and predicting out of fold.
+                best = {"epoch": epoch + 1}
+                if self.context.is_main:
+                    fold_dir.mkdir(parents=True, exist_ok=True)
+                    save_checkpoint(self._checkpoint(network, optimizer, scheduler, scaler, epoch + 1, best, fold),
+                                    best_path, keep_previous=False)
             if self.context.is_main:
                 # The row first: a kill between the two resumes from the epoch before and rewrites this row, whereas the
                 # other order would leave an epoch without a row.
