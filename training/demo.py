@@ -11,17 +11,20 @@ pipeline works end to end, not what the method scores (see the report's notes). 
 The tasks come from the registry (:mod:`hecktor.tasks`); each has a training stage here (:data:`TRAINERS`, by the
 task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so they can be run alone from Python):
 
-1. :func:`make_cohorts`: ``--train-cases`` synthetic training cases in the HECKTOR layout, and ``--held-out`` other
+1. :func:`make_cohorts`: ``--train-cases`` synthetic training cases in the HECKTOR layout (96 by default: with 48, a
+   Task 2 model reached a C-index of 0.75 on only 60 % of 36-patient held-out sets, ``bench_held_out_noise.py``),
+   and ``--held-out`` other
    patients (another seed) as Grand-Challenge input folders for each task, with their labels, survival and HPV status;
    ``--held-out-extra`` more of them (``held_out_extra/``) for the in-process scoring of stage 6.
 2. :func:`train_segmentation` (Task 1): the small HecMamba of ``training/configs/demo.json`` with a 16-channel
    full-resolution decoder (1.5 M parameters; the recipe's 32 nearly doubles the time per iteration; 32^3 patches at
    4 mm, Dice + CE with deep supervision), both folds of a 2-fold split trained side by side (one process and one
-   thread each, channels-last on the CPU, one validation and progress line per fold at its end), for ``--epochs``
-   epochs of 25 iterations (16 by default: 400 iterations, two fifths of demo.json's 40, to fit the time; the demo
-   of 2026-12-07 trained 600 in 21 minutes); each fold then predicts its validation cases
-   (so every training patient has an out-of-fold mask, which Task 2 needs), the postprocessing is chosen on those
-   predictions, and the bundle is exported to ``task1_container/resources/bundle``.
+   thread each, channels-last on the CPU, one progress line per fold at its end), for ``--epochs`` epochs of 25
+   iterations (16 by default: 400 iterations, two fifths of demo.json's 40, to fit the time; the demo of 2026-12-07
+   trained 600 in 21 minutes); each fold then segments its validation patients (so every training patient has an
+   out-of-fold mask, which Tasks 2, 3 and 2026 need; no separate validation pass, :func:`segmentation_config`), the
+   postprocessing is chosen on those masks, which give the Task 1 scores of training, and the bundle is exported to
+   ``task1_container/resources/bundle``.
 3. :func:`train_prognosis` (Task 2): ``biomarkers`` mode (the default of ``train_prognosis.py``): a Cox model on the
    record and the PET biomarkers of Task 1's out-of-fold masks, 5 folds; exported, with the Task 1 model nested, to
    ``task2_container/resources/bundle``.
@@ -37,7 +40,7 @@ task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so t
    and 2026 containers, in ``--jobs`` processes, each case segmented once (:func:`shared_segmentation`) for all three:
    a C-index and a balanced accuracy on a dozen patients move by several points with one patient, so these are
    scored with the container runs and reported apart too. A container run costs about ten times an in-process
-   patient (a fresh interpreter, and a segmentation per container), so the default is 4 container cases and 32
+   patient (a fresh interpreter, and a segmentation per container), so the default is 2 container cases and 34
    in-process ones: 36 patients within the demo's time.
 7. :func:`score` (the rules of :mod:`demo_scores`): Dice, HD95, surface Dice, DSCagg, F1agg (``hecktor.metrics``) of
    the Task 1 container's masks and, apart, of the in-process shared segmentations; the held-out C-index and the HPV
@@ -177,16 +180,16 @@ windows, to fit the demo's time."""
 def segmentation_config(data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     """``training/configs/demo.json`` (plan, network, loss, learning rate, iterations per epoch), with a
     :data:`SEG_FULL_RESOLUTION_WIDTH`-channel full-resolution decoder, ``epochs`` epochs, both folds of a
-    :data:`SEG_FOLDS`-fold split, one validation after the last epoch (one progress line per fold: each validation
-    segments the fold's 24 validation regions, about 35 s of a fold's time, which the demo's 15 minutes have no room
-    to repeat), out-of-fold predictions after each fold, on the CPU without loader workers."""
+    :data:`SEG_FOLDS`-fold split, no validation pass (``val_every`` 0: the out-of-fold predictions made after each
+    fold segment the same patients and score it, so the last epoch is the fold's model; a validation pass of the
+    fold's 48 patients cost 70 s of the demo's 15 minutes), on the CPU without loader workers."""
     from hecktor.training.segmentation import load_config_file
 
     config = load_config_file(CONFIGS / "demo.json")
     config["network_config"] = {**config["network_config"], "full_resolution_width": SEG_FULL_RESOLUTION_WIDTH}
     config.update({"data_root": str(data), "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache"),
                    "n_folds": SEG_FOLDS, "folds": list(range(SEG_FOLDS)), "epochs": epochs,
-                   "val_every": epochs, "val_overlap": SEG_VAL_OVERLAP,
+                   "val_every": 0, "val_overlap": SEG_VAL_OVERLAP,
                    "workers": 0, "device": "cpu", "progress": False, "log_validation": True,
                    "predict_validation": True})
     return config
@@ -199,21 +202,27 @@ def _train_fold(config: dict[str, Any], fold: int) -> dict[str, Any]:
     from hecktor.training.segmentation import FOLDS_JSON, SegmentationTrainer, TrainingConfig
 
     torch.set_num_threads(1)
+    started = time.perf_counter()
     trainer = SegmentationTrainer(TrainingConfig.from_dict({**config, "folds": [fold]}))
     try:
         # The split, the cache and the run record were written by the parent's prepare(); writing them again from two
         # processes at once would race.
         trainer.folds = load_folds(Path(config["run_dir"]) / FOLDS_JSON, case_ids=trainer.patient_ids)
-        return trainer.train_fold(fold)
+        summary = trainer.train_fold(fold)
     finally:
         trainer.close()
+    predict_s = summary.get("predict_validation_s", 0.0)
+    print(f"[demo]   fold {fold}: {config['epochs'] * config['iterations_per_epoch']} iterations in "
+          f"{time.perf_counter() - started - predict_s:.0f} s (last epoch's loss {summary['epoch_losses'][-1]:.3f}), "
+          f"{summary['val_cases']} out-of-fold masks in {predict_s:.0f} s", flush=True)
+    return summary
 
 
 def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
                        trained: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Task 1: both folds trained side by side (one process and one thread each: two cores; each prints one line per
-    validation), each predicting its validation cases at the end; the postprocessing chosen on those out-of-fold
-    predictions; then exported."""
+    """Task 1: both folds trained side by side (one process and one thread each: two cores; each prints one line when
+    it is done), each segmenting its validation patients at the end; the postprocessing chosen on those out-of-fold
+    masks (whose scores the demo reports); then exported."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -229,21 +238,33 @@ def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
     finally:
         trainer.close()
     print(f"[demo]   {len(config['folds'])} folds side by side, {epochs * config['iterations_per_epoch']} iterations "
-          "each (about a second per iteration on one core), then each predicts its validation cases; one line per "
-          "fold when it is done", flush=True)
+          "each (about a second per iteration on one core), then each segments its validation patients (their "
+          "out-of-fold masks); one line per fold when it is done", flush=True)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         summaries = list(pool.map(_train_fold, [config] * len(config["folds"]), config["folds"]))
     # Both folds predicted their validation cases: the postprocessing is chosen on those out-of-fold predictions.
     choice = choose_run_postprocessing(run_dir)
-    print(f"[demo]   postprocessing chosen on {choice['report']['n_cases']} out-of-fold cases: "
-          f"{choice['postprocessing']}", flush=True)
+    oof = out_of_fold_scores(choice["report"])
+    print(f"[demo]   postprocessing chosen on {oof['n_cases']} out-of-fold cases: {choice['postprocessing']}; "
+          f"out-of-fold GTVp Dice {oof['dice_GTVp']:.3f}, GTVn DSCagg {oof['dsc_agg_GTVn']:.3f}", flush=True)
     bundle, folds = export_bundle(run_dir, bundle_dir(1), checkpoint="best", overwrite=True)
     parameters = sum(p.numel() for p in Segmenter.from_bundle(bundle, device="cpu").networks[0].parameters())
     return {"run_dir": str(run_dir), "folds": folds, "n_folds": SEG_FOLDS, "parameters": parameters, "network": config["network"], "network_config": trainer.network_config,
             "plan": trainer.config.plan.to_dict(), "epochs": epochs,
             "iterations_per_epoch": config["iterations_per_epoch"], "batch_size": config["batch_size"],
             "loss": config.get("loss"), "deep_supervision": trainer.network_config.get("deep_supervision"),
-            "postprocessing": choice["postprocessing"], "best": [s["best"] for s in summaries]}
+            "postprocessing": choice["postprocessing"], "out_of_fold": oof}
+
+
+def out_of_fold_scores(report: dict[str, Any]) -> dict[str, Any]:
+    """Task 1's out-of-fold scores after the chosen postprocessing, from
+    :func:`~hecktor.training.segmentation.choose_run_postprocessing`'s report: GTVp mean Dice, GTVn DSCagg and F1agg,
+    and the number of patients."""
+    gtvp, gtvn = report["GTVp"], report["GTVn"]
+    chosen = next((c for c in gtvn["candidates"] if c["min_volume_ml"] == gtvn["chosen_min_volume_ml"]), gtvn["raw"])
+    return {"n_cases": report["n_cases"],
+            "dice_GTVp": gtvp["largest_component"] if gtvp["chosen"] else gtvp["raw"],
+            "dsc_agg_GTVn": chosen["dsc_agg"], "f1_agg_GTVn": chosen["f1_agg"]}
 
 
 def train_prognosis(data: Path, runs: Path, options: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
@@ -533,9 +554,10 @@ def _json_safe(value: Any) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="output folder")
-    parser.add_argument("--train-cases", type=int, default=48, help="synthetic training cases")
-    parser.add_argument("--held-out", type=int, default=4, help="held-out cases run through every container")
-    parser.add_argument("--held-out-extra", type=int, default=32,
+    parser.add_argument("--train-cases", type=int, default=96,
+                        help="synthetic training cases (Task 1's 2-fold split and Tasks 2, 3 and 2026's 5 folds)")
+    parser.add_argument("--held-out", type=int, default=2, help="held-out cases run through every container")
+    parser.add_argument("--held-out-extra", type=int, default=34,
                         help="more held-out cases through the predict_case of Tasks 2, 3 and 2026 in-process "
                              "(one shared segmentation each, which Task 1 is scored on too), scored with the "
                              "container runs and apart")

@@ -180,6 +180,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
 
     trained = results["training"]
     seg, prog, hpv = (trained[get_task(n).name] for n in (1, 2, 3))
+    oof = seg.get("out_of_fold", {})  # absent from a results.json written before the demo reported it
     summary = scores["segmentation"]
     runs = {int(task): records for task, records in results["runs"].items()}  # int keys in memory, str in JSON
     lines = [
@@ -213,9 +214,10 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"{'on' if seg['deep_supervision'] else 'off'}) on {seg['plan']['patch_size_zyx']} patches at "
         f"{seg['plan']['spacing_mm_xyz']} mm, both folds of a {seg['n_folds']}-fold split (every training patient "
         f"gets an out-of-fold mask, which Task 2 needs), {seg['epochs']} epochs of {seg['iterations_per_epoch']} "
-        f"iterations of {seg['batch_size']} patches; best validation Dice per fold "
-        f"{', '.join(_f(b.get('val_dice_mean'), 3) for b in seg['best'])}; postprocessing chosen on the out-of-fold "
-        f"predictions: {seg['postprocessing']}. Inference with mirror TTA (the container's default).",
+        f"iterations of {seg['batch_size']} patches; postprocessing chosen on the out-of-fold masks: "
+        f"{seg['postprocessing']}, after which they score GTVp Dice {_f(oof.get('dice_GTVp'), 3)}, GTVn DSCagg "
+        f"{_f(oof.get('dsc_agg_GTVn'), 3)} ({oof.get('n_cases')} patients). Inference with mirror TTA (the "
+        "container's default).",
         f"* Task 2: `{prog['mode']}` mode (the record and the PET biomarkers of Task 1's out-of-fold masks; survival "
         f"model {prog['survival'].get('kind')}), {prog['n_folds']} folds; out-of-fold C-index "
         f"{_f(prog['cindex_oof_mean'])} (pooled {_f(prog['cindex_oof_pooled'])}); ensemble weights "

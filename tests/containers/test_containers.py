@@ -426,6 +426,27 @@ def test_demo_measures_each_container_run_on_its_own(tmp_path):
     assert failed["status"] == 3
 
 
+def test_demo_reports_task1_out_of_fold_scores_after_the_chosen_postprocessing():
+    """The demo has no validation pass: its Task 1 scores are the out-of-fold masks' after the postprocessing chosen on
+    them (GTVp: a stray component removed; GTVn: below the smallest threshold, so raw = chosen)."""
+    import demo
+    from hecktor.postprocessing import choose_postprocessing
+
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[4:10, 4:10, 4:10] = 1
+    label[12:16, 12:16, 12:16] = 2
+    prediction = label.copy()
+    prediction[16:18, 1:3, 1:3] = 1  # 8 stray GTVp voxels: Dice 2*216/(216+224) without them removed
+    images = [sitk.GetImageFromArray(a) for a in (prediction, label)]
+    for image in images:
+        image.SetSpacing((4.0, 4.0, 4.0))
+    _, report = choose_postprocessing([(images[0], images[1], "P-1")])
+    scores = demo.out_of_fold_scores(report)
+    assert scores == {"n_cases": 1, "dice_GTVp": pytest.approx(1.0), "dsc_agg_GTVn": pytest.approx(1.0),
+                      "f1_agg_GTVn": pytest.approx(1.0)}
+    assert report["GTVp"]["raw"] == pytest.approx(2 * 216 / 440)
+
+
 def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(tmp_path):
     """Balanced accuracy from the written booleans, AUC from the probability each container logged, over the patients
     of known status only; the oracle from the true P(HPV+)."""
