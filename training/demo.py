@@ -533,6 +533,8 @@ def run_demo(out: Path, options: argparse.Namespace) -> Path:
     scores = watch.run("scoring", score, out, cohorts)
     results = {"cohorts": cohorts, "training": trained, "runs": runs, "in_process": in_process, "scores": scores,
                "stages": watch.stages, "seed": options.seed, "jobs": options.jobs}
+    # Saved before the report too, so that a failing report leaves a run that --rescore can finish.
+    (out / "results.json").write_text(json.dumps(_json_safe({**results, "total": watch.total()}), indent=2) + "\n")
     report = watch.run("report", demo_report.write_report, out, results)
     results["total"] = watch.total()
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")

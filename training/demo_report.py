@@ -76,7 +76,8 @@ def save_overlay(ct: sitk.Image, pet: sitk.Image, truth: sitk.Image, prediction:
 def save_kaplan_meier(times: Sequence[float], events: Sequence[int], risks: Sequence[float], path: Path,
                       title: str) -> dict[str, Any]:
     """Kaplan-Meier curves (scikit-survival) of the patients above and at-or-below the median predicted risk, with
-    the log-rank test between the two groups."""
+    the log-rank test between the two groups (NaN where it is undefined: a group empty, no relapse, or so few
+    patients that the test's covariance is singular)."""
     from sksurv.compare import compare_survival
     from sksurv.nonparametric import kaplan_meier_estimator
 
@@ -94,7 +95,10 @@ def save_kaplan_meier(times: Sequence[float], events: Sequence[int], risks: Sequ
     p_value = float("nan")
     if high.any() and (~high).any() and events.any():
         outcome = np.array(list(zip(events, times)), dtype=[("event", bool), ("time", float)])
-        p_value = float(compare_survival(outcome, high.astype(int))[1])
+        try:
+            p_value = float(compare_survival(outcome, high.astype(int))[1])
+        except np.linalg.LinAlgError:
+            pass
     ax.set_xlabel("years since treatment")
     ax.set_ylabel("recurrence-free survival")
     ax.set_ylim(0, 1.05)
@@ -173,9 +177,11 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         dice = per_case[pid]["GTVp"]["dice"]
         overlays.append(save_overlay(ct, pet, truth, prediction, figures / f"overlay_{pid}.png",
                                      f"{pid}: GTVp Dice {_f(dice, 2)}, CT grid {case['ct_orientation']}"))
-    km = save_kaplan_meier([c["rfs_days"] for c in held_out], [c["relapse"] for c in held_out],
-                           [c["risk"] for c in held_out], figures / "kaplan_meier.png",
-                           f"Held-out patients (n = {len(held_out)}), Task 2 container risk")
+    # Every held-out patient with a Task 2 risk: the container runs' and the in-process ones' (the same predictor).
+    with_risk = [c for c in [*held_out, *results["cohorts"].get("held_out_extra", [])] if c.get("risk") is not None]
+    km = save_kaplan_meier([c["rfs_days"] for c in with_risk], [c["relapse"] for c in with_risk],
+                           [c["risk"] for c in with_risk], figures / "kaplan_meier.png",
+                           f"Held-out patients (n = {len(with_risk)}), Task 2 risk")
     results["kaplan_meier"] = km
 
     trained = results["training"]

@@ -447,6 +447,20 @@ def test_demo_reports_task1_out_of_fold_scores_after_the_chosen_postprocessing()
     assert report["GTVp"]["raw"] == pytest.approx(2 * 216 / 440)
 
 
+def test_demo_kaplan_meier_survives_a_log_rank_test_that_is_undefined(tmp_path):
+    """Two patients, the earlier one censored: scikit-survival's log-rank covariance is singular; the plot is drawn and
+    the p-value is NaN. With two groups of five it is a number."""
+    import demo_report
+
+    km = demo_report.save_kaplan_meier([100, 200], [0, 1], [0.1, 0.9], tmp_path / "km.png", "two")
+    assert math.isnan(km["logrank_p"]) and (tmp_path / "km.png").is_file()
+    assert km["groups"] == {"low risk": {"n": 1, "relapses": 0}, "high risk": {"n": 1, "relapses": 1}}
+    times = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    km = demo_report.save_kaplan_meier(times, [1, 1, 1, 0, 1, 0, 0, 1, 0, 0], list(range(10, 0, -1)),
+                                       tmp_path / "km10.png", "ten")
+    assert 0.0 < km["logrank_p"] < 0.2
+
+
 def test_demo_scores_task3_from_the_containers_outputs_and_logged_probabilities(tmp_path):
     """Balanced accuracy from the written booleans, AUC from the probability each container logged, over the patients
     of known status only; the oracle from the true P(HPV+)."""
