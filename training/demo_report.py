@@ -258,7 +258,8 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"| C-index of the Task 2 risk | {_f(scores['cindex'])}{_ci(scores, 'cindex')} on "
         f"{scores.get('cindex_n', len(held_out))} patients "
         f"(oracle, the true log-hazard: {_f(scores['oracle_cindex'])}){_apart(scores, 'cindex')} |",
-        f"| log-rank p, high vs low predicted Task 2 risk (every held-out patient, split at the median) | {_f(km['logrank_p'], 3)} |",
+        "| log-rank p, high vs low predicted Task 2 risk (every held-out patient, split at the median) | "
+        f"{_f(km['logrank_p'], 3)} |",
         f"| Task 3 balanced accuracy | {_f(scores['hpv_balanced_accuracy'])}{_ci(scores, 'hpv_balanced_accuracy')} on "
         f"{scores['hpv_n']} patients of known "
         f"status ({scores['hpv_n_positive']} HPV-positive; oracle, the true P(HPV+): "
