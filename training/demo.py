@@ -241,7 +241,7 @@ def train_segmentation(data: Path, runs: Path, options: argparse.Namespace,
           "each (about a second per iteration on one core), then each segments its validation patients (their "
           "out-of-fold masks); one line per fold when it is done", flush=True)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        summaries = list(pool.map(_train_fold, [config] * len(config["folds"]), config["folds"]))
+        list(pool.map(_train_fold, [config] * len(config["folds"]), config["folds"]))  # each prints its summary line
     # Both folds predicted their validation cases: the postprocessing is chosen on those out-of-fold predictions.
     choice = choose_run_postprocessing(run_dir)
     oof = out_of_fold_scores(choice["report"])

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from contextlib import redirect_stderr
+from pathlib import Path
 
 import numpy as np
 import pytest
