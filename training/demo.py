@@ -12,10 +12,10 @@ The tasks come from the registry (:mod:`hecktor.tasks`); each has a training sta
 task's name) and a scoring rule (:data:`SCORERS`). Stages (each a function, so they can be run alone from Python):
 
 1. :func:`make_cohorts`: ``--train-cases`` synthetic training cases in the HECKTOR layout (96 by default: with 48, a
-   Task 2 model reached a C-index of 0.75 on only 60 % of 36-patient held-out sets, ``bench_held_out_noise.py``),
-   and ``--held-out`` other
-   patients (another seed) as Grand-Challenge input folders for each task, with their labels, survival and HPV status;
-   ``--held-out-extra`` more of them (``held_out_extra/``) for the in-process scoring of stage 6.
+   Task 2 model reached a C-index of 0.75 on only 60 % of 36-patient held-out sets, ``bench_held_out_noise.py``), and
+   ``--held-out`` other patients (another seed) as Grand-Challenge input folders for each task, with their labels,
+   survival and HPV status; ``--held-out-extra`` more of them (``held_out_extra/``) for the in-process scoring of
+   stage 6.
 2. :func:`train_segmentation` (Task 1): the small HecMamba of ``training/configs/demo.json`` with a 16-channel
    full-resolution decoder (1.5 M parameters; the recipe's 32 nearly doubles the time per iteration; 32^3 patches at
    4 mm, Dice + CE with deep supervision), both folds of a 2-fold split trained side by side (one process and one
